@@ -14,9 +14,9 @@ export function grpcServiceDefinition(service: DescService): ServiceDefinition {
       path: `/${service.typeName}/${method.name}`,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
-      requestSerialize: serializer(method.input),
+      requestSerialize: serializer(method.input) as (value: unknown) => Buffer,
       requestDeserialize: deserializer(method.input),
-      responseSerialize: serializer(method.output),
+      responseSerialize: serializer(method.output) as (value: unknown) => Buffer,
       responseDeserialize: deserializer(method.output),
       originalName: method.name,
     };

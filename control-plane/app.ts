@@ -1,0 +1,171 @@
+import { randomBytes } from "node:crypto";
+import type { Server as HttpServer } from "node:http";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { ControlPlaneConfig } from "./config.js";
+import type { CounterStore } from "./counter-store.js";
+import { CredentialVerifier, generateApiKeySecret } from "./credentials.js";
+import { DecisionEngine } from "./decide.js";
+import { demoApiKeyId, demoBundle } from "./demo-bundle.js";
+import { AdmissionHandlers } from "./grpc/admission-handlers.js";
+import { addAdmissionServices } from "./grpc/grpc-server.js";
+import { PolicyHandlers } from "./grpc/policy-handlers.js";
+import { addHealthService } from "./grpc/health.js";
+import { addReflection } from "./grpc/reflection.js";
+import { createHttpServer } from "./http-server.js";
+import { createLogger } from "./logger.js";
+import { MemoryCounterStore } from "./memory-counter-store.js";
+import { createMetrics, type Metrics } from "./metrics.js";
+import { PolicyManager } from "./policy/policy-manager.js";
+import { ReservationSigner } from "./reservation-id.js";
+import { Settlement } from "./settlement.js";
+import { AuditLog } from "./store/audit-log.js";
+import { ConfigRepository } from "./store/config-repository.js";
+import { openDatabase, type Database } from "./store/database.js";
+import { Ledger } from "./store/ledger.js";
+import { file_admission_v1_admission } from "../gen/admission/v1/admission_pb.js";
+import { file_admission_v1_policy_service } from "../gen/admission/v1/policy_service_pb.js";
+
+export interface RunningControlPlane {
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly adminToken: string;
+  /** The demo API key's secret, when the demo bundle was loaded. */
+  readonly demoApiKey?: string;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly policy: PolicyManager;
+  readonly settlement: Settlement;
+  readonly counters: CounterStore;
+  readonly ledger: Ledger;
+  readonly audit: AuditLog;
+  readonly database: Database;
+  /** Graceful: stop taking calls, drain, flush the ledger and audit log, close stores. */
+  stop(): Promise<void>;
+}
+
+/** Optional replacements for tests and benchmarks (an injected clock, a specific counter store). */
+export interface ControlPlaneDeps {
+  readonly clock?: () => number;
+  readonly logger?: Logger;
+  readonly counters?: CounterStore;
+  readonly metrics?: Metrics;
+}
+
+/**
+ * The one wiring function: picks backends from the config, builds the object
+ * graph, rebuilds counters from the ledger, then starts serving.
+ */
+export async function startControlPlane(config: ControlPlaneConfig, deps: ControlPlaneDeps = {}): Promise<RunningControlPlane> {
+  const clock = deps.clock ?? Date.now;
+  const logger = deps.logger ?? createLogger({ level: config.logLevel, service: "control-plane" });
+  const metrics = deps.metrics ?? createMetrics({ defaultMetrics: true });
+
+  const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, logger });
+  const repository = new ConfigRepository({ db: database });
+  const ledger = new Ledger({ db: database, logger });
+  await ledger.ensurePartitions(clock());
+  const audit = new AuditLog({ db: database, logger, clock });
+  const counters = deps.counters ?? new MemoryCounterStore({ clock });
+  const signer = new ReservationSigner(await repository.getOrCreateSecret("reservation_signing_key", () => randomBytes(32).toString("base64url")));
+  const credentials = new CredentialVerifier(config.jwt, clock);
+
+  const policy = new PolicyManager({ repository, audit, metrics, logger, defaultFailurePolicy: config.failurePolicy, pollIntervalMs: 5_000, clock });
+  await policy.start();
+  let demoApiKey: string | undefined;
+  if (config.demo) {
+    demoApiKey = generateApiKeySecret();
+    await policy.apply(demoBundle(demoApiKey), { dryRun: false, actor: "demo" });
+  }
+  const snapshot = () => policy.snapshot();
+
+  const engine = new DecisionEngine({
+    policy: snapshot, credentials, counters, signer, audit, metrics, logger, clock,
+    settings: { leaseTtlMs: config.leaseTtlMs, defaultMaxOutputTokens: config.defaultMaxOutputTokens, alertThresholds: config.alertThresholds },
+  });
+  const settlement = new Settlement({
+    policy: snapshot, credentials, counters, signer, ledger, audit, metrics, logger, clock,
+    settings: { leaseTtlMs: config.leaseTtlMs, maxLeaseTtlMs: config.maxLeaseTtlMs, recordGraceMs: 30_000, sweepIntervalMs: 1_000 },
+  });
+  await settlement.rebuild();
+  settlement.start();
+  const partitions = setInterval(() => {
+    void maintainLedger(ledger, clock(), config.ledgerRetentionMonths).catch((err) => logger.error({ err }, "ledger maintenance failed"));
+  }, 3_600_000);
+  partitions.unref();
+
+  const server = new grpc.Server({ "grpc.max_receive_message_length": 8 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
+  addAdmissionServices(server, {
+    admission: new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken }),
+    policy: new PolicyHandlers({ policy, ledger, audit, counters, adminToken: config.adminToken, clock }),
+    metrics,
+    logger,
+    maxInFlight: config.maxInFlight,
+  });
+  const health = addHealthService(server);
+  addReflection(server, [file_admission_v1_admission, file_admission_v1_policy_service]);
+  const grpcPort = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(`${config.grpcHost}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+  });
+
+  const http = createHttpServer({
+    registry: metrics.registry,
+    logger,
+    checks: {
+      policy: async () => {
+        if (policy.snapshot().version === 0) throw new Error("no policy loaded");
+      },
+      database: () => database.ping(),
+      counters: () => counters.ping(),
+    },
+  });
+  const httpPort = await listen(http, config.grpcHost, config.httpPort);
+  logger.info({ grpcPort, httpPort, database: database.kind, counters: counters.constructor.name }, "control plane ready");
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
+      health.shutdown();
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, config.shutdownGraceMs);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+      clearInterval(partitions);
+      await settlement.stop();
+      await policy.stop();
+      await ledger.close();
+      await audit.close();
+      await counters.close();
+      await database.close();
+      logger.info("control plane stopped");
+    })();
+    return stopping;
+  };
+
+  return { grpcPort, httpPort, adminToken: config.adminToken, demoApiKey, logger, metrics, policy, settlement, counters, ledger, audit, database, stop };
+}
+
+async function maintainLedger(ledger: Ledger, nowMs: number, retentionMonths: number): Promise<void> {
+  await ledger.ensurePartitions(nowMs);
+  const d = new Date(nowMs);
+  await ledger.dropPartitionsBefore(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - retentionMonths, 1));
+}
+
+function listen(server: HttpServer, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      const address = server.address();
+      resolve(typeof address === "object" && address ? address.port : port);
+    });
+  });
+}
+
+export { demoApiKeyId };

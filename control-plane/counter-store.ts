@@ -1,0 +1,152 @@
+/**
+ * The storage contract for meters and leases. The decision logic sits above it
+ * and never knows whether counters live in memory or in Redis. Every method
+ * touches the keys of one tenant only (Redis: one hash slot), and each call is
+ * atomic. Implementations throw CounterStoreUnavailableError when the backend
+ * cannot be reached; the failure policy above decides what that means.
+ */
+export interface CounterStore {
+  /** Reserve every meter or none; optionally idempotent per request id. */
+  reserve(request: ReserveRequest): Promise<ReserveResult>;
+  /** Settle an open lease once: apply actual usage, release concurrency. */
+  settle(request: SettleLeaseRequest): Promise<SettleLeaseResult>;
+  /** Move an open lease's expiry. Undefined when the lease is not open. */
+  renew(tenant: string, leaseId: string, expiresAtMs: number): Promise<LeaseRecord | undefined>;
+  /** The ledger row of a settled/expired lease is durable: stop tracking it. */
+  markRecorded(tenant: string, leaseId: string): Promise<void>;
+  /**
+   * Claim leases that need the sweeper: open leases past expiry (they become
+   * EXPIRED, charged their estimate, concurrency released) and settled leases
+   * whose ledger row was not confirmed within the grace period. A claimed lease
+   * is not handed out again for `graceMs`, so replicas don't duplicate work.
+   */
+  claimDue(nowMs: number, graceMs: number, limit: number): Promise<LeaseRecord[]>;
+  /** Add amounts without a lease (late settles, rebuilds). */
+  charge(tenant: string, charges: readonly MeterCharge[]): Promise<void>;
+  /** Current values of meters (0 when absent). */
+  read(tenant: string, keys: readonly string[]): Promise<number[]>;
+  /** Set a meter to 0; returns what it held. */
+  reset(tenant: string, key: string): Promise<number>;
+  /**
+   * Claim the rebuild of counters from the ledger. True for exactly one caller
+   * after the store lost its data (or started empty); false when the data is
+   * intact or another replica is rebuilding.
+   */
+  claimRebuild(nowMs: number): Promise<boolean>;
+  /** Health check for /readyz. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What a meter counts per unit of a lease. */
+export type MeterUnit = "requests" | "tokens" | "cost" | "concurrency";
+
+export interface MeterOp {
+  /** Meter key within the tenant, including the window start. */
+  readonly key: string;
+  readonly unit: MeterUnit;
+  /** Amount to reserve. */
+  readonly amount: number;
+  /** The limit; ignored when `enforce` is false. */
+  readonly limit: number;
+  /** False for SOFT/SHADOW meters and lifted limits: counted, never blocking. */
+  readonly enforce: boolean;
+  /** When the key may be dropped (window end + slack); 0: never (concurrency). */
+  readonly expiresAtMs: number;
+}
+
+export interface MeterCharge {
+  readonly key: string;
+  readonly amount: number;
+  readonly expiresAtMs: number;
+}
+
+export interface ReserveRequest {
+  readonly tenant: string;
+  readonly leaseId: string;
+  /** The full reservation id handed to the caller (self-describing, signed). */
+  readonly reservationId: string;
+  /** Request id for idempotent retries; empty: none. */
+  readonly requestId: string;
+  readonly meters: readonly MeterOp[];
+  readonly leaseExpiresAtMs: number;
+  readonly nowMs: number;
+}
+
+export type ReserveResult =
+  /** Reserved; `used` holds every meter's value after the reservation. */
+  | { readonly status: "reserved"; readonly used: number[] }
+  /** Nothing reserved: meter `index` would exceed its limit; `used` before. */
+  | { readonly status: "blocked"; readonly index: number; readonly used: number[] }
+  /** The request id already holds this lease. */
+  | { readonly status: "duplicate"; readonly lease: LeaseRecord };
+
+export type LeaseState = "open" | "settled" | "expired";
+
+/** Usage recorded for a lease. */
+export interface LeaseUsage {
+  readonly inputTokens: number;
+  readonly outputTokens: number;
+  readonly costMicros: number;
+  readonly outcome: number;
+  readonly estimated: boolean;
+  readonly provider: string;
+  readonly model: string;
+  readonly latencyMs: number;
+  readonly settledAtMs: number;
+}
+
+export interface LeaseMeter {
+  readonly key: string;
+  readonly unit: MeterUnit;
+  readonly amount: number;
+  readonly expiresAtMs: number;
+}
+
+export interface LeaseRecord {
+  readonly tenant: string;
+  readonly leaseId: string;
+  readonly reservationId: string;
+  readonly meters: readonly LeaseMeter[];
+  readonly expiresAtMs: number;
+  readonly state: LeaseState;
+  /** Set once settled or expired. */
+  readonly usage?: LeaseUsage;
+}
+
+export interface SettleLeaseRequest {
+  readonly tenant: string;
+  readonly leaseId: string;
+  readonly usage: LeaseUsage;
+  readonly nowMs: number;
+  /** How long the store waits for markRecorded before the sweeper takes over. */
+  readonly graceMs: number;
+}
+
+export type SettleLeaseResult =
+  | { readonly status: "settled"; readonly lease: LeaseRecord }
+  /** Settled or expired before: the first usage stands. */
+  | { readonly status: "already"; readonly lease: LeaseRecord }
+  | { readonly status: "missing" };
+
+/** The counter store cannot be reached; the failure policy decides. */
+export class CounterStoreUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CounterStoreUnavailableError";
+  }
+}
+
+/** The amount a settled lease charges a meter of the given unit. */
+export function settledAmount(unit: MeterUnit, usage: Pick<LeaseUsage, "inputTokens" | "outputTokens" | "costMicros">): number {
+  switch (unit) {
+    case "requests":
+      return 1;
+    case "tokens":
+      return usage.inputTokens + usage.outputTokens;
+    case "cost":
+      return usage.costMicros;
+    case "concurrency":
+      return 0;
+  }
+}

@@ -1,0 +1,417 @@
+import { randomBytes } from "node:crypto";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import type { AdmitRequest, AdmitResponse, GetEffectivePolicyResponse, Meter } from "../gen/admission/v1/admission_pb.js";
+import {
+  AdmitResponseSchema, DenyReason, EffectiveLimitSchema, GetEffectivePolicyResponseSchema, MeterSchema, TaskPolicySchema,
+} from "../gen/admission/v1/admission_pb.js";
+import { LimitKind, Mode, Window } from "../gen/admission/v1/policy_pb.js";
+import type { CounterStore } from "./counter-store.js";
+import { CounterStoreUnavailableError } from "./counter-store.js";
+import type { CredentialVerifier, Principal } from "./credentials.js";
+import { reasonMapping, reasonName } from "./deny-reasons.js";
+import type { BoundMeter } from "./meters.js";
+import { bindMeters, costMicros, meterOps } from "./meters.js";
+import type { Metrics } from "./metrics.js";
+import type { EffectiveLimit, PolicySnapshot, TenantContext } from "./policy/policy-snapshot.js";
+import type { ReservationSigner } from "./reservation-id.js";
+import type { AuditLog } from "./store/audit-log.js";
+import { FailurePolicy } from "../gen/admission/v1/policy_pb.js";
+import { msTimestamp } from "./timestamps.js";
+import { isTimeWindow } from "./windows.js";
+import type { Logger } from "pino";
+
+export interface DecisionSettings {
+  /** Lease time to live when the caller does not renew. */
+  readonly leaseTtlMs: number;
+  /** max_output_tokens when the request names none and no OUTPUT_TOKENS cap applies. */
+  readonly defaultMaxOutputTokens: number;
+  /** Soft-threshold alerts, as fractions of the limit (default 0.8 and 1). */
+  readonly alertThresholds: readonly number[];
+}
+
+export interface DecisionDeps {
+  readonly policy: () => PolicySnapshot;
+  readonly credentials: CredentialVerifier;
+  readonly counters: CounterStore;
+  readonly signer: ReservationSigner;
+  readonly audit: Pick<AuditLog, "record">;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  readonly settings: DecisionSettings;
+  readonly clock?: () => number;
+  readonly random?: (bytes: number) => Buffer;
+}
+
+/** Upper bound of any count in a request: far above real use, far below 2^53. */
+export const maxCount = 1_000_000_000;
+
+/** What the explain and the admit paths both need about an authenticated caller. */
+interface Subject {
+  readonly principal: Principal;
+  readonly ctx: TenantContext;
+  readonly snapshot: PolicySnapshot;
+}
+
+/**
+ * Admit: authenticate, check status, plan and model, per-request caps, then one
+ * atomic step over every applicable meter. Denials are values, not throws.
+ */
+export class DecisionEngine {
+  private readonly clock: () => number;
+  private readonly random: (bytes: number) => Buffer;
+
+  constructor(private readonly deps: DecisionDeps) {
+    this.clock = deps.clock ?? Date.now;
+    this.random = deps.random ?? randomBytes;
+  }
+
+  async admit(req: AdmitRequest): Promise<AdmitResponse> {
+    const started = performance.now();
+    const response = await this.decide(req);
+    const outcome = response.allowed ? (response.unmetered ? "unmetered" : "allowed") : "denied";
+    this.deps.metrics.decisions.inc({ outcome, reason: response.allowed ? "" : reasonName(response.reason) });
+    this.deps.metrics.decisionSeconds.observe((performance.now() - started) / 1000);
+    return response;
+  }
+
+  private async decide(req: AdmitRequest): Promise<AdmitResponse> {
+    const nowMs = this.clock();
+    const invalid = validateAdmit(req);
+    if (invalid) return deny(DenyReason.INVALID_REQUEST, invalid, req.requestId);
+
+    const snapshot = this.deps.policy();
+    const auth = await this.deps.credentials.authenticate(req.credential, snapshot);
+    if (!auth.ok) return deny(DenyReason.UNAUTHENTICATED, auth.message, req.requestId);
+    const principal = auth.principal;
+    const ctx = snapshot.tenantContext(principal.tenant);
+    if (!ctx) return deny(DenyReason.UNAUTHENTICATED, `unknown tenant "${principal.tenant}"`, req.requestId);
+    const who = { tenant: principal.tenant, user: principal.user, keyId: principal.keyId };
+
+    const inactive = snapshot.inactiveReason(ctx, principal.user, nowMs);
+    if (inactive) {
+      return this.denied(who, req, deny(inactive.reason === "tenant" ? DenyReason.TENANT_INACTIVE : DenyReason.TOKEN_INACTIVE, inactive.message, req.requestId));
+    }
+    const task = snapshot.tasks.get(req.task);
+    if (!task) return this.denied(who, req, deny(DenyReason.TASK_UNKNOWN, `unknown task "${req.task}"`, req.requestId));
+    if (principal.tasks && !principal.tasks.has(task.code)) {
+      return this.denied(who, req, deny(DenyReason.FEATURE_NOT_IN_PLAN, `API key "${principal.keyId}" is not scoped to task "${task.code}"`, req.requestId));
+    }
+    if (!ctx.features.has(task.feature)) {
+      return this.denied(who, req, deny(DenyReason.FEATURE_NOT_IN_PLAN, `feature "${task.feature}" of task "${task.code}" is not in plan "${ctx.plan.code}"`, req.requestId));
+    }
+    const routed = snapshot.routes(ctx.plan, task.code, req.model);
+    if (!routed.ok) return this.denied(who, req, deny(DenyReason.MODEL_NOT_ALLOWED, routed.message, req.requestId));
+    const routes = routed.routes;
+
+    const limits = snapshot.effectiveLimits(ctx, principal.user, task.code);
+    const warnings: string[] = [];
+    const caps = this.applyCaps(limits, req, warnings, who);
+    if ("denial" in caps) return this.denied(who, req, caps.denial);
+    const maxOutputTokens = caps.maxOutputTokens;
+
+    const inputTokens = Number(req.inputTokens);
+    let reservedCost = 0;
+    for (const route of routes) {
+      const model = snapshot.models.get(route.model)!;
+      reservedCost = Math.max(reservedCost, costMicros(inputTokens, maxOutputTokens, model.inputMicrosPerMtok, model.outputMicrosPerMtok));
+    }
+    const meters = bindMeters(limits, who, nowMs);
+    const ops = meterOps(meters, { tokens: inputTokens + maxOutputTokens, costMicros: reservedCost });
+    const leaseId = this.random(16).toString("base64url");
+    const requestId = req.requestId || `req_${leaseId}`;
+    const reservationId = this.deps.signer.sign({
+      tenant: who.tenant, leaseId, user: who.user, keyId: who.keyId, task: task.code, model: routes[0]!.model,
+      provider: routes[0]!.provider, requestId, reservedAtMs: nowMs, inputTokens, maxOutputTokens, costMicros: reservedCost,
+    });
+    const leaseExpiresAtMs = nowMs + this.deps.settings.leaseTtlMs;
+
+    const base = {
+      tenant: who.tenant, user: who.user, keyId: who.keyId, requestId, maxOutputTokens: BigInt(maxOutputTokens), routes,
+    };
+    let result;
+    try {
+      result = await this.deps.counters.reserve({
+        tenant: who.tenant, leaseId, reservationId, requestId: req.requestId, meters: ops, leaseExpiresAtMs, nowMs,
+      });
+    } catch (err) {
+      if (!(err instanceof CounterStoreUnavailableError)) throw err;
+      return this.storeUnavailable(ctx, who, req, { ...base, reservationId, leaseExpiresAt: msTimestamp(leaseExpiresAtMs) }, err);
+    }
+
+    if (result.status === "duplicate") {
+      const used = await this.deps.counters.read(who.tenant, meters.map((m) => m.key)).catch(() => meters.map(() => 0));
+      return create(AdmitResponseSchema, {
+        ...base,
+        allowed: true,
+        httpStatus: 200,
+        reservationId: result.lease.reservationId,
+        leaseExpiresAt: msTimestamp(result.lease.expiresAtMs),
+        meters: meters.map((m, i) => meterView(m, used[i]!, nowMs)),
+        replayed: true,
+        message: "replay of an earlier admit with the same request_id",
+      });
+    }
+    if (result.status === "blocked") {
+      const m = meters[result.index]!;
+      const denial = limitDenial(m, result.used[result.index]!, ops[result.index]!.amount, nowMs);
+      denial.meters = meters.map((bm, i) => meterView(bm, result.used[i]!, nowMs));
+      Object.assign(denial, base, { maxOutputTokens: 0n, routes: [] });
+      return this.denied(who, req, denial);
+    }
+
+    const views: Meter[] = new Array(meters.length);
+    for (let i = 0; i < meters.length; i++) {
+      const m = meters[i]!;
+      const used = result.used[i]!;
+      views[i] = meterView(m, used, nowMs);
+      this.checkThresholds(m, used, ops[i]!.amount, warnings, who);
+    }
+    this.deps.metrics.activeReservations.inc();
+    return create(AdmitResponseSchema, {
+      ...base,
+      allowed: true,
+      httpStatus: 200,
+      reservationId,
+      leaseExpiresAt: msTimestamp(leaseExpiresAtMs),
+      meters: views,
+      warnings,
+      reservedCostMicros: BigInt(reservedCost),
+    });
+  }
+
+  /** Per-request caps: input, files, steps and API calls deny; output tokens clamp. */
+  private applyCaps(limits: readonly EffectiveLimit[], req: AdmitRequest, warnings: string[], who: MeterWho): { maxOutputTokens: number } | { denial: AdmitResponse } {
+    const requestedOut = Number(req.maxOutputTokens);
+    let maxOutputTokens = requestedOut > 0 ? requestedOut : this.deps.settings.defaultMaxOutputTokens;
+    let outputCapped = false;
+    for (const limit of limits) {
+      if (limit.window !== Window.REQUEST || limit.value < 0) continue;
+      if (limit.kind === LimitKind.OUTPUT_TOKENS) {
+        if (requestedOut > 0 && requestedOut <= limit.value) continue;
+        if (limit.mode === Mode.ENFORCE) {
+          maxOutputTokens = outputCapped ? Math.min(maxOutputTokens, limit.value) : requestedOut > 0 ? Math.min(requestedOut, limit.value) : limit.value;
+          outputCapped = true;
+        } else if (requestedOut > limit.value) {
+          this.overLimit(limit, `max_output_tokens ${requestedOut} over the ${limit.value} cap`, warnings, who, req);
+        }
+        continue;
+      }
+      const asked = requestCount(limit.kind, req);
+      if (asked <= limit.value) continue;
+      const what = `${LimitKind[limit.kind].toLowerCase()} ${asked} over the per-request cap of ${limit.value}`;
+      if (limit.mode === Mode.ENFORCE) {
+        const denial = deny(DenyReason.REQUEST_TOO_LARGE, what, req.requestId);
+        denial.deniedMeter = create(MeterSchema, {
+          kind: limit.kind, window: Window.REQUEST, task: limit.task, limit: BigInt(limit.value), used: BigInt(asked), mode: limit.mode, source: limit.source,
+        });
+        return { denial };
+      }
+      this.overLimit(limit, what, warnings, who, req);
+    }
+    return { maxOutputTokens };
+  }
+
+  /** A SOFT or SHADOW limit that would have denied. */
+  private overLimit(limit: EffectiveLimit, what: string, warnings: string[], who: MeterWho, req: AdmitRequest): void {
+    const shadow = limit.mode === Mode.SHADOW;
+    if (!shadow) warnings.push(`soft limit exceeded: ${what}`);
+    this.deps.metrics.wouldDeny.inc({ mode: shadow ? "shadow" : "soft", kind: LimitKind[limit.kind] });
+    this.deps.audit.record({
+      kind: shadow ? "decision.shadow_denied" : "decision.soft_exceeded",
+      actor: actorOf(who),
+      tenant: who.tenant,
+      message: `${shadow ? "would have denied" : "soft limit exceeded"}: ${what}`,
+      attributes: { task: req.task, model: req.model, kind: LimitKind[limit.kind], window: Window[limit.window] },
+    });
+  }
+
+  /**
+   * Warnings at the thresholds, for SOFT meters over their limit, and alerts
+   * once per meter and window: only the decision that crosses a threshold
+   * raises it. SHADOW meters over their limit are counted as would-be denials.
+   */
+  private checkThresholds(m: BoundMeter, used: number, amount: number, warnings: string[], who: MeterWho): void {
+    const limit = m.limit.value;
+    if (limit <= 0) return;
+    const mode = m.limit.mode;
+    const label = `${LimitKind[m.limit.kind]}/${Window[m.limit.window]}${m.limit.task ? `/${m.limit.task}` : ""} ${m.subject}`;
+    if (used > limit && mode !== Mode.ENFORCE) {
+      this.deps.metrics.wouldDeny.inc({ mode: mode === Mode.SHADOW ? "shadow" : "soft", kind: LimitKind[m.limit.kind] });
+      if (mode === Mode.SOFT) warnings.push(`soft limit exceeded: ${label} at ${used}/${limit}`);
+    } else if (mode !== Mode.SHADOW && used >= limit * this.deps.settings.alertThresholds[0]!) {
+      warnings.push(`${label} at ${Math.floor((used * 100) / limit)}% (${used}/${limit})`);
+    }
+    const before = used - amount;
+    for (const threshold of this.deps.settings.alertThresholds) {
+      const at = limit * threshold;
+      if (before < at && used >= at) {
+        this.deps.metrics.alerts.inc({ kind: LimitKind[m.limit.kind], threshold: String(threshold) });
+        this.deps.audit.record({
+          kind: "alert.threshold",
+          actor: actorOf(who),
+          tenant: who.tenant,
+          message: `${label} reached ${Math.round(threshold * 100)}% of its limit (${used}/${limit}, mode ${Mode[mode]})`,
+          attributes: { key: m.key, threshold: String(threshold), mode: Mode[mode] },
+        });
+      }
+    }
+  }
+
+  private storeUnavailable(ctx: TenantContext, who: MeterWho, req: AdmitRequest, base: MessageInitShape<typeof AdmitResponseSchema>, err: Error): AdmitResponse {
+    this.deps.metrics.storeErrors.inc({ op: "reserve" });
+    this.deps.logger.warn({ err: err.message, tenant: who.tenant }, "counter store unavailable");
+    if (ctx.failurePolicy === FailurePolicy.FAIL_OPEN) {
+      this.deps.audit.record({ kind: "store.unavailable", actor: actorOf(who), tenant: who.tenant, message: "allowed unmetered (FAIL_OPEN): counter store unavailable", attributes: { task: req.task } });
+      return create(AdmitResponseSchema, { ...base, allowed: true, httpStatus: 200, unmetered: true, warnings: ["counter store unavailable: allowed unmetered"] });
+    }
+    return deny(DenyReason.UNAVAILABLE, "counter store unavailable (FAIL_CLOSED)", req.requestId, 1000);
+  }
+
+  private denied(who: MeterWho, req: AdmitRequest, response: AdmitResponse): AdmitResponse {
+    response.tenant = who.tenant;
+    response.user = who.user;
+    response.keyId = who.keyId;
+    this.deps.audit.record({
+      kind: "decision.denied",
+      actor: actorOf(who),
+      tenant: who.tenant,
+      message: `${reasonName(response.reason)}: ${response.message}`,
+      attributes: { task: req.task.slice(0, 64), model: req.model.slice(0, 128), request_id: response.requestId, ...req.attributes },
+    });
+    return response;
+  }
+
+  /** Every limit that applies to a subject and task, where it came from and its usage. */
+  async explain(subject: Subject, task: string): Promise<GetEffectivePolicyResponse> {
+    const { principal, ctx, snapshot } = subject;
+    const nowMs = this.clock();
+    const limits = snapshot.effectiveLimits(ctx, principal.user, task || "*");
+    const who = { tenant: principal.tenant, user: principal.user, keyId: principal.keyId };
+    const meters = bindMeters(limits, who, nowMs);
+    const used = await this.deps.counters.read(who.tenant, meters.map((m) => m.key));
+    const usedByLimit = new Map(meters.map((m, i) => [m.limit, { used: used[i]!, meter: m }]));
+    const status: string[] = [];
+    const inactive = snapshot.inactiveReason(ctx, principal.user, nowMs);
+    status.push(inactive ? inactive.message : "tenant, user and ATI token active");
+    if (principal.keyId) {
+      const key = snapshot.apiKeys.get(principal.keyId);
+      if (key?.revoked) status.push(`API key "${key.id}" is revoked`);
+      else if (key && key.expiresAtMs > 0 && key.expiresAtMs <= nowMs) status.push(`API key "${key.id}" expired`);
+    }
+    return create(GetEffectivePolicyResponseSchema, {
+      tenant: principal.tenant,
+      user: principal.user,
+      keyId: principal.keyId,
+      atiToken: ctx.token.id,
+      plan: ctx.plan.code,
+      mode: ctx.mode,
+      failurePolicy: ctx.failurePolicy,
+      status,
+      limits: limits.map((l) => {
+        const u = usedByLimit.get(l);
+        return create(EffectiveLimitSchema, {
+          kind: l.kind, window: l.window, per: l.per, task: l.task, value: BigInt(l.value), mode: l.mode, source: l.source,
+          overrides: [...l.overrides], subject: u?.meter.subject ?? "",
+          used: BigInt(u?.used ?? 0),
+          remaining: BigInt(l.value < 0 ? -1 : l.window === Window.REQUEST ? l.value : Math.max(0, l.value - (u?.used ?? 0))),
+          resetMs: BigInt(u && u.meter.resetAtMs > 0 ? u.meter.resetAtMs - nowMs : 0),
+        });
+      }),
+      tasks: [...snapshot.tasks.values()].filter((t) => !task || t.code === task).map((t) => {
+        const access = ctx.plan.taskAccess.find((a) => a.task === t.code);
+        const allowed = ctx.features.has(t.feature) && (!principal.tasks || principal.tasks.has(t.code)) && !!access;
+        const routes = allowed ? snapshot.routes(ctx.plan, t.code, "") : undefined;
+        return create(TaskPolicySchema, {
+          task: t.code, feature: t.feature, allowed, modelClasses: access?.modelClasses ?? [], routes: routes?.ok ? routes.routes : [],
+        });
+      }),
+    });
+  }
+}
+
+type MeterWho = { readonly tenant: string; readonly user: string; readonly keyId: string };
+
+function actorOf(who: MeterWho): string {
+  return who.keyId ? `key:${who.keyId}` : who.user ? `user:${who.user}` : "anonymous";
+}
+
+function requestCount(kind: LimitKind, req: AdmitRequest): number {
+  switch (kind) {
+    case LimitKind.INPUT_TOKENS:
+      return Number(req.inputTokens);
+    case LimitKind.FILES:
+      return Number(req.files);
+    case LimitKind.AGENT_STEPS:
+      return Number(req.agentSteps);
+    case LimitKind.API_CALLS:
+      return Number(req.apiCalls);
+    default:
+      return 0;
+  }
+}
+
+function deny(reason: DenyReason, message: string, requestId: string, retryAfterMs = 0): AdmitResponse {
+  return create(AdmitResponseSchema, {
+    allowed: false,
+    reason,
+    httpStatus: reasonMapping(reason).httpStatus,
+    message,
+    requestId,
+    retryAfterMs: BigInt(retryAfterMs),
+  });
+}
+
+/** The denial for a meter that would exceed its limit. */
+function limitDenial(m: BoundMeter, used: number, amount: number, nowMs: number): AdmitResponse {
+  const { kind, window } = m.limit;
+  let reason: DenyReason;
+  if (kind === LimitKind.CONCURRENCY) reason = DenyReason.CONCURRENCY_LIMITED;
+  else if (kind === LimitKind.BUDGET_MICROS) reason = DenyReason.BUDGET_EXCEEDED;
+  else reason = window === Window.DAY || window === Window.MONTH ? DenyReason.QUOTA_EXCEEDED : DenyReason.RATE_LIMITED;
+  // Concurrency frees up when a request finishes: a short hint; windows reset at their end.
+  const retryAfterMs = m.resetAtMs > 0 ? m.resetAtMs - nowMs : 1000;
+  const what = `${LimitKind[kind]}${isTimeWindow(window) ? `/${Window[window]}` : ""}${m.limit.task ? ` for task ${m.limit.task}` : ""} of ${m.subject}`;
+  const message = amount > m.limit.value
+    ? `${what}: this request needs ${amount}, more than the whole limit of ${m.limit.value}`
+    : `${what}: ${used} of ${m.limit.value} used, this request needs ${amount}`;
+  const denial = deny(reason, message, "", retryAfterMs);
+  denial.deniedMeter = meterView(m, used, nowMs);
+  return denial;
+}
+
+function meterView(m: BoundMeter, used: number, nowMs: number): Meter {
+  return create(MeterSchema, {
+    kind: m.limit.kind,
+    window: m.limit.window,
+    per: m.limit.per,
+    subject: m.subject,
+    task: m.limit.task,
+    limit: BigInt(m.limit.value),
+    used: BigInt(used),
+    remaining: BigInt(Math.max(0, m.limit.value - used)),
+    resetMs: BigInt(m.resetAtMs > 0 ? Math.max(0, m.resetAtMs - nowMs) : 0),
+    mode: m.limit.mode,
+    source: m.limit.source,
+  });
+}
+
+const printable = /^[\x21-\x7e]{1,128}$/;
+
+/** A clear message for malformed input, or undefined. */
+export function validateAdmit(req: AdmitRequest): string | undefined {
+  if (!req.credential) return "credential is required";
+  if (!req.task) return "task is required";
+  if (req.task.length > 64) return "task is longer than 64 characters";
+  if (req.model.length > 128) return "model is longer than 128 characters";
+  if (req.requestId && !printable.test(req.requestId)) return "request_id must be 1-128 printable ASCII characters";
+  for (const [field, value] of [["input_tokens", req.inputTokens], ["max_output_tokens", req.maxOutputTokens], ["files", req.files], ["agent_steps", req.agentSteps], ["api_calls", req.apiCalls]] as const) {
+    if (value < 0n) return `${field} must not be negative`;
+    if (value > BigInt(maxCount)) return `${field} ${value} is beyond the maximum of ${maxCount}`;
+  }
+  const attributes = Object.entries(req.attributes);
+  if (attributes.length > 32) return "at most 32 attributes";
+  for (const [k, v] of attributes) if (k.length > 64 || v.length > 256) return "attribute keys are at most 64 and values 256 characters";
+  return undefined;
+}
+
+export type { Subject as ExplainSubject };

@@ -1,0 +1,26 @@
+import { timingSafeEqual } from "node:crypto";
+import { status as Code } from "@grpc/grpc-js";
+import { RpcError } from "../rpc-error.js";
+
+/** What a handler knows about its caller, whatever the transport (gRPC or Connect). */
+export interface CallContext {
+  /** Lower-case header / metadata lookup. */
+  header(name: string): string | undefined;
+}
+
+/** Checks the admin bearer token; returns the actor named in audit events. */
+export function requireAdmin(ctx: CallContext, adminToken: string): string {
+  const given = ctx.header("authorization") ?? "";
+  const match = /^Bearer\s+(.+)$/i.exec(given);
+  if (!match) throw new RpcError(Code.UNAUTHENTICATED, "admin calls need 'authorization: Bearer <admin token>'");
+  const a = Buffer.from(match[1]!.trim());
+  const b = Buffer.from(adminToken);
+  if (a.length !== b.length || !timingSafeEqual(a, b)) throw new RpcError(Code.PERMISSION_DENIED, "not the admin token");
+  const actor = (ctx.header("x-admission-actor") ?? "").replace(/[^\w.@:-]/g, "").slice(0, 64);
+  return actor ? `admin:${actor}` : "admin";
+}
+
+/** True when the call carries an admin token at all (it is then checked by requireAdmin). */
+export function hasAdminToken(ctx: CallContext): boolean {
+  return (ctx.header("authorization") ?? "") !== "";
+}

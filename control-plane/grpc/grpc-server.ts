@@ -1,0 +1,133 @@
+import { create } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import type { SessionRequest, SessionResponse } from "../../gen/admission/v1/admission_pb.js";
+import { AdmissionService, SessionErrorSchema, SessionResponseSchema } from "../../gen/admission/v1/admission_pb.js";
+import { PolicyService } from "../../gen/admission/v1/policy_service_pb.js";
+import type { Metrics } from "../metrics.js";
+import { RpcError } from "../rpc-error.js";
+import type { AdmissionHandlers } from "./admission-handlers.js";
+import type { CallContext } from "./call-context.js";
+import type { PolicyHandlers } from "./policy-handlers.js";
+import { grpcServiceDefinition } from "./service-definition.js";
+
+export interface GrpcServerDeps {
+  readonly admission: AdmissionHandlers;
+  readonly policy: PolicyHandlers;
+  readonly metrics: Metrics;
+  readonly logger: Logger;
+  /** Calls in flight across the server beyond which new ones are shed with RESOURCE_EXHAUSTED. */
+  readonly maxInFlight: number;
+}
+
+type Handler<Req, Res> = (req: Req, ctx: CallContext) => Promise<Res>;
+
+/**
+ * Registers AdmissionService (including the Session stream) and PolicyService
+ * on a grpc-js server. Handlers are transport-free; this maps their errors to
+ * gRPC statuses in one place.
+ */
+export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps): void {
+  let inFlight = 0;
+  const { logger, metrics } = deps;
+
+  const fail = (method: string, err: unknown): grpc.ServiceError => {
+    if (err instanceof RpcError) {
+      metrics.rpcs.inc({ method, code: grpc.status[err.code] });
+      return Object.assign(new Error(err.message), { code: err.code, details: err.message, metadata: new grpc.Metadata() });
+    }
+    metrics.rpcs.inc({ method, code: "INTERNAL" });
+    logger.error({ err, method }, "unexpected error in handler");
+    return Object.assign(new Error("internal error"), { code: grpc.status.INTERNAL, details: "internal error", metadata: new grpc.Metadata() });
+  };
+
+  const unary = <Req, Res>(method: string, handler: Handler<Req, Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
+    if (inFlight >= deps.maxInFlight) {
+      callback(fail(method, new RpcError(grpc.status.RESOURCE_EXHAUSTED, "control plane overloaded; retry with backoff")));
+      return;
+    }
+    inFlight++;
+    handler(call.request, metadataContext(call.metadata)).then(
+      (response) => {
+        inFlight--;
+        metrics.rpcs.inc({ method, code: "OK" });
+        callback(null, response);
+      },
+      (err) => {
+        inFlight--;
+        callback(fail(method, err));
+      },
+    );
+  };
+
+  const a = deps.admission;
+  const session: grpc.handleBidiStreamingCall<SessionRequest, SessionResponse> = (call) => {
+    let pending = 0;
+    let ended = false;
+    const finish = () => {
+      if (ended && pending === 0) call.end();
+    };
+    const answer = (id: bigint, result: SessionResponse["result"]) => {
+      if (!call.cancelled && !call.destroyed) call.write(create(SessionResponseSchema, { id, result }));
+    };
+    call.on("data", (msg: SessionRequest) => {
+      pending++;
+      const run = async (): Promise<SessionResponse["result"]> => {
+        if (inFlight >= deps.maxInFlight) throw new RpcError(grpc.status.RESOURCE_EXHAUSTED, "control plane overloaded; retry with backoff");
+        switch (msg.call.case) {
+          case "admit":
+            return { case: "admit", value: await a.admit(msg.call.value) };
+          case "settle":
+            return { case: "settle", value: await a.settle(msg.call.value) };
+          case "renew":
+            return { case: "renew", value: await a.renew(msg.call.value) };
+          default:
+            throw new RpcError(grpc.status.INVALID_ARGUMENT, "session request carries no call (admit, settle or renew)");
+        }
+      };
+      inFlight++;
+      run().then(
+        (result) => answer(msg.id, result),
+        (err) => {
+          const e = fail(`Session.${msg.call.case ?? "none"}`, err);
+          answer(msg.id, { case: "error", value: create(SessionErrorSchema, { code: e.code, message: e.details }) });
+        },
+      ).finally(() => {
+        inFlight--;
+        pending--;
+        finish();
+      });
+    });
+    call.on("end", () => {
+      ended = true;
+      finish();
+    });
+    call.on("error", (err) => logger.debug({ err: String(err) }, "session stream error"));
+  };
+
+  server.addService(grpcServiceDefinition(AdmissionService), {
+    admit: unary("Admit", (req, _ctx) => a.admit(req)),
+    settle: unary("Settle", (req, _ctx) => a.settle(req)),
+    renew: unary("Renew", (req, _ctx) => a.renew(req)),
+    session,
+    getEffectivePolicy: unary("GetEffectivePolicy", (req, ctx) => a.getEffectivePolicy(req, ctx)),
+  } as grpc.UntypedServiceImplementation);
+
+  const p = deps.policy;
+  const policyImpl: grpc.UntypedServiceImplementation = {};
+  for (const method of PolicyService.methods) {
+    const fn = (p as unknown as Record<string, Handler<unknown, unknown>>)[method.localName];
+    if (typeof fn !== "function") throw new Error(`PolicyService.${method.name} has no handler`);
+    policyImpl[method.localName] = unary(method.name, (req, ctx) => fn.call(p, req, ctx));
+  }
+  server.addService(grpcServiceDefinition(PolicyService), policyImpl);
+}
+
+function metadataContext(metadata: grpc.Metadata): CallContext {
+  return {
+    header(name) {
+      const value = metadata.get(name)[0];
+      return typeof value === "string" ? value : value?.toString("utf8");
+    },
+  };
+}

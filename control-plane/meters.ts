@@ -1,0 +1,115 @@
+import { LimitKind, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
+import type { MeterOp, MeterUnit } from "./counter-store.js";
+import type { EffectiveLimit } from "./policy/policy-snapshot.js";
+import { windowSpan } from "./windows.js";
+
+/** The subject a request is metered as. */
+export interface MeterSubject {
+  readonly tenant: string;
+  readonly user: string;
+  readonly keyId: string;
+}
+
+/** A metered limit bound to its subject and current window. */
+export interface BoundMeter {
+  readonly limit: EffectiveLimit;
+  readonly key: string;
+  readonly unit: MeterUnit;
+  readonly subject: string;
+  /** Window end (0 for concurrency). */
+  readonly resetAtMs: number;
+  readonly expiresAtMs: number;
+  /** Whether reaching the limit denies (ENFORCE and not lifted). */
+  readonly enforce: boolean;
+}
+
+const unitOf: Partial<Record<LimitKind, MeterUnit>> = {
+  [LimitKind.REQUESTS]: "requests",
+  [LimitKind.TOKENS]: "tokens",
+  [LimitKind.BUDGET_MICROS]: "cost",
+  [LimitKind.CONCURRENCY]: "concurrency",
+};
+
+/** Keys of a window stay a little past its end so late settles land in it. */
+const keySlackMs = 120_000;
+
+export function isMeteredKind(kind: LimitKind): boolean {
+  return unitOf[kind] !== undefined;
+}
+
+/** Subject id of a limit's `per`: an API key without a user is its own user, a JWT its own key. */
+export function subjectId(per: Per, s: MeterSubject): string {
+  switch (per) {
+    case Per.USER:
+      return s.user || `key:${s.keyId}`;
+    case Per.KEY:
+      return s.keyId || `jwt:${s.user}`;
+    default:
+      return s.tenant;
+  }
+}
+
+export function meterKey(kind: LimitKind, window: Window, task: string, per: Per, subject: string, windowStartMs: number): string {
+  return kind === LimitKind.CONCURRENCY
+    ? `${LimitKind[kind]}|${task || "*"}|${Per[per]}|${subject}`
+    : `${LimitKind[kind]}|${Window[window]}|${task || "*"}|${Per[per]}|${subject}|${windowStartMs}`;
+}
+
+/**
+ * The meters of the metered limits (rates, quotas, budgets, concurrency) for a
+ * subject, in the windows containing `atMs`. Lifted limits (-1) have no meter.
+ */
+export function bindMeters(limits: readonly EffectiveLimit[], subject: MeterSubject, atMs: number): BoundMeter[] {
+  const bound: BoundMeter[] = [];
+  for (const limit of limits) {
+    const unit = unitOf[limit.kind];
+    if (!unit || limit.value < 0) continue;
+    const id = subjectId(limit.per, subject);
+    const span = limit.kind === LimitKind.CONCURRENCY ? undefined : windowSpan(limit.window, atMs);
+    bound.push({
+      limit,
+      unit,
+      subject: id,
+      key: meterKey(limit.kind, limit.window, limit.task, limit.per, id, span?.startMs ?? 0),
+      resetAtMs: span?.endMs ?? 0,
+      expiresAtMs: span ? span.endMs + keySlackMs : 0,
+      enforce: limit.mode === Mode.ENFORCE,
+    });
+  }
+  return bound;
+}
+
+export interface Amounts {
+  readonly tokens: number;
+  readonly costMicros: number;
+}
+
+export function amountFor(unit: MeterUnit, amounts: Amounts): number {
+  switch (unit) {
+    case "requests":
+      return 1;
+    case "tokens":
+      return amounts.tokens;
+    case "cost":
+      return amounts.costMicros;
+    case "concurrency":
+      return 1;
+  }
+}
+
+export function meterOps(meters: readonly BoundMeter[], amounts: Amounts): MeterOp[] {
+  return meters.map((m) => ({
+    key: m.key,
+    unit: m.unit,
+    amount: amountFor(m.unit, amounts),
+    limit: m.limit.value,
+    enforce: m.enforce,
+    expiresAtMs: m.expiresAtMs,
+  }));
+}
+
+/** Cost in micro-USD, rounded up (prices are per million tokens); exact in integers. */
+export function costMicros(inputTokens: number, outputTokens: number, inputMicrosPerMTok: bigint, outputMicrosPerMTok: bigint): number {
+  const total = BigInt(inputTokens) * inputMicrosPerMTok + BigInt(outputTokens) * outputMicrosPerMTok;
+  return Number((total + 999_999n) / 1_000_000n);
+}

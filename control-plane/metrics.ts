@@ -1,0 +1,49 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/** The control plane's Prometheus metrics, on one registry served at /metrics. */
+export interface Metrics {
+  readonly registry: Registry;
+  readonly decisions: Counter<"outcome" | "reason">;
+  readonly decisionSeconds: Histogram;
+  readonly activeReservations: Gauge;
+  readonly settles: Counter<"result">;
+  readonly expiries: Counter;
+  readonly ledgerWriteSeconds: Histogram;
+  readonly wouldDeny: Counter<"mode" | "kind">;
+  readonly alerts: Counter<"kind" | "threshold">;
+  readonly storeErrors: Counter<"op">;
+  readonly policyReloads: Counter<"result">;
+  readonly policyVersion: Gauge;
+  readonly rpcs: Counter<"method" | "code">;
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    decisions: new Counter({ name: "admission_decisions_total", help: "Admit decisions by outcome and deny reason", labelNames: ["outcome", "reason"], registers }),
+    decisionSeconds: new Histogram({
+      name: "admission_decision_duration_seconds",
+      help: "Time to decide an Admit",
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+      registers,
+    }),
+    activeReservations: new Gauge({ name: "admission_active_reservations", help: "Reservations granted by this process and not yet settled or expired", registers }),
+    settles: new Counter({ name: "admission_settles_total", help: "Settles by result (settled, duplicate, late)", labelNames: ["result"], registers }),
+    expiries: new Counter({ name: "admission_lease_expiries_total", help: "Leases that expired unsettled and were charged their estimate", registers }),
+    ledgerWriteSeconds: new Histogram({
+      name: "admission_ledger_write_duration_seconds",
+      help: "Time until a ledger row is durable (group commit)",
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    }),
+    wouldDeny: new Counter({ name: "admission_would_deny_total", help: "Requests over a SOFT or SHADOW limit that ENFORCE would have denied", labelNames: ["mode", "kind"], registers }),
+    alerts: new Counter({ name: "admission_alerts_total", help: "Threshold alerts raised (once per meter and window)", labelNames: ["kind", "threshold"], registers }),
+    storeErrors: new Counter({ name: "admission_counter_store_errors_total", help: "Counter store calls that failed", labelNames: ["op"], registers }),
+    policyReloads: new Counter({ name: "admission_policy_reloads_total", help: "Policy snapshot reloads by result", labelNames: ["result"], registers }),
+    policyVersion: new Gauge({ name: "admission_policy_version", help: "Version of the policy snapshot in use", registers }),
+    rpcs: new Counter({ name: "admission_rpcs_total", help: "RPCs by method and status code", labelNames: ["method", "code"], registers }),
+  };
+}

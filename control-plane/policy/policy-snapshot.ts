@@ -1,0 +1,235 @@
+import { create } from "@bufbuild/protobuf";
+import { RouteSchema, type Route } from "../../gen/admission/v1/admission_pb.js";
+import type { ApiKey, AtiToken, Bundle, Limit, Model, Plan, Task, Tenant, User } from "../../gen/admission/v1/policy_pb.js";
+import { AccountStatus, FailurePolicy, LimitKind, LimitSource, Mode, Per, TokenStatus, Window } from "../../gen/admission/v1/policy_pb.js";
+import { BundleValidationError, isPerRequestKind, normalizedPer, normalizedWindow, validateBundle } from "./validate-bundle.js";
+import { timestampMs } from "../timestamps.js";
+
+/** One limit after precedence (user > tenant > plan) for a subject and task. */
+export interface EffectiveLimit {
+  readonly kind: LimitKind;
+  readonly window: Window;
+  readonly per: Per;
+  /** Task scope ("" for every task). */
+  readonly task: string;
+  /** -1: lifted. */
+  readonly value: number;
+  readonly mode: Mode;
+  readonly source: LimitSource;
+  /** Less specific limits this one overrides, e.g. "PLAN=1000". */
+  readonly overrides: readonly string[];
+}
+
+export interface CompiledApiKey {
+  readonly id: string;
+  readonly tenant: string;
+  readonly user: string;
+  readonly hash: Buffer;
+  readonly tasks: ReadonlySet<string> | null;
+  readonly expiresAtMs: number;
+  readonly revoked: boolean;
+}
+
+export interface TenantContext {
+  readonly tenant: Tenant;
+  readonly token: AtiToken;
+  readonly plan: Plan;
+  readonly features: ReadonlySet<string>;
+  readonly mode: Mode;
+  readonly failurePolicy: FailurePolicy;
+  readonly tokenExpiresAtMs: number;
+}
+
+export type RouteResult = { ok: true; routes: Route[] } | { ok: false; message: string };
+
+/**
+ * The whole config compiled for decisions: immutable once built and swapped
+ * atomically by the policy holder. Derived lookups are memoized inside.
+ */
+export class PolicySnapshot {
+  readonly models = new Map<string, Model>();
+  readonly tasks = new Map<string, Task>();
+  readonly plans = new Map<string, Plan>();
+  readonly atiTokens = new Map<string, AtiToken>();
+  readonly tenants = new Map<string, Tenant>();
+  /** Keyed "tenant/user". */
+  readonly users = new Map<string, User>();
+  readonly apiKeys = new Map<string, CompiledApiKey>();
+  readonly apiKeysByHash = new Map<string, CompiledApiKey>();
+  private readonly modelsByClass = new Map<string, Model[]>();
+  private readonly tenantContexts = new Map<string, TenantContext>();
+  private readonly limitCache = new Map<string, readonly EffectiveLimit[]>();
+  private readonly routeCache = new Map<string, Route[]>();
+
+  private constructor(readonly bundle: Bundle, readonly version: number, private readonly defaultFailurePolicy: FailurePolicy) {}
+
+  /** Validates and compiles; throws BundleValidationError naming every problem. */
+  static compile(bundle: Bundle, version: number, defaultFailurePolicy = FailurePolicy.FAIL_CLOSED): PolicySnapshot {
+    const problems = validateBundle(bundle);
+    if (problems.length > 0) throw new BundleValidationError(problems);
+    const s = new PolicySnapshot(bundle, version, defaultFailurePolicy);
+    for (const m of bundle.models) {
+      s.models.set(m.name, m);
+      const list = s.modelsByClass.get(m.modelClass) ?? [];
+      list.push(m);
+      s.modelsByClass.set(m.modelClass, list);
+    }
+    for (const t of bundle.tasks) s.tasks.set(t.code, t);
+    for (const p of bundle.plans) s.plans.set(p.code, p);
+    for (const t of bundle.atiTokens) s.atiTokens.set(t.id, t);
+    for (const t of bundle.tenants) s.tenants.set(t.id, t);
+    for (const u of bundle.users) s.users.set(`${u.tenant}/${u.id}`, u);
+    for (const k of bundle.apiKeys) {
+      const compiled: CompiledApiKey = {
+        id: k.id,
+        tenant: k.tenant,
+        user: k.user,
+        hash: Buffer.from(k.secretSha256, "hex"),
+        tasks: k.tasks.length > 0 ? new Set(k.tasks) : null,
+        expiresAtMs: timestampMs(k.expiresAt),
+        revoked: k.revoked,
+      };
+      s.apiKeys.set(k.id, compiled);
+      s.apiKeysByHash.set(k.secretSha256, compiled);
+    }
+    for (const tenant of bundle.tenants) {
+      const token = s.atiTokens.get(tenant.atiToken)!;
+      const plan = s.plans.get(token.plan)!;
+      s.tenantContexts.set(tenant.id, {
+        tenant,
+        token,
+        plan,
+        features: new Set(plan.features),
+        mode: tenant.mode === Mode.UNSPECIFIED ? Mode.ENFORCE : tenant.mode,
+        failurePolicy: tenant.failurePolicy === FailurePolicy.UNSPECIFIED ? defaultFailurePolicy : tenant.failurePolicy,
+        tokenExpiresAtMs: timestampMs(token.expiresAt),
+      });
+    }
+    return s;
+  }
+
+  static empty(defaultFailurePolicy = FailurePolicy.FAIL_CLOSED): PolicySnapshot {
+    return PolicySnapshot.compile({ $typeName: "admission.v1.Bundle", models: [], tasks: [], plans: [], atiTokens: [], tenants: [], users: [], apiKeys: [] }, 0, defaultFailurePolicy);
+  }
+
+  tenantContext(tenantId: string): TenantContext | undefined {
+    return this.tenantContexts.get(tenantId);
+  }
+
+  user(tenantId: string, userId: string): User | undefined {
+    return this.users.get(`${tenantId}/${userId}`);
+  }
+
+  /** Why the tenant (or its token, or the user) may not run requests now, or undefined. */
+  inactiveReason(ctx: TenantContext, userId: string, nowMs: number): { reason: "tenant" | "token"; message: string } | undefined {
+    if (ctx.tenant.status === AccountStatus.SUSPENDED) return { reason: "tenant", message: `tenant "${ctx.tenant.id}" is suspended` };
+    if (userId && this.user(ctx.tenant.id, userId)?.status === AccountStatus.SUSPENDED) {
+      return { reason: "tenant", message: `user "${userId}" is suspended` };
+    }
+    if (ctx.token.status === TokenStatus.REVOKED) return { reason: "token", message: `ATI token "${ctx.token.id}" is revoked` };
+    if (ctx.tokenExpiresAtMs > 0 && nowMs >= ctx.tokenExpiresAtMs) return { reason: "token", message: `ATI token "${ctx.token.id}" expired` };
+    return undefined;
+  }
+
+  /**
+   * Limits that apply to (tenant, user, task): for one (kind, window, task, per)
+   * the most specific wins; a task-scoped limit and an unscoped one both apply.
+   * Lifted limits (-1) are included so explanations can show them.
+   */
+  effectiveLimits(ctx: TenantContext, userId: string, task: string): readonly EffectiveLimit[] {
+    const user = userId ? this.user(ctx.tenant.id, userId) : undefined;
+    const cacheKey = `${ctx.tenant.id}\u0000${user ? userId : ""}\u0000${task}`;
+    const cached = this.limitCache.get(cacheKey);
+    if (cached) return cached;
+
+    const winners = new Map<string, { limit: Limit; source: LimitSource; overrides: string[] }>();
+    const layers: Array<[LimitSource, Limit[]]> = [
+      [LimitSource.PLAN, ctx.plan.limits],
+      [LimitSource.TENANT, ctx.tenant.limits],
+      [LimitSource.USER, user?.limits ?? []],
+    ];
+    for (const [source, limits] of layers) {
+      for (const limit of limits) {
+        if (limit.task && task !== "*" && limit.task !== task) continue;
+        const key = `${limit.kind}|${normalizedWindow(limit)}|${limit.task}|${normalizedPer(limit)}`;
+        const previous = winners.get(key);
+        const overrides = previous ? [...previous.overrides, `${LimitSource[previous.source]}=${previous.limit.value}`] : [];
+        winners.set(key, { limit, source, overrides });
+      }
+    }
+    const result: EffectiveLimit[] = [];
+    for (const { limit, source, overrides } of winners.values()) {
+      result.push({
+        kind: limit.kind,
+        window: normalizedWindow(limit),
+        per: normalizedPer(limit),
+        task: limit.task,
+        value: Number(limit.value),
+        mode: limit.mode === Mode.UNSPECIFIED ? ctx.mode : limit.mode,
+        source,
+        overrides,
+      });
+    }
+    result.sort(compareLimits);
+    if (this.limitCache.size < 100_000) this.limitCache.set(cacheKey, result);
+    return result;
+  }
+
+  /**
+   * Route candidates for a task and a requested model name or class (empty:
+   * the plan's first class for the task): the model itself first, then the
+   * other models of its class, in catalog order.
+   */
+  routes(plan: Plan, task: string, requested: string): RouteResult {
+    const cacheKey = `${plan.code}\u0000${task}\u0000${requested}`;
+    const cached = this.routeCache.get(cacheKey);
+    if (cached) return { ok: true, routes: cached };
+    const classes = plan.taskAccess.find((a) => a.task === task)?.modelClasses ?? [];
+    if (classes.length === 0) return { ok: false, message: `plan "${plan.code}" allows no model class for task "${task}"` };
+    let models: Model[];
+    const model = this.models.get(requested);
+    if (!requested) {
+      models = this.modelsByClass.get(classes[0]!) ?? [];
+    } else if (model) {
+      if (!classes.includes(model.modelClass)) {
+        return { ok: false, message: `model "${requested}" (class ${model.modelClass}) is not allowed for task "${task}" on plan "${plan.code}"; allowed classes: ${classes.join(", ")}` };
+      }
+      models = [model, ...(this.modelsByClass.get(model.modelClass) ?? []).filter((m) => m !== model)];
+    } else if (this.modelsByClass.has(requested)) {
+      if (!classes.includes(requested)) return { ok: false, message: `model class "${requested}" is not allowed for task "${task}" on plan "${plan.code}"` };
+      models = this.modelsByClass.get(requested)!;
+    } else {
+      return { ok: false, message: `unknown model "${requested.slice(0, 128)}"` };
+    }
+    const routes = models.map((m) =>
+      create(RouteSchema, { provider: m.provider, model: m.name, providerModel: m.providerModel || m.name, modelClass: m.modelClass }),
+    );
+    this.routeCache.set(cacheKey, routes);
+    return { ok: true, routes };
+  }
+
+  /** Ids of every tenant. */
+  tenantIds(): string[] {
+    return [...this.tenants.keys()];
+  }
+}
+
+const kindOrder: Record<LimitKind, number> = {
+  [LimitKind.UNSPECIFIED]: 99,
+  [LimitKind.INPUT_TOKENS]: 0,
+  [LimitKind.OUTPUT_TOKENS]: 1,
+  [LimitKind.FILES]: 2,
+  [LimitKind.AGENT_STEPS]: 3,
+  [LimitKind.API_CALLS]: 4,
+  [LimitKind.CONCURRENCY]: 5,
+  [LimitKind.REQUESTS]: 6,
+  [LimitKind.TOKENS]: 7,
+  [LimitKind.BUDGET_MICROS]: 8,
+};
+
+/** Stable order: caps first, then concurrency, rates and quotas from the shortest window. */
+function compareLimits(a: EffectiveLimit, b: EffectiveLimit): number {
+  return kindOrder[a.kind] - kindOrder[b.kind] || a.window - b.window || a.per - b.per || a.task.localeCompare(b.task);
+}
+
+export { isPerRequestKind };

@@ -1,0 +1,64 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+
+/**
+ * What a reservation id carries. The id is signed, so a Settle that reaches a
+ * control plane which lost the lease (counters restarted or flushed) can still
+ * record the usage exactly, against the right subject and window.
+ */
+export interface ReservationClaims {
+  readonly tenant: string;
+  readonly leaseId: string;
+  readonly user: string;
+  readonly keyId: string;
+  readonly task: string;
+  /** The first route's model, priced at settle when the caller names none. */
+  readonly model: string;
+  readonly provider: string;
+  readonly requestId: string;
+  readonly reservedAtMs: number;
+  readonly inputTokens: number;
+  readonly maxOutputTokens: number;
+  readonly costMicros: number;
+}
+
+const version = "r1";
+
+export class ReservationSigner {
+  private readonly key: Buffer;
+
+  constructor(secret: string) {
+    if (secret.length < 32) throw new Error("reservation signing secret must be at least 32 characters");
+    this.key = Buffer.from(secret, "utf8");
+  }
+
+  sign(c: ReservationClaims): string {
+    const payload = Buffer.from(
+      JSON.stringify([c.tenant, c.leaseId, c.user, c.keyId, c.task, c.model, c.provider, c.requestId, c.reservedAtMs, c.inputTokens, c.maxOutputTokens, c.costMicros]),
+    ).toString("base64url");
+    return `${version}.${payload}.${this.mac(payload)}`;
+  }
+
+  /** The claims of a genuine id, or undefined for anything else. */
+  verify(id: string): ReservationClaims | undefined {
+    if (id.length > 2048) return undefined;
+    const [prefix, payload, mac, extra] = id.split(".");
+    if (prefix !== version || !payload || !mac || extra !== undefined) return undefined;
+    const expected = Buffer.from(this.mac(payload));
+    const given = Buffer.from(mac);
+    if (expected.length !== given.length || !timingSafeEqual(expected, given)) return undefined;
+    try {
+      const a = JSON.parse(Buffer.from(payload, "base64url").toString("utf8")) as unknown[];
+      return {
+        tenant: String(a[0]), leaseId: String(a[1]), user: String(a[2]), keyId: String(a[3]), task: String(a[4]),
+        model: String(a[5]), provider: String(a[6]), requestId: String(a[7]), reservedAtMs: Number(a[8]),
+        inputTokens: Number(a[9]), maxOutputTokens: Number(a[10]), costMicros: Number(a[11]),
+      };
+    } catch {
+      return undefined;
+    }
+  }
+
+  private mac(payload: string): string {
+    return createHmac("sha256", this.key).update(payload).digest().subarray(0, 18).toString("base64url");
+  }
+}

@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { describe, test } from "node:test";
+import type { CounterStore, LeaseUsage, MeterOp, ReserveRequest } from "../control-plane/counter-store.js";
+
+/**
+ * One behaviour suite for every CounterStore implementation (memory, Redis,
+ * Redis Cluster). Times are real wall-clock instants, so backends that use
+ * their server's clock agree; nothing sleeps: expiry is tested with leases
+ * whose expiry is already past.
+ */
+export function counterStoreContract(name: string, open: () => Promise<CounterStore>, options: { skip?: string | false } = {}): void {
+  describe(`CounterStore contract: ${name}`, { skip: options.skip || false }, () => {
+    const tenant = () => `t-${randomBytes(6).toString("hex")}`;
+    const op = (key: string, amount: number, limit: number, extra: Partial<MeterOp> = {}): MeterOp => ({
+      key, unit: "tokens", amount, limit, enforce: true, expiresAtMs: Date.now() + 60_000, ...extra,
+    });
+    const reserve = (store: CounterStore, t: string, meters: MeterOp[], extra: Partial<ReserveRequest> = {}) =>
+      store.reserve({
+        tenant: t, leaseId: randomBytes(8).toString("hex"), reservationId: `rid-${randomBytes(4).toString("hex")}`, requestId: "",
+        meters, leaseExpiresAtMs: Date.now() + 60_000, nowMs: Date.now(), ...extra,
+      });
+    const usage = (inputTokens: number, outputTokens: number, costMicros = 0): LeaseUsage => ({
+      inputTokens, outputTokens, costMicros, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 5, settledAtMs: Date.now(),
+    });
+    const withStore = (title: string, fn: (store: CounterStore) => Promise<void>) =>
+      test(title, async () => {
+        const store = await open();
+        try {
+          await fn(store);
+        } finally {
+          await store.close();
+        }
+      });
+
+    withStore("reserves every meter or none", async (store) => {
+      const t = tenant();
+      const first = await reserve(store, t, [op("a", 5, 10), op("b", 5, 10)]);
+      assert.equal(first.status, "reserved");
+      assert.deepEqual(first.status === "reserved" && first.used, [5, 5]);
+      const blocked = await reserve(store, t, [op("a", 3, 10), op("b", 6, 10)]);
+      assert.equal(blocked.status, "blocked");
+      assert.equal(blocked.status === "blocked" && blocked.index, 1);
+      assert.deepEqual(await store.read(t, ["a", "b"]), [5, 5], "a blocked reservation changes nothing");
+    });
+
+    withStore("admits exactly N of 1,000 concurrent reservations", async (store) => {
+      const t = tenant();
+      const results = await Promise.all(Array.from({ length: 1000 }, () => reserve(store, t, [op("rpm", 1, 137, { unit: "requests" }), op("tokens", 10, 1_000_000)])));
+      assert.equal(results.filter((r) => r.status === "reserved").length, 137);
+      assert.deepEqual(await store.read(t, ["rpm", "tokens"]), [137, 1370]);
+    });
+
+    withStore("meters that do not enforce count but never block", async (store) => {
+      const t = tenant();
+      const r = await reserve(store, t, [op("soft", 50, 10, { enforce: false }), op("hard", 1, 10)]);
+      assert.equal(r.status, "reserved");
+      assert.deepEqual(await store.read(t, ["soft", "hard"]), [50, 1]);
+    });
+
+    withStore("a repeated request id returns the first lease and reserves nothing more", async (store) => {
+      const t = tenant();
+      const first = await reserve(store, t, [op("k", 4, 100)], { requestId: "req-1", leaseId: "lease-1", reservationId: "rid-1" });
+      assert.equal(first.status, "reserved");
+      const again = await reserve(store, t, [op("k", 4, 100)], { requestId: "req-1", leaseId: "lease-2", reservationId: "rid-2" });
+      assert.equal(again.status, "duplicate");
+      assert.equal(again.status === "duplicate" && again.lease.reservationId, "rid-1");
+      assert.deepEqual(await store.read(t, ["k"]), [4]);
+      const other = await reserve(store, tenant(), [op("k", 4, 100)], { requestId: "req-1" });
+      assert.equal(other.status, "reserved", "request ids are per tenant");
+    });
+
+    withStore("settle applies actual usage once and releases concurrency", async (store) => {
+      const t = tenant();
+      await reserve(store, t, [op("tok", 100, 1000), op("conc", 1, 5, { unit: "concurrency", expiresAtMs: 0 }), op("cost", 70, 1000, { unit: "cost" })], { leaseId: "L1" });
+      assert.deepEqual(await store.read(t, ["tok", "conc", "cost"]), [100, 1, 70]);
+      const settled = await store.settle({ tenant: t, leaseId: "L1", usage: usage(30, 170, 55), nowMs: Date.now(), graceMs: 30_000 });
+      assert.equal(settled.status, "settled");
+      assert.deepEqual(await store.read(t, ["tok", "conc", "cost"]), [200, 0, 55], "actual may exceed the estimate");
+      const again = await store.settle({ tenant: t, leaseId: "L1", usage: usage(1, 1, 1), nowMs: Date.now(), graceMs: 30_000 });
+      assert.equal(again.status, "already");
+      assert.equal(again.status === "already" && again.lease.usage?.outputTokens, 170, "the first result stands");
+      assert.deepEqual(await store.read(t, ["tok", "conc", "cost"]), [200, 0, 55]);
+      assert.equal((await store.settle({ tenant: t, leaseId: "nope", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 })).status, "missing");
+      assert.equal((await store.settle({ tenant: tenant(), leaseId: "L1", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 })).status, "missing", "leases are per tenant");
+    });
+
+    withStore("concurrent settles of one lease apply it once", async (store) => {
+      const t = tenant();
+      await reserve(store, t, [op("tok", 10, 1000)], { leaseId: "L" });
+      const results = await Promise.all(Array.from({ length: 50 }, (_, i) => store.settle({ tenant: t, leaseId: "L", usage: usage(i, 100), nowMs: Date.now(), graceMs: 30_000 })));
+      assert.equal(results.filter((r) => r.status === "settled").length, 1);
+      const winner = results.find((r) => r.status === "settled")!;
+      const total = winner.status === "settled" ? winner.lease.usage!.inputTokens + 100 : -1;
+      assert.deepEqual(await store.read(t, ["tok"]), [total]);
+    });
+
+    withStore("renew moves an open lease's expiry; settled leases cannot be renewed", async (store) => {
+      const t = tenant();
+      await reserve(store, t, [op("x", 1, 10)], { leaseId: "R" });
+      const later = Date.now() + 600_000;
+      const renewed = await store.renew(t, "R", later);
+      assert.equal(renewed?.expiresAtMs, later);
+      await store.settle({ tenant: t, leaseId: "R", usage: usage(1, 0), nowMs: Date.now(), graceMs: 30_000 });
+      assert.equal(await store.renew(t, "R", later), undefined);
+      assert.equal(await store.renew(t, "unknown", later), undefined);
+    });
+
+    withStore("expired leases are claimed once, keep their estimate and release concurrency", async (store) => {
+      const t = tenant();
+      await reserve(store, t, [op("tok", 40, 1000), op("conc", 1, 5, { unit: "concurrency", expiresAtMs: 0 })], { leaseId: "E", leaseExpiresAtMs: Date.now() - 1 });
+      const claimed = await store.claimDue(Date.now(), 60_000, 1000);
+      const mine = claimed.filter((l) => l.tenant === t);
+      assert.equal(mine.length, 1);
+      assert.equal(mine[0]!.state, "expired");
+      assert.deepEqual(await store.read(t, ["tok", "conc"]), [40, 0]);
+      assert.equal((await store.claimDue(Date.now(), 60_000, 1000)).filter((l) => l.tenant === t).length, 0, "not handed out again within the grace period");
+      const late = await store.settle({ tenant: t, leaseId: "E", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 });
+      assert.equal(late.status, "already");
+      assert.equal(late.status === "already" && late.lease.state, "expired");
+      await store.markRecorded(t, "E");
+      assert.deepEqual(await store.read(t, ["tok", "conc"]), [40, 0]);
+    });
+
+    withStore("settled leases whose ledger write was not confirmed come back after the grace period", async (store) => {
+      const t = tenant();
+      await reserve(store, t, [op("tok", 5, 1000)], { leaseId: "S" });
+      await store.settle({ tenant: t, leaseId: "S", usage: usage(2, 3), nowMs: Date.now() - 10_000, graceMs: 1 });
+      const claimed = (await store.claimDue(Date.now(), 0, 1000)).filter((l) => l.tenant === t);
+      assert.equal(claimed.length, 1);
+      assert.equal(claimed[0]!.state, "settled");
+      assert.equal(claimed[0]!.usage?.outputTokens, 3);
+      await store.markRecorded(t, "S");
+      assert.equal((await store.claimDue(Date.now() + 1, 0, 1000)).filter((l) => l.tenant === t).length, 0, "recorded leases are done");
+    });
+
+    withStore("charge, read and reset", async (store) => {
+      const t = tenant();
+      await store.charge(t, [{ key: "m", amount: 12, expiresAtMs: Date.now() + 60_000 }, { key: "n", amount: 3, expiresAtMs: Date.now() + 60_000 }]);
+      await store.charge(t, [{ key: "m", amount: 8, expiresAtMs: Date.now() + 60_000 }]);
+      assert.deepEqual(await store.read(t, ["m", "n", "absent"]), [20, 3, 0]);
+      assert.equal(await store.reset(t, "m"), 20);
+      assert.deepEqual(await store.read(t, ["m"]), [0]);
+    });
+
+    withStore("meters whose window ended read as zero", async (store) => {
+      const t = tenant();
+      await store.charge(t, [{ key: "old", amount: 9, expiresAtMs: Date.now() - 1 }]);
+      assert.deepEqual(await store.read(t, ["old"]), [0]);
+      const r = await reserve(store, t, [op("old", 10, 10)]);
+      assert.equal(r.status, "reserved");
+    });
+
+    withStore("values beyond 2^32 stay exact", async (store) => {
+      const t = tenant();
+      await store.charge(t, [{ key: "big", amount: 5_000_000_000_123, expiresAtMs: Date.now() + 60_000 }]);
+      const r = await reserve(store, t, [op("big", 1, 9_000_000_000_000)]);
+      assert.equal(r.status, "reserved");
+      assert.deepEqual(await store.read(t, ["big"]), [5_000_000_000_124]);
+    });
+  });
+}
