@@ -38,6 +38,6 @@ function prefixField(field: DescField, value: unknown): unknown {
 
 function prefixEnumValue(descEnum: DescEnum, value: unknown): unknown {
   if (typeof value !== "string" || descEnum.values.some((v) => v.name === value)) return value;
-  const prefixed = `${descEnum.sharedPrefix ?? ""}${value}`;
-  return descEnum.values.some((v) => v.name === prefixed) ? prefixed : value;
+  // localName is the value's name without the shared prefix ("TOKENS" for LIMIT_KIND_TOKENS).
+  return descEnum.values.find((v) => v.localName === value)?.name ?? value;
 }
