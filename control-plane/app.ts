@@ -12,6 +12,7 @@ import { addAdmissionServices } from "./grpc/grpc-server.js";
 import { PolicyHandlers } from "./grpc/policy-handlers.js";
 import { addHealthService } from "./grpc/health.js";
 import { addReflection } from "./grpc/reflection.js";
+import { connectRoutes } from "./connect-routes.js";
 import { createHttpServer } from "./http-server.js";
 import { createLogger } from "./logger.js";
 import { MemoryCounterStore } from "./memory-counter-store.js";
@@ -95,14 +96,16 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   partitions.unref();
 
   const server = new grpc.Server({ "grpc.max_receive_message_length": 8 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
+  const admissionHandlers = new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken });
+  const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, adminToken: config.adminToken, clock });
   addAdmissionServices(server, {
-    admission: new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken }),
-    policy: new PolicyHandlers({ policy, ledger, audit, counters, adminToken: config.adminToken, clock }),
+    admission: admissionHandlers,
+    policy: policyHandlers,
     metrics,
     logger,
     maxInFlight: config.maxInFlight,
   });
-  const health = addHealthService(server);
+  const health = addHealthService(server, ["admission.v1.AdmissionService", "admission.v1.PolicyService"]);
   addReflection(server, [file_admission_v1_admission, file_admission_v1_policy_service]);
   const grpcPort = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${config.grpcHost}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
@@ -111,6 +114,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const http = createHttpServer({
     registry: metrics.registry,
     logger,
+    fallback: connectRoutes({ admission: admissionHandlers, policy: policyHandlers, logger }),
     checks: {
       policy: async () => {
         if (policy.snapshot().version === 0) throw new Error("no policy loaded");

@@ -63,12 +63,10 @@ export class MemoryCounterStore implements CounterStore {
       const lease = seen && seen.expiresAtMs > nowMs ? this.leases.get(seen.leaseKey) : undefined;
       if (lease) return { status: "duplicate", lease: snapshotLease(lease) };
     }
-    const used: number[] = new Array(request.meters.length);
+    const used = request.meters.map((op) => this.value(tenant, op.key, nowMs));
     for (let i = 0; i < request.meters.length; i++) {
       const op = request.meters[i]!;
-      const current = this.value(tenant, op.key, nowMs);
-      used[i] = current;
-      if (op.enforce && current + op.amount > op.limit) return { status: "blocked", index: i, used };
+      if (op.enforce && used[i]! + op.amount > op.limit) return { status: "blocked", index: i, used };
     }
     for (let i = 0; i < request.meters.length; i++) {
       const op = request.meters[i]!;

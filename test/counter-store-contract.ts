@@ -41,6 +41,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       const blocked = await reserve(store, t, [op("a", 3, 10), op("b", 6, 10)]);
       assert.equal(blocked.status, "blocked");
       assert.equal(blocked.status === "blocked" && blocked.index, 1);
+      assert.deepEqual(blocked.status === "blocked" && blocked.used, [5, 5], "a denial reports every meter's value");
       assert.deepEqual(await store.read(t, ["a", "b"]), [5, 5], "a blocked reservation changes nothing");
     });
 

@@ -1,0 +1,52 @@
+import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Logger } from "pino";
+import { AdmissionService } from "../gen/admission/v1/admission_pb.js";
+import { PolicyService } from "../gen/admission/v1/policy_service_pb.js";
+import type { AdmissionHandlers } from "./grpc/admission-handlers.js";
+import type { CallContext } from "./grpc/call-context.js";
+import type { PolicyHandlers } from "./grpc/policy-handlers.js";
+import { RpcError } from "./rpc-error.js";
+
+type Handler = (req: unknown, ctx: CallContext) => Promise<unknown>;
+
+/**
+ * AdmissionService and PolicyService over the Connect protocol (HTTP/1.1 +
+ * JSON or binary) for callers without a gRPC client: curl, a Lua plugin, a
+ * shell script. The same transport-free handlers as gRPC; gRPC status codes
+ * and Connect codes share their numbers. Session needs a bidi stream: gRPC only.
+ */
+export function connectRoutes(deps: { admission: AdmissionHandlers; policy: PolicyHandlers; logger: Logger }): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const wrap = (target: object, name: string): ((req: unknown, context: HandlerContext) => Promise<unknown>) => {
+    const fn = (target as Record<string, Handler>)[name]!.bind(target);
+    return async (req, context) => {
+      try {
+        return await fn(req, { header: (h) => context.requestHeader.get(h) ?? undefined });
+      } catch (err) {
+        if (err instanceof RpcError) throw new ConnectError(err.message, err.code as number as Code);
+        deps.logger.error({ err, method: name }, "unexpected error in handler");
+        throw new ConnectError("internal error", Code.Internal);
+      }
+    };
+  };
+  const routes = (router: ConnectRouter) => {
+    const admission: Record<string, unknown> = {
+      session: () => {
+        throw new ConnectError("Session is a bidirectional stream: use gRPC", Code.Unimplemented);
+      },
+    };
+    for (const m of AdmissionService.methods) if (m.localName !== "session") admission[m.localName] = wrap(deps.admission, m.localName);
+    const policy: Record<string, unknown> = {};
+    for (const m of PolicyService.methods) policy[m.localName] = wrap(deps.policy, m.localName);
+    router.service(AdmissionService, admission as never);
+    router.service(PolicyService, policy as never);
+  };
+  const prefixes = [`/${AdmissionService.typeName}/`, `/${PolicyService.typeName}/`];
+  const handler = connectNodeAdapter({ routes, readMaxBytes: 8 * 1024 * 1024 });
+  return (req, res) => {
+    if (!prefixes.some((p) => req.url?.startsWith(p))) return false;
+    handler(req, res);
+    return true;
+  };
+}

@@ -1,0 +1,57 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { startControlPlane, type ControlPlaneDeps, type RunningControlPlane } from "../../control-plane/app.js";
+import { defaultControlPlaneConfig, type ControlPlaneConfig } from "../../control-plane/config.js";
+import { admissionClient, policyClient } from "./grpc-clients.js";
+
+export const adminToken = "test-admin-token-0123456789";
+export const admin = { authorization: `Bearer ${adminToken}` };
+
+export interface TestControlPlane {
+  readonly cp: RunningControlPlane;
+  readonly address: string;
+  readonly admission: ReturnType<typeof admissionClient>;
+  readonly policy: ReturnType<typeof policyClient>;
+  readonly dataDir: string;
+  /** Stops the control plane (keeps the data dir). */
+  stop(): Promise<void>;
+  /** Stops and removes the data dir. */
+  close(): Promise<void>;
+}
+
+/** A real control plane on ephemeral ports with PGlite in a temp dir (or the given one). */
+export async function startTestControlPlane(options: { config?: Partial<ControlPlaneConfig>; deps?: ControlPlaneDeps; dataDir?: string } = {}): Promise<TestControlPlane> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "adm-cp-"));
+  const config: ControlPlaneConfig = {
+    ...defaultControlPlaneConfig,
+    grpcHost: "127.0.0.1",
+    grpcPort: 0,
+    httpPort: 0,
+    adminToken,
+    dataDir,
+    logLevel: "silent",
+    shutdownGraceMs: 2_000,
+    ...options.config,
+  };
+  const cp = await startControlPlane(config, { logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }), ...options.deps });
+  const address = `127.0.0.1:${cp.grpcPort}`;
+  const admission = admissionClient(address);
+  const policy = policyClient(address);
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    admission.close();
+    policy.close();
+    await cp.stop();
+  };
+  return {
+    cp, address, admission, policy, dataDir, stop,
+    close: async () => {
+      await stop();
+      if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
