@@ -16,6 +16,7 @@ import { connectRoutes } from "./connect-routes.js";
 import { createHttpServer } from "./http-server.js";
 import { createLogger } from "./logger.js";
 import { MemoryCounterStore } from "./memory-counter-store.js";
+import { RedisCounterStore } from "./redis-counter-store.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import { PolicyManager } from "./policy/policy-manager.js";
 import { ReservationSigner } from "./reservation-id.js";
@@ -67,7 +68,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const ledger = new Ledger({ db: database, logger });
   await ledger.ensurePartitions(clock());
   const audit = new AuditLog({ db: database, logger, clock });
-  const counters = deps.counters ?? new MemoryCounterStore({ clock });
+  const counters = deps.counters ?? (await openCounterStore(config, logger, clock));
   const signer = new ReservationSigner(await repository.getOrCreateSecret("reservation_signing_key", () => randomBytes(32).toString("base64url")));
   const credentials = new CredentialVerifier(config.jwt, clock);
 
@@ -88,7 +89,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     policy: snapshot, credentials, counters, signer, ledger, audit, metrics, logger, clock,
     settings: { leaseTtlMs: config.leaseTtlMs, maxLeaseTtlMs: config.maxLeaseTtlMs, recordGraceMs: 30_000, sweepIntervalMs: 1_000 },
   });
-  await settlement.rebuild();
+  await settlement.rebuild().catch((err) => logger.error({ err: String(err) }, "counter rebuild failed; retried by the sweeper"));
   settlement.start();
   const partitions = setInterval(() => {
     void maintainLedger(ledger, clock(), config.ledgerRetentionMonths).catch((err) => logger.error({ err }, "ledger maintenance failed"));
@@ -154,6 +155,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   };
 
   return { grpcPort, httpPort, adminToken: config.adminToken, demoApiKey, logger, metrics, policy, settlement, counters, ledger, audit, database, stop };
+}
+
+/** Redis (or Redis Cluster) when configured, otherwise counters in this process. */
+async function openCounterStore(config: ControlPlaneConfig, logger: Logger, clock: () => number): Promise<CounterStore> {
+  if (config.redisUrl || config.redisClusterNodes?.length) {
+    return RedisCounterStore.connect({ url: config.redisUrl, clusterNodes: config.redisClusterNodes, keyPrefix: config.redisKeyPrefix, logger });
+  }
+  return new MemoryCounterStore({ clock });
 }
 
 async function maintainLedger(ledger: Ledger, nowMs: number, retentionMonths: number): Promise<void> {

@@ -139,6 +139,8 @@ export class Settlement {
   }
 
   private async sweepOnce(): Promise<number> {
+    // A shared counter store may have lost its data (flush, restart): one replica rebuilds.
+    await this.rebuild();
     await this.applyDeferred();
     let handled = 0;
     for (;;) {
