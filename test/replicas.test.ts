@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import { create } from "@bufbuild/protobuf";
+import { Redis } from "ioredis";
+import { DenyReason } from "../gen/admission/v1/admission_pb.js";
+import { BundleSchema, LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
+import { admin } from "./support/control-plane.js";
+import { scratchDatabase } from "./support/databases.js";
+import { startReplica, type Replica } from "./support/replicas.js";
+import { scenario, secretOf } from "./support/scenario.js";
+import { missingService } from "./support/services.js";
+
+const skip = missingService("PostgreSQL", "DATABASE_URL") || missingService("Redis", "REDIS_URL");
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    if (await check().catch(() => false)) return Date.now() - started;
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe("three control-plane processes on one Redis and one PostgreSQL", { skip }, () => {
+  const prefix = `admrep-${randomBytes(4).toString("hex")}`;
+  let replicas: Replica[] = [];
+  let db: { url: string; drop(): Promise<void> };
+  let redis: Redis;
+
+  before(async () => {
+    db = await scratchDatabase();
+    redis = new Redis(process.env.REDIS_URL!);
+    // Migrations race safely: all three start at once on an empty database.
+    replicas = await Promise.all([0, 1, 2].map(() => startReplica({ DATABASE_URL: db.url, REDIS_URL: process.env.REDIS_URL!, ADMISSION_REDIS_PREFIX: prefix })));
+  });
+
+  after(async () => {
+    await Promise.all(replicas.map((r) => r.stop()));
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== "0");
+    await redis.quit();
+    await db?.drop();
+  });
+
+  const meter = async (r: Replica, kind: LimitKind, window: Window) => {
+    const explained = await r.admission.getEffectivePolicy({ tenant: "shared" }, admin);
+    return explained.limits.find((l) => l.kind === kind && l.window === window && l.task === "")!.used;
+  };
+
+  test("a bundle applied on one replica reaches the others within a second", async () => {
+    await replicas[0]!.policy.applyBundle({
+      bundle: scenario({
+        id: "shared",
+        limits: [
+          { kind: "REQUESTS", window: "DAY", per: "TENANT", value: 421 },
+          { kind: "TOKENS", window: "MONTH", per: "TENANT", value: 1_000_000_000 },
+          { kind: "BUDGET_MICROS", window: "MONTH", per: "TENANT", value: 1_000_000_000 },
+        ],
+        keys: Array.from({ length: 6 }, (_, i) => ({ id: `rk${i}` })),
+      }),
+    }, admin);
+    for (const r of replicas.slice(1)) {
+      let probe: Awaited<ReturnType<Replica["admission"]["admit"]>> | undefined;
+      const ms = await waitFor(async () => {
+        probe = await r.admission.admit({ credential: secretOf("rk0"), task: "PRIOR", model: "m-base", inputTokens: 0n, maxOutputTokens: 1n });
+        return probe.allowed;
+      }, 5_000, "propagation");
+      assert.ok(ms < 1_000, `propagated in ${ms} ms`);
+      await r.admission.settle({ reservationId: probe!.reservationId, inputTokens: 0n, outputTokens: 0n });
+    }
+  });
+
+  test("2,000 concurrent Admits spread over three replicas admit exactly N; settled anywhere, ledger = meters = GetUsage", async () => {
+    const before = await meter(replicas[0]!, LimitKind.REQUESTS, Window.DAY);
+    const room = 421n - before;
+    const decisions = await Promise.all(Array.from({ length: 2000 }, (_, i) =>
+      replicas[i % 3]!.admission.admit({ credential: secretOf(`rk${i % 6}`), task: "DRAFT", model: "m-pro", inputTokens: 40n, maxOutputTokens: 60n }),
+    ));
+    const allowed = decisions.filter((d) => d.allowed);
+    assert.equal(BigInt(allowed.length), room, "exactly the room left under the limit");
+    assert.ok(decisions.filter((d) => !d.allowed).every((d) => d.reason === DenyReason.QUOTA_EXCEEDED));
+
+    // Settle each on a different replica than the one that admitted it.
+    const settles = await Promise.all(allowed.map((d, i) =>
+      replicas[(i + 1) % 3]!.admission.settle({ reservationId: d.reservationId, inputTokens: BigInt(30 + (i % 17)), outputTokens: BigInt(i % 101), model: "m-pro" }),
+    ));
+    assert.ok(settles.every((s) => !s.duplicate));
+    const usage = await replicas[2]!.policy.getUsage({ tenant: "shared", task: "DRAFT" }, admin);
+    assert.equal(usage.requests, room);
+    const tokens = settles.reduce((a, s) => a + s.inputTokens + s.outputTokens, 0n);
+    const cost = settles.reduce((a, s) => a + s.costMicros, 0n);
+    assert.equal(usage.inputTokens + usage.outputTokens, tokens);
+    assert.equal(usage.costMicros, cost);
+    const all = await replicas[1]!.policy.getUsage({ tenant: "shared" }, admin);
+    for (const r of replicas) {
+      assert.equal(await meter(r, LimitKind.TOKENS, Window.MONTH), all.inputTokens + all.outputTokens);
+      assert.equal(await meter(r, LimitKind.BUDGET_MICROS, Window.MONTH), all.costMicros);
+      assert.equal(await meter(r, LimitKind.REQUESTS, Window.DAY), all.requests);
+    }
+  });
+
+  test("Redis flushed: one replica rebuilds the windows from the ledger, nothing counted twice", async () => {
+    const expectedTokens = await meter(replicas[0]!, LimitKind.TOKENS, Window.MONTH);
+    const expectedRequests = await meter(replicas[0]!, LimitKind.REQUESTS, Window.DAY);
+    let cursor = "0";
+    do {
+      const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+      cursor = next;
+      if (keys.length) await redis.del(...keys);
+    } while (cursor !== "0");
+    assert.equal(await meter(replicas[1]!, LimitKind.TOKENS, Window.MONTH), 0n, "the data is gone");
+    // The sweepers (every second on each replica) notice and exactly one rebuilds.
+    await waitFor(async () => (await meter(replicas[2]!, LimitKind.TOKENS, Window.MONTH)) > 0n, 10_000, "rebuild");
+    // Give every other replica's sweeper time to (not) rebuild a second time.
+    await new Promise((r) => setTimeout(r, 2_500));
+    for (const r of replicas) {
+      assert.equal(await meter(r, LimitKind.TOKENS, Window.MONTH), expectedTokens);
+      assert.equal(await meter(r, LimitKind.REQUESTS, Window.DAY), expectedRequests);
+    }
+  });
+});
