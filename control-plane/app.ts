@@ -25,6 +25,7 @@ import { AuditLog } from "./store/audit-log.js";
 import { ConfigRepository } from "./store/config-repository.js";
 import { openDatabase, type Database } from "./store/database.js";
 import { Ledger } from "./store/ledger.js";
+import { LedgerSpool } from "./store/ledger-spool.js";
 import { file_admission_v1_admission } from "../gen/admission/v1/admission_pb.js";
 import { file_admission_v1_policy_service } from "../gen/admission/v1/policy_service_pb.js";
 
@@ -65,7 +66,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
 
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, logger });
   const repository = new ConfigRepository({ db: database });
-  const ledger = new Ledger({ db: database, logger });
+  const ledger = new Ledger({ db: database, logger, spool: new LedgerSpool(config.spoolDir) });
   await ledger.ensurePartitions(clock());
   const audit = new AuditLog({ db: database, logger, clock });
   const counters = deps.counters ?? (await openCounterStore(config, logger, clock));
@@ -116,11 +117,16 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     registry: metrics.registry,
     logger,
     fallback: connectRoutes({ admission: admissionHandlers, policy: policyHandlers, logger }),
+    // Without the database, Settles are spooled and Admits still decide: degraded, not down.
+    degradedOnly: ["database"],
     checks: {
       policy: async () => {
         if (policy.snapshot().version === 0) throw new Error("no policy loaded");
       },
-      database: () => database.ping(),
+      database: async () => {
+        await database.ping();
+        if (ledger.spoolPending()) throw new Error("ledger rows spooled, replaying");
+      },
       counters: () => counters.ping(),
     },
   });

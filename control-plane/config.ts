@@ -13,6 +13,8 @@ export interface ControlPlaneConfig {
   readonly adminTokenGenerated: boolean;
   /** PGlite directory ("memory://" for an in-memory database). */
   readonly dataDir: string;
+  /** Where ledger rows wait, fsync'd, while the database is unreachable. */
+  readonly spoolDir: string;
   readonly demo: boolean;
   readonly databaseUrl?: string;
   readonly redisUrl?: string;
@@ -45,6 +47,7 @@ export const defaultControlPlaneConfig: ControlPlaneConfig = {
   adminToken: "",
   adminTokenGenerated: false,
   dataDir: "./.data",
+  spoolDir: "./.spool",
   demo: false,
   redisKeyPrefix: "adm",
   leaseTtlMs: 300_000,
@@ -79,6 +82,7 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConf
     adminToken: givenToken || randomBytes(24).toString("base64url"),
     adminTokenGenerated: !givenToken,
     dataDir: env.ADMISSION_DATA_DIR || d.dataDir,
+    spoolDir: env.ADMISSION_SPOOL_DIR || d.spoolDir,
     demo: flag(env, "ADMISSION_DEMO", d.demo),
     databaseUrl: env.DATABASE_URL || undefined,
     redisUrl: env.REDIS_URL || undefined,

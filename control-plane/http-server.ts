@@ -8,6 +8,8 @@ export interface HttpServerDeps {
   readonly registry: Registry;
   /** Named dependency checks for /readyz; each resolves when healthy. */
   readonly checks: Readonly<Record<string, ReadinessCheck>>;
+  /** Checks whose failure is reported but does not make the process unready (it can still serve). */
+  readonly degradedOnly?: readonly string[];
   readonly logger: Logger;
   /** Extra routes (e.g. the Connect protocol); returns false when it did not handle the request. */
   readonly fallback?: (req: IncomingMessage, res: ServerResponse) => boolean;
@@ -29,7 +31,7 @@ export function createHttpServer(deps: HttpServerDeps): Server {
     }
     if (req.method === "GET" && path === "/healthz") return send(res, 200, JSON.stringify({ status: "ok" }), "application/json");
     if (req.method === "GET" && path === "/readyz") {
-      void readiness(deps.checks).then((report) => send(res, report.ready ? 200 : 503, JSON.stringify(report), "application/json"));
+      void readiness(deps.checks, deps.degradedOnly ?? []).then((report) => send(res, report.ready ? 200 : 503, JSON.stringify(report), "application/json"));
       return;
     }
     if (deps.fallback?.(req, res)) return;
@@ -37,7 +39,7 @@ export function createHttpServer(deps: HttpServerDeps): Server {
   });
 }
 
-async function readiness(checks: Readonly<Record<string, ReadinessCheck>>): Promise<{ ready: boolean; checks: Record<string, string> }> {
+async function readiness(checks: Readonly<Record<string, ReadinessCheck>>, degradedOnly: readonly string[]): Promise<{ ready: boolean; checks: Record<string, string> }> {
   const results: Record<string, string> = {};
   await Promise.all(
     Object.entries(checks).map(async ([name, check]) => {
@@ -49,7 +51,7 @@ async function readiness(checks: Readonly<Record<string, ReadinessCheck>>): Prom
       }
     }),
   );
-  return { ready: Object.values(results).every((r) => r === "ok"), checks: results };
+  return { ready: Object.entries(results).every(([name, r]) => r === "ok" || degradedOnly.includes(name)), checks: results };
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

@@ -32,7 +32,7 @@ export interface SettlementDeps {
   readonly credentials: CredentialVerifier;
   readonly counters: CounterStore;
   readonly signer: ReservationSigner;
-  readonly ledger: Pick<Ledger, "append" | "find" | "windowSums">;
+  readonly ledger: Pick<Ledger, "append" | "find" | "windowSums" | "replaySpool">;
   readonly audit: Pick<AuditLog, "record">;
   readonly metrics: Metrics;
   readonly logger: Logger;
@@ -110,8 +110,9 @@ export class Settlement {
       return settleResponse(req.reservationId, row, true);
     }
     // The counter store no longer knows the lease (restarted or flushed): the
-    // signed id still says who reserved what and when.
-    const { inserted, row } = await this.record(ledgerRow(claims, usage));
+    // signed id still says who reserved what and when. Only the database can
+    // tell a first settle from a repeat here, so this one is never spooled.
+    const { inserted, row } = await this.record(ledgerRow(claims, usage), { spool: false });
     if (inserted) await this.chargeLate(claims, usage);
     this.deps.metrics.settles.inc({ result: inserted ? "late" : "duplicate" });
     return settleResponse(req.reservationId, row, !inserted);
@@ -139,6 +140,8 @@ export class Settlement {
   }
 
   private async sweepOnce(): Promise<number> {
+    // Spooled ledger rows go to the database as soon as it is back.
+    await this.deps.ledger.replaySpool().catch((err) => this.deps.logger.warn({ err: String(err) }, "ledger spool replay failed; retrying"));
     // A shared counter store may have lost its data (flush, restart): one replica rebuilds.
     await this.rebuild();
     await this.applyDeferred();
@@ -239,11 +242,11 @@ export class Settlement {
     };
   }
 
-  private async record(row: LedgerRow): Promise<{ inserted: boolean; row: LedgerRow }> {
+  private async record(row: LedgerRow, options: { spool?: boolean } = {}): Promise<{ inserted: boolean; row: LedgerRow }> {
     const started = performance.now();
     let inserted: boolean;
     try {
-      ({ inserted } = await this.deps.ledger.append(row));
+      ({ inserted } = await this.deps.ledger.append(row, options));
     } catch (err) {
       this.deps.logger.error({ err, tenant: row.tenant }, "ledger write failed");
       throw new RpcError(Code.UNAVAILABLE, "usage ledger unavailable; retry the settle");

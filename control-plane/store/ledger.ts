@@ -1,6 +1,7 @@
 import type { Logger } from "pino";
 import type { Database } from "./database.js";
 import { toNumber } from "./database.js";
+import type { LedgerSpool } from "./ledger-spool.js";
 
 /** One settled or expired reservation. Append-only; idempotent per reservation id. */
 export interface LedgerRow {
@@ -53,8 +54,15 @@ export interface WindowSum {
 
 interface Pending {
   readonly row: LedgerRow;
-  readonly resolve: (r: { inserted: boolean }) => void;
+  readonly spool: boolean;
+  readonly resolve: (r: AppendResult) => void;
   readonly reject: (err: unknown) => void;
+}
+
+/** `spooled`: the database was unreachable; the row is durable in the local spool and will be replayed. */
+export interface AppendResult {
+  readonly inserted: boolean;
+  readonly spooled?: boolean;
 }
 
 const dimensionSql: Record<UsageDimension, string> = {
@@ -77,15 +85,33 @@ export class Ledger {
   private flushing: Promise<void> | undefined;
   private readonly maxBatchRows: number;
 
-  constructor(private readonly options: { db: Database; logger: Logger; maxBatchRows?: number; onBatchWritten?: (rows: number, ms: number) => void }) {
+  constructor(private readonly options: { db: Database; logger: Logger; spool?: LedgerSpool; maxBatchRows?: number; onBatchWritten?: (rows: number, ms: number) => void }) {
     this.maxBatchRows = options.maxBatchRows ?? 500;
   }
 
-  append(row: LedgerRow): Promise<{ inserted: boolean }> {
+  /**
+   * Resolves once the row is durable: committed, or — when the database is
+   * unreachable and `spool` is allowed — fsync'd to the local spool. Without
+   * the spool (or without `spool`), a database failure rejects.
+   */
+  append(row: LedgerRow, options: { spool?: boolean } = {}): Promise<AppendResult> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ row, resolve, reject });
+      this.queue.push({ row, spool: options.spool ?? true, resolve, reject });
       if (!this.flushing) this.flushing = this.flushLoop();
     });
+  }
+
+  /** Rows waiting in the spool for the database. */
+  spoolPending(): boolean {
+    return this.options.spool?.pending() ?? false;
+  }
+
+  /** Writes spooled rows to the database (idempotently); returns how many. */
+  async replaySpool(): Promise<number> {
+    if (!this.options.spool?.pending()) return 0;
+    const n = await this.options.spool.replay((rows) => this.insert(rows).then(() => undefined));
+    if (n > 0) this.options.logger.info({ rows: n }, "ledger spool replayed");
+    return n;
   }
 
   private async flushLoop(): Promise<void> {
@@ -109,31 +135,52 @@ export class Ledger {
       else first.set(p.row.reservationId, p);
     }
     const rows = [...first.values()].map((p) => p.row);
-    const started = performance.now();
+    let written: Set<string>;
     try {
-      const { rows: inserted } = await this.options.db.query<{ reservation_id: string }>(
-        `INSERT INTO usage_ledger (${columns})
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                              $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::boolean[], $14::integer[],
-                              $15::timestamptz[], $16::timestamptz[])
-         ON CONFLICT (reservation_id, reserved_at) DO NOTHING
-         RETURNING reservation_id`,
-        [
-          rows.map((r) => r.reservationId), rows.map((r) => r.requestId), rows.map((r) => r.tenant), rows.map((r) => r.user),
-          rows.map((r) => r.keyId), rows.map((r) => r.task), rows.map((r) => r.model), rows.map((r) => r.provider),
-          rows.map((r) => String(r.inputTokens)), rows.map((r) => String(r.outputTokens)), rows.map((r) => String(r.costMicros)),
-          rows.map((r) => r.outcome), rows.map((r) => r.estimated), rows.map((r) => Math.min(r.latencyMs, 2_147_483_647)),
-          rows.map((r) => new Date(r.reservedAtMs).toISOString()), rows.map((r) => new Date(r.settledAtMs).toISOString()),
-        ],
-      );
-      this.options.onBatchWritten?.(rows.length, performance.now() - started);
-      const written = new Set(inserted.map((r) => r.reservation_id));
-      for (const p of first.values()) p.resolve({ inserted: written.has(p.row.reservationId) });
-      for (const p of repeats) p.resolve({ inserted: false });
+      written = await this.insert(rows);
     } catch (err) {
       this.options.logger.error({ err: String(err), rows: batch.length }, "ledger batch failed");
-      for (const p of batch) p.reject(err);
+      await this.spoolOrReject(batch, err);
+      return;
     }
+    for (const p of first.values()) p.resolve({ inserted: written.has(p.row.reservationId) });
+    for (const p of repeats) p.resolve({ inserted: false });
+  }
+
+  private async spoolOrReject(batch: Pending[], err: unknown): Promise<void> {
+    const spool = this.options.spool;
+    const spoolable = spool ? batch.filter((p) => p.spool) : [];
+    for (const p of batch) if (!spoolable.includes(p)) p.reject(err);
+    if (spoolable.length === 0) return;
+    try {
+      await spool!.append(spoolable.map((p) => p.row));
+      for (const p of spoolable) p.resolve({ inserted: true, spooled: true });
+    } catch (spoolErr) {
+      this.options.logger.error({ err: String(spoolErr) }, "ledger spool write failed");
+      for (const p of spoolable) p.reject(err);
+    }
+  }
+
+  /** One multi-row INSERT; returns the reservation ids that were new. */
+  private async insert(rows: readonly LedgerRow[]): Promise<Set<string>> {
+    const started = performance.now();
+    const { rows: inserted } = await this.options.db.query<{ reservation_id: string }>(
+      `INSERT INTO usage_ledger (${columns})
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                            $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::boolean[], $14::integer[],
+                            $15::timestamptz[], $16::timestamptz[])
+       ON CONFLICT (reservation_id, reserved_at) DO NOTHING
+       RETURNING reservation_id`,
+      [
+        rows.map((r) => r.reservationId), rows.map((r) => r.requestId), rows.map((r) => r.tenant), rows.map((r) => r.user),
+        rows.map((r) => r.keyId), rows.map((r) => r.task), rows.map((r) => r.model), rows.map((r) => r.provider),
+        rows.map((r) => String(r.inputTokens)), rows.map((r) => String(r.outputTokens)), rows.map((r) => String(r.costMicros)),
+        rows.map((r) => r.outcome), rows.map((r) => r.estimated), rows.map((r) => Math.min(r.latencyMs, 2_147_483_647)),
+        rows.map((r) => new Date(r.reservedAtMs).toISOString()), rows.map((r) => new Date(r.settledAtMs).toISOString()),
+      ],
+    );
+    this.options.onBatchWritten?.(rows.length, performance.now() - started);
+    return new Set(inserted.map((r) => r.reservation_id));
   }
 
   async find(reservationId: string): Promise<LedgerRow | undefined> {

@@ -31,6 +31,7 @@ export async function startTestControlPlane(options: { config?: Partial<ControlP
     httpPort: 0,
     adminToken,
     dataDir,
+    spoolDir: join(dataDir, "spool"),
     logLevel: "silent",
     shutdownGraceMs: 2_000,
     ...options.config,
