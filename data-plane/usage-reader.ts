@@ -34,9 +34,9 @@ export class UsageReader {
     }
   }
 
-  /** Call at the end of a JSON response. */
+  /** Call at the end of a JSON response. A body that is not JSON is counted as generated text. */
   finish(): void {
-    if (!this.sse && this.body) this.event(this.body);
+    if (!this.sse && this.body && !this.event(this.body)) this.text = this.body;
   }
 
   /** Usage reported by the provider, if any. */
@@ -49,13 +49,14 @@ export class UsageReader {
     return this.text ? countTokens(this.text) : 0;
   }
 
-  private event(data: string): void {
-    if (!data || data === "[DONE]") return;
+  /** False when the data is not JSON. */
+  private event(data: string): boolean {
+    if (!data || data === "[DONE]") return true;
     let json: any;
     try {
       json = JSON.parse(data);
     } catch {
-      return;
+      return false;
     }
     for (const choice of Array.isArray(json?.choices) ? json.choices : []) {
       const piece = choice?.delta?.content ?? choice?.message?.content ?? choice?.text;
@@ -65,6 +66,7 @@ export class UsageReader {
     if (u && Number.isFinite(u.prompt_tokens)) {
       this.usage = { inputTokens: Math.max(0, Math.floor(u.prompt_tokens)), outputTokens: Math.max(0, Math.floor(u.completion_tokens ?? 0)) };
     }
+    return true;
   }
 }
 
