@@ -6,6 +6,7 @@ import { CounterStoreUnavailableError } from "../control-plane/counter-store.js"
 import { failFastRedisOptions, RedisCounterStore } from "../control-plane/redis-counter-store.js";
 import { counterStoreContract } from "./counter-store-contract.js";
 import { missingService } from "./support/services.js";
+import { deleteKeysWithPrefix } from "./support/redis-keys.js";
 
 const skip = missingService("Redis", "REDIS_URL");
 const url = process.env.REDIS_URL ?? "";
@@ -16,12 +17,7 @@ const stores: RedisCounterStore[] = [];
 async function cleanup(): Promise<void> {
   if (skip) return;
   const redis = new Redis(url);
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length) await redis.del(...keys);
-  } while (cursor !== "0");
+  await deleteKeysWithPrefix(redis, prefix);
   await redis.quit();
 }
 

@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { create } from "@bufbuild/protobuf";
 import { Redis } from "ioredis";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
-import { BundleSchema, LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
+import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { admin } from "./support/control-plane.js";
 import { scratchDatabase } from "./support/databases.js";
 import { startReplica, type Replica } from "./support/replicas.js";
 import { scenario, secretOf } from "./support/scenario.js";
 import { missingService } from "./support/services.js";
+import { deleteKeysWithPrefix } from "./support/redis-keys.js";
 
 const skip = missingService("PostgreSQL", "DATABASE_URL") || missingService("Redis", "REDIS_URL");
 
@@ -37,12 +37,7 @@ describe("three control-plane processes on one Redis and one PostgreSQL", { skip
 
   after(async () => {
     await Promise.all(replicas.map((r) => r.stop()));
-    let cursor = "0";
-    do {
-      const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== "0");
+    await deleteKeysWithPrefix(redis, prefix);
     await redis.quit();
     await db?.drop();
   });
@@ -107,12 +102,7 @@ describe("three control-plane processes on one Redis and one PostgreSQL", { skip
   test("Redis flushed: one replica rebuilds the windows from the ledger, nothing counted twice", async () => {
     const expectedTokens = await meter(replicas[0]!, LimitKind.TOKENS, Window.MONTH);
     const expectedRequests = await meter(replicas[0]!, LimitKind.REQUESTS, Window.DAY);
-    let cursor = "0";
-    do {
-      const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== "0");
+    await deleteKeysWithPrefix(redis, prefix);
     assert.equal(await meter(replicas[1]!, LimitKind.TOKENS, Window.MONTH), 0n, "the data is gone");
     // The sweepers (every second on each replica) notice and exactly one rebuilds.
     await waitFor(async () => (await meter(replicas[2]!, LimitKind.TOKENS, Window.MONTH)) > 0n, 10_000, "rebuild");
