@@ -60,16 +60,17 @@ export interface ControlPlaneDeps {
  * graph, rebuilds counters from the ledger, then starts serving.
  */
 export async function startControlPlane(config: ControlPlaneConfig, deps: ControlPlaneDeps = {}): Promise<RunningControlPlane> {
-  const clock = deps.clock ?? Date.now;
   const logger = deps.logger ?? createLogger({ level: config.logLevel, service: "control-plane" });
   const metrics = deps.metrics ?? createMetrics({ defaultMetrics: true });
+  const counters = deps.counters ?? (await openCounterStore(config, logger, deps.clock ?? Date.now));
+  // Replicas sharing Redis decide windows by Redis's clock, so local skew does not split them.
+  const clock = deps.clock ?? (counters instanceof RedisCounterStore ? counters.now : Date.now);
 
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, logger });
   const repository = new ConfigRepository({ db: database });
   const ledger = new Ledger({ db: database, logger, spool: new LedgerSpool(config.spoolDir) });
   await ledger.ensurePartitions(clock());
   const audit = new AuditLog({ db: database, logger, clock });
-  const counters = deps.counters ?? (await openCounterStore(config, logger, clock));
   const signer = new ReservationSigner(await repository.getOrCreateSecret("reservation_signing_key", () => randomBytes(32).toString("base64url")));
   const credentials = new CredentialVerifier(config.jwt, clock);
 

@@ -170,6 +170,8 @@ export interface RedisCounterStoreOptions {
   readonly tombstoneMs?: number;
   /** How long a request id maps to its lease, beyond the lease's own expiry. */
   readonly requestIdTtlMs?: number;
+  /** This process's clock (injected in tests to simulate a skewed replica). */
+  readonly localClock?: () => number;
 }
 
 /** Options that make commands fail fast while Redis is unreachable, and reconnect by themselves. */
@@ -192,8 +194,14 @@ export class RedisCounterStore implements CounterStore {
   private readonly tombstoneMs: number;
   private readonly requestIdTtlMs: number;
   private lastScanMs = 0;
+  private offsetMs = 0;
+  private readonly localClock: () => number;
+  private readonly clockTimer: NodeJS.Timeout;
 
   constructor(private readonly options: RedisCounterStoreOptions) {
+    this.localClock = options.localClock ?? Date.now;
+    this.clockTimer = setInterval(() => void this.syncClock().catch(() => undefined), 10_000);
+    this.clockTimer.unref();
     this.client = options.client as Client & Scripts;
     this.prefix = options.keyPrefix;
     this.tombstoneMs = options.tombstoneMs ?? 3_600_000;
@@ -214,7 +222,7 @@ export class RedisCounterStore implements CounterStore {
    * store is returned anyway: calls fail fast until it is, and the client keeps
    * reconnecting.
    */
-  static async connect(options: { url?: string; clusterNodes?: readonly string[]; keyPrefix: string; logger?: Logger; readyTimeoutMs?: number }): Promise<RedisCounterStore> {
+  static async connect(options: { url?: string; clusterNodes?: readonly string[]; keyPrefix: string; logger?: Logger; readyTimeoutMs?: number; localClock?: () => number }): Promise<RedisCounterStore> {
     let client: Client;
     if (options.clusterNodes && options.clusterNodes.length > 0) {
       const nodes = options.clusterNodes.map((hp) => {
@@ -225,7 +233,7 @@ export class RedisCounterStore implements CounterStore {
     } else {
       client = new Redis(options.url ?? "redis://127.0.0.1:6379", failFastRedisOptions);
     }
-    const store = new RedisCounterStore({ client, keyPrefix: options.keyPrefix, logger: options.logger });
+    const store = new RedisCounterStore({ client, keyPrefix: options.keyPrefix, logger: options.logger, localClock: options.localClock });
     await new Promise<void>((resolve) => {
       if (client.status === "ready") return resolve();
       const timer = setTimeout(() => {
@@ -237,7 +245,24 @@ export class RedisCounterStore implements CounterStore {
         resolve();
       });
     });
+    await store.syncClock().catch((err) => options.logger?.warn({ err: String(err) }, "could not read the Redis clock yet"));
     return store;
+  }
+
+  /**
+   * The Redis server's clock, as seen from here: every replica picks windows
+   * (which minute, which month a request counts in) by this clock, so replicas
+   * with skewed local clocks agree. Re-measured every 10 s.
+   */
+  readonly now = (): number => this.localClock() + this.offsetMs;
+
+  /** Measures the offset between this process's clock and the Redis server's TIME. */
+  async syncClock(): Promise<void> {
+    const before = this.localClock();
+    const [seconds, micros] = await this.call(() => this.client.time());
+    const after = this.localClock();
+    const serverMs = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+    this.offsetMs = Math.round(serverMs - (before + after) / 2);
   }
 
   private tenantPrefix(tenant: string): string {
@@ -343,6 +368,7 @@ export class RedisCounterStore implements CounterStore {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.clockTimer);
     await this.client.quit().catch(() => this.client.disconnect());
   }
 

@@ -58,6 +58,15 @@ describe("Redis specifics", { skip }, () => {
     }
   });
 
+  test("a replica whose clock is an hour off decides by the Redis server's clock", async () => {
+    const skewed = await RedisCounterStore.connect({ url, keyPrefix: prefix, localClock: () => Date.now() - 3_600_000 });
+    try {
+      assert.ok(Math.abs(skewed.now() - Date.now()) < 1_000, `corrected clock ${skewed.now() - Date.now()} ms off`);
+    } finally {
+      await skewed.close();
+    }
+  });
+
   test("an unreachable Redis fails fast with CounterStoreUnavailableError", async () => {
     const store = new RedisCounterStore({ client: new Redis("redis://127.0.0.1:1", { ...failFastRedisOptions, lazyConnect: false }), keyPrefix: prefix });
     stores.push(store);
