@@ -1,148 +1,178 @@
-import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
 import type {
   AdmitRequest, AdmitResponse, GetEffectivePolicyResponse, RenewRequest, RenewResponse, SessionRequest, SessionResponse, SettleRequest, SettleResponse,
 } from "../gen/admission/v1/admission_pb.js";
-import { AdmissionService, GetEffectivePolicyRequestSchema, SessionRequestSchema } from "../gen/admission/v1/admission_pb.js";
+import { AdmissionService, GetEffectivePolicyRequestSchema } from "../gen/admission/v1/admission_pb.js";
 import { grpcServiceDefinition } from "../control-plane/grpc/service-definition.js";
+import { Backoff } from "./backoff.js";
+import { asControlPlaneError, ControlPlaneError } from "./control-plane-error.js";
+import { SessionStream, StreamClosedError, type SessionCall } from "./session-stream.js";
 
-/** A failed call: the gRPC status code and message (UNAVAILABLE when the link is down). */
-export class ControlPlaneError extends Error {
-  constructor(readonly code: grpc.status, message: string) {
-    super(message);
-    this.name = "ControlPlaneError";
-  }
-}
-
-type Call = { admit: AdmitRequest } | { settle: SettleRequest } | { renew: RenewRequest };
-
-interface Pending {
-  readonly resolve: (result: SessionResponse["result"]) => void;
-  readonly reject: (err: ControlPlaneError) => void;
-  readonly timer: NodeJS.Timeout;
-}
+export { ControlPlaneError } from "./control-plane-error.js";
 
 export interface ControlPlaneClientOptions {
   /** host:port of the control plane. */
   readonly address: string;
-  /** Per-call deadline. */
+  /** Deadline of Admit and GetEffectivePolicy. */
   readonly timeoutMs?: number;
-  /** Use unary calls instead of the Session stream. */
+  /** Deadline of Settle and Renew. */
+  readonly settleTimeoutMs?: number;
+  /** Session stream reconnect backoff. */
+  readonly reconnectMinMs?: number;
+  readonly reconnectMaxMs?: number;
+  /** Use unary calls only (no Session stream). */
   readonly unary?: boolean;
+  readonly logger?: Logger;
+  readonly random?: () => number;
 }
 
+type Method = "admit" | "settle" | "renew";
+type LinkListener = (up: boolean) => void;
+
 /**
- * One bidirectional Session stream per control-plane connection carries every
- * Admit/Settle/Renew, matched by correlation id. When the stream breaks, calls
- * in flight fail with UNAVAILABLE and the next call opens a new stream (with
- * backoff); while no stream can be opened, calls go unary.
+ * The data plane's link to the control plane. One bidirectional `Session`
+ * stream per connection carries every Admit/Settle/Renew, matched by
+ * correlation id; it is reopened with backoff whenever it ends. Calls in
+ * flight when it breaks fail at once and are retried once as unary calls
+ * (Admit is idempotent on request_id, Settle on reservation_id); while no
+ * stream is open, calls go unary.
  */
 export class ControlPlaneClient {
   private readonly client: grpc.Client & Record<string, Function>;
-  private stream: grpc.ClientDuplexStream<SessionRequest, SessionResponse> | undefined;
-  private readonly pending = new Map<bigint, Pending>();
-  private nextId = 1n;
-  private retryAtMs = 0;
-  private backoffMs = 100;
+  private stream: SessionStream | undefined;
+  private readonly backoff: Backoff;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private channelState = grpc.connectivityState.IDLE;
+  private up = false;
   private closed = false;
+  private readonly listeners = new Set<LinkListener>();
   private readonly timeoutMs: number;
+  private readonly settleTimeoutMs: number;
 
   constructor(private readonly options: ControlPlaneClientOptions) {
     const Client = grpc.makeGenericClientConstructor(grpcServiceDefinition(AdmissionService), "AdmissionService");
     this.client = new Client(options.address, grpc.credentials.createInsecure(), {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
-      "grpc.initial_reconnect_backoff_ms": 100,
-      "grpc.max_reconnect_backoff_ms": 2_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      "grpc.initial_reconnect_backoff_ms": options.reconnectMinMs ?? 100,
+      "grpc.max_reconnect_backoff_ms": options.reconnectMaxMs ?? 5_000,
     }) as grpc.Client & Record<string, Function>;
     this.timeoutMs = options.timeoutMs ?? 2_000;
+    this.settleTimeoutMs = options.settleTimeoutMs ?? 5_000;
+    this.backoff = new Backoff({ minMs: options.reconnectMinMs ?? 100, maxMs: options.reconnectMaxMs ?? 5_000, random: options.random });
+    this.watchChannel();
+    if (!options.unary) this.openStream();
   }
 
   admit(req: AdmitRequest): Promise<AdmitResponse> {
-    return this.call({ admit: req }, "admit") as Promise<AdmitResponse>;
+    return this.call("admit", { case: "admit", value: req }, this.timeoutMs) as Promise<AdmitResponse>;
   }
 
   settle(req: SettleRequest): Promise<SettleResponse> {
-    return this.call({ settle: req }, "settle") as Promise<SettleResponse>;
+    return this.call("settle", { case: "settle", value: req }, this.settleTimeoutMs) as Promise<SettleResponse>;
   }
 
   renew(req: RenewRequest): Promise<RenewResponse> {
-    return this.call({ renew: req }, "renew") as Promise<RenewResponse>;
+    return this.call("renew", { case: "renew", value: req }, this.settleTimeoutMs) as Promise<RenewResponse>;
   }
 
-  /** What the credential may use (models per task, limits): GetEffectivePolicy, unary. */
-  effectivePolicy(credential: string): Promise<GetEffectivePolicyResponse> {
-    return this.unary("getEffectivePolicy", create(GetEffectivePolicyRequestSchema, { credential })) as Promise<GetEffectivePolicyResponse>;
+  /** What the credential may use (tasks, routes, limits): GetEffectivePolicy, unary. */
+  effectivePolicy(credential: string, task = ""): Promise<GetEffectivePolicyResponse> {
+    return this.unary("getEffectivePolicy", create(GetEffectivePolicyRequestSchema, { credential, task }), this.timeoutMs) as Promise<GetEffectivePolicyResponse>;
   }
 
-  /** Whether the gRPC channel to the control plane is connected. */
+  /** The link is up: the channel is connected (and, unless unary-only, a Session stream is open on it). */
   connected(): boolean {
-    return this.client.getChannel().getConnectivityState(true) === grpc.connectivityState.READY;
+    return this.up;
+  }
+
+  /** Called with true when the link comes up and false when it goes down. */
+  onLinkChange(listener: LinkListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
   }
 
   close(): void {
+    if (this.closed) return;
     this.closed = true;
-    this.failPending(new ControlPlaneError(grpc.status.CANCELLED, "client closed"));
-    this.stream?.end();
+    clearTimeout(this.reconnectTimer);
+    this.stream?.cancel("client closed");
     this.client.close();
+    this.setUp(false);
   }
 
-  private async call(call: Call, method: "admit" | "settle" | "renew"): Promise<unknown> {
+  private async call(method: Method, call: SessionCall, timeoutMs: number): Promise<unknown> {
     if (this.closed) throw new ControlPlaneError(grpc.status.CANCELLED, "client closed");
-    const stream = this.options.unary ? undefined : this.openStream();
-    if (!stream) return this.unary(method, Object.values(call)[0]);
-    const id = this.nextId++;
-    const [name, value] = Object.entries(call)[0]!;
-    const result = await new Promise<SessionResponse["result"]>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new ControlPlaneError(grpc.status.DEADLINE_EXCEEDED, `control plane did not answer within ${this.timeoutMs} ms`));
-      }, this.timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
-      stream.write(create(SessionRequestSchema, { id, call: { case: name as "admit", value: value as AdmitRequest } }));
-    });
-    if (result.case === "error") throw new ControlPlaneError(result.value.code, result.value.message);
-    return result.value;
-  }
-
-  private openStream(): grpc.ClientDuplexStream<SessionRequest, SessionResponse> | undefined {
-    if (this.stream) return this.stream;
-    if (Date.now() < this.retryAtMs) return undefined;
-    const stream = this.client.session() as grpc.ClientDuplexStream<SessionRequest, SessionResponse>;
-    stream.on("data", (msg: SessionResponse) => {
-      this.backoffMs = 100;
-      const p = this.pending.get(msg.id);
-      if (!p) return;
-      this.pending.delete(msg.id);
-      clearTimeout(p.timer);
-      p.resolve(msg.result);
-    });
-    const broken = (err?: Error) => {
-      if (this.stream !== stream) return;
-      this.stream = undefined;
-      this.retryAtMs = Date.now() + this.backoffMs;
-      this.backoffMs = Math.min(this.backoffMs * 2, 5_000);
-      this.failPending(new ControlPlaneError(grpc.status.UNAVAILABLE, `session stream closed${err ? `: ${err.message}` : ""}`));
-    };
-    stream.on("error", broken);
-    stream.on("end", () => broken());
-    this.stream = stream;
-    return stream;
-  }
-
-  private failPending(err: ControlPlaneError): void {
-    for (const [id, p] of this.pending) {
-      clearTimeout(p.timer);
-      this.pending.delete(id);
-      p.reject(err);
+    const stream = this.stream?.accepting ? this.stream : undefined;
+    if (stream) {
+      try {
+        const result = await stream.request(call, timeoutMs);
+        if (result.case === "error") throw new ControlPlaneError(result.value.code, result.value.message);
+        return result.value;
+      } catch (err) {
+        // The stream broke under the call: it may or may not have been applied; both calls are idempotent.
+        if (!(err instanceof StreamClosedError) || this.closed) throw err;
+      }
     }
+    return this.unary(method, call.value, timeoutMs);
   }
 
-  private unary(method: string, req: unknown): Promise<unknown> {
+  private unary(method: string, req: unknown, timeoutMs: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      this.client[method]!.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + this.timeoutMs }, (err: grpc.ServiceError | null, res: unknown) =>
-        err ? reject(new ControlPlaneError(err.code, err.details || err.message)) : resolve(res),
+      this.client[method]!.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: unknown) =>
+        err ? reject(asControlPlaneError(err)) : resolve(res),
       );
     });
+  }
+
+  private openStream(): void {
+    if (this.closed || this.stream) return;
+    const call = this.client.session() as grpc.ClientDuplexStream<SessionRequest, SessionResponse>;
+    this.stream = new SessionStream(call, (stream, why) => this.streamClosed(stream, why));
+    this.updateLink();
+  }
+
+  private streamClosed(stream: SessionStream, why: string): void {
+    if (this.stream !== stream) return;
+    this.stream = undefined;
+    this.updateLink();
+    if (this.closed) return;
+    const delayMs = this.backoff.nextDelayMs();
+    this.options.logger?.debug({ why, delayMs }, "session stream closed; reopening");
+    this.reconnectTimer = setTimeout(() => this.openStream(), delayMs);
+    this.reconnectTimer.unref();
+  }
+
+  /** Follows the channel's connectivity; a stream on a channel that left READY is drained and reopened. */
+  private watchChannel(): void {
+    if (this.closed) return;
+    const channel = this.client.getChannel();
+    let state: grpc.connectivityState;
+    try {
+      state = channel.getConnectivityState(false);
+      channel.watchConnectivityState(state, Infinity, () => this.watchChannel());
+    } catch {
+      return; // shut down
+    }
+    const wasReady = this.channelState === grpc.connectivityState.READY;
+    this.channelState = state;
+    if (state === grpc.connectivityState.READY) this.backoff.reset();
+    else if (wasReady) this.stream?.drain(); // e.g. GOAWAY from a control plane shutting down
+    this.updateLink();
+  }
+
+  private updateLink(): void {
+    const ready = this.channelState === grpc.connectivityState.READY;
+    this.setUp(!this.closed && ready && (this.options.unary === true || this.stream?.accepting === true));
+  }
+
+  private setUp(up: boolean): void {
+    if (this.up === up) return;
+    this.up = up;
+    this.options.logger?.info({ address: this.options.address }, up ? "control plane link up" : "control plane link down");
+    for (const listener of this.listeners) listener(up);
   }
 }

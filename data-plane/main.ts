@@ -1,24 +1,22 @@
 import { DataPlaneConfigError, loadDataPlaneConfig } from "./config.js";
 import { startDataPlane } from "./server.js";
 
-/** `npm run data-plane`: the proxy alone, in front of the providers of PROVIDERS_FILE. */
+/** `npm run data-plane`: the proxy alone, in front of PROVIDERS_FILE's providers (or the built-in mock provider). */
 async function main(): Promise<void> {
   let config;
   try {
     config = loadDataPlaneConfig(process.env);
   } catch (err) {
-    if (err instanceof DataPlaneConfigError || err instanceof SyntaxError) {
+    if (err instanceof DataPlaneConfigError) {
       process.stderr.write(`configuration error: ${err.message}\n`);
       process.exit(2);
     }
     throw err;
   }
-  if (!config.providers) {
-    process.stderr.write("configuration error: PROVIDERS_FILE is required (npm start runs the built-in mock provider)\n");
-    process.exit(2);
-  }
-  const dp = await startDataPlane(config, { providers: config.providers });
-  process.stderr.write(`data plane: http on :${dp.port}, control plane at ${config.controlPlaneAddr}\n`);
+  const dp = await startDataPlane(config);
+  const providers = dp.mockProvider ? `the built-in mock provider (${dp.mockProvider.baseUrl})` : config.providers!.map((p) => p.name).join(", ");
+  // Printed once for the operator, outside the JSON log stream.
+  process.stderr.write(`data plane: http://localhost:${dp.port}/v1 in front of ${providers}; control plane at ${config.controlPlaneAddr} (${config.failurePolicy})\n`);
   for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void dp.close().then(() => process.exit(0)));
 }
 

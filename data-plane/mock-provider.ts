@@ -1,64 +1,122 @@
-import { createServer, type Server } from "node:http";
+import { createHash } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { countInputTokens, countTextTokens } from "./token-counter.js";
+
+export interface MockProviderOptions {
+  readonly port?: number;
+  readonly host?: string;
+  /** When set, requests must carry `Authorization: Bearer <apiKey>`. */
+  readonly apiKey?: string;
+  /** Pause between streamed chunks, to look like a model generating. */
+  readonly chunkDelayMs?: number;
+}
+
+export interface RunningMockProvider {
+  readonly server: Server;
+  readonly port: number;
+  /** e.g. http://127.0.0.1:41234/v1 */
+  readonly baseUrl: string;
+  close(): Promise<void>;
+}
+
+const defaultMaxTokens = 32;
+const words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "mock", "models", "write", "drafts"];
 
 /**
  * An OpenAI-compatible provider for demos and tests: chat completions
- * (streaming or not), completions and embeddings, deterministic, with usage.
- * The reply is "mock reply" repeated to honour max_tokens (one token per word).
+ * (streaming or not), completions, embeddings and models. Deterministic: the
+ * reply is a word sequence seeded by the prompt, one token per word, as long
+ * as max_tokens allows; usage is counted with the same tokenizer the proxy
+ * uses, and reported (on streams when stream_options.include_usage is set).
  */
-export function startMockProvider(options: { port?: number; host?: string } = {}): Promise<{ server: Server; port: number; baseUrl: string; close(): Promise<void> }> {
-  const server = createServer((req, res) => {
-    let body = "";
-    req.on("data", (c) => (body += c));
-    req.on("end", () => {
-      let json: Record<string, any> = {};
-      try {
-        json = body ? JSON.parse(body) : {};
-      } catch {
-        res.writeHead(400, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "invalid JSON" } }));
-        return;
-      }
-      const path = (req.url ?? "").split("?")[0];
-      const model = String(json.model ?? "mock");
-      const promptTokens = Math.max(1, Math.ceil(JSON.stringify(json.messages ?? json.prompt ?? json.input ?? "").length / 4));
-      const words = Math.max(1, Math.min(Number(json.max_tokens ?? json.max_completion_tokens ?? 16), 64));
-      const text = Array.from({ length: words }, (_, i) => (i % 2 ? "reply" : "mock")).join(" ");
-      const usage = { prompt_tokens: promptTokens, completion_tokens: words, total_tokens: promptTokens + words };
-      if (path === "/v1/embeddings") {
-        res.writeHead(200, { "content-type": "application/json" });
-        res.end(JSON.stringify({ object: "list", model, data: [{ object: "embedding", index: 0, embedding: [0.1, 0.2, 0.3] }], usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } }));
-        return;
-      }
-      if (path !== "/v1/chat/completions" && path !== "/v1/completions") {
-        res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: `no route ${path}` } }));
-        return;
-      }
-      const chat = path === "/v1/chat/completions";
-      const id = `mock-${Date.now()}`;
-      if (!json.stream) {
-        res.writeHead(200, { "content-type": "application/json" });
-        res.end(JSON.stringify({
-          id, object: chat ? "chat.completion" : "text_completion", created: Math.floor(Date.now() / 1000), model,
-          choices: [chat ? { index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" } : { index: 0, text, finish_reason: "stop" }],
-          usage,
-        }));
-        return;
-      }
-      res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
-      const tokens = text.split(" ");
-      tokens.forEach((t, i) => {
-        const piece = i === 0 ? t : ` ${t}`;
-        res.write(`data: ${JSON.stringify({ id, object: "chat.completion.chunk", model, choices: [chat ? { index: 0, delta: { content: piece } } : { index: 0, text: piece }] })}\n\n`);
-      });
-      const last: Record<string, unknown> = { id, object: "chat.completion.chunk", model, choices: [] };
-      if (json.stream_options?.include_usage) last.usage = usage;
-      res.write(`data: ${JSON.stringify(last)}\n\n`);
-      res.end("data: [DONE]\n\n");
-    });
+export async function startMockProvider(options: MockProviderOptions = {}): Promise<RunningMockProvider> {
+  const server = createServer((req, res) => void handle(req, res, options).catch(() => res.destroy()));
+  const port = await new Promise<number>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? 0, options.host ?? "127.0.0.1", () => resolve((server.address() as { port: number }).port));
   });
-  return new Promise((resolve) => {
-    server.listen(options.port ?? 0, options.host ?? "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      resolve({ server, port, baseUrl: `http://127.0.0.1:${port}/v1`, close: () => new Promise((r) => server.close(() => r())) });
+  return {
+    server,
+    port,
+    baseUrl: `http://127.0.0.1:${port}/v1`,
+    close: () => new Promise((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    }),
+  };
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse, options: MockProviderOptions): Promise<void> {
+  let raw = "";
+  for await (const chunk of req) raw += chunk;
+  const path = (req.url ?? "").split("?")[0];
+  if (options.apiKey && req.headers.authorization !== `Bearer ${options.apiKey}`) return error(res, 401, "invalid provider API key");
+  if (req.method === "GET" && path === "/v1/models") {
+    return send(res, { object: "list", data: ["mock-fast", "mock-standard", "mock-pro", "mock-pro-backup", "mock-pro-large", "mock-advanced"].map((id) => ({ id, object: "model", created: 0, owned_by: "mock" })) });
+  }
+  let body: Record<string, any>;
+  try {
+    body = JSON.parse(raw || "{}");
+  } catch {
+    return error(res, 400, "invalid JSON body");
+  }
+  const model = String(body.model ?? "mock");
+  if (path === "/v1/embeddings") {
+    const inputs: unknown[] = Array.isArray(body.input) ? body.input : [body.input];
+    const promptTokens = countInputTokens("/embeddings", body);
+    return send(res, {
+      object: "list", model,
+      data: inputs.map((input, index) => ({ object: "embedding", index, embedding: vector(JSON.stringify(input)) })),
+      usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
     });
-  });
+  }
+  if (path !== "/v1/chat/completions" && path !== "/v1/completions") return error(res, 404, `no route ${path}`);
+  const chat = path === "/v1/chat/completions";
+  const promptTokens = countInputTokens(chat ? "/chat/completions" : "/completions", body);
+  const maxTokens = Number(body.max_completion_tokens ?? body.max_tokens ?? defaultMaxTokens);
+  const pieces = reply(raw, Math.max(1, Math.min(maxTokens, 256)));
+  const text = pieces.join("");
+  const usage = { prompt_tokens: promptTokens, completion_tokens: countTextTokens(text), total_tokens: promptTokens + countTextTokens(text) };
+  const id = `mock-${createHash("sha256").update(raw).digest("hex").slice(0, 12)}`;
+  const created = Math.floor(Date.now() / 1000);
+  if (!body.stream) {
+    return send(res, {
+      id, object: chat ? "chat.completion" : "text_completion", created, model,
+      choices: [chat ? { index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" } : { index: 0, text, finish_reason: "stop" }],
+      usage,
+    });
+  }
+  res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+  const object = chat ? "chat.completion.chunk" : "text_completion";
+  for (const piece of pieces) {
+    if (res.destroyed) return;
+    res.write(`data: ${JSON.stringify({ id, object, created, model, choices: [chat ? { index: 0, delta: { content: piece }, finish_reason: null } : { index: 0, text: piece, finish_reason: null }] })}\n\n`);
+    if (options.chunkDelayMs) await new Promise((r) => setTimeout(r, options.chunkDelayMs));
+  }
+  res.write(`data: ${JSON.stringify({ id, object, created, model, choices: [chat ? { index: 0, delta: {}, finish_reason: "stop" } : { index: 0, text: "", finish_reason: "stop" }] })}\n\n`);
+  if (body.stream_options?.include_usage) res.write(`data: ${JSON.stringify({ id, object, created, model, choices: [], usage })}\n\n`);
+  res.end("data: [DONE]\n\n");
+}
+
+/** Words chosen by a hash of the request, so the same request always gets the same reply. */
+function reply(seed: string, count: number): string[] {
+  const digest = createHash("sha256").update(seed).digest();
+  return Array.from({ length: count }, (_, i) => `${i === 0 ? "" : " "}${words[(digest[i % digest.length]! + i) % words.length]}`);
+}
+
+function vector(seed: string): number[] {
+  const digest = createHash("sha256").update(seed).digest();
+  return Array.from({ length: 8 }, (_, i) => Number(((digest[i]! - 128) / 128).toFixed(6)));
+}
+
+function send(res: ServerResponse, body: unknown): void {
+  const json = JSON.stringify(body);
+  res.writeHead(200, { "content-type": "application/json", "content-length": String(Buffer.byteLength(json)) });
+  res.end(json);
+}
+
+function error(res: ServerResponse, status: number, message: string): void {
+  const json = JSON.stringify({ error: { message, type: "invalid_request_error", code: null, param: null } });
+  res.writeHead(status, { "content-type": "application/json" });
+  res.end(json);
 }

@@ -1,48 +1,45 @@
 import { randomUUID } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { Agent as HttpAgent, createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
 import { Readable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { status as Code } from "@grpc/grpc-js";
 import httpProxy from "http-proxy";
 import type { Logger } from "pino";
-import type { AdmitResponse, Meter, Route } from "../gen/admission/v1/admission_pb.js";
-import { AdmitRequestSchema, DenyReason, Outcome, SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
-import { LimitKind } from "../gen/admission/v1/policy_pb.js";
-import { reasonMapping } from "../control-plane/deny-reasons.js";
-import type { DataPlaneConfig, ProviderConfig } from "./config.js";
-import { ControlPlaneError, type ControlPlaneClient } from "./control-plane-client.js";
+import type { AdmitResponse } from "../gen/admission/v1/admission_pb.js";
+import { AdmitRequestSchema, Outcome, SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
+import { isTaskCode, type DataPlaneConfig, type ProviderConfig, type TaskRoute } from "./config.js";
+import { asControlPlaneError, type ControlPlaneError } from "./control-plane-error.js";
+import type { ControlPlaneClient } from "./control-plane-client.js";
+import type { FailOpen } from "./fail-open.js";
+import { Flight } from "./flight.js";
+import { LeaseRenewer } from "./lease-renewer.js";
 import type { DataPlaneMetrics } from "./metrics.js";
-import type { SettleSpool } from "./settle-spool.js";
-import { countInputTokens, UsageReader } from "./usage-reader.js";
+import { modelList } from "./models-endpoint.js";
+import { sendDenial, sendError } from "./openai-error.js";
+import { llmPaths, parseLlmRequest, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
+import { decisionHeaders, type DecisionView } from "./rate-limit-headers.js";
+import { readBody } from "./read-body.js";
+import type { Settler } from "./settler.js";
+import { UsageReader } from "./usage-reader.js";
 
 export interface ProxyDeps {
   readonly config: DataPlaneConfig;
   readonly providers: ReadonlyMap<string, ProviderConfig>;
   readonly controlPlane: ControlPlaneClient;
-  readonly spool: SettleSpool;
+  readonly settler: Settler;
+  readonly failOpen: FailOpen;
   readonly metrics: DataPlaneMetrics;
   readonly logger: Logger;
 }
 
-/** One admitted request on its way through a provider. */
-interface Flight {
-  readonly requestId: string;
-  readonly credential: string;
-  readonly decision: AdmitResponse;
-  readonly body: Record<string, unknown>;
-  readonly path: string;
-  readonly inputTokens: number;
-  readonly startedAt: number;
-  attempt: number;
-  upstreamStartedAt: number;
-  reader?: UsageReader;
-  status?: number;
-  settled: boolean;
-}
-
-const llmPaths = new Set(["/chat/completions", "/completions", "/embeddings"]);
-const safeValue = /^[A-Za-z0-9._:/@-]{1,128}$/;
-const hopByHop = new Set(["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-authenticate", "proxy-authorization", "te", "trailer"]);
+/** Response headers of the provider a client may see; everything else (cookies, the provider account's rate limits...) stays behind. */
+const passedResponseHeaders = ["content-type", "content-length", "content-encoding", "cache-control", "openai-processing-ms", "openai-version"];
+/** Request headers of the client the provider may see; never its credential. */
+const passedRequestHeaders = ["accept", "user-agent"];
+const requestIdPattern = /^[\x21-\x7e]{1,128}$/;
+const unmeteredWarning = "control plane unreachable: allowed unmetered (FAIL_OPEN), usage recorded later";
 
 /**
  * The OpenAI-compatible reverse proxy: Admit before forwarding, route to the
@@ -52,26 +49,45 @@ const hopByHop = new Set(["connection", "keep-alive", "transfer-encoding", "upgr
 export function createProxyServer(deps: ProxyDeps): Server {
   const { config, logger, metrics } = deps;
   const flights = new WeakMap<IncomingMessage, Flight>();
+  const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
   const proxy = httpProxy.createProxyServer({ selfHandleResponse: true, proxyTimeout: config.upstreamTimeoutMs, changeOrigin: true });
 
+  proxy.on("proxyReq", (proxyReq, req) => {
+    const flight = flights.get(req);
+    if (flight) flight.proxyReq = proxyReq;
+  });
   proxy.on("proxyRes", (proxyRes, req, res: ServerResponse) => {
-    const flight = flights.get(req)!;
-    const status = proxyRes.statusCode ?? 502;
-    metrics.upstreamSeconds.observe({ status: String(status) }, (performance.now() - flight.upstreamStartedAt) / 1000);
-    if (status >= 500 && flight.attempt + 1 < flight.decision.routes.length && !res.headersSent) {
+    const flight = flights.get(req);
+    if (!flight || flight.done) {
       proxyRes.resume();
-      logger.warn({ requestId: flight.requestId, status, provider: flight.decision.routes[flight.attempt]!.provider }, "provider failed before the first byte; trying the next route");
+      return;
+    }
+    relay(flight, proxyRes, req, res);
+  });
+
+  /** The provider answered: fail over on a 5xx while nothing reached the client, else pass the answer through as it comes. */
+  function relay(flight: Flight, proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
+    const status = proxyRes.statusCode ?? 502;
+    const route = flight.route!;
+    metrics.upstreamSeconds.observe({ provider: route.provider, status: String(status) }, (performance.now() - flight.upstreamStartedAt) / 1000);
+    if (status >= 500 && flight.attempt + 1 < flight.init.routes.length && !res.headersSent) {
+      proxyRes.resume();
+      logger.warn({ requestId: flight.init.requestId, status, provider: route.provider }, "provider failed before the first byte; trying the next route");
+      metrics.failovers.inc({ provider: route.provider });
       flight.attempt++;
       forward(req, res, flight);
       return;
     }
     flight.status = status;
-    const headers: Record<string, string | string[]> = {};
-    for (const [name, value] of Object.entries(proxyRes.headers)) if (value !== undefined && !hopByHop.has(name)) headers[name] = value;
-    Object.assign(headers, decisionHeaders(flight.decision, flight.requestId));
-    res.writeHead(status, headers);
-    const reader = new UsageReader(String(proxyRes.headers["content-type"] ?? "").includes("text/event-stream"));
+    flight.proxyRes = proxyRes;
+    const sse = String(proxyRes.headers["content-type"] ?? "").includes("text/event-stream");
+    const reader = new UsageReader(sse);
     flight.reader = reader;
+    const headers: OutgoingHttpHeaders = {};
+    for (const name of passedResponseHeaders) if (proxyRes.headers[name] !== undefined) headers[name] = proxyRes.headers[name];
+    if (typeof proxyRes.headers["x-request-id"] === "string") headers["x-upstream-request-id"] = proxyRes.headers["x-request-id"].slice(0, 200);
+    res.writeHead(status, { ...headers, ...decisionHeaders(flight.init.view, flight.init.requestId) });
+    if (sse) res.flushHeaders(); // the client sees the stream start now, not with the first token
     proxyRes.on("data", (chunk: Buffer) => {
       reader.push(chunk);
       if (!res.write(chunk)) {
@@ -84,188 +100,243 @@ export function createProxyServer(deps: ProxyDeps): Server {
       res.end();
       settle(flight, status < 400 ? Outcome.SUCCESS : Outcome.UPSTREAM_ERROR);
     });
-    proxyRes.on("error", () => {
-      settle(flight, Outcome.UPSTREAM_ERROR);
-      res.destroy();
-    });
-    proxyRes.on("aborted", () => {
-      settle(flight, Outcome.UPSTREAM_ERROR);
-      res.destroy();
-    });
-    res.on("close", () => {
-      if (!res.writableFinished) {
-        proxyRes.destroy();
-        settle(flight, Outcome.CLIENT_ABORTED);
+    proxyRes.on("error", () => undefined); // reported by "close" below
+    proxyRes.on("close", () => {
+      if (proxyRes.complete || flight.done) return;
+      // The provider went away mid-response: the client keeps what it got, told by an error event on a stream.
+      reader.finish();
+      if (!res.writableEnded && !res.destroyed) {
+        if (sse) res.end(`data: ${JSON.stringify({ error: { message: "the provider stopped mid-stream", type: "upstream_error", code: "upstream_error", param: null } })}\n\n`);
+        else res.destroy();
       }
+      settle(flight, Outcome.UPSTREAM_ERROR);
     });
-  });
+  }
 
   function forward(req: IncomingMessage, res: ServerResponse, flight: Flight): void {
-    const route = flight.decision.routes[flight.attempt]!;
+    const route = flight.route!;
     const provider = deps.providers.get(route.provider);
     if (!provider) {
-      logger.error({ provider: route.provider }, "route names a provider the data plane does not know");
+      logger.error({ requestId: flight.init.requestId, provider: route.provider }, "route names a provider the data plane does not know");
       return failOver(req, res, flight, `provider "${route.provider}" is not configured`);
     }
-    const body = rewriteBody(flight, route);
-    const bytes = Buffer.from(JSON.stringify(body));
-    flight.upstreamStartedAt = performance.now();
-    metrics.overheadSeconds.observe((flight.upstreamStartedAt - flight.startedAt) / 1000);
+    const body = rewriteBody(flight.init.request, { providerModel: route.providerModel || route.model, maxOutputTokens: flight.init.maxOutputTokens });
+    const target = new URL(provider.baseUrl + flight.init.request.path);
+    // http-proxy copies the incoming headers: replace them with exactly what the provider may see.
+    req.headers = upstreamHeaders(req.headers, provider, body.length, flight.init.requestId);
+    if (flight.upstreamStartedAt === 0) {
+      flight.upstreamStartedAt = performance.now();
+      metrics.overheadSeconds.observe((flight.upstreamStartedAt - flight.init.startedAt) / 1000);
+    }
     proxy.web(req, res, {
-      target: `${provider.baseUrl}${flight.path}`,
+      target: target.href,
       ignorePath: true,
-      buffer: Readable.from([bytes]),
-      headers: {
-        "content-type": "application/json",
-        "content-length": String(bytes.length),
-        authorization: provider.apiKey ? `Bearer ${provider.apiKey}` : "",
-        "x-request-id": flight.requestId,
-      },
-    }, (err) => {
-      logger.warn({ requestId: flight.requestId, provider: route.provider, err: err.message }, "provider unreachable");
-      failOver(req, res, flight, `provider "${route.provider}" unreachable`);
+      buffer: Readable.from([body]),
+      agent: target.protocol === "https:" ? agents.https : agents.http,
+    }, (err: Error & { code?: string }) => {
+      if (flight.done) return;
+      logger.warn({ requestId: flight.init.requestId, provider: route.provider, err: err.code ?? err.message }, "provider unreachable");
+      metrics.failovers.inc({ provider: route.provider });
+      failOver(req, res, flight, `provider "${route.provider}" unreachable (${err.code ?? err.message})`);
     });
   }
 
   function failOver(req: IncomingMessage, res: ServerResponse, flight: Flight, why: string): void {
-    if (!res.headersSent && flight.attempt + 1 < flight.decision.routes.length) {
+    if (!res.headersSent && flight.attempt + 1 < flight.init.routes.length) {
       flight.attempt++;
       forward(req, res, flight);
       return;
     }
     settle(flight, Outcome.UPSTREAM_ERROR);
-    if (!res.headersSent) sendError(res, 502, "upstream_error", `no provider could serve the request: ${why}`, decisionHeaders(flight.decision, flight.requestId));
-    else res.destroy();
+    sendError(res, 502, `no provider could serve the request: ${why}`, { headers: decisionHeaders(flight.init.view, flight.init.requestId), code: "upstream_error" });
   }
 
-  /** Exactly once per admitted request, with what the provider reported or an estimate — never a silent zero. */
+  /** Exactly once per flight: a Settle for an admitted request, held usage for an unadmitted one. */
   function settle(flight: Flight, outcome: Outcome): void {
-    if (flight.settled) return;
-    flight.settled = true;
-    const route = flight.decision.routes[flight.attempt];
-    const reported = flight.reader?.reported();
-    const reachedProvider = flight.reader !== undefined;
-    const clientError = flight.status !== undefined && flight.status >= 400 && flight.status < 500;
-    const inputTokens = reported?.inputTokens ?? (reachedProvider && !clientError ? flight.inputTokens : 0);
-    const outputTokens = reported?.outputTokens ?? (flight.reader?.estimatedOutputTokens() ?? 0);
-    const req = create(SettleRequestSchema, {
-      reservationId: flight.decision.reservationId,
-      inputTokens: BigInt(inputTokens),
-      outputTokens: BigInt(outputTokens),
-      provider: route?.provider ?? "",
-      model: route?.model ?? "",
-      outcome,
-      latencyMs: BigInt(Math.round(performance.now() - flight.startedAt)),
-      estimated: reported === undefined,
-      credential: flight.credential,
-    });
-    metrics.tokens.inc({ tenant: flight.decision.tenant, model: route?.model ?? "", direction: "input" }, inputTokens);
-    metrics.tokens.inc({ tenant: flight.decision.tenant, model: route?.model ?? "", direction: "output" }, outputTokens);
-    if (!flight.decision.reservationId) return;
-    deps.controlPlane.settle(req).catch(async (err: Error) => {
-      logger.warn({ requestId: flight.requestId, err: err.message }, "settle not delivered; spooled");
-      metrics.settlesSpooled.inc();
-      await deps.spool.append(req).catch((spoolErr) => logger.error({ err: String(spoolErr), requestId: flight.requestId }, "settle spool write failed"));
-    });
+    const usage = flight.finish(outcome);
+    if (!usage) return;
+    const { init } = flight;
+    const model = usage.route?.model ?? "";
+    metrics.tokens.inc({ tenant: init.tenant, model, direction: "input" }, usage.inputTokens);
+    metrics.tokens.inc({ tenant: init.tenant, model, direction: "output" }, usage.outputTokens);
+    logger.info({
+      requestId: init.requestId, tenant: init.tenant, task: init.task, provider: usage.route?.provider, model, status: flight.status,
+      outcome: Outcome[usage.outcome], inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, estimated: usage.estimated,
+      latencyMs: usage.latencyMs, unmetered: !init.reservationId || undefined,
+    }, "request settled");
+    if (!init.reservationId) {
+      deps.failOpen.record({
+        requestId: init.requestId, credential: init.credential, task: init.task, model: init.request.model, provider: usage.route?.provider ?? "",
+        servedModel: model, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, outcome: usage.outcome, latencyMs: usage.latencyMs, estimated: usage.estimated,
+      });
+      return;
+    }
+    void deps.settler.settle(create(SettleRequestSchema, {
+      reservationId: init.reservationId,
+      inputTokens: BigInt(usage.inputTokens),
+      outputTokens: BigInt(usage.outputTokens),
+      provider: usage.route?.provider ?? "",
+      model,
+      outcome: usage.outcome,
+      latencyMs: BigInt(Math.min(usage.latencyMs, 86_400_000)),
+      estimated: usage.estimated,
+      credential: init.credential,
+    }), { requestId: init.requestId, tenant: init.tenant });
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const started = performance.now();
-    res.on("finish", () => metrics.requests.inc({ status: String(res.statusCode) }));
-    const url = new URL(req.url ?? "/", "http://proxy");
-    const route = /^(?:\/tasks\/([A-Za-z0-9._-]{1,64}))?\/v1(\/.*)$/.exec(url.pathname);
-    if (!route) return sendError(res, 404, "invalid_request_error", `unknown route ${url.pathname.slice(0, 200)}`);
-    const [, routeTask, path] = route as unknown as [string, string | undefined, string];
-    if (req.method === "GET" && path === "/models") return listModels(req, res);
-    if (req.method !== "POST" || !llmPaths.has(path)) return sendError(res, 404, "invalid_request_error", `unknown route ${req.method} ${url.pathname.slice(0, 200)}`);
+    const startedAt = performance.now();
+    // Our own id: the Admit idempotency key must not be a value the client can replay.
+    const requestId = `dp-${randomUUID()}`;
+    const clientRequestId = typeof req.headers["x-request-id"] === "string" && requestIdPattern.test(req.headers["x-request-id"]) ? req.headers["x-request-id"] : undefined;
+    const log = logger.child({ requestId, ...(clientRequestId ? { clientRequestId } : {}) });
+    const base = { "x-request-id": requestId };
+    const matched = matchRoute(new URL(req.url ?? "/", "http://proxy").pathname, config.taskRoutes);
+    const routeLabel = matched && (llmPaths.has(matched.path) || matched.path === "/models") ? matched.path : "other";
+    res.on("finish", () => metrics.requests.inc({ route: routeLabel, status: String(res.statusCode) }));
+    if (!matched) return sendError(res, 404, `unknown route ${(req.url ?? "").split("?")[0]!.slice(0, 200)}`, { headers: base, code: "unknown_route" });
+    if (matched.path === "/models") {
+      if (req.method !== "GET") return sendError(res, 405, "use GET /v1/models", { headers: { ...base, allow: "GET" }, code: "method_not_allowed" });
+      return listModels(req, res, base);
+    }
+    if (!llmPaths.has(matched.path)) return sendError(res, 404, `unknown route ${matched.path.slice(0, 200)}`, { headers: base, code: "unknown_route" });
+    if (req.method !== "POST") return sendError(res, 405, `use POST /v1${matched.path}`, { headers: { ...base, allow: "POST" }, code: "method_not_allowed" });
+    const path = matched.path as LlmPath;
 
-    const credential = /^Bearer\s+(\S+)$/i.exec(String(req.headers.authorization ?? ""))?.[1];
-    if (!credential) return sendError(res, 401, "authentication_error", "missing 'Authorization: Bearer <API key or JWT>'", {}, "unauthenticated");
-    const task = String(req.headers["x-llm-task"] ?? routeTask ?? config.defaultTask);
-    if (!task) return sendError(res, 400, "invalid_request_error", "no task: send the x-llm-task header or use a /tasks/<TASK>/v1 route", {}, "invalid_request");
-    if (!safeValue.test(task)) return sendError(res, 400, "invalid_request_error", "invalid x-llm-task header", {}, "invalid_request");
-    const requestId = String(req.headers["x-request-id"] ?? "") || randomUUID();
-    if (!/^[\x21-\x7e]{1,128}$/.test(requestId)) return sendError(res, 400, "invalid_request_error", "invalid x-request-id header", {}, "invalid_request");
+    const credential = bearer(req);
+    if (!credential) return sendError(res, 401, "missing 'Authorization: Bearer <API key or JWT>'", { headers: base, code: "unauthenticated" });
+    const task = taskOf(req, matched.task);
+    if (task === undefined) return sendError(res, 400, "invalid x-llm-task header: 1-64 letters, digits, '_', '-' or '.'", { headers: base, code: "invalid_request", param: "x-llm-task" });
+    if (!task) return sendError(res, 400, "no task: send the x-llm-task header or use a task route (/tasks/<TASK>/v1/...)", { headers: base, code: "invalid_request", param: "x-llm-task" });
 
     const raw = await readBody(req, config.maxBodyBytes);
-    if (raw === "too_large") return sendError(res, 413, "invalid_request_error", `request body over ${config.maxBodyBytes} bytes`, {}, "request_too_large");
     if (raw === "aborted") return;
-    let body: Record<string, unknown>;
-    try {
-      body = JSON.parse(raw.toString("utf8"));
-      if (!body || typeof body !== "object" || Array.isArray(body)) throw new Error("not an object");
-    } catch {
-      return sendError(res, 400, "invalid_request_error", "the body must be a JSON object", {}, "invalid_request");
-    }
-    const model = body.model === undefined ? "" : body.model;
-    if (typeof model !== "string" || model.length > 128) return sendError(res, 400, "invalid_request_error", "model must be a string", {}, "invalid_request");
-    const requestedMax = body.max_completion_tokens ?? body.max_tokens;
-    if (requestedMax !== undefined && (!Number.isSafeInteger(requestedMax) || (requestedMax as number) < 0)) {
-      return sendError(res, 400, "invalid_request_error", "max_tokens must be a non-negative integer", {}, "invalid_request");
-    }
-    const inputTokens = countInputTokens(body);
-    const embeddings = path === "/embeddings";
+    if (raw === "too_large") return sendError(res, 413, `request body over ${config.maxBodyBytes} bytes`, { headers: base, code: "request_too_large" });
+    const request = parseLlmRequest(path, raw);
+    if ("error" in request) return sendError(res, 400, request.error, { headers: base, code: "invalid_request", param: request.param });
 
+    const admitStarted = performance.now();
     let decision: AdmitResponse;
     try {
       decision = await deps.controlPlane.admit(create(AdmitRequestSchema, {
         requestId,
         credential,
         task,
-        model,
-        inputTokens: BigInt(inputTokens),
-        // An embedding produces no output tokens: reserve one, not the default.
-        maxOutputTokens: BigInt(embeddings ? 1 : Math.min(Number(requestedMax ?? 0), 1_000_000_000)),
+        model: request.model,
+        inputTokens: BigInt(request.inputTokens),
+        // An embedding produces no output tokens: reserve one, not the plan's default.
+        maxOutputTokens: BigInt(path === "/embeddings" ? 1 : Math.min(request.maxTokens * request.choices, 1_000_000_000)),
+        attributes: { route: path, ...(clientRequestId ? { client_request_id: clientRequestId } : {}) },
       }));
-    } catch (err) {
-      return controlPlaneDown(res, err, requestId);
+    } catch (raw) {
+      const err = asControlPlaneError(raw);
+      metrics.admitSeconds.observe({ result: "error" }, (performance.now() - admitStarted) / 1000);
+      if (!err.unreachable) return refused(res, err, base);
+      if (config.failurePolicy === "FAIL_OPEN") return unadmitted({ req, res, request, task, credential, requestId, startedAt, log, err });
+      log.error({ code: Code[err.code], err: err.message }, "control plane unreachable; denied (FAIL_CLOSED)");
+      return sendError(res, 503, "admission control unavailable; retry shortly", { headers: { ...base, "retry-after": "1" }, code: "unavailable" });
     }
-    if (!decision.allowed) return deny(res, decision, requestId);
-    const flight: Flight = { requestId, credential, decision, body, path, inputTokens, startedAt: started, attempt: 0, upstreamStartedAt: 0, settled: false };
+    metrics.admitSeconds.observe({ result: decision.allowed ? "allowed" : "denied" }, (performance.now() - admitStarted) / 1000);
+    if (!decision.allowed) {
+      log.info({ tenant: decision.tenant, task, status: decision.httpStatus, reason: decision.message }, "denied");
+      return sendDenial(res, decision, requestId);
+    }
+
+    deps.failOpen.remember(task, request.model, decision.routes);
+    const flight = new Flight({
+      requestId, credential, task, request, tenant: decision.tenant, reservationId: decision.reservationId, routes: decision.routes,
+      maxOutputTokens: Number(decision.maxOutputTokens), view: decision, startedAt,
+    });
+    if (decision.unmetered) log.warn({ tenant: decision.tenant }, "admitted unmetered: the control plane's counter store is down");
+    takeOff(req, res, flight);
+    if (flight.done) return;
+    if (decision.leaseExpiresAt) {
+      flight.renewer = new LeaseRenewer({ client: deps.controlPlane, reservationId: decision.reservationId, leaseExpiresAtMs: timestampMs(decision.leaseExpiresAt), logger: log });
+    }
+  }
+
+  /** Starts the flight, unless the client left while it was being decided. */
+  function takeOff(req: IncomingMessage, res: ServerResponse, flight: Flight): void {
+    if (flight.init.routes.length === 0) {
+      settle(flight, Outcome.UPSTREAM_ERROR);
+      return sendError(res, 502, "the decision carries no route", { headers: decisionHeaders(flight.init.view, flight.init.requestId), code: "upstream_error" });
+    }
+    if (res.destroyed || req.socket.destroyed) return settle(flight, Outcome.CLIENT_ABORTED);
     flights.set(req, flight);
+    res.on("close", () => {
+      if (res.writableFinished || flight.done) return;
+      flight.proxyRes?.destroy();
+      flight.proxyReq?.destroy();
+      settle(flight, Outcome.CLIENT_ABORTED);
+    });
     forward(req, res, flight);
   }
 
-  function controlPlaneDown(res: ServerResponse, err: unknown, requestId: string): void {
-    const e = err instanceof ControlPlaneError ? err : new ControlPlaneError(Code.INTERNAL, String(err));
-    if (e.code === Code.INVALID_ARGUMENT) return sendError(res, 400, "invalid_request_error", e.message, { "x-request-id": requestId }, "invalid_request");
-    logger.error({ requestId, code: e.code, err: e.message }, "control plane unavailable");
-    // FAIL_OPEN needs a decision to route with; without one the proxy cannot pick a provider safely.
-    sendError(res, 503, "service_unavailable", "admission control unavailable; retry shortly", { "retry-after": "1", "x-request-id": requestId }, "unavailable");
+  /** FAIL_OPEN: forward without a decision, on the last routes seen for this task and model; usage recorded when the link is back. */
+  function unadmitted(a: { req: IncomingMessage; res: ServerResponse; request: LlmRequest; task: string; credential: string; requestId: string; startedAt: number; log: Logger; err: ControlPlaneError }): void {
+    const routes = deps.failOpen.routesFor(a.task, a.request.model);
+    if (!routes) {
+      a.log.error({ err: a.err.message }, "control plane unreachable and no route known for this task and model; denied");
+      return sendError(a.res, 503, "admission control unavailable and no known route for this model; retry shortly", {
+        headers: { "x-request-id": a.requestId, "retry-after": "1" }, code: "unavailable",
+      });
+    }
+    a.log.warn({ task: a.task, err: a.err.message }, "control plane unreachable; forwarded unmetered (FAIL_OPEN)");
+    const view: DecisionView = { meters: [], warnings: [unmeteredWarning] };
+    takeOff(a.req, a.res, new Flight({
+      requestId: a.requestId, credential: a.credential, task: a.task, request: a.request, tenant: "", reservationId: "", routes,
+      maxOutputTokens: undefined, view, startedAt: a.startedAt,
+    }));
   }
 
-  function deny(res: ServerResponse, d: AdmitResponse, requestId: string): void {
-    const m = d.deniedMeter;
-    const headers = decisionHeaders(d, requestId);
-    if (d.retryAfterMs > 0n) headers["retry-after"] = String(Math.max(1, Math.ceil(Number(d.retryAfterMs) / 1000)));
-    sendError(res, d.httpStatus || 403, errorType(d.httpStatus), d.message, headers, reasonMapping(d.reason).code, {
-      reason: DenyReason[d.reason],
-      ...(m ? { limit: Number(m.limit), used: Number(m.used), remaining: Number(m.remaining), limit_kind: LimitKind[m.kind] } : {}),
-      ...(d.retryAfterMs > 0n ? { retry_after_ms: Number(d.retryAfterMs) } : {}),
-    });
-  }
-
-  async function listModels(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const credential = /^Bearer\s+(\S+)$/i.exec(String(req.headers.authorization ?? ""))?.[1];
-    if (!credential) return sendError(res, 401, "authentication_error", "missing 'Authorization: Bearer <API key or JWT>'", {}, "unauthenticated");
-    try {
-      const policy = await deps.controlPlane.effectivePolicy(credential);
-      const models = [...new Set(policy.tasks.filter((t) => t.allowed).flatMap((t) => t.routes.map((r) => r.model)))];
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ object: "list", data: models.map((id) => ({ id, object: "model", created: 0, owned_by: "admission" })) }));
-    } catch (err) {
-      const e = err as ControlPlaneError;
-      if (e.code === Code.UNAUTHENTICATED) return sendError(res, 401, "authentication_error", e.message, {}, "unauthenticated");
-      controlPlaneDown(res, err, "");
+  /** The control plane refused the call itself (malformed request, bad credential...). */
+  function refused(res: ServerResponse, err: ControlPlaneError, headers: Record<string, string>): void {
+    switch (err.code) {
+      case Code.INVALID_ARGUMENT:
+        return sendError(res, 400, err.message, { headers, code: "invalid_request" });
+      case Code.UNAUTHENTICATED:
+        return sendError(res, 401, err.message, { headers, code: "unauthenticated" });
+      case Code.PERMISSION_DENIED:
+        return sendError(res, 403, err.message, { headers, code: "permission_denied" });
+      case Code.NOT_FOUND:
+        return sendError(res, 404, err.message, { headers, code: "not_found" });
+      default:
+        logger.error({ code: Code[err.code], err: err.message }, "control plane refused the call");
+        return sendError(res, 502, `admission control error: ${err.message}`, { headers, code: "admission_error" });
     }
   }
 
-  return createServer((req, res) => {
+  /** Every model the credential may use, whatever task the client's default headers name (SDKs send them on every call). */
+  async function listModels(req: IncomingMessage, res: ServerResponse, headers: Record<string, string>): Promise<void> {
+    const credential = bearer(req);
+    if (!credential) return sendError(res, 401, "missing 'Authorization: Bearer <API key or JWT>'", { headers, code: "unauthenticated" });
+    try {
+      const body = JSON.stringify(modelList(await deps.controlPlane.effectivePolicy(credential)));
+      res.writeHead(200, { ...headers, "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) });
+      res.end(body);
+    } catch (raw) {
+      const err = asControlPlaneError(raw);
+      if (!err.unreachable) return refused(res, err, headers);
+      sendError(res, 503, "admission control unavailable; retry shortly", { headers: { ...headers, "retry-after": "1" }, code: "unavailable" });
+    }
+  }
+
+  function taskOf(req: IncomingMessage, routeTask: string | undefined): string | undefined {
+    const header = req.headers["x-llm-task"];
+    if (header !== undefined) return typeof header === "string" && isTaskCode(header) ? header : undefined;
+    return routeTask ?? config.defaultTask;
+  }
+
+  const server = createServer((req, res) => {
     const path = (req.url ?? "").split("?")[0];
-    if (req.method === "GET" && path === "/healthz") return void res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
+    if (req.method === "GET" && path === "/healthz") return void json(res, 200, { status: "ok" });
     if (req.method === "GET" && path === "/readyz") {
       const ready = deps.controlPlane.connected();
-      return void res.writeHead(ready ? 200 : 503, { "content-type": "application/json" }).end(JSON.stringify({ ready, checks: { controlPlane: ready ? "ok" : "not connected", settleSpool: deps.spool.pending() ? "replaying" : "empty" } }));
+      const spooled = deps.settler.spooled();
+      return void json(res, ready ? 200 : 503, {
+        ready,
+        checks: { controlPlane: ready ? "ok" : "not connected", settleSpool: spooled ? `${spooled} settles waiting for replay` : "empty", failOpen: deps.failOpen.size() ? `${deps.failOpen.size()} unadmitted requests waiting to be recorded` : "none" },
+      });
     }
     if (req.method === "GET" && path === "/metrics") {
       void metrics.registry.metrics().then((text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text));
@@ -273,94 +344,46 @@ export function createProxyServer(deps: ProxyDeps): Server {
     }
     handle(req, res).catch((err) => {
       logger.error({ err }, "proxy handler failed");
-      if (!res.headersSent) sendError(res, 500, "api_error", "internal error");
-      else res.destroy();
+      sendError(res, 500, "internal error", { code: "internal_error" });
     });
   });
+  server.on("close", () => {
+    agents.http.destroy();
+    agents.https.destroy();
+    proxy.close();
+  });
+  return server;
 }
 
-/** The client's body with the routed model, the clamped max tokens and usage requested on streams. */
-function rewriteBody(flight: Flight, route: Route): Record<string, unknown> {
-  const body: Record<string, unknown> = { ...flight.body, model: route.providerModel || route.model };
-  if (flight.path !== "/embeddings") {
-    const field = flight.body.max_completion_tokens !== undefined ? "max_completion_tokens" : "max_tokens";
-    body[field] = Number(flight.decision.maxOutputTokens);
+/** A path under /v1, bound to a task by `/tasks/<TASK>/v1/...` or a configured prefix. */
+export function matchRoute(pathname: string, taskRoutes: readonly TaskRoute[]): { path: string; task?: string } | undefined {
+  const v1 = /^(?:\/tasks\/([A-Za-z0-9_.-]{1,64}))?\/v1(\/[^?]*)$/.exec(pathname);
+  if (v1) return { path: v1[2]!.replace(/\/+$/, ""), task: v1[1] };
+  for (const route of taskRoutes) {
+    if (pathname.startsWith(`${route.prefix}/v1/`)) return { path: pathname.slice(route.prefix.length + 3).replace(/\/+$/, ""), task: route.task };
   }
-  if (body.stream === true) body.stream_options = { ...(body.stream_options as object | undefined), include_usage: true };
-  return body;
+  return undefined;
 }
 
-const headerKinds: Partial<Record<LimitKind, string>> = {
-  [LimitKind.REQUESTS]: "requests",
-  [LimitKind.TOKENS]: "tokens",
-  [LimitKind.BUDGET_MICROS]: "budget-micros",
-  [LimitKind.CONCURRENCY]: "concurrency",
-};
+function bearer(req: IncomingMessage): string | undefined {
+  return /^Bearer\s+(\S{1,4096})\s*$/i.exec(String(req.headers.authorization ?? ""))?.[1];
+}
 
-/** x-ratelimit-{limit,remaining,reset}-{requests,tokens,budget-micros,concurrency}: the tightest meter of each kind. */
-export function decisionHeaders(d: AdmitResponse, requestId: string): Record<string, string> {
-  const headers: Record<string, string> = { "x-request-id": requestId };
-  const tightest = new Map<string, Meter>();
-  for (const m of d.meters) {
-    const kind = headerKinds[m.kind];
-    if (!kind) continue;
-    const current = tightest.get(kind);
-    if (!current || m.remaining < current.remaining) tightest.set(kind, m);
-  }
-  for (const [kind, m] of tightest) {
-    headers[`x-ratelimit-limit-${kind}`] = String(m.limit);
-    headers[`x-ratelimit-remaining-${kind}`] = String(m.remaining);
-    headers[`x-ratelimit-reset-${kind}`] = `${(Number(m.resetMs) / 1000).toFixed(3)}s`;
-  }
-  if (d.warnings.length > 0) headers["x-admission-warnings"] = d.warnings.join("; ").replace(/[^\x20-\x7e]/g, "?").slice(0, 2000);
+/** Exactly the headers the provider sees: its own key and headers, the body's length, and a few harmless client headers. */
+function upstreamHeaders(incoming: IncomingMessage["headers"], provider: ProviderConfig, contentLength: number, requestId: string): IncomingMessage["headers"] {
+  const headers: IncomingMessage["headers"] = {};
+  for (const name of passedRequestHeaders) if (typeof incoming[name] === "string") headers[name] = incoming[name];
+  Object.assign(headers, provider.headers);
+  headers["content-type"] = "application/json";
+  headers["content-length"] = String(contentLength);
+  // Usage is read from the response as it passes: it must not be compressed.
+  headers["accept-encoding"] = "identity";
+  headers["x-request-id"] = requestId;
+  if (provider.apiKey) headers.authorization = `Bearer ${provider.apiKey}`;
   return headers;
 }
 
-function errorType(status: number): string {
-  switch (status) {
-    case 401:
-      return "authentication_error";
-    case 402:
-      return "insufficient_quota";
-    case 403:
-      return "permission_error";
-    case 429:
-      return "rate_limit_error";
-    case 503:
-      return "service_unavailable";
-    default:
-      return "invalid_request_error";
-  }
-}
-
-/** An OpenAI-style error: {"error": {"message", "type", "code", "param", ...}}. */
-function sendError(res: ServerResponse, status: number, type: string, message: string, headers: Record<string, string> = {}, code: string | null = null, extra: Record<string, unknown> = {}): void {
-  if (res.headersSent) return void res.destroy();
-  res.writeHead(status, { "content-type": "application/json", ...headers });
-  res.end(JSON.stringify({ error: { message, type, code, param: null, ...extra } }));
-}
-
-function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | "too_large" | "aborted"> {
-  return new Promise((resolve) => {
-    const declared = Number(req.headers["content-length"] ?? 0);
-    if (declared > maxBytes) {
-      req.resume();
-      return resolve("too_large");
-    }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on("data", (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > maxBytes) {
-        req.removeAllListeners("data");
-        req.resume();
-        resolve("too_large");
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on("end", () => resolve(Buffer.concat(chunks)));
-    req.on("aborted", () => resolve("aborted"));
-    req.on("error", () => resolve("aborted"));
-  });
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { "content-type": "application/json", "cache-control": "no-store" });
+  res.end(JSON.stringify(body));
 }

@@ -1,50 +1,95 @@
 import type { Server } from "node:http";
-import pino, { type Logger } from "pino";
-import type { DataPlaneConfig, ProviderConfig } from "./config.js";
+import type { Logger } from "pino";
+import { mockProviderName, type DataPlaneConfig, type ProviderConfig } from "./config.js";
 import { ControlPlaneClient } from "./control-plane-client.js";
+import { FailOpen } from "./fail-open.js";
+import { createLogger } from "./logger.js";
 import { createDataPlaneMetrics, type DataPlaneMetrics } from "./metrics.js";
+import { startMockProvider, type RunningMockProvider } from "./mock-provider.js";
 import { createProxyServer } from "./proxy-server.js";
+import type { ReplayReport } from "./settle-spool.js";
 import { SettleSpool } from "./settle-spool.js";
+import { Settler } from "./settler.js";
 
 export interface RunningDataPlane {
   readonly port: number;
   readonly metrics: DataPlaneMetrics;
   readonly controlPlane: ControlPlaneClient;
   readonly spool: SettleSpool;
-  /** Sends spooled settles now (also runs every second). */
+  readonly failOpen: FailOpen;
+  /** The built-in mock provider, when no providers were configured. */
+  readonly mockProvider?: RunningMockProvider;
+  /** Sends spooled settles now (also done with backoff, and whenever the link comes back); resolves with how many were delivered. */
   replaySpool(): Promise<number>;
+  /** Stops taking requests, finishes those in flight, delivers or spools their settles. */
   close(): Promise<void>;
 }
 
-/** Wires the data plane: control-plane client, spool, proxy; replays spooled settles every second. */
-export async function startDataPlane(config: DataPlaneConfig, deps: { logger?: Logger; providers: readonly ProviderConfig[] }): Promise<RunningDataPlane> {
-  const logger = deps.logger ?? pino({ level: config.logLevel, base: { service: "data-plane" }, redact: ["authorization", "*.authorization", "credential", "*.credential"] });
-  const metrics = createDataPlaneMetrics();
-  const controlPlane = new ControlPlaneClient({ address: config.controlPlaneAddr, timeoutMs: config.admitTimeoutMs });
+/** Optional replacements for tests and embedding (providers instead of the config's, a logger, jitter). */
+export interface DataPlaneDeps {
+  readonly logger?: Logger;
+  readonly providers?: readonly ProviderConfig[];
+  readonly metrics?: DataPlaneMetrics;
+  readonly random?: () => number;
+}
+
+/**
+ * The one wiring function of the data plane: providers (or the built-in mock),
+ * the control-plane link, the settle spool and replay, FAIL_OPEN, the proxy.
+ */
+export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDeps = {}): Promise<RunningDataPlane> {
+  const logger = deps.logger ?? createLogger({ level: config.logLevel, service: "data-plane" });
+  const metrics = deps.metrics ?? createDataPlaneMetrics();
+  let providers = deps.providers ?? config.providers;
+  let mockProvider: RunningMockProvider | undefined;
+  if (!providers) {
+    mockProvider = await startMockProvider();
+    providers = [{ name: mockProviderName, baseUrl: mockProvider.baseUrl, apiKey: "" }];
+    logger.info({ baseUrl: mockProvider.baseUrl }, "no PROVIDERS_FILE: built-in mock provider started");
+  }
+
+  const controlPlane = new ControlPlaneClient({
+    address: config.controlPlaneAddr,
+    timeoutMs: config.admitTimeoutMs,
+    settleTimeoutMs: config.settleTimeoutMs,
+    reconnectMinMs: config.reconnectMinMs,
+    reconnectMaxMs: config.reconnectMaxMs,
+    logger,
+    random: deps.random,
+  });
+  metrics.controlPlaneUp.set(0);
+  controlPlane.onLinkChange((up) => metrics.controlPlaneUp.set(up ? 1 : 0));
   const spool = new SettleSpool(config.spoolDir);
-  const server: Server = createProxyServer({ config, providers: new Map(deps.providers.map((p) => [p.name, p])), controlPlane, spool, metrics, logger });
-  let replaying: Promise<number> | undefined;
-  const replaySpool = () => {
-    replaying ??= spool.replay((req) => controlPlane.settle(req)).finally(() => (replaying = undefined));
-    return replaying;
-  };
-  const timer = setInterval(() => {
-    if (spool.pending()) void replaySpool().then((n) => n && logger.info({ settles: n }, "spooled settles delivered"), (err) => logger.debug({ err: String(err) }, "spool replay will retry"));
-  }, 1_000);
-  timer.unref();
+  const settler = new Settler({ client: controlPlane, spool, logger, metrics, replayMinMs: config.replayMinMs, replayMaxMs: config.replayMaxMs, random: deps.random });
+  const failOpen = new FailOpen({ client: controlPlane, settler, logger, metrics, fallbackProvider: config.failOpenProvider || providers[0]?.name || "" });
+  const server: Server = createProxyServer({
+    config, providers: new Map(providers.map((p) => [p.name, p])), controlPlane, settler, failOpen, metrics, logger,
+  });
   const port = await new Promise<number>((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.port, config.host, () => resolve((server.address() as { port: number }).port));
   });
-  logger.info({ port, controlPlane: config.controlPlaneAddr }, "data plane ready");
+  logger.info({ port, controlPlane: config.controlPlaneAddr, providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
+
+  let closing: Promise<void> | undefined;
   return {
-    port, metrics, controlPlane, spool, replaySpool,
-    close: async () => {
-      clearInterval(timer);
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeAllConnections?.();
-      await replaying?.catch(() => undefined);
-      controlPlane.close();
+    port, metrics, controlPlane, spool, failOpen, mockProvider,
+    replaySpool: async () => {
+      const report: ReplayReport = await settler.replay();
+      return report.delivered;
+    },
+    close: () => {
+      closing ??= (async () => {
+        server.closeIdleConnections();
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await settler.stop();
+        await failOpen.flush().catch(() => undefined);
+        failOpen.close();
+        controlPlane.close();
+        await mockProvider?.close();
+        logger.info("data plane stopped");
+      })();
+      return closing;
     },
   };
 }

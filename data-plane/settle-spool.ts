@@ -1,64 +1,148 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { open, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { toJson, fromJson, type JsonValue } from "@bufbuild/protobuf";
+import { clone, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import type { SettleRequest } from "../gen/admission/v1/admission_pb.js";
 import { SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
 
+/** What a replayed settle came to: delivered (or a duplicate), retry later, or never deliverable. */
+export type ReplayResult = "delivered" | "retry" | "drop";
+
+export interface ReplayReport {
+  readonly delivered: number;
+  readonly dropped: number;
+  /** Left in the spool for the next replay. */
+  readonly remaining: number;
+}
+
 /**
- * Settles the control plane did not acknowledge, fsync'd to disk as JSON lines
- * and replayed later; Settle is idempotent per reservation, so a replay of one
- * that did arrive changes nothing.
+ * Settles the control plane did not acknowledge, as JSON lines appended and
+ * fsync'd before `append` resolves (appends arriving together share one
+ * fsync), replayed later. Settle is idempotent per reservation, so replaying
+ * one that did arrive, or replaying twice after a crash, changes nothing.
+ * Credentials are never written: the signed reservation id is enough.
+ *
+ * Files: `settles.jsonl` takes appends; a replay renames it to
+ * `settles.replaying.jsonl`, sends its lines, and rewrites (atomically) what
+ * is left — so a crash at any point loses nothing.
  */
 export class SettleSpool {
   private readonly active: string;
   private readonly replaying: string;
-  private appending: Promise<void> = Promise.resolve();
+  private queue: Array<{ line: string; resolve: () => void; reject: (err: Error) => void }> = [];
+  private flushing: Promise<void> | undefined;
+  private replayRun: Promise<ReplayReport> | undefined;
+  private count: number;
 
   constructor(dir: string) {
     mkdirSync(dir, { recursive: true });
     this.active = join(dir, "settles.jsonl");
     this.replaying = join(dir, "settles.replaying.jsonl");
+    this.count = countLines(this.active) + countLines(this.replaying);
   }
 
+  /** Resolves once the settle is durable on disk. */
   append(req: SettleRequest): Promise<void> {
-    const run = this.appending.then(async () => {
-      const f = await open(this.active, "a");
+    const stored = clone(SettleRequestSchema, req);
+    stored.credential = "";
+    const line = `${JSON.stringify(toJson(SettleRequestSchema, stored))}\n`;
+    return new Promise((resolve, reject) => {
+      this.queue.push({ line, resolve, reject });
+      this.flushing ??= this.flush();
+    });
+  }
+
+  /** Whether settles wait in the spool. */
+  pending(): boolean {
+    return this.count > 0;
+  }
+
+  /** How many settles wait in the spool. */
+  size(): number {
+    return this.count;
+  }
+
+  /**
+   * Sends spooled settles in order. Stops at the first that must be retried
+   * (the control plane is likely unreachable again) and keeps it and the rest;
+   * drops the ones `send` says can never be delivered.
+   */
+  replay(send: (req: SettleRequest) => Promise<ReplayResult>): Promise<ReplayReport> {
+    this.replayRun ??= this.replayOnce(send).finally(() => (this.replayRun = undefined));
+    return this.replayRun;
+  }
+
+  /** Waits for appends in progress. */
+  async idle(): Promise<void> {
+    while (this.flushing) await this.flushing;
+    await this.replayRun?.catch(() => undefined);
+  }
+
+  private async flush(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue;
+      this.queue = [];
       try {
-        await f.appendFile(`${JSON.stringify(toJson(SettleRequestSchema, req))}\n`);
+        const f = await open(this.active, "a", 0o600);
+        try {
+          await f.appendFile(batch.map((b) => b.line).join(""));
+          await f.sync();
+        } finally {
+          await f.close();
+        }
+        this.count += batch.length;
+        for (const b of batch) b.resolve();
+      } catch (err) {
+        for (const b of batch) b.reject(err as Error);
+      }
+    }
+    this.flushing = undefined;
+  }
+
+  private async replayOnce(send: (req: SettleRequest) => Promise<ReplayResult>): Promise<ReplayReport> {
+    // Appends and the rename must not interleave.
+    while (this.flushing) await this.flushing;
+    if (!existsSync(this.replaying)) {
+      if (!existsSync(this.active)) return { delivered: 0, dropped: 0, remaining: 0 };
+      await rename(this.active, this.replaying);
+    }
+    const lines = (await readFile(this.replaying, "utf8")).split("\n").filter(Boolean);
+    let delivered = 0;
+    let dropped = 0;
+    let i = 0;
+    for (; i < lines.length; i++) {
+      let req: SettleRequest;
+      try {
+        req = fromJson(SettleRequestSchema, JSON.parse(lines[i]!) as JsonValue);
+      } catch {
+        dropped++; // a line torn by a crash mid-write was never acknowledged as spooled
+        continue;
+      }
+      const result = await send(req).catch((): ReplayResult => "retry");
+      if (result === "retry") break;
+      if (result === "delivered") delivered++;
+      else dropped++;
+    }
+    const rest = lines.slice(i);
+    if (rest.length === 0) {
+      await rm(this.replaying, { force: true });
+    } else {
+      const tmp = `${this.replaying}.tmp`;
+      const f = await open(tmp, "w", 0o600);
+      try {
+        await f.writeFile(`${rest.join("\n")}\n`);
         await f.sync();
       } finally {
         await f.close();
       }
-    });
-    this.appending = run.catch(() => undefined);
-    return run;
-  }
-
-  pending(): boolean {
-    return existsSync(this.active) || existsSync(this.replaying);
-  }
-
-  /** Sends every spooled settle; stops (keeping the rest) at the first that fails. */
-  async replay(send: (req: SettleRequest) => Promise<unknown>): Promise<number> {
-    await this.appending;
-    if (!existsSync(this.replaying)) {
-      if (!existsSync(this.active)) return 0;
-      await rename(this.active, this.replaying);
+      await rename(tmp, this.replaying);
     }
-    const lines = (await readFile(this.replaying, "utf8")).split("\n").filter(Boolean);
-    let sent = 0;
-    for (const line of lines) {
-      let req: SettleRequest;
-      try {
-        req = fromJson(SettleRequestSchema, JSON.parse(line) as JsonValue);
-      } catch {
-        continue; // a torn line was never acknowledged to anyone
-      }
-      await send(req);
-      sent++;
-    }
-    await rm(this.replaying);
-    return sent;
+    this.count = Math.max(0, this.count - delivered - dropped);
+    return { delivered, dropped, remaining: this.count };
   }
+}
+
+function countLines(path: string): number {
+  if (!existsSync(path)) return 0;
+  return readFileSync(path, "utf8").split("\n").filter(Boolean).length;
 }

@@ -1,9 +1,15 @@
-import { countTokens } from "gpt-tokenizer";
+import { StringDecoder } from "node:string_decoder";
+import { countTextTokens } from "./token-counter.js";
+
+export { countInputTokens } from "./token-counter.js";
 
 export interface ProviderUsage {
   readonly inputTokens: number;
   readonly outputTokens: number;
 }
+
+/** Generated text kept for estimating output tokens when the provider reports none. */
+const maxTextChars = 8 * 1024 * 1024;
 
 /**
  * Reads a provider response as it streams by (never holding it back): SSE
@@ -16,27 +22,38 @@ export class UsageReader {
   private text = "";
   private pending = "";
   private body = "";
-  private static readonly maxBodyChars = 8 * 1024 * 1024;
+  private data: string[] = [];
+  private readonly decoder = new StringDecoder("utf8");
 
   constructor(private readonly sse: boolean) {}
 
   push(chunk: Buffer): void {
+    const s = this.decoder.write(chunk);
     if (!this.sse) {
-      if (this.body.length < UsageReader.maxBodyChars) this.body += chunk.toString("utf8");
+      if (this.body.length < maxTextChars) this.body += s;
       return;
     }
-    this.pending += chunk.toString("utf8");
+    this.pending += s;
     let cut: number;
     while ((cut = this.pending.indexOf("\n")) >= 0) {
-      const line = this.pending.slice(0, cut).trim();
+      const line = this.pending.slice(0, cut).replace(/\r$/, "");
       this.pending = this.pending.slice(cut + 1);
-      if (line.startsWith("data:")) this.event(line.slice(5).trim());
+      this.line(line);
     }
   }
 
-  /** Call at the end of a JSON response. A body that is not JSON is counted as generated text. */
+  /** Call at the end of the response. A JSON body that is not JSON is counted as generated text. */
   finish(): void {
-    if (!this.sse && this.body && !this.event(this.body)) this.text = this.body;
+    const rest = this.decoder.end();
+    if (!this.sse) {
+      this.body += rest;
+      if (this.body && !this.event(this.body)) this.text = this.body.slice(0, maxTextChars);
+      return;
+    }
+    this.pending += rest;
+    if (this.pending) this.line(this.pending.replace(/\r$/, ""));
+    this.pending = "";
+    this.line("");
   }
 
   /** Usage reported by the provider, if any. */
@@ -44,47 +61,53 @@ export class UsageReader {
     return this.usage;
   }
 
+  /** The generated text seen so far (message content, text, tool-call arguments). */
+  generatedText(): string {
+    return this.text;
+  }
+
   /** Output tokens estimated from the text generated so far. */
   estimatedOutputTokens(): number {
-    return this.text ? countTokens(this.text) : 0;
+    return countTextTokens(this.text);
+  }
+
+  /** SSE: "data:" lines accumulate until a blank line ends the event. */
+  private line(line: string): void {
+    if (line === "") {
+      if (this.data.length > 0) this.event(this.data.join("\n"));
+      this.data = [];
+    } else if (line.startsWith("data:")) {
+      this.data.push(line.slice(line.startsWith("data: ") ? 6 : 5));
+    }
   }
 
   /** False when the data is not JSON. */
   private event(data: string): boolean {
-    if (!data || data === "[DONE]") return true;
-    let json: any;
+    if (data === "[DONE]") return true;
+    let json: unknown;
     try {
       json = JSON.parse(data);
     } catch {
       return false;
     }
-    for (const choice of Array.isArray(json?.choices) ? json.choices : []) {
-      const piece = choice?.delta?.content ?? choice?.message?.content ?? choice?.text;
-      if (typeof piece === "string" && this.text.length < UsageReader.maxBodyChars) this.text += piece;
-    }
-    const u = json?.usage;
-    if (u && Number.isFinite(u.prompt_tokens)) {
-      this.usage = { inputTokens: Math.max(0, Math.floor(u.prompt_tokens)), outputTokens: Math.max(0, Math.floor(u.completion_tokens ?? 0)) };
+    const o = (json ?? {}) as { choices?: unknown; usage?: Record<string, unknown> };
+    for (const choice of Array.isArray(o.choices) ? o.choices : []) this.collect(choice);
+    const u = o.usage;
+    if (u && typeof u === "object" && Number.isFinite(u.prompt_tokens)) {
+      const completion = Number.isFinite(u.completion_tokens) ? Number(u.completion_tokens) : 0;
+      this.usage = { inputTokens: Math.max(0, Math.floor(Number(u.prompt_tokens))), outputTokens: Math.max(0, Math.floor(completion)) };
     }
     return true;
   }
-}
 
-/** Input tokens of an OpenAI-style request body, counted with the tokenizer. */
-export function countInputTokens(body: Record<string, unknown>): number {
-  const messages = body.messages;
-  if (Array.isArray(messages)) {
-    let n = 3;
-    for (const m of messages) {
-      n += 4;
-      const content = (m as { content?: unknown })?.content;
-      if (typeof content === "string") n += countTokens(content);
-      else if (Array.isArray(content)) for (const part of content) if (typeof part?.text === "string") n += countTokens(part.text);
+  private collect(choice: unknown): void {
+    const c = (choice ?? {}) as { delta?: Record<string, unknown>; message?: Record<string, unknown>; text?: unknown };
+    const part = c.delta ?? c.message;
+    const pieces: unknown[] = [c.text, part?.content, part?.reasoning_content, part?.refusal];
+    for (const call of Array.isArray(part?.tool_calls) ? part.tool_calls : []) {
+      const fn = (call as { function?: { name?: unknown; arguments?: unknown } })?.function;
+      pieces.push(fn?.name, fn?.arguments);
     }
-    return n;
+    for (const piece of pieces) if (typeof piece === "string" && this.text.length < maxTextChars) this.text += piece;
   }
-  const input = body.prompt ?? body.input;
-  if (typeof input === "string") return countTokens(input);
-  if (Array.isArray(input)) return input.reduce((n: number, s) => n + (typeof s === "string" ? countTokens(s) : 0), 0);
-  return 0;
 }

@@ -1,0 +1,135 @@
+import { create } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import type { Outcome, Route } from "../gen/admission/v1/admission_pb.js";
+import { AdmitRequestSchema, RouteSchema, SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
+import { asControlPlaneError } from "./control-plane-error.js";
+import type { ControlPlaneClient } from "./control-plane-client.js";
+import type { DataPlaneMetrics } from "./metrics.js";
+import type { Settler } from "./settler.js";
+
+/** Usage of a request served without a decision, waiting to be recorded. */
+export interface UnadmittedUsage {
+  readonly requestId: string;
+  /** Kept in memory only, never written to disk or logs. */
+  readonly credential: string;
+  readonly task: string;
+  /** The model as the client asked for it (name or class). */
+  readonly model: string;
+  readonly provider: string;
+  /** The catalog model that served it, when a cached route was used. */
+  readonly servedModel: string;
+  readonly inputTokens: number;
+  readonly outputTokens: number;
+  readonly outcome: Outcome;
+  readonly latencyMs: number;
+  readonly estimated: boolean;
+}
+
+export interface FailOpenOptions {
+  readonly client: Pick<ControlPlaneClient, "admit" | "onLinkChange">;
+  readonly settler: Pick<Settler, "settle">;
+  readonly logger: Logger;
+  readonly metrics: DataPlaneMetrics;
+  /** Provider for a request whose route was never seen; empty: such requests are refused (503). */
+  readonly fallbackProvider: string;
+  /** Bound on usage held while the control plane is away. */
+  readonly maxPending?: number;
+}
+
+/**
+ * FAIL_OPEN: while the control plane is unreachable, requests are forwarded
+ * on the routes last decided for their task and model (or to a fallback
+ * provider with the model as asked), unmetered. Their usage is recorded when
+ * the link comes back: an Admit with the same request id (the reservation is
+ * one token, so it passes unless the subject is now blocked outright), then a
+ * Settle with what was used. Held in memory: a data-plane crash during the
+ * outage loses it (the provider key's own billing still has it).
+ */
+export class FailOpen {
+  private readonly routes = new Map<string, readonly Route[]>();
+  private pending: UnadmittedUsage[] = [];
+  private flushing: Promise<void> | undefined;
+  private readonly unsubscribe: () => void;
+
+  constructor(private readonly options: FailOpenOptions) {
+    this.unsubscribe = options.client.onLinkChange((up) => {
+      if (up) void this.flush();
+    });
+  }
+
+  /** Remembers the routes of an allowed decision, for use during an outage. */
+  remember(task: string, model: string, routes: readonly Route[]): void {
+    const key = `${task}\u0000${model}`;
+    if (this.routes.get(key) === routes || routes.length === 0) return;
+    if (this.routes.size >= 10_000) this.routes.clear();
+    this.routes.set(key, routes);
+  }
+
+  /** Routes for an unadmitted request, or undefined when it cannot be routed. */
+  routesFor(task: string, model: string): readonly Route[] | undefined {
+    const known = this.routes.get(`${task}\u0000${model}`);
+    if (known) return known;
+    if (!this.options.fallbackProvider || !model) return undefined;
+    return [create(RouteSchema, { provider: this.options.fallbackProvider, model, providerModel: model })];
+  }
+
+  record(usage: UnadmittedUsage): void {
+    if (this.pending.length >= (this.options.maxPending ?? 100_000)) {
+      this.options.metrics.failOpen.inc({ result: "lost" });
+      this.options.logger.error({ requestId: usage.requestId }, "fail-open usage buffer full; usage not recorded");
+      return;
+    }
+    this.pending.push(usage);
+    this.options.metrics.failOpen.inc({ result: "held" });
+  }
+
+  /** How many unadmitted requests wait to be recorded. */
+  size(): number {
+    return this.pending.length;
+  }
+
+  /** Records held usage (Admit then Settle each); stops at the first unreachable error. */
+  flush(): Promise<void> {
+    this.flushing ??= this.flushOnce().finally(() => (this.flushing = undefined));
+    return this.flushing;
+  }
+
+  close(): void {
+    this.unsubscribe();
+  }
+
+  private async flushOnce(): Promise<void> {
+    while (this.pending.length > 0) {
+      const u = this.pending[0]!;
+      let decision;
+      try {
+        decision = await this.options.client.admit(create(AdmitRequestSchema, {
+          requestId: u.requestId, credential: u.credential, task: u.task, model: u.model, inputTokens: 0n, maxOutputTokens: 1n,
+          attributes: { fail_open: "1" },
+        }));
+      } catch (raw) {
+        const err = asControlPlaneError(raw);
+        if (err.unreachable) return;
+        decision = undefined;
+        this.options.logger.error({ requestId: u.requestId, err: err.message }, "fail-open usage refused by the control plane; not recorded");
+      }
+      this.pending.shift();
+      if (!decision?.allowed || !decision.reservationId) {
+        if (decision) this.options.logger.error({ requestId: u.requestId, tenant: decision.tenant, reason: decision.message }, "fail-open usage denied on recording; not recorded");
+        this.options.metrics.failOpen.inc({ result: "lost" });
+        continue;
+      }
+      this.options.metrics.failOpen.inc({ result: "recorded" });
+      await this.options.settler.settle(create(SettleRequestSchema, {
+        reservationId: decision.reservationId,
+        inputTokens: BigInt(u.inputTokens),
+        outputTokens: BigInt(u.outputTokens),
+        provider: u.provider,
+        model: u.servedModel,
+        outcome: u.outcome,
+        latencyMs: BigInt(u.latencyMs),
+        estimated: u.estimated,
+      }), { requestId: u.requestId, tenant: decision.tenant });
+    }
+  }
+}

@@ -1,0 +1,83 @@
+import type { ClientRequest, IncomingMessage } from "node:http";
+import type { Route } from "../gen/admission/v1/admission_pb.js";
+import { Outcome } from "../gen/admission/v1/admission_pb.js";
+import type { LeaseRenewer } from "./lease-renewer.js";
+import type { LlmRequest } from "./openai-request.js";
+import type { DecisionView } from "./rate-limit-headers.js";
+import type { UsageReader } from "./usage-reader.js";
+
+/** What a finished request consumed, for its Settle. */
+export interface FlightUsage {
+  readonly inputTokens: number;
+  readonly outputTokens: number;
+  readonly estimated: boolean;
+  readonly outcome: Outcome;
+  readonly route: Route | undefined;
+  readonly latencyMs: number;
+}
+
+/**
+ * One admitted (or, under FAIL_OPEN, unadmitted) request on its way through
+ * the route candidates. Finishes exactly once, with what the provider
+ * reported or an estimate of what it produced.
+ */
+export class Flight {
+  /** Index of the route candidate being tried. */
+  attempt = 0;
+  /** When the first provider call started (performance.now()), 0 before. */
+  upstreamStartedAt = 0;
+  /** The provider's status once it answered. */
+  status: number | undefined;
+  reader: UsageReader | undefined;
+  proxyReq: ClientRequest | undefined;
+  proxyRes: IncomingMessage | undefined;
+  renewer: LeaseRenewer | undefined;
+  private finished = false;
+
+  constructor(readonly init: {
+    readonly requestId: string;
+    readonly credential: string;
+    readonly task: string;
+    readonly request: LlmRequest;
+    readonly tenant: string;
+    /** Empty when the request runs unadmitted (FAIL_OPEN). */
+    readonly reservationId: string;
+    readonly routes: readonly Route[];
+    /** The clamped output cap; undefined leaves the client's value (FAIL_OPEN). */
+    readonly maxOutputTokens: number | undefined;
+    readonly view: DecisionView;
+    readonly startedAt: number;
+  }) {}
+
+  get route(): Route | undefined {
+    return this.init.routes[this.attempt];
+  }
+
+  get done(): boolean {
+    return this.finished;
+  }
+
+  /**
+   * Ends the flight once; undefined if it already ended. Input tokens are
+   * charged when the provider worked on the request (it answered with a
+   * success, or the client left while it was working), output tokens are what
+   * it produced; without reported usage both are estimated with the tokenizer.
+   */
+  finish(outcome: Outcome): FlightUsage | undefined {
+    if (this.finished) return undefined;
+    this.finished = true;
+    this.renewer?.stop();
+    const reported = this.reader?.reported();
+    const worked = this.status !== undefined ? this.status < 400 : outcome === Outcome.CLIENT_ABORTED && this.upstreamStartedAt > 0;
+    const inputTokens = reported?.inputTokens ?? (worked ? this.init.request.inputTokens : 0);
+    const outputTokens = reported?.outputTokens ?? (worked ? this.reader?.estimatedOutputTokens() ?? 0 : 0);
+    return {
+      inputTokens,
+      outputTokens,
+      estimated: reported === undefined && worked,
+      outcome,
+      route: this.route ?? this.init.routes.at(-1),
+      latencyMs: this.upstreamStartedAt > 0 ? Math.round(performance.now() - this.upstreamStartedAt) : 0,
+    };
+  }
+}

@@ -1,0 +1,53 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { status as Code } from "@grpc/grpc-js";
+import type { Logger } from "pino";
+import { RenewRequestSchema } from "../gen/admission/v1/admission_pb.js";
+import { asControlPlaneError } from "./control-plane-error.js";
+import type { ControlPlaneClient } from "./control-plane-client.js";
+
+const minDelayMs = 1_000;
+
+/**
+ * Keeps a reservation's lease alive while its request runs (a long stream
+ * outliving the TTL would otherwise be charged its estimate and its real
+ * Settle ignored): renews at half the remaining time, until stopped.
+ */
+export class LeaseRenewer {
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(private readonly options: {
+    readonly client: Pick<ControlPlaneClient, "renew">;
+    readonly reservationId: string;
+    readonly leaseExpiresAtMs: number;
+    readonly logger: Logger;
+    readonly clock?: () => number;
+  }) {
+    this.schedule(options.leaseExpiresAtMs);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  private schedule(expiresAtMs: number): void {
+    if (this.stopped) return;
+    const now = (this.options.clock ?? Date.now)();
+    this.timer = setTimeout(() => void this.renew(expiresAtMs), Math.max(minDelayMs, (expiresAtMs - now) / 2));
+    this.timer.unref();
+  }
+
+  private async renew(expiresAtMs: number): Promise<void> {
+    try {
+      const renewed = await this.options.client.renew(create(RenewRequestSchema, { reservationId: this.options.reservationId }));
+      this.schedule(renewed.leaseExpiresAt ? timestampMs(renewed.leaseExpiresAt) : expiresAtMs);
+    } catch (raw) {
+      const err = asControlPlaneError(raw);
+      if (err.code === Code.NOT_FOUND) return; // settled or expired: nothing left to keep alive
+      this.options.logger.warn({ err: err.message }, "lease renewal failed; retrying");
+      this.schedule(expiresAtMs);
+    }
+  }
+}

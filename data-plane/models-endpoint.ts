@@ -1,0 +1,30 @@
+import type { GetEffectivePolicyResponse } from "../gen/admission/v1/admission_pb.js";
+
+/** An OpenAI `GET /v1/models` answer. */
+export interface ModelList {
+  readonly object: "list";
+  readonly data: ReadonlyArray<{ id: string; object: "model"; created: number; owned_by: string; tasks: string[] }>;
+}
+
+/**
+ * The models a credential may use, from its effective policy: the route
+ * candidates of every task its plan (and key scope) allows, each listed once
+ * with the tasks it serves. The control plane explains routes for a task's
+ * default model class only, so models of its other allowed classes are
+ * missing here (they can still be asked for by name or class).
+ */
+export function modelList(policy: GetEffectivePolicyResponse): ModelList {
+  const models = new Map<string, { provider: string; tasks: string[] }>();
+  for (const task of policy.tasks) {
+    if (!task.allowed) continue;
+    for (const route of task.routes) {
+      const entry = models.get(route.model) ?? { provider: route.provider, tasks: [] };
+      if (!entry.tasks.includes(task.task)) entry.tasks.push(task.task);
+      models.set(route.model, entry);
+    }
+  }
+  return {
+    object: "list",
+    data: [...models].map(([id, m]) => ({ id, object: "model", created: 0, owned_by: m.provider, tasks: m.tasks })),
+  };
+}

@@ -1,0 +1,89 @@
+import { countInputTokens } from "./token-counter.js";
+
+/** The OpenAI routes the proxy meters, as paths after `/v1`. */
+export type LlmPath = "/chat/completions" | "/completions" | "/embeddings";
+
+export const llmPaths: ReadonlySet<string> = new Set<LlmPath>(["/chat/completions", "/completions", "/embeddings"]);
+
+/** A validated OpenAI request body. */
+export interface LlmRequest {
+  readonly path: LlmPath;
+  readonly body: Readonly<Record<string, unknown>>;
+  /** Model name or class as asked; empty lets the plan pick its default class. */
+  readonly model: string;
+  readonly stream: boolean;
+  /** max_completion_tokens or max_tokens as asked; 0 when absent. */
+  readonly maxTokens: number;
+  /** Choices asked for (n). */
+  readonly choices: number;
+  /** Counted with the tokenizer. */
+  readonly inputTokens: number;
+}
+
+export interface InvalidRequest {
+  readonly error: string;
+  readonly param: string | null;
+}
+
+const maxModelChars = 128;
+
+/** Parses and validates a body for a route; a clear message naming the field when it is not acceptable. */
+export function parseLlmRequest(path: LlmPath, raw: Buffer): LlmRequest | InvalidRequest {
+  let body: unknown;
+  try {
+    body = JSON.parse(raw.toString("utf8"));
+  } catch (err) {
+    return { error: `the body is not valid JSON: ${err instanceof Error ? err.message.slice(0, 200) : "parse error"}`, param: null };
+  }
+  if (!body || typeof body !== "object" || Array.isArray(body)) return { error: "the body must be a JSON object", param: null };
+  const b = body as Record<string, unknown>;
+  const model = b.model ?? "";
+  if (typeof model !== "string" || model.length > maxModelChars) return { error: `model must be a string of at most ${maxModelChars} characters`, param: "model" };
+  if (b.stream !== undefined && b.stream !== null && typeof b.stream !== "boolean") return { error: "stream must be a boolean", param: "stream" };
+  for (const field of ["max_tokens", "max_completion_tokens"] as const) {
+    const v = b[field];
+    if (v !== undefined && v !== null && !(Number.isSafeInteger(v) && (v as number) >= 0)) return { error: `${field} must be a non-negative integer`, param: field };
+  }
+  const n = b.n ?? 1;
+  if (!(Number.isSafeInteger(n) && (n as number) >= 1 && (n as number) <= 128)) return { error: "n must be an integer between 1 and 128", param: "n" };
+  const missing = requiredField(path, b);
+  if (missing) return missing;
+  return {
+    path,
+    body: b,
+    model,
+    stream: path !== "/embeddings" && b.stream === true,
+    maxTokens: Number(b.max_completion_tokens ?? b.max_tokens ?? 0),
+    choices: n as number,
+    inputTokens: countInputTokens(path, b),
+  };
+}
+
+function requiredField(path: LlmPath, b: Record<string, unknown>): InvalidRequest | undefined {
+  switch (path) {
+    case "/chat/completions":
+      return Array.isArray(b.messages) && b.messages.length > 0 ? undefined : { error: "messages must be a non-empty array", param: "messages" };
+    case "/completions":
+      return typeof b.prompt === "string" || Array.isArray(b.prompt) ? undefined : { error: "prompt must be a string or an array", param: "prompt" };
+    case "/embeddings":
+      return typeof b.input === "string" || Array.isArray(b.input) ? undefined : { error: "input must be a string or an array", param: "input" };
+  }
+}
+
+/**
+ * The body sent to the provider: the routed model, the clamped output cap
+ * (split across n choices), and usage requested on streams.
+ */
+export function rewriteBody(request: LlmRequest, target: { providerModel: string; maxOutputTokens?: number }): Buffer {
+  const body: Record<string, unknown> = { ...request.body, model: target.providerModel };
+  if (request.path !== "/embeddings" && target.maxOutputTokens !== undefined && target.maxOutputTokens > 0) {
+    const field = request.body.max_completion_tokens !== undefined && request.body.max_completion_tokens !== null ? "max_completion_tokens" : "max_tokens";
+    body[field] = Math.max(1, Math.floor(target.maxOutputTokens / request.choices));
+  }
+  if (request.stream) body.stream_options = { ...(isObject(request.body.stream_options) ? request.body.stream_options : {}), include_usage: true };
+  return Buffer.from(JSON.stringify(body));
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}

@@ -1,0 +1,105 @@
+import { create } from "@bufbuild/protobuf";
+import { status as Code, type ClientDuplexStream } from "@grpc/grpc-js";
+import type { SessionRequest, SessionResponse } from "../gen/admission/v1/admission_pb.js";
+import { SessionRequestSchema } from "../gen/admission/v1/admission_pb.js";
+import { ControlPlaneError } from "./control-plane-error.js";
+
+/** One call on the stream: Admit, Settle or Renew. */
+export type SessionCall = Exclude<SessionRequest["call"], { case: undefined }>;
+/** Its answer, or the SessionError the control plane sent instead. */
+export type SessionResult = Exclude<SessionResponse["result"], { case: undefined }>;
+
+interface Pending {
+  readonly resolve: (result: SessionResult) => void;
+  readonly reject: (err: ControlPlaneError) => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+/** Raised for calls in flight when their stream closes: safe to retry elsewhere (Admit and Settle are idempotent). */
+export class StreamClosedError extends ControlPlaneError {
+  constructor(why: string) {
+    super(Code.UNAVAILABLE, `session stream closed: ${why}`);
+    this.name = "StreamClosedError";
+  }
+}
+
+/**
+ * One bidirectional `Session` stream multiplexing calls by correlation id.
+ * Answers may arrive in any order. When the stream ends or breaks, every call
+ * in flight fails at once with StreamClosedError and `onClosed` fires once.
+ */
+export class SessionStream {
+  private readonly pending = new Map<bigint, Pending>();
+  private nextId = 1n;
+  private state: "open" | "draining" | "closed" = "open";
+
+  constructor(
+    private readonly call: ClientDuplexStream<SessionRequest, SessionResponse>,
+    private readonly onClosed: (stream: SessionStream, why: string) => void,
+  ) {
+    call.on("data", (msg: SessionResponse) => this.answer(msg));
+    call.on("error", (err: Error & { code?: number }) => this.close(err.message));
+    call.on("status", (s: { code: number; details: string }) => this.close(s.code === Code.OK ? "ended by the control plane" : s.details || `status ${s.code}`));
+    call.on("end", () => this.close("ended by the control plane"));
+    call.on("close", () => this.close("closed"));
+  }
+
+  /** Takes new calls (not draining, not closed). */
+  get accepting(): boolean {
+    return this.state === "open";
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  request(call: SessionCall, timeoutMs: number): Promise<SessionResult> {
+    if (this.state !== "open") return Promise.reject(new StreamClosedError("not accepting calls"));
+    const id = this.nextId++;
+    return new Promise<SessionResult>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new ControlPlaneError(Code.DEADLINE_EXCEEDED, `control plane did not answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve, reject, timer });
+      this.call.write(create(SessionRequestSchema, { id, call }));
+    });
+  }
+
+  /** Half-closes: no new calls; the control plane answers those in flight, then ends the stream. */
+  drain(): void {
+    if (this.state !== "open") return;
+    this.state = "draining";
+    this.call.end();
+    if (this.pending.size === 0) this.cancel("drained");
+  }
+
+  /** Closes now, failing calls in flight. */
+  cancel(why: string): void {
+    if (this.state === "closed") return;
+    this.call.cancel();
+    this.close(why);
+  }
+
+  private answer(msg: SessionResponse): void {
+    const p = this.pending.get(msg.id);
+    if (!p) return; // timed out already
+    this.pending.delete(msg.id);
+    clearTimeout(p.timer);
+    if (msg.result.case === undefined) p.reject(new ControlPlaneError(Code.INTERNAL, "empty session response"));
+    else p.resolve(msg.result);
+    if (this.state === "draining" && this.pending.size === 0) this.cancel("drained");
+  }
+
+  private close(why: string): void {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    const err = new StreamClosedError(why);
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+    this.onClosed(this, why);
+  }
+}
