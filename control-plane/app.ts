@@ -10,6 +10,7 @@ import { demoApiKeyId, demoBundle } from "./demo-bundle.js";
 import { AdmissionHandlers } from "./grpc/admission-handlers.js";
 import { addAdmissionServices } from "./grpc/grpc-server.js";
 import { PolicyHandlers } from "./grpc/policy-handlers.js";
+import { addExtAuthz } from "./grpc/ext-authz.js";
 import { addHealthService } from "./grpc/health.js";
 import { addReflection } from "./grpc/reflection.js";
 import { connectRoutes } from "./connect-routes.js";
@@ -28,6 +29,7 @@ import { Ledger } from "./store/ledger.js";
 import { LedgerSpool } from "./store/ledger-spool.js";
 import { file_admission_v1_admission } from "../gen/admission/v1/admission_pb.js";
 import { file_admission_v1_policy_service } from "../gen/admission/v1/policy_service_pb.js";
+import { file_envoy_service_auth_v3_external_auth } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
 
 export interface RunningControlPlane {
   readonly grpcPort: number;
@@ -108,8 +110,9 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     logger,
     maxInFlight: config.maxInFlight,
   });
-  const health = addHealthService(server, ["admission.v1.AdmissionService", "admission.v1.PolicyService"]);
-  addReflection(server, [file_admission_v1_admission, file_admission_v1_policy_service]);
+  addExtAuthz(server, engine, metrics);
+  const health = addHealthService(server, ["admission.v1.AdmissionService", "admission.v1.PolicyService", "envoy.service.auth.v3.Authorization"]);
+  addReflection(server, [file_admission_v1_admission, file_admission_v1_policy_service, file_envoy_service_auth_v3_external_auth]);
   const grpcPort = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${config.grpcHost}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
   });

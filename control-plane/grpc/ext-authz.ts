@@ -1,0 +1,152 @@
+import { create } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { countTokens } from "gpt-tokenizer";
+import type { AdmitResponse } from "../../gen/admission/v1/admission_pb.js";
+import { AdmitRequestSchema, AdmitResponseSchema, DenyReason } from "../../gen/admission/v1/admission_pb.js";
+import type { HeaderValueOption } from "../../gen/envoy/config/core/v3/base_pb.js";
+import { HeaderValueOption_HeaderAppendAction, HeaderValueOptionSchema } from "../../gen/envoy/config/core/v3/base_pb.js";
+import type { CheckRequest, CheckResponse } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
+import { Authorization, CheckResponseSchema } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
+import type { DecisionEngine } from "../decide.js";
+import { reasonMapping } from "../deny-reasons.js";
+import type { Metrics } from "../metrics.js";
+import { denialBody, rateLimitHeaders } from "../rate-limit-headers.js";
+import { grpcServiceDefinition } from "./service-definition.js";
+
+/** Largest body parsed for model and token counts (Envoy's with_request_body max_request_bytes should be at most this). */
+const maxBodyChars = 4 * 1024 * 1024;
+
+/**
+ * Envoy's ext_authz Check over the decision engine. The credential comes from
+ * `authorization`, the task from `x-llm-task` or the route's context_extensions
+ * (`task`), model and max tokens from `x-llm-model` / `x-llm-max-tokens` or the
+ * buffered JSON body; input tokens are counted from the body. Allowed: headers
+ * for the upstream (reservation id, tenant, user, clamped max tokens, routed
+ * model) and x-ratelimit-* for the client. Denied: the design's HTTP status, a
+ * JSON body, Retry-After, and the matching google.rpc code. A Check is never
+ * settled by Envoy: its lease expires and is charged its estimate, unless the
+ * upstream or a later filter settles `x-llm-reservation-id` with Settle.
+ */
+export function checkHandler(engine: DecisionEngine): (req: CheckRequest) => Promise<CheckResponse> {
+  return async (req) => {
+    const http = req.attributes?.request?.http;
+    const headers = http?.headers ?? {};
+    const extensions = req.attributes?.contextExtensions ?? {};
+    const credential = /^Bearer\s+(\S+)$/i.exec(headers.authorization ?? "")?.[1] ?? "";
+    const task = headers["x-llm-task"] || extensions.task || extensions["x-llm-task"] || "";
+    const body = parseBody(http?.body || (http?.rawBody?.length ? Buffer.from(http.rawBody).toString("utf8") : ""));
+    const model = headers["x-llm-model"] ?? (typeof body.json?.model === "string" ? body.json.model : "");
+    const maxTokens = integer(headers["x-llm-max-tokens"]) ?? integer(body.json?.max_completion_tokens) ?? integer(body.json?.max_tokens) ?? 0;
+    const inputTokens = integer(headers["x-llm-input-tokens"]) ?? body.inputTokens;
+
+    if (!credential) return deny(DenyReason.UNAUTHENTICATED, 401, "missing 'authorization: Bearer <API key or JWT>'");
+    if (!task) return deny(DenyReason.INVALID_REQUEST, 400, "no task: send x-llm-task or set the route's context_extensions task");
+    if (maxTokens < 0 || inputTokens < 0) return deny(DenyReason.INVALID_REQUEST, 400, "token counts must not be negative");
+    const decision = await engine.admit(create(AdmitRequestSchema, {
+      requestId: http?.id && /^[\x21-\x7e]{1,128}$/.test(http.id) ? http.id : "",
+      credential,
+      task: task.slice(0, 65),
+      model: model.slice(0, 129),
+      inputTokens: BigInt(Math.min(inputTokens, 1_000_000_000)),
+      maxOutputTokens: BigInt(Math.min(maxTokens, 1_000_000_000)),
+      attributes: { gateway: "envoy", path: (http?.path ?? "").slice(0, 200) },
+    }));
+    return decision.allowed ? allow(decision) : denied(decision);
+  };
+}
+
+/** Registers envoy.service.auth.v3.Authorization; RPC counts in the control plane's metrics. */
+export function addExtAuthz(server: grpc.Server, engine: DecisionEngine, metrics: Metrics): void {
+  const check = checkHandler(engine);
+  server.addService(grpcServiceDefinition(Authorization), {
+    check: (call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, callback: grpc.sendUnaryData<CheckResponse>) => {
+      check(call.request).then(
+        (res) => {
+          metrics.rpcs.inc({ method: "Check", code: "OK" });
+          callback(null, res);
+        },
+        (err) => {
+          metrics.rpcs.inc({ method: "Check", code: "INTERNAL" });
+          callback({ code: grpc.status.INTERNAL, details: `internal error: ${(err as Error).message}` });
+        },
+      );
+    },
+  } as grpc.UntypedServiceImplementation);
+}
+
+function parseBody(text: string): { json?: Record<string, any>; inputTokens: number } {
+  if (!text) return { inputTokens: 0 };
+  if (text.length > maxBodyChars) return { inputTokens: Math.ceil(text.length / 4) };
+  try {
+    const json = JSON.parse(text);
+    if (json && typeof json === "object" && !Array.isArray(json)) return { json, inputTokens: countPromptTokens(json) };
+  } catch {
+    // Not JSON, or truncated by Envoy (allow_partial_message): estimate from its size.
+  }
+  return { inputTokens: Math.ceil(text.length / 4) };
+}
+
+/** Tokens of the prompt of an OpenAI-style body (messages, prompt or input). */
+function countPromptTokens(body: Record<string, any>): number {
+  if (Array.isArray(body.messages)) {
+    return body.messages.reduce((n: number, m: any) => n + 4 + (typeof m?.content === "string" ? countTokens(m.content) : 0), 3);
+  }
+  const input = body.prompt ?? body.input;
+  if (typeof input === "string") return countTokens(input);
+  return 0;
+}
+
+function integer(value: unknown): number | undefined {
+  const n = typeof value === "string" && value !== "" ? Number(value) : value;
+  return typeof n === "number" && Number.isSafeInteger(n) ? n : undefined;
+}
+
+function header(key: string, value: string): HeaderValueOption {
+  return create(HeaderValueOptionSchema, {
+    header: { key, value },
+    appendAction: HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+  });
+}
+
+function allow(d: AdmitResponse): CheckResponse {
+  const route = d.routes[0];
+  const upstream: Record<string, string> = {
+    "x-llm-reservation-id": d.reservationId,
+    "x-llm-tenant": d.tenant,
+    "x-llm-user": d.user,
+    "x-llm-max-tokens": String(d.maxOutputTokens),
+  };
+  if (route) {
+    upstream["x-llm-model"] = route.providerModel || route.model;
+    upstream["x-llm-provider"] = route.provider;
+  }
+  return create(CheckResponseSchema, {
+    status: { code: grpc.status.OK, message: "" },
+    httpResponse: {
+      case: "okResponse",
+      value: {
+        headers: Object.entries(upstream).map(([k, v]) => header(k, v)),
+        // The upstream (the provider) must never see the client's credential.
+        headersToRemove: ["authorization"],
+        responseHeadersToAdd: Object.entries(rateLimitHeaders(d)).map(([k, v]) => header(k, v)),
+      },
+    },
+  });
+}
+
+function denied(d: AdmitResponse): CheckResponse {
+  const mapping = reasonMapping(d.reason);
+  const headers = { "content-type": "application/json", ...rateLimitHeaders(d) };
+  return create(CheckResponseSchema, {
+    status: { code: mapping.grpcCode, message: d.message },
+    httpResponse: {
+      case: "deniedResponse",
+      value: { status: { code: d.httpStatus }, headers: Object.entries(headers).map(([k, v]) => header(k, v)), body: denialBody(d, mapping.code) },
+    },
+  });
+}
+
+function deny(reason: DenyReason, httpStatus: number, message: string): CheckResponse {
+  return denied(create(AdmitResponseSchema, { allowed: false, reason, httpStatus, message }));
+}
+

@@ -1,0 +1,66 @@
+import type { AdmitResponse, Meter } from "../gen/admission/v1/admission_pb.js";
+import { LimitKind } from "../gen/admission/v1/policy_pb.js";
+
+const headerKinds: Partial<Record<LimitKind, string>> = {
+  [LimitKind.REQUESTS]: "requests",
+  [LimitKind.TOKENS]: "tokens",
+  [LimitKind.BUDGET_MICROS]: "budget-micros",
+  [LimitKind.CONCURRENCY]: "concurrency",
+};
+
+/**
+ * `x-ratelimit-{limit,remaining,reset}-{requests,tokens,budget-micros,concurrency}`
+ * from a decision's meters (the tightest meter of each kind), `retry-after` on
+ * a denial, and soft warnings in `x-admission-warnings`. Used by every front end.
+ */
+export function rateLimitHeaders(d: AdmitResponse): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const tightest = new Map<string, Meter>();
+  for (const m of d.meters) {
+    const kind = headerKinds[m.kind];
+    if (!kind) continue;
+    const current = tightest.get(kind);
+    if (!current || m.remaining < current.remaining) tightest.set(kind, m);
+  }
+  for (const [kind, m] of tightest) {
+    headers[`x-ratelimit-limit-${kind}`] = String(m.limit);
+    headers[`x-ratelimit-remaining-${kind}`] = String(m.remaining);
+    headers[`x-ratelimit-reset-${kind}`] = `${(Number(m.resetMs) / 1000).toFixed(3)}s`;
+  }
+  if (!d.allowed && d.retryAfterMs > 0n) headers["retry-after"] = String(Math.max(1, Math.ceil(Number(d.retryAfterMs) / 1000)));
+  if (d.warnings.length > 0) headers["x-admission-warnings"] = d.warnings.join("; ").replace(/[^\x20-\x7e]/g, "?").slice(0, 2000);
+  return headers;
+}
+
+/** The OpenAI-style error body of a denial: {"error": {"message", "type", "code", "param", ...}}. */
+export function denialBody(d: AdmitResponse, code: string): string {
+  const m = d.deniedMeter;
+  return JSON.stringify({
+    error: {
+      message: d.message,
+      type: errorType(d.httpStatus),
+      code,
+      param: null,
+      ...(m ? { limit: Number(m.limit), used: Number(m.used), remaining: Number(m.remaining), limit_kind: LimitKind[m.kind] } : {}),
+      ...(d.retryAfterMs > 0n ? { retry_after_ms: Number(d.retryAfterMs) } : {}),
+    },
+  });
+}
+
+/** OpenAI's error type for an HTTP status. */
+export function errorType(status: number): string {
+  switch (status) {
+    case 401:
+      return "authentication_error";
+    case 402:
+      return "insufficient_quota";
+    case 403:
+      return "permission_error";
+    case 429:
+      return "rate_limit_error";
+    case 503:
+      return "service_unavailable";
+    default:
+      return "invalid_request_error";
+  }
+}
