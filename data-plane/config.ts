@@ -35,8 +35,6 @@ export interface DataPlaneConfig {
   readonly failurePolicy: FailurePolicy;
   /** Request bodies above this are answered 413 without being read further. */
   readonly maxBodyBytes: number;
-  /** Non-streaming provider answers above this are a provider error (502). */
-  readonly maxResponseBytes: number;
   /** Task when neither the `x-llm-task` header nor a task route names one; empty: the request is refused. */
   readonly defaultTask: string;
   readonly taskRoutes: readonly TaskRoute[];
@@ -73,14 +71,13 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
   controlPlaneAddr: "127.0.0.1:50051",
   providers: undefined,
   failurePolicy: "FAIL_CLOSED",
-  maxBodyBytes: 2 * 1024 * 1024,
-  maxResponseBytes: 32 * 1024 * 1024,
+  maxBodyBytes: 4 * 1024 * 1024,
   defaultTask: "",
   taskRoutes: [],
   spoolDir: "./.spool/data-plane",
   admitTimeoutMs: 2_000,
   settleTimeoutMs: 5_000,
-  upstreamTimeoutMs: 300_000,
+  upstreamTimeoutMs: 600_000,
   reconnectMinMs: 100,
   reconnectMaxMs: 5_000,
   replayMinMs: 1_000,
@@ -98,13 +95,12 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
  * | `CONTROL_PLANE_ADDR` | control plane gRPC host:port | `127.0.0.1:50051` |
  * | `PROVIDERS_FILE` | JSON `{"providers":[{"name","baseUrl","apiKeyEnv"?,"headers"?}]}` | built-in mock provider |
  * | `PROXY_FAILURE_POLICY` | control plane unreachable: `FAIL_CLOSED` (503) or `FAIL_OPEN` | `FAIL_CLOSED` |
- * | `PROXY_MAX_BODY_BYTES` | request body limit (413 above) | 2 MiB |
- * | `PROXY_MAX_RESPONSE_BYTES` | non-streaming provider answer limit | 32 MiB |
+ * | `PROXY_MAX_BODY_BYTES` | request body limit (413 above) | 4 MiB |
  * | `PROXY_DEFAULT_TASK` | task when no header or task route names one | none (400) |
  * | `PROXY_TASK_ROUTES` | `/draft=LLM2_DRAFT,/prior-art=LLM1_PRIOR_ART`: `/draft/v1/...` runs as that task | none |
  * | `PROXY_SPOOL_DIR` | settle spool directory | `./.spool/data-plane` |
  * | `PROXY_ADMIT_TIMEOUT_MS`, `PROXY_SETTLE_TIMEOUT_MS` | per-call deadlines to the control plane | 2000, 5000 |
- * | `PROXY_UPSTREAM_TIMEOUT_MS` | provider socket inactivity limit | 300000 |
+ * | `PROXY_UPSTREAM_TIMEOUT_MS` | provider socket inactivity limit | 600000 |
  * | `PROXY_RECONNECT_MIN_MS`, `PROXY_RECONNECT_MAX_MS` | Session stream reconnect backoff | 100, 5000 |
  * | `PROXY_REPLAY_MIN_MS`, `PROXY_REPLAY_MAX_MS` | spool replay backoff | 1000, 30000 |
  * | `PROXY_FAIL_OPEN_PROVIDER` | FAIL_OPEN, route unknown: provider to send the request to | first provider |
@@ -125,7 +121,6 @@ export function loadDataPlaneConfig(env: NodeJS.ProcessEnv): DataPlaneConfig {
     providers,
     failurePolicy: failurePolicy(env.PROXY_FAILURE_POLICY),
     maxBodyBytes: int(env, "PROXY_MAX_BODY_BYTES", d.maxBodyBytes, 1024, 1024 * 1024 * 1024),
-    maxResponseBytes: int(env, "PROXY_MAX_RESPONSE_BYTES", d.maxResponseBytes, 1024, 1024 * 1024 * 1024),
     defaultTask: task("PROXY_DEFAULT_TASK", env.PROXY_DEFAULT_TASK || d.defaultTask),
     taskRoutes: env.PROXY_TASK_ROUTES ? parseTaskRoutes(env.PROXY_TASK_ROUTES) : d.taskRoutes,
     spoolDir: env.PROXY_SPOOL_DIR || d.spoolDir,

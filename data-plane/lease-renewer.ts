@@ -6,7 +6,7 @@ import { RenewRequestSchema } from "../gen/admission/v1/admission_pb.js";
 import { asControlPlaneError } from "./control-plane-error.js";
 import type { ControlPlaneClient } from "./control-plane-client.js";
 
-const minDelayMs = 1_000;
+const minDelayMs = 250;
 
 /**
  * Keeps a reservation's lease alive while its request runs (a long stream

@@ -22,7 +22,7 @@ import { llmPaths, parseLlmRequest, rewriteBody, type LlmPath, type LlmRequest }
 import { decisionHeaders, type DecisionView } from "./rate-limit-headers.js";
 import { readBody } from "./read-body.js";
 import type { Settler } from "./settler.js";
-import { UsageReader } from "./usage-reader.js";
+import { UsageFeed, UsageReader } from "./usage-reader.js";
 
 export interface ProxyDeps {
   readonly config: DataPlaneConfig;
@@ -82,6 +82,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     flight.proxyRes = proxyRes;
     const sse = String(proxyRes.headers["content-type"] ?? "").includes("text/event-stream");
     const reader = new UsageReader(sse);
+    const feed = new UsageFeed(reader, proxyRes.headers["content-encoding"]);
     flight.reader = reader;
     const headers: OutgoingHttpHeaders = {};
     for (const name of passedResponseHeaders) if (proxyRes.headers[name] !== undefined) headers[name] = proxyRes.headers[name];
@@ -89,27 +90,25 @@ export function createProxyServer(deps: ProxyDeps): Server {
     res.writeHead(status, { ...headers, ...decisionHeaders(flight.init.view, flight.init.requestId) });
     if (sse) res.flushHeaders(); // the client sees the stream start now, not with the first token
     proxyRes.on("data", (chunk: Buffer) => {
-      reader.push(chunk);
+      feed.push(chunk);
       if (!res.write(chunk)) {
         proxyRes.pause();
         res.once("drain", () => proxyRes.resume());
       }
     });
     proxyRes.on("end", () => {
-      reader.finish();
       res.end();
-      settle(flight, status < 400 ? Outcome.SUCCESS : Outcome.UPSTREAM_ERROR);
+      void feed.finish().then(() => settle(flight, status < 400 ? Outcome.SUCCESS : Outcome.UPSTREAM_ERROR));
     });
     proxyRes.on("error", () => undefined); // reported by "close" below
     proxyRes.on("close", () => {
       if (proxyRes.complete || flight.done) return;
       // The provider went away mid-response: the client keeps what it got, told by an error event on a stream.
-      reader.finish();
       if (!res.writableEnded && !res.destroyed) {
         if (sse) res.end(`data: ${JSON.stringify({ error: { message: "the provider stopped mid-stream", type: "upstream_error", code: "upstream_error", param: null } })}\n\n`);
         else res.destroy();
       }
-      settle(flight, Outcome.UPSTREAM_ERROR);
+      void feed.finish().then(() => settle(flight, Outcome.UPSTREAM_ERROR));
     });
   }
 

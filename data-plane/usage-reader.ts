@@ -1,4 +1,6 @@
 import { StringDecoder } from "node:string_decoder";
+import type { Transform } from "node:stream";
+import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
 import { countTextTokens } from "./token-counter.js";
 
 export { countInputTokens } from "./token-counter.js";
@@ -109,5 +111,46 @@ export class UsageReader {
       pieces.push(fn?.name, fn?.arguments);
     }
     for (const piece of pieces) if (typeof piece === "string" && this.text.length < maxTextChars) this.text += piece;
+  }
+}
+
+/**
+ * Feeds a response to a reader as it passes, decompressing a copy when the
+ * provider compressed it anyway (the proxy asks for identity): the client
+ * gets the bytes as they came.
+ */
+export class UsageFeed {
+  private readonly decoder: Transform | undefined;
+
+  constructor(readonly reader: UsageReader, contentEncoding: string | undefined) {
+    const encoding = (contentEncoding ?? "").trim().toLowerCase();
+    this.decoder = encoding === "gzip" || encoding === "x-gzip" ? createGunzip() : encoding === "deflate" ? createInflate() : encoding === "br" ? createBrotliDecompress() : undefined;
+    this.decoder?.on("data", (chunk: Buffer) => reader.push(chunk));
+    this.decoder?.on("error", () => undefined); // a corrupt body is an unreadable one: estimated
+  }
+
+  push(chunk: Buffer): void {
+    if (this.decoder) this.decoder.write(chunk);
+    else this.reader.push(chunk);
+  }
+
+  /** Resolves once everything pushed has been read. */
+  finish(): Promise<void> {
+    const decoder = this.decoder;
+    if (!decoder) {
+      this.reader.finish();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const done = () => {
+        this.reader.finish();
+        resolve();
+      };
+      if (decoder.destroyed) return done();
+      decoder.once("end", done);
+      decoder.once("error", done);
+      decoder.end();
+      decoder.resume();
+    });
   }
 }

@@ -1,0 +1,149 @@
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { gzipSync } from "node:zlib";
+
+/** How the provider answers the next requests. */
+export type Behaviour =
+  | "ok"
+  /** 503 before any byte. */
+  | "fail"
+  /** 200 with a body that is not JSON. */
+  | "garbage"
+  /** Streams `stallAfter` chunks, then waits until the connection closes. */
+  | "stall"
+  /** Streams, then cuts the connection without finishing. */
+  | "break"
+  /** Reports no usage at all. */
+  | "no-usage"
+  /** Non-streaming: waits for release() before answering. */
+  | "hold"
+  /** Answers gzip-compressed whatever the request asked for. */
+  | "gzip";
+
+export interface Received {
+  readonly path: string;
+  readonly body: any;
+  readonly headers: IncomingHttpHeaders;
+}
+
+/**
+ * An OpenAI-compatible provider written for the tests: it reports the usage
+ * the test chose (prompt_tokens / completion_tokens), streams fixed words, and
+ * can fail, stall, break, omit usage or answer garbage on demand.
+ */
+export class MockUpstream {
+  server!: Server;
+  port = 0;
+  behaviour: Behaviour = "ok";
+  /** Usage to report; completion_tokens is what the test asserts in the ledger. */
+  usage = { prompt_tokens: 1000, completion_tokens: 40 };
+  /** Streamed pieces; each is one o200k token. */
+  words = ["one", " two", " three", " four", " five", " six", " seven", " eight"];
+  stallAfter = 3;
+  /** Send usage in the chunk carrying the last choice (finish_reason), as some providers do. */
+  usageWithChoices = false;
+  readonly received: Received[] = [];
+  private held: Array<() => void> = [];
+  private stalled = new Set<ServerResponse>();
+
+  constructor(readonly name: string) {}
+
+  get baseUrl(): string {
+    return `http://127.0.0.1:${this.port}/v1`;
+  }
+
+  async start(port = 0): Promise<void> {
+    this.server = createServer((req, res) => void this.handle(req, res).catch(() => res.destroy()));
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(port, "127.0.0.1", () => resolve());
+    });
+    this.port = (this.server.address() as { port: number }).port;
+  }
+
+  async stop(): Promise<void> {
+    for (const release of this.held) release();
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+  }
+
+  release(): void {
+    for (const release of this.held.splice(0)) release();
+  }
+
+  /** Requests currently stalled or held. */
+  waiting(): number {
+    return this.stalled.size + this.held.length;
+  }
+
+  reset(): void {
+    this.behaviour = "ok";
+    this.usage = { prompt_tokens: 1000, completion_tokens: 40 };
+    this.usageWithChoices = false;
+    this.stallAfter = 3;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let raw = "";
+    for await (const chunk of req) raw += chunk;
+    const body = raw ? JSON.parse(raw) : {};
+    const path = (req.url ?? "").replace(/^\/v1/, "");
+    this.received.push({ path, body, headers: req.headers });
+    const behaviour = this.behaviour;
+    if (behaviour === "fail") return void res.writeHead(503, { "content-type": "application/json" }).end('{"error":{"message":"overloaded"}}');
+    if (behaviour === "garbage") return void res.writeHead(200, { "content-type": "application/json" }).end("<<not json>> lorem ipsum dolor sit amet");
+    if (behaviour === "hold") await new Promise<void>((resolve) => this.held.push(resolve));
+    const usage = behaviour === "no-usage" ? undefined : { ...this.usage, total_tokens: this.usage.prompt_tokens + this.usage.completion_tokens };
+    const model = body.model;
+    // Provider-side headers a client must never see.
+    const providerHeaders = { "set-cookie": "provider-session=secret", "x-ratelimit-remaining-requests": "9999", "openai-organization": "provider-org", "x-request-id": `up-${this.received.length}` };
+    if (path === "/embeddings") {
+      return json(res, { object: "list", model, data: [{ object: "embedding", index: 0, embedding: [0.1, 0.2] }], usage: usage && { prompt_tokens: usage.prompt_tokens, total_tokens: usage.prompt_tokens } }, providerHeaders);
+    }
+    const chat = path === "/chat/completions";
+    if (!body.stream) {
+      const text = this.words.join("");
+      const answer = {
+        id: "cmpl-1", object: chat ? "chat.completion" : "text_completion", created: 1, model,
+        choices: [chat ? { index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" } : { index: 0, text, finish_reason: "stop" }],
+        ...(usage ? { usage } : {}),
+      };
+      if (behaviour === "gzip") {
+        const zipped = gzipSync(JSON.stringify(answer));
+        return void res.writeHead(200, { "content-type": "application/json", "content-encoding": "gzip", "content-length": zipped.length }).end(zipped);
+      }
+      return json(res, answer, providerHeaders);
+    }
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", ...providerHeaders });
+    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+      `data: ${JSON.stringify({ id: "cmpl-1", object: chat ? "chat.completion.chunk" : "text_completion", created: 1, model, choices, ...extra })}\n\n`;
+    const piece = (w: string) => (chat ? { index: 0, delta: { content: w }, finish_reason: null } : { index: 0, text: w, finish_reason: null });
+    for (const [i, w] of this.words.entries()) {
+      if (behaviour === "stall" && i === this.stallAfter) {
+        this.stalled.add(res);
+        await new Promise<void>((resolve) => res.once("close", () => resolve()));
+        this.stalled.delete(res);
+        return;
+      }
+      if (behaviour === "break" && i === this.stallAfter) return void res.socket?.destroy();
+      res.write(chunk([piece(w)]));
+      await new Promise((r) => setImmediate(r));
+    }
+    const wantsUsage = body.stream_options?.include_usage === true && usage;
+    const last = chat ? { index: 0, delta: {}, finish_reason: "stop" } : { index: 0, text: "", finish_reason: "stop" };
+    if (this.usageWithChoices) {
+      res.write(chunk([last], wantsUsage ? { usage } : {}));
+    } else {
+      res.write(chunk([last]));
+      if (wantsUsage) res.write(chunk([], { usage }));
+    }
+    res.end("data: [DONE]\n\n");
+  }
+}
+
+function json(res: ServerResponse, body: unknown, headers: Record<string, string>): void {
+  const text = JSON.stringify(body);
+  res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text), ...headers });
+  res.end(text);
+}

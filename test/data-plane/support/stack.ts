@@ -1,0 +1,173 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI from "openai";
+import pino from "pino";
+import { startControlPlane, type RunningControlPlane } from "../../../control-plane/app.js";
+import { defaultControlPlaneConfig, type ControlPlaneConfig } from "../../../control-plane/config.js";
+import { parseProtoJson } from "../../../control-plane/policy/proto-json.js";
+import { BundleSchema } from "../../../gen/admission/v1/policy_pb.js";
+import { defaultDataPlaneConfig, type DataPlaneConfig } from "../../../data-plane/config.js";
+import { startDataPlane, type RunningDataPlane } from "../../../data-plane/server.js";
+import { policyClient } from "../../support/grpc-clients.js";
+import { MockUpstream } from "./mock-upstream.js";
+
+export const adminToken = "dp-test-admin-token-0123456789";
+export const admin = { authorization: `Bearer ${adminToken}` };
+export const secret = (keyId: string) => `sk-dp-${keyId}-`.padEnd(48, "x");
+
+/**
+ * The bundle of these tests: two providers ("up-a", "up-b") serving the PRO_M
+ * class in that order; tenants on limits chosen per test. Prices: 1 micro-USD
+ * per input token, 2 per output token.
+ */
+export function bundleJson(tenants: Array<{ id: string; limits?: unknown[]; keys?: Array<{ id: string; tasks?: string[]; revoked?: boolean }> }>): Record<string, unknown> {
+  return {
+    models: [
+      { name: "gpt-a", modelClass: "PRO_M", provider: "up-a", providerModel: "gpt-a-2024", inputMicrosPerMtok: 1_000_000, outputMicrosPerMtok: 2_000_000 },
+      { name: "gpt-b", modelClass: "PRO_M", provider: "up-b", inputMicrosPerMtok: 1_000_000, outputMicrosPerMtok: 2_000_000 },
+      { name: "small", modelClass: "BASE_S", provider: "up-a", inputMicrosPerMtok: 100_000, outputMicrosPerMtok: 200_000 },
+      { name: "huge", modelClass: "ADVANCED", provider: "up-a", inputMicrosPerMtok: 10_000_000, outputMicrosPerMtok: 20_000_000 },
+    ],
+    tasks: [{ code: "DRAFT", feature: "DRAFTING" }, { code: "DIAGRAM", feature: "DIAGRAMS" }],
+    plans: [{
+      code: "PRO", features: ["DRAFTING"],
+      taskAccess: [{ task: "DRAFT", modelClasses: ["PRO_M", "BASE_S"] }],
+      limits: [
+        { kind: "OUTPUT_TOKENS", window: "REQUEST", value: 500 },
+        { kind: "INPUT_TOKENS", window: "REQUEST", value: 20_000 },
+      ],
+    }],
+    atiTokens: [{ id: "ati-pro", plan: "PRO", status: "ACTIVE" }],
+    tenants: tenants.map((t) => ({ id: t.id, atiToken: "ati-pro", status: "ACTIVE", mode: "ENFORCE", limits: t.limits ?? [] })),
+    apiKeys: tenants.flatMap((t) => (t.keys ?? [{ id: `k-${t.id}` }]).map((k) => ({ id: k.id, tenant: t.id, secret: secret(k.id), tasks: k.tasks ?? [], revoked: k.revoked ?? false }))),
+  };
+}
+
+export interface StackOptions {
+  readonly tenants: Parameters<typeof bundleJson>[0];
+  readonly dataPlane?: Partial<DataPlaneConfig>;
+  readonly controlPlane?: Partial<ControlPlaneConfig>;
+  /** Keep the control plane's database on disk (to restart it); default in memory. */
+  readonly persistent?: boolean;
+}
+
+/** The real control plane in-process, two test providers, and the data plane in front of them. */
+export class Stack {
+  cp!: RunningControlPlane;
+  dp!: RunningDataPlane;
+  readonly upA = new MockUpstream("up-a");
+  readonly upB = new MockUpstream("up-b");
+  readonly spoolDir = mkdtempSync(join(tmpdir(), "dp-spool-"));
+  readonly dataDir: string;
+  private cpConfig!: ControlPlaneConfig;
+
+  constructor(private readonly options: StackOptions) {
+    this.dataDir = options.persistent ? mkdtempSync(join(tmpdir(), "dp-cp-")) : "memory://";
+  }
+
+  static async start(options: StackOptions): Promise<Stack> {
+    const stack = new Stack(options);
+    await stack.upA.start();
+    await stack.upB.start();
+    await stack.startControlPlane();
+    await stack.applyBundle(bundleJson(options.tenants));
+    stack.dp = await startDataPlane({
+      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
+      reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
+    }, {
+      logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
+      providers: [
+        { name: "up-a", baseUrl: stack.upA.baseUrl, apiKey: "sk-provider-a-SECRET" },
+        { name: "up-b", baseUrl: stack.upB.baseUrl, apiKey: "sk-provider-b-SECRET" },
+      ],
+    });
+    await waitFor(() => stack.dp.controlPlane.connected(), "the data plane's link to the control plane");
+    return stack;
+  }
+
+  /** Starts (or restarts, on the same port and data) the control plane. */
+  async startControlPlane(): Promise<void> {
+    this.cpConfig ??= {
+      ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken, dataDir: this.dataDir,
+      spoolDir: mkdtempSync(join(tmpdir(), "dp-cp-spool-")), logLevel: "silent", shutdownGraceMs: 500, ...this.options.controlPlane,
+    };
+    this.cp = await startControlPlane(this.cpConfig, { logger: pino({ level: "silent" }) });
+    this.cpConfig = { ...this.cpConfig, grpcPort: this.cp.grpcPort };
+  }
+
+  async applyBundle(json: Record<string, unknown>): Promise<void> {
+    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
+    try {
+      await policy.applyBundle({ bundle: parseProtoJson(BundleSchema, json) }, admin);
+    } finally {
+      policy.close();
+    }
+  }
+
+  client(key: string, options: { task?: string; headers?: Record<string, string> } = {}): OpenAI {
+    return new OpenAI({
+      baseURL: `http://127.0.0.1:${this.dp.port}/v1`, apiKey: secret(key), maxRetries: 0,
+      defaultHeaders: { ...(options.task === "" ? {} : { "x-llm-task": options.task ?? "DRAFT" }), ...options.headers },
+    });
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.dp.port}`;
+  }
+
+  /** Ledger rows of a tenant, oldest first. */
+  async ledger(tenant: string): Promise<LedgerRow[]> {
+    const r = await this.cp.database.query<LedgerRow>(
+      "SELECT request_id, model, provider, input_tokens::int AS input_tokens, output_tokens::int AS output_tokens, outcome, estimated, cost_micros::int AS cost_micros FROM usage_ledger WHERE tenant = $1 ORDER BY id",
+      [tenant],
+    );
+    return r.rows;
+  }
+
+  /** The ledger row of one request, waiting for its settle to land. */
+  async row(tenant: string, requestId: string): Promise<LedgerRow> {
+    let found: LedgerRow | undefined;
+    await waitFor(async () => (found = (await this.ledger(tenant)).find((r) => r.request_id === requestId)) !== undefined, `the ledger row of ${requestId}`);
+    return found!;
+  }
+
+  async usage(tenant: string): Promise<{ requests: bigint; inputTokens: bigint; outputTokens: bigint; costMicros: bigint }> {
+    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
+    try {
+      return await policy.getUsage({ tenant }, admin);
+    } finally {
+      policy.close();
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.dp.close();
+    await this.cp.stop();
+    await this.upA.stop();
+    await this.upB.stop();
+    rmSync(this.spoolDir, { recursive: true, force: true });
+    rmSync(this.cpConfig.spoolDir, { recursive: true, force: true });
+    if (this.dataDir !== "memory://") rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+export interface LedgerRow {
+  request_id: string;
+  model: string;
+  provider: string;
+  input_tokens: number;
+  output_tokens: number;
+  outcome: string;
+  estimated: boolean;
+  cost_micros: number;
+}
+
+/** Polls until the condition holds (not a timing assertion: it only bounds how long a broken build hangs). */
+export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await Promise.resolve().then(check).catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
