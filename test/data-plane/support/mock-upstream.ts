@@ -8,7 +8,7 @@ export type Behaviour =
   | "fail"
   /** 200 with a body that is not JSON. */
   | "garbage"
-  /** Streams `stallAfter` chunks, then waits until the connection closes. */
+  /** Streams `stallAfter` chunks, then waits until release() (and finishes) or the connection closes. */
   | "stall"
   /** Streams, then cuts the connection without finishing. */
   | "break"
@@ -43,7 +43,6 @@ export class MockUpstream {
   usageWithChoices = false;
   readonly received: Received[] = [];
   private held: Array<() => void> = [];
-  private stalled = new Set<ServerResponse>();
 
   constructor(readonly name: string) {}
 
@@ -72,9 +71,9 @@ export class MockUpstream {
     for (const release of this.held.splice(0)) release();
   }
 
-  /** Requests currently stalled or held. */
+  /** Requests currently stalled mid-stream or held before answering. */
   waiting(): number {
-    return this.stalled.size + this.held.length;
+    return this.held.length;
   }
 
   reset(): void {
@@ -121,10 +120,15 @@ export class MockUpstream {
     const piece = (w: string) => (chat ? { index: 0, delta: { content: w }, finish_reason: null } : { index: 0, text: w, finish_reason: null });
     for (const [i, w] of this.words.entries()) {
       if (behaviour === "stall" && i === this.stallAfter) {
-        this.stalled.add(res);
-        await new Promise<void>((resolve) => res.once("close", () => resolve()));
-        this.stalled.delete(res);
-        return;
+        const released = await new Promise<boolean>((resolve) => {
+          const release = () => resolve(true);
+          this.held.push(release);
+          res.once("close", () => {
+            this.held = this.held.filter((r) => r !== release);
+            resolve(false);
+          });
+        });
+        if (!released || res.destroyed) return;
       }
       if (behaviour === "break" && i === this.stallAfter) return void res.socket?.destroy();
       res.write(chunk([piece(w)]));
