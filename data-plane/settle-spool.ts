@@ -100,12 +100,26 @@ export class SettleSpool {
   }
 
   private async replayOnce(send: (req: SettleRequest) => Promise<ReplayResult>): Promise<ReplayReport> {
-    // Appends and the rename must not interleave.
-    while (this.flushing) await this.flushing;
-    if (!existsSync(this.replaying)) {
-      if (!existsSync(this.active)) return { delivered: 0, dropped: 0, remaining: 0 };
-      await rename(this.active, this.replaying);
+    let delivered = 0;
+    let dropped = 0;
+    for (;;) {
+      // Appends and the rename must not interleave.
+      while (this.flushing) await this.flushing;
+      if (!existsSync(this.replaying)) {
+        if (!existsSync(this.active)) break;
+        await rename(this.active, this.replaying);
+      }
+      const file = await this.replayFile(send);
+      delivered += file.delivered;
+      dropped += file.dropped;
+      this.count = Math.max(0, this.count - file.delivered - file.dropped);
+      if (file.kept > 0) break;
     }
+    return { delivered, dropped, remaining: this.count };
+  }
+
+  /** Sends the replaying file's lines; rewrites it with what is left, or removes it. */
+  private async replayFile(send: (req: SettleRequest) => Promise<ReplayResult>): Promise<{ delivered: number; dropped: number; kept: number }> {
     const lines = (await readFile(this.replaying, "utf8")).split("\n").filter(Boolean);
     let delivered = 0;
     let dropped = 0;
@@ -137,8 +151,7 @@ export class SettleSpool {
       }
       await rename(tmp, this.replaying);
     }
-    this.count = Math.max(0, this.count - delivered - dropped);
-    return { delivered, dropped, remaining: this.count };
+    return { delivered, dropped, kept: rest.length };
   }
 }
 
