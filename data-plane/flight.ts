@@ -47,7 +47,15 @@ export class Flight {
     readonly maxOutputTokens: number | undefined;
     readonly view: DecisionView;
     readonly startedAt: number;
+    /** The Admit round trip (0 when there was none). */
+    readonly admitMs: number;
   }) {}
+
+  /** `Server-Timing` of the proxy's own work before forwarding: the Admit round trip and everything else. */
+  serverTiming(): string {
+    const beforeForwardMs = this.upstreamStartedAt > 0 ? this.upstreamStartedAt - this.init.startedAt : 0;
+    return `admit;dur=${this.init.admitMs.toFixed(3)}, proxy;dur=${Math.max(0, beforeForwardMs - this.init.admitMs).toFixed(3)}`;
+  }
 
   get route(): Route | undefined {
     return this.init.routes[this.attempt];

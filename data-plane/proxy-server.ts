@@ -87,7 +87,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const headers: OutgoingHttpHeaders = {};
     for (const name of passedResponseHeaders) if (proxyRes.headers[name] !== undefined) headers[name] = proxyRes.headers[name];
     if (typeof proxyRes.headers["x-request-id"] === "string") headers["x-upstream-request-id"] = proxyRes.headers["x-request-id"].slice(0, 200);
-    res.writeHead(status, { ...headers, ...decisionHeaders(flight.init.view, flight.init.requestId) });
+    res.writeHead(status, { ...headers, ...decisionHeaders(flight.init.view, flight.init.requestId), "server-timing": flight.serverTiming() });
     if (sse) res.flushHeaders(); // the client sees the stream start now, not with the first token
     proxyRes.on("data", (chunk: Buffer) => {
       feed.push(chunk);
@@ -235,7 +235,8 @@ export function createProxyServer(deps: ProxyDeps): Server {
       log.error({ code: Code[err.code], err: err.message }, "control plane unreachable; denied (FAIL_CLOSED)");
       return sendError(res, 503, "admission control unavailable; retry shortly", { headers: { ...base, "retry-after": "1" }, code: "unavailable" });
     }
-    metrics.admitSeconds.observe({ result: decision.allowed ? "allowed" : "denied" }, (performance.now() - admitStarted) / 1000);
+    const admitMs = performance.now() - admitStarted;
+    metrics.admitSeconds.observe({ result: decision.allowed ? "allowed" : "denied" }, admitMs / 1000);
     if (!decision.allowed) {
       log.info({ tenant: decision.tenant, task, status: decision.httpStatus, reason: decision.message }, "denied");
       return sendDenial(res, decision, requestId);
@@ -244,7 +245,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     deps.failOpen.remember(task, request.model, decision.routes);
     const flight = new Flight({
       requestId, credential, task, request, tenant: decision.tenant, reservationId: decision.reservationId, routes: decision.routes,
-      maxOutputTokens: Number(decision.maxOutputTokens), view: decision, startedAt,
+      maxOutputTokens: Number(decision.maxOutputTokens), view: decision, startedAt, admitMs,
     });
     if (decision.unmetered) log.warn({ tenant: decision.tenant }, "admitted unmetered: the control plane's counter store is down");
     takeOff(req, res, flight);
@@ -284,7 +285,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const view: DecisionView = { meters: [], warnings: [unmeteredWarning] };
     takeOff(a.req, a.res, new Flight({
       requestId: a.requestId, credential: a.credential, task: a.task, request: a.request, tenant: "", reservationId: "", routes,
-      maxOutputTokens: undefined, view, startedAt: a.startedAt,
+      maxOutputTokens: undefined, view, startedAt: a.startedAt, admitMs: 0,
     }));
   }
 
