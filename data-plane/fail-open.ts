@@ -26,7 +26,7 @@ export interface UnadmittedUsage {
 }
 
 export interface FailOpenOptions {
-  readonly client: Pick<ControlPlaneClient, "admit" | "onLinkChange">;
+  readonly client: Pick<ControlPlaneClient, "admit" | "onLinkChange" | "connected">;
   readonly settler: Pick<Settler, "settle">;
   readonly logger: Logger;
   readonly metrics: DataPlaneMetrics;
@@ -81,6 +81,8 @@ export class FailOpen {
     }
     this.pending.push(usage);
     this.options.metrics.failOpen.inc({ result: "held" });
+    // The link may have come back while this request ran.
+    if (this.options.client.connected()) void this.flush();
   }
 
   /** How many unadmitted requests wait to be recorded. */

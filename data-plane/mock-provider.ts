@@ -19,15 +19,17 @@ export interface RunningMockProvider {
   close(): Promise<void>;
 }
 
-const defaultMaxTokens = 32;
-const words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "mock", "models", "write", "drafts"];
+/** What the mock "generates": a reply of 12-40 words of this text, cut by max_tokens. */
+const prose = ("This is a reply from the mock provider. A widget comprising a frame, a hinge attached to the frame, and a latch "
+  + "that holds the hinge closed until released; the latch is biased by a spring so that the widget closes by itself. "
+  + "Claims, prior art and diagrams follow the same pattern, one token at a time.").split(" ");
 
 /**
  * An OpenAI-compatible provider for demos and tests: chat completions
  * (streaming or not), completions, embeddings and models. Deterministic: the
- * reply is a word sequence seeded by the prompt, one token per word, as long
- * as max_tokens allows; usage is counted with the same tokenizer the proxy
- * uses, and reported (on streams when stream_options.include_usage is set).
+ * reply is the start of a fixed text, its length chosen by a hash of the
+ * request and cut at max_tokens; usage is counted with the same tokenizer the
+ * proxy uses, and reported (on streams when stream_options.include_usage is set).
  */
 export async function startMockProvider(options: MockProviderOptions = {}): Promise<RunningMockProvider> {
   const server = createServer((req, res) => void handle(req, res, options).catch(() => res.destroy()));
@@ -73,8 +75,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, options: MockPr
   if (path !== "/v1/chat/completions" && path !== "/v1/completions") return error(res, 404, `no route ${path}`);
   const chat = path === "/v1/chat/completions";
   const promptTokens = countInputTokens(chat ? "/chat/completions" : "/completions", body);
-  const maxTokens = Number(body.max_completion_tokens ?? body.max_tokens ?? defaultMaxTokens);
-  const pieces = reply(raw, Math.max(1, Math.min(maxTokens, 256)));
+  const maxTokens = Number(body.max_completion_tokens ?? body.max_tokens ?? Infinity);
+  const pieces = reply(raw, Math.max(1, maxTokens));
   const text = pieces.join("");
   const usage = { prompt_tokens: promptTokens, completion_tokens: countTextTokens(text), total_tokens: promptTokens + countTextTokens(text) };
   const id = `mock-${createHash("sha256").update(raw).digest("hex").slice(0, 12)}`;
@@ -98,10 +100,19 @@ async function handle(req: IncomingMessage, res: ServerResponse, options: MockPr
   res.end("data: [DONE]\n\n");
 }
 
-/** Words chosen by a hash of the request, so the same request always gets the same reply. */
-function reply(seed: string, count: number): string[] {
-  const digest = createHash("sha256").update(seed).digest();
-  return Array.from({ length: count }, (_, i) => `${i === 0 ? "" : " "}${words[(digest[i % digest.length]! + i) % words.length]}`);
+/** A reply whose length depends on the request only, so the same request always gets the same reply. */
+function reply(seed: string, maxTokens: number): string[] {
+  const words = 12 + (createHash("sha256").update(seed).digest()[0]! % 29);
+  const pieces = prose.slice(0, words).map((w, i) => (i === 0 ? w : ` ${w}`));
+  // Cut at max_tokens, as a model would.
+  const out: string[] = [];
+  let tokens = 0;
+  for (const piece of pieces) {
+    tokens += countTextTokens(piece);
+    if (tokens > maxTokens) break;
+    out.push(piece);
+  }
+  return out.length > 0 ? out : [pieces[0]!];
 }
 
 function vector(seed: string): number[] {

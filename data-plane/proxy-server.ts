@@ -62,8 +62,20 @@ export function createProxyServer(deps: ProxyDeps): Server {
       proxyRes.resume();
       return;
     }
-    relay(flight, proxyRes, req, res);
+    guarded(flight, res, () => relay(flight, proxyRes, req, res));
   });
+
+  /** A bug while relaying must not take the process down nor leave the reservation open. */
+  function guarded(flight: Flight, res: ServerResponse, step: () => void): void {
+    try {
+      step();
+    } catch (err) {
+      logger.error({ err, requestId: flight.init.requestId }, "relaying failed");
+      flight.proxyRes?.destroy();
+      settle(flight, Outcome.UPSTREAM_ERROR);
+      sendError(res, 502, "the proxy failed relaying the provider's answer", { code: "upstream_error" });
+    }
+  }
 
   /** The provider answered: fail over on a 5xx while nothing reached the client, else pass the answer through as it comes. */
   function relay(flight: Flight, proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
@@ -136,7 +148,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       if (flight.done) return;
       logger.warn({ requestId: flight.init.requestId, provider: route.provider, err: err.code ?? err.message }, "provider unreachable");
       metrics.failovers.inc({ provider: route.provider });
-      failOver(req, res, flight, `provider "${route.provider}" unreachable (${err.code ?? err.message})`);
+      guarded(flight, res, () => failOver(req, res, flight, `provider "${route.provider}" unreachable (${err.code ?? err.message})`));
     });
   }
 
@@ -269,7 +281,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       flight.proxyReq?.destroy();
       settle(flight, Outcome.CLIENT_ABORTED);
     });
-    forward(req, res, flight);
+    guarded(flight, res, () => forward(req, res, flight));
   }
 
   /** FAIL_OPEN: forward without a decision, on the last routes seen for this task and model; usage recorded when the link is back. */

@@ -15,8 +15,9 @@ const headerKinds: Partial<Record<LimitKind, string>> = {
 };
 
 /**
- * `x-ratelimit-{limit,remaining,reset}-{requests,tokens,budget-micros,concurrency}`
- * from the tightest meter of each kind (least remaining), the reset as an
+ * `x-ratelimit-{limit,remaining,reset}-{requests,tokens,budget-micros}` and
+ * `x-ratelimit-{limit,remaining}-concurrency`, from the tightest meter of each
+ * kind (least remaining), the reset as an
  * OpenAI-style duration ("1m30s", "250ms"); soft warnings in
  * `x-admission-warnings`; and the request id.
  */
@@ -32,7 +33,8 @@ export function decisionHeaders(d: DecisionView, requestId: string): Record<stri
   for (const [kind, m] of tightest) {
     headers[`x-ratelimit-limit-${kind}`] = String(m.limit);
     headers[`x-ratelimit-remaining-${kind}`] = String(m.remaining);
-    headers[`x-ratelimit-reset-${kind}`] = formatDuration(Number(m.resetMs));
+    // In-flight limits have no window to reset.
+    if (m.kind !== LimitKind.CONCURRENCY) headers[`x-ratelimit-reset-${kind}`] = formatDuration(Number(m.resetMs));
   }
   if (d.warnings.length > 0) headers["x-admission-warnings"] = headerValue(d.warnings.join("; "));
   return headers;
