@@ -1,9 +1,8 @@
 import type { ClientRequest, IncomingMessage } from "node:http";
-import type { Route } from "../gen/admission/v1/admission_pb.js";
+import type { AdmitResponse, Route } from "../gen/admission/v1/admission_pb.js";
 import { Outcome } from "../gen/admission/v1/admission_pb.js";
 import type { LeaseRenewer } from "./lease-renewer.js";
 import type { LlmRequest } from "./openai-request.js";
-import type { DecisionView } from "./rate-limit-headers.js";
 import type { UsageReader } from "./usage-reader.js";
 
 /** What a finished request consumed, for its Settle. */
@@ -45,7 +44,8 @@ export class Flight {
     readonly routes: readonly Route[];
     /** The clamped output cap; undefined leaves the client's value (FAIL_OPEN). */
     readonly maxOutputTokens: number | undefined;
-    readonly view: DecisionView;
+    /** The decision, for the answer's headers (a stand-in carrying a warning under FAIL_OPEN). */
+    readonly view: AdmitResponse;
     readonly startedAt: number;
     /** The Admit round trip (0 when there was none). */
     readonly admitMs: number;

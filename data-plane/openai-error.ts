@@ -3,29 +3,15 @@ import type { AdmitResponse } from "../gen/admission/v1/admission_pb.js";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import { reasonMapping } from "../control-plane/deny-reasons.js";
-import { decisionHeaders, retryAfterHeaders } from "./rate-limit-headers.js";
+import { errorType as decisionErrorType } from "../control-plane/rate-limit-headers.js";
+import { decisionHeaders } from "./rate-limit-headers.js";
 
-/** The `type` of an OpenAI error body for an HTTP status. */
+/** The `type` of an OpenAI error body: the shared table for decisions, plus the proxy's own 404 and 5xx. */
 export function errorType(status: number): string {
-  switch (status) {
-    case 401:
-      return "authentication_error";
-    case 402:
-      return "insufficient_quota";
-    case 403:
-      return "permission_error";
-    case 404:
-      return "not_found_error";
-    case 429:
-      return "rate_limit_error";
-    case 502:
-    case 504:
-      return "upstream_error";
-    case 503:
-      return "service_unavailable";
-    default:
-      return status >= 500 ? "api_error" : "invalid_request_error";
-  }
+  if (status === 404) return "not_found_error";
+  if (status === 502 || status === 504) return "upstream_error";
+  if (status >= 500 && status !== 503) return "api_error";
+  return decisionErrorType(status);
 }
 
 export interface ErrorOptions {
@@ -48,24 +34,21 @@ export function sendError(res: ServerResponse, status: number, message: string, 
   res.end(body);
 }
 
-/** A denial: the decision's status, reason code, the meter that denied, Retry-After and x-ratelimit-* headers. */
+/**
+ * A denial: the decision's status and reason code, the meter that denied
+ * (`limit`, `used`, `remaining`, its kind and window), `retry_after_ms`, and
+ * the decision's headers (Retry-After, x-ratelimit-*).
+ */
 export function sendDenial(res: ServerResponse, d: AdmitResponse, requestId: string): void {
   const m = d.deniedMeter;
   const retryAfterMs = Number(d.retryAfterMs);
   sendError(res, d.httpStatus || reasonMapping(d.reason).httpStatus, d.message, {
-    headers: { ...decisionHeaders(d, requestId), ...retryAfterHeaders(retryAfterMs) },
+    headers: decisionHeaders(d, requestId),
     code: reasonMapping(d.reason).code,
     param: d.reason === DenyReason.MODEL_NOT_ALLOWED ? "model" : null,
     extra: {
       reason: DenyReason[d.reason],
-      ...(m
-        ? {
-            limit: {
-              kind: LimitKind[m.kind], window: Window[m.window], per: Per[m.per], task: m.task || undefined,
-              value: Number(m.limit), used: Number(m.used), remaining: Number(m.remaining), reset_ms: Number(m.resetMs),
-            },
-          }
-        : {}),
+      ...(m ? { limit: Number(m.limit), used: Number(m.used), remaining: Number(m.remaining), limit_kind: LimitKind[m.kind], limit_window: Window[m.window], limit_per: Per[m.per] } : {}),
       ...(retryAfterMs > 0 ? { retry_after_ms: retryAfterMs } : {}),
     },
   });

@@ -8,7 +8,7 @@ import { status as Code } from "@grpc/grpc-js";
 import httpProxy from "http-proxy";
 import type { Logger } from "pino";
 import type { AdmitResponse } from "../gen/admission/v1/admission_pb.js";
-import { AdmitRequestSchema, Outcome, SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
+import { AdmitRequestSchema, AdmitResponseSchema, Outcome, SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
 import { isTaskCode, type DataPlaneConfig, type ProviderConfig, type TaskRoute } from "./config.js";
 import { asControlPlaneError, type ControlPlaneError } from "./control-plane-error.js";
 import type { ControlPlaneClient } from "./control-plane-client.js";
@@ -19,7 +19,7 @@ import type { DataPlaneMetrics } from "./metrics.js";
 import { modelList } from "./models-endpoint.js";
 import { sendDenial, sendError } from "./openai-error.js";
 import { llmPaths, parseLlmRequest, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
-import { decisionHeaders, type DecisionView } from "./rate-limit-headers.js";
+import { decisionHeaders } from "./rate-limit-headers.js";
 import { readBody } from "./read-body.js";
 import type { Settler } from "./settler.js";
 import { UsageFeed, UsageReader } from "./usage-reader.js";
@@ -294,7 +294,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       });
     }
     a.log.warn({ task: a.task, err: a.err.message }, "control plane unreachable; forwarded unmetered (FAIL_OPEN)");
-    const view: DecisionView = { meters: [], warnings: [unmeteredWarning] };
+    const view = create(AdmitResponseSchema, { allowed: true, unmetered: true, warnings: [unmeteredWarning] });
     takeOff(a.req, a.res, new Flight({
       requestId: a.requestId, credential: a.credential, task: a.task, request: a.request, tenant: "", reservationId: "", routes,
       maxOutputTokens: undefined, view, startedAt: a.startedAt, admitMs: 0,

@@ -71,9 +71,9 @@ describe("data plane: denials and bad input", () => {
     assert.equal(err.headers!.get("x-ratelimit-limit-requests"), "1");
     assert.equal(err.headers!.get("x-ratelimit-remaining-requests"), "0");
     assert.match(err.headers!.get("x-ratelimit-reset-requests")!, /s$/);
-    const body = err.error as { reason: string; limit: { kind: string; window: string; value: number; used: number }; retry_after_ms: number };
+    const body = err.error as { reason: string; limit: number; used: number; remaining: number; limit_kind: string; limit_window: string; retry_after_ms: number };
     assert.equal(body.reason, "RATE_LIMITED");
-    assert.deepEqual([body.limit.kind, body.limit.window, body.limit.value, body.limit.used], ["REQUESTS", "MINUTE", 1, 1]);
+    assert.deepEqual([body.limit_kind, body.limit_window, body.limit, body.used, body.remaining], ["REQUESTS", "MINUTE", 1, 1, 0]);
     assert.ok(body.retry_after_ms > 0);
   });
 
@@ -82,7 +82,7 @@ describe("data plane: denials and bad input", () => {
     assert.equal(err.status, 402);
     assert.equal(err.code, "quota_exceeded");
     assert.equal((err.error as { type: string }).type, "insufficient_quota");
-    assert.equal((err.error as { limit: { kind: string; window: string } }).limit.window, "DAY");
+    assert.deepEqual([(err.error as { limit_kind: string }).limit_kind, (err.error as { limit_window: string }).limit_window], ["TOKENS", "DAY"]);
     assert.ok(Number(err.headers!.get("retry-after")) >= 1);
   });
 

@@ -43,7 +43,7 @@ describe("data plane: forwarding and metering with the openai SDK", () => {
     assert.equal(response.headers.get("x-ratelimit-limit-requests"), "1000");
     assert.equal(response.headers.get("x-ratelimit-remaining-requests"), "999", "this request counted");
     assert.equal(response.headers.get("x-ratelimit-limit-tokens"), "10000000");
-    assert.match(response.headers.get("x-ratelimit-reset-tokens")!, /^\d+(h\d+m)?(\d+m)?\d+s$|^\d+ms$/);
+    assert.match(response.headers.get("x-ratelimit-reset-tokens")!, /^\d+(\.\d+)?s$/);
     for (const name of ["set-cookie", "openai-organization"]) assert.equal(response.headers.get(name), null, `the provider's ${name} stays behind`);
     assert.notEqual(response.headers.get("x-ratelimit-remaining-requests"), "9999", "the provider account's limits are not the client's");
 

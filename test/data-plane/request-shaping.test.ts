@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
-import { MeterSchema } from "../../gen/admission/v1/admission_pb.js";
+import { AdmitResponseSchema, MeterSchema } from "../../gen/admission/v1/admission_pb.js";
 import { LimitKind, Window } from "../../gen/admission/v1/policy_pb.js";
 import { DataPlaneConfigError, loadDataPlaneConfig, parseProviders, parseTaskRoutes } from "../../data-plane/config.js";
 import { parseLlmRequest, rewriteBody, type LlmRequest } from "../../data-plane/openai-request.js";
 import { matchRoute } from "../../data-plane/proxy-server.js";
-import { decisionHeaders, formatDuration, retryAfterHeaders } from "../../data-plane/rate-limit-headers.js";
+import { decisionHeaders } from "../../data-plane/rate-limit-headers.js";
 import { countInputTokens, countTextTokens } from "../../data-plane/token-counter.js";
 
 const parse = (path: "/chat/completions" | "/completions" | "/embeddings", body: unknown) => parseLlmRequest(path, Buffer.from(JSON.stringify(body)));
@@ -40,26 +40,23 @@ describe("data plane: request shaping, headers and configuration", () => {
     assert.equal((parse("/chat/completions", { messages: [{}], model: "m".repeat(129) }) as { param: string }).param, "model");
   });
 
-  test("x-ratelimit headers from the tightest meter of each kind; durations; Retry-After", () => {
+  test("x-ratelimit headers from the tightest meter of each kind; Retry-After and retry-after-ms on a denial", () => {
     const meter = (kind: LimitKind, window: Window, limit: number, remaining: number, resetMs: number) =>
       create(MeterSchema, { kind, window, limit: BigInt(limit), remaining: BigInt(remaining), used: BigInt(limit - remaining), resetMs: BigInt(resetMs) });
-    const headers = decisionHeaders({
-      meters: [
-        meter(LimitKind.TOKENS, Window.MONTH, 1_000_000, 900_000, 86_400_000),
-        meter(LimitKind.TOKENS, Window.MINUTE, 10_000, 2_000, 30_000),
-        meter(LimitKind.REQUESTS, Window.MINUTE, 60, 59, 1_500),
-        meter(LimitKind.INPUT_TOKENS, Window.REQUEST, 100, 100, 0),
-      ],
-      warnings: ["tokens at 80%\r\nx-evil: 1"],
-    }, "dp-1");
-    assert.deepEqual(headers, {
-      "x-request-id": "dp-1",
-      "x-ratelimit-limit-tokens": "10000", "x-ratelimit-remaining-tokens": "2000", "x-ratelimit-reset-tokens": "30s",
-      "x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "59", "x-ratelimit-reset-requests": "2s",
-      "x-admission-warnings": "tokens at 80%??x-evil: 1",
-    });
-    assert.deepEqual([formatDuration(250), formatDuration(90_000), formatDuration(7_205_000), formatDuration(0)], ["250ms", "1m30s", "2h0m5s", "0s"]);
-    assert.deepEqual(retryAfterHeaders(1_200), { "retry-after": "2", "retry-after-ms": "1200" });
+    const meters = [
+      meter(LimitKind.TOKENS, Window.MONTH, 1_000_000, 900_000, 86_400_000),
+      meter(LimitKind.TOKENS, Window.MINUTE, 10_000, 2_000, 30_000),
+      meter(LimitKind.REQUESTS, Window.MINUTE, 60, 59, 1_500),
+    ];
+    const allowed = decisionHeaders(create(AdmitResponseSchema, { allowed: true, meters, warnings: ["tokens at 80%\r\nx-evil: 1"] }), "dp-1");
+    assert.equal(allowed["x-request-id"], "dp-1");
+    assert.deepEqual([allowed["x-ratelimit-limit-tokens"], allowed["x-ratelimit-remaining-tokens"]], ["10000", "2000"], "the tightest tokens meter");
+    assert.match(allowed["x-ratelimit-reset-tokens"]!, /^30(\.0+)?s$/);
+    assert.deepEqual([allowed["x-ratelimit-limit-requests"], allowed["x-ratelimit-remaining-requests"]], ["60", "59"]);
+    assert.equal(allowed["x-admission-warnings"], "tokens at 80%??x-evil: 1", "no CR/LF reaches a header");
+    assert.equal(allowed["retry-after"], undefined);
+    const denied = decisionHeaders(create(AdmitResponseSchema, { allowed: false, meters, retryAfterMs: 1_200n }), "dp-2");
+    assert.deepEqual([denied["retry-after"], denied["retry-after-ms"]], ["2", "1200"]);
   });
 
   test("routes: /v1, /tasks/<TASK>/v1 and configured prefixes", () => {
