@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Agent as HttpAgent, createServer, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from "node:http";
+import { Agent as HttpAgent, createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import { Readable } from "node:stream";
 import { create } from "@bufbuild/protobuf";
@@ -9,7 +9,7 @@ import httpProxy from "http-proxy";
 import type { Logger } from "pino";
 import type { AdmitResponse } from "../gen/admission/v1/admission_pb.js";
 import { AdmitRequestSchema, AdmitResponseSchema, Outcome, SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
-import { isTaskCode, type DataPlaneConfig, type ProviderConfig, type TaskRoute } from "./config.js";
+import { isTaskCode, type DataPlaneConfig, type ProviderConfig } from "./config.js";
 import { asControlPlaneError, type ControlPlaneError } from "./control-plane-error.js";
 import type { ControlPlaneClient } from "./control-plane-client.js";
 import type { FailOpen } from "./fail-open.js";
@@ -21,7 +21,9 @@ import { sendDenial, sendError } from "./openai-error.js";
 import { llmPaths, parseLlmRequest, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
 import { readBody } from "./read-body.js";
+import { matchRoute } from "./routes.js";
 import type { Settler } from "./settler.js";
+import { clientHeaders, upstreamHeaders } from "./upstream-headers.js";
 import { UsageFeed, UsageReader } from "./usage-reader.js";
 
 export interface ProxyDeps {
@@ -34,10 +36,6 @@ export interface ProxyDeps {
   readonly logger: Logger;
 }
 
-/** Response headers of the provider a client may see; everything else (cookies, the provider account's rate limits...) stays behind. */
-const passedResponseHeaders = ["content-type", "content-length", "content-encoding", "cache-control", "openai-processing-ms", "openai-version"];
-/** Request headers of the client the provider may see; never its credential. */
-const passedRequestHeaders = ["accept", "user-agent"];
 const requestIdPattern = /^[\x21-\x7e]{1,128}$/;
 const unmeteredWarning = "control plane unreachable: allowed unmetered (FAIL_OPEN), usage recorded later";
 
@@ -96,10 +94,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const reader = new UsageReader(sse);
     const feed = new UsageFeed(reader, proxyRes.headers["content-encoding"]);
     flight.reader = reader;
-    const headers: OutgoingHttpHeaders = {};
-    for (const name of passedResponseHeaders) if (proxyRes.headers[name] !== undefined) headers[name] = proxyRes.headers[name];
-    if (typeof proxyRes.headers["x-request-id"] === "string") headers["x-upstream-request-id"] = proxyRes.headers["x-request-id"].slice(0, 200);
-    res.writeHead(status, { ...headers, ...decisionHeaders(flight.init.view, flight.init.requestId), "server-timing": flight.serverTiming() });
+    res.writeHead(status, { ...clientHeaders(proxyRes.headers), ...decisionHeaders(flight.init.view, flight.init.requestId), "server-timing": flight.serverTiming() });
     if (sse) res.flushHeaders(); // the client sees the stream start now, not with the first token
     proxyRes.on("data", (chunk: Buffer) => {
       feed.push(chunk);
@@ -367,32 +362,8 @@ export function createProxyServer(deps: ProxyDeps): Server {
   return server;
 }
 
-/** A path under /v1, bound to a task by `/tasks/<TASK>/v1/...` or a configured prefix. */
-export function matchRoute(pathname: string, taskRoutes: readonly TaskRoute[]): { path: string; task?: string } | undefined {
-  const v1 = /^(?:\/tasks\/([A-Za-z0-9_.-]{1,64}))?\/v1(\/[^?]*)$/.exec(pathname);
-  if (v1) return { path: v1[2]!.replace(/\/+$/, ""), task: v1[1] };
-  for (const route of taskRoutes) {
-    if (pathname.startsWith(`${route.prefix}/v1/`)) return { path: pathname.slice(route.prefix.length + 3).replace(/\/+$/, ""), task: route.task };
-  }
-  return undefined;
-}
-
 function bearer(req: IncomingMessage): string | undefined {
   return /^Bearer\s+(\S{1,4096})\s*$/i.exec(String(req.headers.authorization ?? ""))?.[1];
-}
-
-/** Exactly the headers the provider sees: its own key and headers, the body's length, and a few harmless client headers. */
-function upstreamHeaders(incoming: IncomingMessage["headers"], provider: ProviderConfig, contentLength: number, requestId: string): IncomingMessage["headers"] {
-  const headers: IncomingMessage["headers"] = {};
-  for (const name of passedRequestHeaders) if (typeof incoming[name] === "string") headers[name] = incoming[name];
-  Object.assign(headers, provider.headers);
-  headers["content-type"] = "application/json";
-  headers["content-length"] = String(contentLength);
-  // Usage is read from the response as it passes: it must not be compressed.
-  headers["accept-encoding"] = "identity";
-  headers["x-request-id"] = requestId;
-  if (provider.apiKey) headers.authorization = `Bearer ${provider.apiKey}`;
-  return headers;
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {

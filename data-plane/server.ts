@@ -65,10 +65,20 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
   const server: Server = createProxyServer({
     config, providers: new Map(providers.map((p) => [p.name, p])), controlPlane, settler, failOpen, metrics, logger,
   });
-  const port = await new Promise<number>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(config.port, config.host, () => resolve((server.address() as { port: number }).port));
-  });
+  let port: number;
+  try {
+    port = await new Promise<number>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(config.port, config.host, () => resolve((server.address() as { port: number }).port));
+    });
+  } catch (err) {
+    // e.g. the port is taken: release what was started so the process can exit.
+    await settler.stop();
+    failOpen.close();
+    controlPlane.close();
+    await mockProvider?.close();
+    throw err;
+  }
   logger.info({ port, controlPlane: config.controlPlaneAddr, providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
 
   let closing: Promise<void> | undefined;

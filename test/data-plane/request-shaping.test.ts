@@ -5,7 +5,7 @@ import { AdmitResponseSchema, MeterSchema } from "../../gen/admission/v1/admissi
 import { LimitKind, Window } from "../../gen/admission/v1/policy_pb.js";
 import { DataPlaneConfigError, loadDataPlaneConfig, parseProviders, parseTaskRoutes } from "../../data-plane/config.js";
 import { parseLlmRequest, rewriteBody, type LlmRequest } from "../../data-plane/openai-request.js";
-import { matchRoute } from "../../data-plane/proxy-server.js";
+import { matchRoute } from "../../data-plane/routes.js";
 import { decisionHeaders } from "../../data-plane/rate-limit-headers.js";
 import { countInputTokens, countTextTokens } from "../../data-plane/token-counter.js";
 
