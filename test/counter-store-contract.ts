@@ -152,6 +152,70 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       assert.equal(r.status, "reserved");
     });
 
+    withStore("renewing to an earlier expiry makes the lease due at that time", async (store) => {
+      const t = tenant();
+      await reserve(store, t, [op("conc", 1, 5, { unit: "concurrency", expiresAtMs: 0 })], { leaseId: "early", leaseExpiresAtMs: Date.now() + 600_000 });
+      assert.equal((await store.claimDue(Date.now(), 60_000, 1000)).filter((l) => l.tenant === t).length, 0);
+      await store.renew(t, "early", Date.now() - 1);
+      const claimed = (await store.claimDue(Date.now(), 60_000, 1000)).filter((l) => l.tenant === t);
+      assert.deepEqual(claimed.map((l) => [l.leaseId, l.state]), [["early", "expired"]]);
+      assert.deepEqual(await store.read(t, ["conc"]), [0]);
+    });
+
+    withStore("claimDue hands out at most `limit` leases per call, across tenants, each once", async (store) => {
+      const tenants = Array.from({ length: 12 }, () => tenant());
+      for (const t of tenants) {
+        for (let i = 0; i < 3; i++) await reserve(store, t, [op("tok", 1, 100)], { leaseId: `L${i}`, leaseExpiresAtMs: Date.now() - 1 });
+      }
+      const mine = new Set(tenants);
+      const seen = new Set<string>();
+      for (let round = 0; round < 20; round++) {
+        const batch = await store.claimDue(Date.now(), 600_000, 5);
+        assert.ok(batch.length <= 5, `${batch.length} leases in one call of limit 5`);
+        for (const l of batch.filter((l) => mine.has(l.tenant))) {
+          const id = `${l.tenant}/${l.leaseId}`;
+          assert.ok(!seen.has(id), `${id} handed out twice`);
+          seen.add(id);
+        }
+        if (batch.length === 0) break;
+      }
+      assert.equal(seen.size, 36);
+      for (const t of tenants) assert.deepEqual(await store.read(t, ["tok"]), [3], "expired leases keep their estimate");
+    });
+
+    withStore("every expired lease is claimed exactly once while reservations race the sweeper", async (store) => {
+      const t = tenant();
+      const counts = new Map<string, number>();
+      const sweep = async () => {
+        for (const l of await store.claimDue(Date.now(), 600_000, 1000)) if (l.tenant === t) counts.set(l.leaseId, (counts.get(l.leaseId) ?? 0) + 1);
+      };
+      const reserving = (async () => {
+        for (let chunk = 0; chunk < 10; chunk++) {
+          await Promise.all(Array.from({ length: 20 }, (_, i) =>
+            reserve(store, t, [op("conc", 1, 1000, { unit: "concurrency", expiresAtMs: 0 })], { leaseId: `race-${chunk}-${i}`, leaseExpiresAtMs: Date.now() - 1 })));
+        }
+      })();
+      const sweeping = (async () => {
+        for (let i = 0; i < 20; i++) await sweep();
+      })();
+      await Promise.all([reserving, sweeping]);
+      await sweep();
+      assert.equal(counts.size, 200, "no lease is left behind");
+      assert.ok([...counts.values()].every((n) => n === 1), "no lease is claimed twice");
+      assert.deepEqual(await store.read(t, ["conc"]), [0], "concurrency released once per lease");
+    });
+
+    withStore("tenant ids with hash-tag and glob characters keep their keys apart", async (store) => {
+      const odd = ["a}b", "{x}", "*", "a:b|c", "[z]?"].map((s) => `${s}-${randomBytes(3).toString("hex")}`);
+      for (const t of odd) {
+        assert.equal((await reserve(store, t, [op("m", 2, 10)], { leaseId: "L", requestId: "r", leaseExpiresAtMs: Date.now() - 1 })).status, "reserved");
+        assert.equal((await reserve(store, t, [op("m", 2, 10)], { leaseId: "L2", requestId: "r" })).status, "duplicate");
+      }
+      const claimed = (await store.claimDue(Date.now(), 600_000, 1000)).filter((l) => odd.includes(l.tenant));
+      assert.deepEqual(claimed.map((l) => l.tenant).sort(), [...odd].sort());
+      for (const t of odd) assert.deepEqual(await store.read(t, ["m"]), [2]);
+    });
+
     withStore("values beyond 2^32 stay exact", async (store) => {
       const t = tenant();
       await store.charge(t, [{ key: "big", amount: 5_000_000_000_123, expiresAtMs: Date.now() + 60_000 }]);
