@@ -1,89 +1,223 @@
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
+import { after, test } from "node:test";
+import { create, createFileRegistry, fromBinary, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
+import { FileDescriptorProtoSchema, type FileDescriptorProto } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
-import { create, createFileRegistry, fromBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { AdmissionService, file_admission_v1_admission } from "../gen/admission/v1/admission_pb.js";
+import { PolicyService, file_admission_v1_policy_service } from "../gen/admission/v1/policy_service_pb.js";
+import { Health, HealthCheckRequestSchema, HealthListRequestSchema, type HealthCheckResponse, type HealthListResponse } from "../gen/grpc/health/v1/health_pb.js";
 import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.js";
-import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import { addHealthService, ServingStatus } from "../control-plane/grpc/health.js";
+import { addReflection } from "../control-plane/grpc/reflection.js";
 import { grpcServiceDefinition } from "../control-plane/grpc/service-definition.js";
-import { unaryClient, grpcCode } from "./support/grpc-clients.js";
-import { startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 
-/** Sends reflection requests on one stream, the way grpcurl does, and collects the answers. */
-async function reflect(address: string, mod: typeof v1 | typeof v1alpha, requests: Array<v1.ServerReflectionRequest["messageRequest"]>): Promise<v1.ServerReflectionResponse[]> {
-  const Client = grpc.makeGenericClientConstructor(grpcServiceDefinition(mod.ServerReflection), "ServerReflection");
-  const client = new Client(address, grpc.credentials.createInsecure()) as unknown as { serverReflectionInfo(): grpc.ClientDuplexStream<unknown, v1.ServerReflectionResponse>; close(): void };
-  const stream = client.serverReflectionInfo();
+/** Handlers that answer UNIMPLEMENTED: this file is about reflection and health, not admission. */
+function unimplemented(service: DescService): grpc.UntypedServiceImplementation {
+  const error = { code: grpc.status.UNIMPLEMENTED, details: "not implemented in this test" };
+  const impl: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    impl[method.localName] =
+      method.methodKind === "unary" || method.methodKind === "client_streaming"
+        ? (_call: unknown, callback: grpc.sendUnaryData<unknown>) => callback(error)
+        : (call: grpc.ServerWritableStream<unknown, unknown>) => call.emit("error", error);
+  }
+  return impl;
+}
+
+const server = new grpc.Server();
+server.addService(grpcServiceDefinition(AdmissionService), unimplemented(AdmissionService));
+server.addService(grpcServiceDefinition(PolicyService), unimplemented(PolicyService));
+const health = addHealthService(server, [AdmissionService.typeName, PolicyService.typeName]);
+addReflection(server, [file_admission_v1_admission, file_admission_v1_policy_service]);
+const port = await new Promise<number>((resolve, reject) =>
+  server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+);
+const address = `127.0.0.1:${port}`;
+after(() => server.forceShutdown());
+
+function client(service: DescService): grpc.Client & Record<string, Function> {
+  const Client = grpc.makeGenericClientConstructor(grpcServiceDefinition(service), service.name);
+  return new Client(address, grpc.credentials.createInsecure()) as grpc.Client & Record<string, Function>;
+}
+
+type Lookup = NonNullable<MessageInitShape<typeof v1.ServerReflectionRequestSchema>["messageRequest"]>;
+type Reflection = typeof v1 | typeof v1alpha;
+
+/** Sends lookups on one ServerReflectionInfo stream, as grpcurl does, and collects the answers. */
+async function reflect(version: Reflection, lookups: Lookup[]): Promise<v1.ServerReflectionResponse["messageResponse"][]> {
+  const c = client(version.ServerReflection);
+  const stream = c.serverReflectionInfo() as grpc.ClientDuplexStream<v1.ServerReflectionRequest, v1.ServerReflectionResponse>;
   const answers: v1.ServerReflectionResponse[] = [];
   const done = new Promise<void>((resolve, reject) => {
-    stream.on("data", (a) => answers.push(a));
+    stream.on("data", (answer: v1.ServerReflectionResponse) => answers.push(answer));
     stream.on("end", resolve);
     stream.on("error", reject);
   });
-  for (const messageRequest of requests) stream.write(create(mod.ServerReflectionRequestSchema as typeof v1.ServerReflectionRequestSchema, { messageRequest }));
+  const requestSchema = version.ServerReflectionRequestSchema as typeof v1.ServerReflectionRequestSchema;
+  for (const messageRequest of lookups) stream.write(create(requestSchema, { host: "localhost", messageRequest }));
   stream.end();
   await done;
-  (client as unknown as grpc.Client).close();
-  return answers;
+  c.close();
+  assert.equal(answers.length, lookups.length, "one answer per request, the stream never fails");
+  for (const [i, answer] of answers.entries()) {
+    assert.equal(answer.$typeName, `${version.ServerReflectionResponseSchema.typeName}`);
+    assert.equal(answer.originalRequest?.messageRequest.case, lookups[i]!.case, "answers come in request order");
+  }
+  return answers.map((a) => a.messageResponse);
 }
 
-describe("reflection and health", () => {
-  let t: TestControlPlane;
-  before(async () => (t = await startTestControlPlane()));
-  after(() => t.close());
+function descriptors(answer: v1.ServerReflectionResponse["messageResponse"] | undefined): FileDescriptorProto[] {
+  assert.equal(answer?.case, "fileDescriptorResponse", JSON.stringify(answer));
+  return answer.value.fileDescriptorProto.map((bytes) => fromBinary(FileDescriptorProtoSchema, bytes));
+}
 
-  for (const [name, mod] of [["v1", v1], ["v1alpha", v1alpha]] as const) {
-    test(`${name}: list services and resolve a method the way grpcurl does`, async () => {
-      const [list, method, message, enumValue, unknown] = await reflect(t.address, mod, [
-        { case: "listServices", value: "*" },
-        { case: "fileContainingSymbol", value: "admission.v1.AdmissionService.Admit" },
-        { case: "fileContainingSymbol", value: "admission.v1.Bundle" },
-        { case: "fileContainingSymbol", value: "admission.v1.LIMIT_KIND_TOKENS" },
-        { case: "fileContainingSymbol", value: "admission.v1.Nope" },
-      ]);
-      assert.equal(list!.messageResponse.case, "listServicesResponse");
-      const names = list!.messageResponse.case === "listServicesResponse" ? list!.messageResponse.value.service.map((s) => s.name) : [];
-      for (const s of ["admission.v1.AdmissionService", "admission.v1.PolicyService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]) {
-        assert.ok(names.includes(s), `${s} listed`);
-      }
+function errorCode(answer: v1.ServerReflectionResponse["messageResponse"] | undefined): number | undefined {
+  return answer?.case === "errorResponse" ? answer.value.errorCode : undefined;
+}
 
-      assert.equal(method!.messageResponse.case, "fileDescriptorResponse");
-      const protos = method!.messageResponse.case === "fileDescriptorResponse" ? method!.messageResponse.value.fileDescriptorProto.map((b) => fromBinary(FileDescriptorProtoSchema, b)) : [];
-      const fileNames = protos.map((p) => p.name);
-      assert.ok(fileNames.includes("admission/v1/admission.proto"));
-      assert.ok(fileNames.includes("admission/v1/policy.proto"), "imports come along");
-      assert.ok(fileNames.includes("google/protobuf/timestamp.proto"), "well-known imports come along");
-      // The server sends the requested file first, then its imports (as grpc-go does); a registry wants imports first.
-      const ordered: typeof protos = [];
-      const visit = (name: string) => {
-        const p = protos.find((x) => x.name === name)!;
-        if (ordered.includes(p)) return;
-        p.dependency.forEach(visit);
-        ordered.push(p);
-      };
-      protos.forEach((p) => visit(p.name));
-      const registry = createFileRegistry(create(FileDescriptorSetSchema, { file: ordered }));
-      const service = registry.getService("admission.v1.AdmissionService")!;
-      const admit = service.methods.find((m) => m.name === "Admit")!;
-      const inputTokens = admit.input.fields.find((f) => f.name === "input_tokens")!;
-      assert.equal(inputTokens.number, 5, "original snake_case field names and numbers");
-      const raw = protos.find((p) => p.name === "admission/v1/admission.proto")!;
-      const attributes = raw.messageType.find((m) => m.name === "AdmitRequest")!.field.find((f) => f.name === "attributes")!;
-      assert.equal(attributes.typeName, ".admission.v1.AdmitRequest.AttributesEntry", "fully-qualified map entry type");
-      assert.equal(service.methods.find((m) => m.name === "Session")!.methodKind, "bidi_streaming");
-
-      for (const answer of [message, enumValue]) assert.equal(answer!.messageResponse.case, "fileDescriptorResponse");
-      assert.equal(unknown!.messageResponse.case, "errorResponse");
-      assert.equal(unknown!.messageResponse.case === "errorResponse" && unknown!.messageResponse.value.errorCode, grpc.status.NOT_FOUND);
-    });
-  }
-
-  test("health: SERVING for the server and its services, NOT_FOUND for others", async () => {
-    const health = unaryClient(Health, t.address);
-    assert.equal((await health.check({ service: "" })).status, HealthCheckResponse_ServingStatus.SERVING);
-    assert.equal((await health.check({ service: "admission.v1.AdmissionService" })).status, HealthCheckResponse_ServingStatus.SERVING);
-    assert.equal(await grpcCode(health.check({ service: "nope" })), grpc.status.NOT_FOUND);
-    health.close();
+for (const [name, version] of [["v1", v1], ["v1alpha", v1alpha]] as const) {
+  test(`${name}: list_services names every service on the server`, async () => {
+    const [list] = await reflect(version, [{ case: "listServices", value: "" }]);
+    assert.equal(list?.case, "listServicesResponse");
+    assert.deepEqual(list.value.service.map((s) => s.name).sort(), [
+      "admission.v1.AdmissionService",
+      "admission.v1.PolicyService",
+      "grpc.health.v1.Health",
+      "grpc.reflection.v1.ServerReflection",
+      "grpc.reflection.v1alpha.ServerReflection",
+    ]);
   });
+
+  test(`${name}: a method resolves to its file and imports, with the compiler's own descriptors`, async () => {
+    const [admit] = await reflect(version, [{ case: "fileContainingSymbol", value: "admission.v1.AdmissionService.Admit" }]);
+    const protos = descriptors(admit);
+    assert.equal(protos[0]!.name, "admission/v1/admission.proto", "the requested file comes first");
+    assert.deepEqual(protos.map((p) => p.name).sort(), ["admission/v1/admission.proto", "admission/v1/policy.proto", "google/protobuf/timestamp.proto"]);
+
+    // What grpcurl does next: a registry from the answer, imports resolved by name.
+    const registry = createFileRegistry(protos[0]!, (file) => protos.find((p) => p.name === file));
+    const method = registry.getService("admission.v1.AdmissionService")!.methods.find((m) => m.name === "Admit")!;
+    assert.equal(method.input.typeName, "admission.v1.AdmitRequest");
+    const inputTokens = method.input.fields.find((f) => f.name === "input_tokens");
+    assert.equal(inputTokens?.number, 5, "snake_case field name and number as written in the proto");
+    assert.equal(registry.getMessage("admission.v1.AdmitResponse")!.field.meters!.message!.typeName, "admission.v1.Meter");
+    assert.equal(registry.getService("admission.v1.AdmissionService")!.method.session!.methodKind, "bidi_streaming");
+
+    const admitRequest = protos[0]!.messageType.find((m) => m.name === "AdmitRequest")!;
+    const attributes = admitRequest.field.find((f) => f.name === "attributes")!;
+    assert.equal(attributes.typeName, ".admission.v1.AdmitRequest.AttributesEntry", "fully-qualified map entry type");
+    assert.equal(admitRequest.nestedType.find((n) => n.name === "AttributesEntry")?.options?.mapEntry, true);
+    const meters = protos[0]!.messageType.find((m) => m.name === "AdmitResponse")!.field.find((f) => f.name === "meters")!;
+    assert.equal(meters.typeName, ".admission.v1.Meter");
+    assert.equal(meters.jsonName, "meters");
+    assert.deepEqual(protos[0]!.dependency, ["admission/v1/policy.proto", "google/protobuf/timestamp.proto"]);
+  });
+
+  test(`${name}: messages, nested messages, enums, enum values, fields and files resolve; misses are error responses`, async () => {
+    const answers = await reflect(version, [
+      { case: "fileContainingSymbol", value: "admission.v1.Meter" },
+      { case: "fileContainingSymbol", value: "admission.v1.AdmitRequest.AttributesEntry" },
+      { case: "fileContainingSymbol", value: "admission.v1.DenyReason" },
+      { case: "fileContainingSymbol", value: "admission.v1.LIMIT_KIND_TOKENS" },
+      { case: "fileContainingSymbol", value: "admission.v1.AdmitRequest.input_tokens" },
+      { case: "fileContainingSymbol", value: ".admission.v1.PolicyService" },
+      { case: "fileContainingSymbol", value: "admission.v1.Nope" },
+      { case: "fileContainingSymbol", value: "google.protobuf.Timestamp" },
+      { case: "fileByFilename", value: "admission/v1/policy.proto" },
+      { case: "fileByFilename", value: "nope.proto" },
+      { case: "fileContainingExtension", value: { containingType: "admission.v1.Meter", extensionNumber: 100 } },
+      { case: "allExtensionNumbersOfType", value: "admission.v1.Meter" },
+      { case: "allExtensionNumbersOfType", value: "admission.v1.Nope" },
+    ]);
+    const firstFile = (i: number) => descriptors(answers[i])[0]!.name;
+    assert.equal(firstFile(0), "admission/v1/admission.proto");
+    assert.equal(firstFile(1), "admission/v1/admission.proto");
+    assert.equal(firstFile(2), "admission/v1/admission.proto");
+    assert.equal(firstFile(3), "admission/v1/policy.proto", "enum values are scoped like their enum's siblings");
+    assert.equal(firstFile(4), "admission/v1/admission.proto");
+    assert.equal(firstFile(5), "admission/v1/policy_service.proto");
+    assert.equal(errorCode(answers[6]), grpc.status.NOT_FOUND);
+    assert.equal(firstFile(7), "google/protobuf/timestamp.proto");
+    assert.deepEqual(descriptors(answers[8]).map((p) => p.name), ["admission/v1/policy.proto", "google/protobuf/timestamp.proto"]);
+    assert.equal(errorCode(answers[9]), grpc.status.NOT_FOUND);
+    assert.equal(errorCode(answers[10]), grpc.status.NOT_FOUND);
+    assert.deepEqual(answers[11], {
+      case: "allExtensionNumbersResponse",
+      value: create(version.ExtensionNumberResponseSchema as typeof v1.ExtensionNumberResponseSchema, { baseTypeName: "admission.v1.Meter" }),
+    });
+    assert.equal(errorCode(answers[12]), grpc.status.NOT_FOUND);
+  });
+}
+
+test("the registered services answer UNIMPLEMENTED (the handlers are stand-ins)", async () => {
+  const admission = client(AdmissionService);
+  const err = await new Promise<grpc.ServiceError | null>((resolve) => admission.admit(create(AdmissionService.method.admit.input), (e: grpc.ServiceError | null) => resolve(e)));
+  admission.close();
+  assert.equal(err?.code, grpc.status.UNIMPLEMENTED);
+});
+
+function unary<Res>(c: grpc.Client & Record<string, Function>, method: string, request: unknown): Promise<Res> {
+  return new Promise((resolve, reject) => c[method]!(request, (err: grpc.ServiceError | null, res: Res) => (err ? reject(err) : resolve(res))));
+}
+
+test("health: Check answers SERVING for the server and its services, NOT_FOUND for others; List shows them all", async () => {
+  const c = client(Health);
+  const check = (service: string) => unary<HealthCheckResponse>(c, "check", create(HealthCheckRequestSchema, { service }));
+  assert.equal((await check("")).status, ServingStatus.SERVING);
+  assert.equal((await check("admission.v1.AdmissionService")).status, ServingStatus.SERVING);
+  await assert.rejects(check("nope"), (err: grpc.ServiceError) => err.code === grpc.status.NOT_FOUND);
+  const list = await unary<HealthListResponse>(c, "list", create(HealthListRequestSchema));
+  assert.deepEqual(Object.fromEntries(Object.entries(list.statuses).map(([s, r]) => [s, r.status])), {
+    "": ServingStatus.SERVING,
+    "admission.v1.AdmissionService": ServingStatus.SERVING,
+    "admission.v1.PolicyService": ServingStatus.SERVING,
+  });
+  c.close();
+});
+
+/** A Watch stream and a way to await its next status. */
+function watch(service: string) {
+  const c = client(Health);
+  const stream = c.watch(create(HealthCheckRequestSchema, { service }), { deadline: Date.now() + 10_000 }) as grpc.ClientReadableStream<HealthCheckResponse>;
+  const messages = stream[Symbol.asyncIterator]();
+  return {
+    next: async () => {
+      const r = await messages.next();
+      return r.done ? "ended" : (r.value as HealthCheckResponse).status;
+    },
+    close: () => (stream.cancel(), c.close()),
+  };
+}
+
+test("health: Watch sends the current status, then each change, and SERVICE_UNKNOWN until a service is known", async () => {
+  const w = watch("admission.v1.PolicyService");
+  assert.equal(await w.next(), ServingStatus.SERVING);
+  health.setStatus("admission.v1.PolicyService", ServingStatus.NOT_SERVING);
+  assert.equal(await w.next(), ServingStatus.NOT_SERVING);
+  health.setStatus("admission.v1.PolicyService", ServingStatus.NOT_SERVING); // no change, nothing sent
+  health.setStatus("admission.v1.PolicyService", ServingStatus.SERVING);
+  assert.equal(await w.next(), ServingStatus.SERVING);
+  w.close();
+
+  const later = watch("later.v1.Service");
+  assert.equal(await later.next(), ServingStatus.SERVICE_UNKNOWN);
+  health.setStatus("later.v1.Service", ServingStatus.SERVING);
+  assert.equal(await later.next(), ServingStatus.SERVING);
+  later.close();
+});
+
+test("health: shutdown() turns everything NOT_SERVING, tells watchers and ends their streams", async () => {
+  const w = watch("");
+  assert.equal(await w.next(), ServingStatus.SERVING);
+  health.shutdown();
+  assert.equal(await w.next(), ServingStatus.NOT_SERVING);
+  assert.equal(await w.next(), "ended");
+  w.close();
+  health.setStatus("", ServingStatus.SERVING); // ignored once shutting down
+  const c = client(Health);
+  for (const service of ["", "admission.v1.AdmissionService"]) {
+    assert.equal((await unary<HealthCheckResponse>(c, "check", create(HealthCheckRequestSchema, { service }))).status, ServingStatus.NOT_SERVING);
+  }
+  c.close();
 });

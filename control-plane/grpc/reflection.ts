@@ -1,6 +1,6 @@
-import type { DescFile } from "@bufbuild/protobuf";
+import type { DescFile, MessageInitShape } from "@bufbuild/protobuf";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { FileDescriptorProtoSchema, type DescriptorProto, type EnumDescriptorProto } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { file_grpc_health_v1_health } from "../../gen/grpc/health/v1/health_pb.js";
 import * as v1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
@@ -8,129 +8,136 @@ import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 import { grpcServiceDefinition } from "./service-definition.js";
 
 /**
- * Indexes the descriptors that `buf generate` embedded in gen/ (full fidelity:
- * snake_case field names, fully-qualified type names, map entry types) by file
- * name and by symbol, with each file's transitive imports.
+ * The descriptors `buf generate` embedded in gen/, by file name and by
+ * symbol. They are the compiler's own FileDescriptorProtos (snake_case field
+ * names, fully-qualified type names, map entry types), unlike proto-loader's.
  */
 export class DescriptorIndex {
-  readonly services: string[] = [];
+  /** Full names of the services declared in the root files, in order. */
+  readonly services: readonly string[];
   private readonly files = new Map<string, DescFile>();
+  private readonly encoded = new Map<DescFile, Uint8Array>();
   private readonly symbols = new Map<string, DescFile>();
-  private readonly encoded = new Map<string, Uint8Array>();
+  private readonly messages = new Set<string>();
 
   constructor(roots: readonly DescFile[]) {
     for (const file of roots) this.add(file);
-    for (const file of roots) for (const s of file.services) this.services.push(s.typeName);
+    this.services = [...new Set(roots.flatMap((file) => file.services.map((s) => s.typeName)))];
   }
 
-  private add(file: DescFile): void {
-    if (this.files.has(file.name)) return;
-    this.files.set(file.name, file);
-    this.encoded.set(file.name, toBinary(FileDescriptorProtoSchema, file.proto));
-    for (const dep of file.dependencies) this.add(dep);
-    const pkg = file.proto.package ? `${file.proto.package}.` : "";
-    for (const service of file.services) {
-      this.symbols.set(service.typeName, file);
-      for (const m of service.methods) this.symbols.set(`${service.typeName}.${m.name}`, file);
-    }
-    const addEnum = (e: DescFile["enums"][number], scope: string) => {
-      this.symbols.set(e.typeName, file);
-      // Enum values are siblings of their enum in proto scoping.
-      for (const v of e.values) {
-        this.symbols.set(`${scope}${v.name}`, file);
-        this.symbols.set(`${e.typeName}.${v.name}`, file);
-      }
-    };
-    const addMessage = (m: DescFile["messages"][number]) => {
-      this.symbols.set(m.typeName, file);
-      for (const f of m.fields) this.symbols.set(`${m.typeName}.${f.name}`, file);
-      for (const o of m.oneofs) this.symbols.set(`${m.typeName}.${o.name}`, file);
-      for (const n of m.nestedMessages) addMessage(n);
-      for (const e of m.nestedEnums) addEnum(e, `${m.typeName}.`);
-    };
-    for (const m of file.messages) addMessage(m);
-    for (const e of file.enums) addEnum(e, pkg);
-  }
-
-  /** The file and its transitive dependencies, serialized. */
-  fileWithDependencies(name: string): Uint8Array[] | undefined {
-    const root = this.files.get(name);
+  /** The serialized file first, then its transitive imports (the order grpc-go uses and older grpcurl relies on). */
+  fileWithImports(fileName: string): Uint8Array[] | undefined {
+    const root = this.files.get(fileName);
     if (!root) return undefined;
+    const seen = new Set<DescFile>();
     const out: Uint8Array[] = [];
-    const seen = new Set<string>();
     const visit = (file: DescFile) => {
-      if (seen.has(file.name)) return;
-      seen.add(file.name);
-      out.push(this.encoded.get(file.name)!);
-      for (const dep of file.dependencies) visit(dep);
+      if (seen.has(file)) return;
+      seen.add(file);
+      out.push(this.encoded.get(file)!);
+      file.dependencies.forEach(visit);
     };
     visit(root);
     return out;
   }
 
+  /** The name of the file declaring a fully-qualified symbol (a leading dot is allowed). */
   fileOfSymbol(symbol: string): string | undefined {
-    return this.symbols.get(symbol.replace(/^\./, ""))?.name;
+    return this.symbols.get(symbol.replace(/^\./, ""))?.proto.name;
   }
 
-  knownMessage(typeName: string): boolean {
-    const file = this.symbols.get(typeName);
-    return !!file && file.messages.some(function has(m): boolean {
-      return m.typeName === typeName || m.nestedMessages.some(has);
-    });
+  isMessage(typeName: string): boolean {
+    return this.messages.has(typeName.replace(/^\./, ""));
+  }
+
+  private add(file: DescFile): void {
+    // DescFile.name lacks the ".proto" suffix; reflection speaks in proto file names.
+    if (this.files.has(file.proto.name)) return;
+    this.files.set(file.proto.name, file);
+    this.encoded.set(file, toBinary(FileDescriptorProtoSchema, file.proto));
+    file.dependencies.forEach((dep) => this.add(dep));
+
+    // Walk the served FileDescriptorProto itself: it also has the map entry types DescMessage hides.
+    const define = (name: string) => this.symbols.set(name, file);
+    const pkg = file.proto.package;
+    const join = (scope: string, name: string) => (scope ? `${scope}.${name}` : name);
+    const addEnum = (e: EnumDescriptorProto, scope: string) => {
+      define(join(scope, e.name));
+      // Enum values are siblings of their enum: admission.v1.LIMIT_KIND_TOKENS.
+      for (const value of e.value) define(join(scope, value.name));
+    };
+    const addMessage = (m: DescriptorProto, scope: string) => {
+      const name = join(scope, m.name);
+      define(name);
+      this.messages.add(name);
+      for (const member of [...m.field, ...m.oneofDecl, ...m.extension]) define(join(name, member.name));
+      for (const nested of m.nestedType) addMessage(nested, name);
+      for (const e of m.enumType) addEnum(e, name);
+    };
+    for (const service of file.proto.service) {
+      const name = join(pkg, service.name);
+      define(name);
+      for (const method of service.method) define(join(name, method.name));
+    }
+    for (const m of file.proto.messageType) addMessage(m, pkg);
+    for (const e of file.proto.enumType) addEnum(e, pkg);
+    for (const x of file.proto.extension) define(join(pkg, x.name));
   }
 }
 
-type ReflectionModule = typeof v1 | typeof v1alpha;
-type ReflectionRequest = v1.ServerReflectionRequest | v1alpha.ServerReflectionRequest;
-
 /**
- * Serves grpc.reflection.v1 and v1alpha for the given service files (plus the
- * health and reflection services themselves), so grpcurl can list, describe
- * and call with no proto files at hand.
+ * Serves grpc.reflection.v1 and v1alpha ServerReflectionInfo for the given
+ * files (their imports come along), listing their services plus
+ * grpc.health.v1.Health and reflection itself, so grpcurl can list, describe
+ * and call with no proto files at hand. Failed lookups are answered with an
+ * error_response on the stream, which stays open.
  */
 export function addReflection(server: grpc.Server, serviceFiles: readonly DescFile[]): DescriptorIndex {
-  const index = new DescriptorIndex([...serviceFiles, file_grpc_health_v1_health, v1.file_grpc_reflection_v1_reflection, v1alpha.file_grpc_reflection_v1alpha_reflection]);
-  for (const mod of [v1, v1alpha] as const) {
-    server.addService(grpcServiceDefinition(mod.ServerReflection), {
-      serverReflectionInfo: (call: grpc.ServerDuplexStream<ReflectionRequest, unknown>) => {
-        call.on("data", (request: ReflectionRequest) => {
-          if (!call.cancelled) call.write(answer(mod, index, request));
-        });
-        call.on("end", () => call.end());
-        call.on("error", () => undefined);
-      },
-    } as grpc.UntypedServiceImplementation);
+  const index = new DescriptorIndex([
+    ...serviceFiles,
+    file_grpc_health_v1_health,
+    v1.file_grpc_reflection_v1_reflection,
+    v1alpha.file_grpc_reflection_v1alpha_reflection,
+  ]);
+  for (const version of [v1, v1alpha]) {
+    // v1alpha is wire- and shape-identical to v1; only the type names differ.
+    const responseSchema = version.ServerReflectionResponseSchema as typeof v1.ServerReflectionResponseSchema;
+    const serverReflectionInfo = (call: grpc.ServerDuplexStream<v1.ServerReflectionRequest, v1.ServerReflectionResponse>) => {
+      call.on("data", (request: v1.ServerReflectionRequest) => {
+        if (call.cancelled) return;
+        call.write(create(responseSchema, { validHost: request.host, originalRequest: request, messageResponse: answer(index, request) }));
+      });
+      call.on("end", () => call.end());
+      call.on("error", () => undefined);
+    };
+    server.addService(grpcServiceDefinition(version.ServerReflection), { serverReflectionInfo } as grpc.UntypedServiceImplementation);
   }
   return index;
 }
 
-function answer(mod: ReflectionModule, index: DescriptorIndex, request: ReflectionRequest): unknown {
-  const respond = (messageResponse: unknown) =>
-    create(mod.ServerReflectionResponseSchema as typeof v1.ServerReflectionResponseSchema, {
-      validHost: request.host,
-      originalRequest: request as v1.ServerReflectionRequest,
-      messageResponse: messageResponse as v1.ServerReflectionResponse["messageResponse"],
-    });
-  const error = (code: grpc.status, message: string) => respond({ case: "errorResponse", value: { errorCode: code, errorMessage: message } });
-  const files = (name: string | undefined, what: string) => {
-    const encoded = name ? index.fileWithDependencies(name) : undefined;
-    return encoded ? respond({ case: "fileDescriptorResponse", value: { fileDescriptorProto: encoded } }) : error(grpc.status.NOT_FOUND, `${what} not found`);
+type Answer = MessageInitShape<typeof v1.ServerReflectionResponseSchema>["messageResponse"];
+
+function answer(index: DescriptorIndex, request: v1.ServerReflectionRequest): Answer {
+  const error = (code: grpc.status, message: string): Answer => ({ case: "errorResponse", value: { errorCode: code, errorMessage: message } });
+  const files = (fileName: string | undefined, what: string): Answer => {
+    const encoded = fileName === undefined ? undefined : index.fileWithImports(fileName);
+    return encoded ? { case: "fileDescriptorResponse", value: { fileDescriptorProto: encoded } } : error(grpc.status.NOT_FOUND, `${what} not found`);
   };
   const r = request.messageRequest;
   switch (r.case) {
     case "listServices":
-      return respond({ case: "listServicesResponse", value: { service: index.services.map((name) => ({ name })) } });
+      return { case: "listServicesResponse", value: { service: index.services.map((name) => ({ name })) } };
     case "fileByFilename":
       return files(r.value, `file "${r.value}"`);
     case "fileContainingSymbol":
       return files(index.fileOfSymbol(r.value), `symbol "${r.value}"`);
     case "fileContainingExtension":
-      return error(grpc.status.NOT_FOUND, "no extensions are registered");
+      return error(grpc.status.NOT_FOUND, `no extension ${r.value.extensionNumber} of "${r.value.containingType}" is registered`);
     case "allExtensionNumbersOfType":
-      return index.knownMessage(r.value)
-        ? respond({ case: "allExtensionNumbersResponse", value: { baseTypeName: r.value, extensionNumber: [] } })
-        : error(grpc.status.NOT_FOUND, `type "${r.value}" not found`);
+      return index.isMessage(r.value)
+        ? { case: "allExtensionNumbersResponse", value: { baseTypeName: r.value.replace(/^\./, ""), extensionNumber: [] } }
+        : error(grpc.status.NOT_FOUND, `message type "${r.value}" not found`);
     default:
-      return error(grpc.status.INVALID_ARGUMENT, "empty reflection request");
+      return error(grpc.status.INVALID_ARGUMENT, "the reflection request names no lookup");
   }
 }
