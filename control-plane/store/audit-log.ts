@@ -5,72 +5,118 @@ import { toNumber } from "./database.js";
 export interface AuditEventInput {
   readonly kind: string;
   readonly actor: string;
+  /** "" or unset: not about one tenant. */
   readonly tenant?: string;
   readonly message: string;
   readonly attributes?: Record<string, string>;
 }
 
-export interface AuditEventRecord {
+export interface AuditEventRecord extends AuditEventInput {
   readonly id: number;
+  readonly atMs: number;
+  readonly tenant: string;
+  readonly attributes: Record<string, string>;
+}
+
+export interface AuditListFilter {
+  readonly tenant?: string;
+  /** Events whose kind starts with this, e.g. "admin." (taken literally). */
+  readonly kindPrefix?: string;
+  readonly sinceMs?: number;
+  /** 1..1000. */
+  readonly pageSize: number;
+  /** The next page: the id of the last event of the previous one. */
+  readonly beforeId?: number;
+}
+
+export interface AuditLogOptions {
+  readonly db: Database;
+  readonly logger: Logger;
+  readonly clock?: () => number;
+  /** Tries per event before it is given up (it stays in the log). Default 5. */
+  readonly maxAttempts?: number;
+  /** Wait after a failed write, doubled per attempt. Default 200. */
+  readonly retryDelayMs?: number;
+  /** Events held for the table at most; beyond, the log alone has them. Default 50,000. */
+  readonly maxQueued?: number;
+}
+
+interface Queued {
   readonly atMs: number;
   readonly kind: string;
   readonly actor: string;
   readonly tenant: string;
   readonly message: string;
   readonly attributes: Record<string, string>;
-}
-
-interface Queued extends AuditEventInput {
-  readonly atMs: number;
   attempts: number;
 }
 
-const maxQueued = 50_000;
-const maxAttempts = 5;
+const batchRows = 500;
+const maxPageSize = 1_000;
 
 /**
  * Audit events (admin changes, denials, alerts, expiries): logged at once and
- * written to the store in the background in batches. Recording never throws
- * and never blocks a decision.
+ * written to the store in the background, in batches. Recording never throws
+ * and never waits for the database; a failed write is retried a bounded
+ * number of times.
  */
 export class AuditLog {
   private queue: Queued[] = [];
   private writing: Promise<void> | undefined;
   private readonly clock: () => number;
+  private readonly maxAttempts: number;
+  private readonly retryDelayMs: number;
+  private readonly maxQueued: number;
 
-  constructor(private readonly options: { db: Database; logger: Logger; clock?: () => number }) {
+  constructor(private readonly options: AuditLogOptions) {
     this.clock = options.clock ?? Date.now;
+    this.maxAttempts = Math.max(1, options.maxAttempts ?? 5);
+    this.retryDelayMs = options.retryDelayMs ?? 200;
+    this.maxQueued = options.maxQueued ?? 50_000;
   }
 
   record(event: AuditEventInput): void {
-    this.options.logger.info({ audit: event.kind, actor: event.actor, tenant: event.tenant, attributes: event.attributes }, event.message);
-    if (this.queue.length >= maxQueued) {
-      this.options.logger.error({ audit: event.kind }, "audit queue full; event kept in the log only");
-      return;
+    try {
+      const queued: Queued = {
+        atMs: this.clock(),
+        kind: clean(event.kind),
+        actor: clean(event.actor),
+        tenant: clean(event.tenant ?? ""),
+        message: clean(event.message),
+        attributes: Object.fromEntries(Object.entries(event.attributes ?? {}).map(([k, v]) => [clean(k), clean(v)])),
+        attempts: 0,
+      };
+      this.options.logger.info({ audit: queued.kind, actor: queued.actor, tenant: queued.tenant || undefined, attributes: queued.attributes }, queued.message);
+      if (this.queue.length >= this.maxQueued) {
+        this.options.logger.error({ audit: queued.kind }, "audit queue full; event kept in the log only");
+        return;
+      }
+      this.queue.push(queued);
+      this.writing ??= this.drain();
+    } catch (err) {
+      try {
+        this.options.logger.error({ err }, "audit event not recorded");
+      } catch {
+        // Recording an audit event must never fail the caller.
+      }
     }
-    this.queue.push({ ...event, atMs: this.clock(), attempts: 0 });
-    if (!this.writing) this.writing = this.drain();
   }
 
   private async drain(): Promise<void> {
+    // Let every event of the current tick join the first batch.
     await new Promise<void>((r) => setImmediate(r));
     try {
       while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, 500);
+        const batch = this.queue.splice(0, batchRows);
         try {
-          await this.options.db.query(
-            `INSERT INTO audit_events (at, kind, actor, tenant, message, attributes)
-             SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[])`,
-            [
-              batch.map((e) => new Date(e.atMs).toISOString()), batch.map((e) => e.kind), batch.map((e) => e.actor),
-              batch.map((e) => e.tenant ?? ""), batch.map((e) => e.message), batch.map((e) => JSON.stringify(e.attributes ?? {})),
-            ],
-          );
+          await this.insert(batch);
         } catch (err) {
-          const retry = batch.filter((e) => ++e.attempts < maxAttempts);
+          const retry = batch.filter((e) => ++e.attempts < this.maxAttempts);
+          const dropped = batch.length - retry.length;
           this.options.logger.warn({ err: String(err), events: batch.length, retrying: retry.length }, "audit write failed");
+          if (dropped > 0) this.options.logger.error({ events: dropped }, "audit events given up after retries; they remain in the log");
           this.queue.unshift(...retry);
-          await new Promise((r) => setTimeout(r, 200 * 2 ** Math.min(retry[0]?.attempts ?? 1, 5)));
+          if (retry.length > 0) await sleep(this.retryDelayMs * 2 ** Math.min(retry[0]!.attempts - 1, 6));
         }
       }
     } finally {
@@ -78,12 +124,28 @@ export class AuditLog {
     }
   }
 
+  private async insert(batch: readonly Queued[]): Promise<void> {
+    // WITH ORDINALITY … ORDER BY: ids follow the order events were recorded in.
+    await this.options.db.query(
+      `INSERT INTO audit_events (at, kind, actor, tenant, message, attributes)
+       SELECT at, kind, actor, tenant, message, attributes
+       FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[])
+            WITH ORDINALITY AS e(at, kind, actor, tenant, message, attributes, n)
+       ORDER BY n`,
+      [
+        batch.map((e) => new Date(e.atMs).toISOString()), batch.map((e) => e.kind), batch.map((e) => e.actor),
+        batch.map((e) => e.tenant), batch.map((e) => e.message), batch.map((e) => JSON.stringify(e.attributes)),
+      ],
+    );
+  }
+
+  /** Resolves once every event recorded so far is written or given up. */
   async flush(): Promise<void> {
     while (this.writing) await this.writing;
   }
 
-  /** Newest first. */
-  async list(filter: { tenant?: string; kindPrefix?: string; sinceMs?: number; pageSize: number; beforeId?: number }): Promise<AuditEventRecord[]> {
+  /** Newest first; includes every event recorded before the call. */
+  async list(filter: AuditListFilter): Promise<AuditEventRecord[]> {
     await this.flush();
     const where: string[] = [];
     const params: unknown[] = [];
@@ -93,20 +155,36 @@ export class AuditLog {
     };
     if (filter.tenant) add("tenant = ?", filter.tenant);
     if (filter.kindPrefix) add("starts_with(kind, ?)", filter.kindPrefix);
-    if (filter.sinceMs) add("at >= ?", new Date(filter.sinceMs).toISOString());
-    if (filter.beforeId) add("id < ?", filter.beforeId);
-    params.push(filter.pageSize);
+    if (filter.sinceMs !== undefined) add("at >= ?", new Date(filter.sinceMs).toISOString());
+    if (filter.beforeId !== undefined) add("id < ?", filter.beforeId);
+    params.push(Math.min(Math.max(Math.trunc(filter.pageSize), 1), maxPageSize));
     const { rows } = await this.options.db.query<Record<string, unknown>>(
-      `SELECT id, at, kind, actor, tenant, message, attributes FROM audit_events ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT $${params.length}`,
+      `SELECT id, at, kind, actor, tenant, message, attributes FROM audit_events
+       ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT $${params.length}`,
       params,
     );
     return rows.map((r) => ({
-      id: toNumber(r.id), atMs: new Date(r.at as string).getTime(), kind: String(r.kind), actor: String(r.actor), tenant: String(r.tenant),
-      message: String(r.message), attributes: (typeof r.attributes === "string" ? JSON.parse(r.attributes) : r.attributes) as Record<string, string>,
+      id: toNumber(r.id),
+      atMs: new Date(r.at as string | Date).getTime(),
+      kind: String(r.kind),
+      actor: String(r.actor),
+      tenant: String(r.tenant),
+      message: String(r.message),
+      attributes: (typeof r.attributes === "string" ? JSON.parse(r.attributes) : r.attributes) as Record<string, string>,
     }));
   }
 
+  /** Writes what is queued (with its retries), then returns. */
   async close(): Promise<void> {
     await this.flush();
   }
+}
+
+/** Text PostgreSQL can store: any value as a string, without NUL. */
+function clean(value: unknown): string {
+  return String(value).replaceAll("\u0000", "\uFFFD");
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }

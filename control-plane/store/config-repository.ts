@@ -1,11 +1,22 @@
 import type { Database } from "./database.js";
 import { toNumber } from "./database.js";
 
+/** The kinds of config entity; a user's id is "tenant/user". */
+export const entityKinds = ["model", "task", "plan", "ati_token", "tenant", "user", "api_key"] as const;
+export type EntityKind = (typeof entityKinds)[number];
+
 /** A config entity as stored: its proto3-JSON body. */
 export interface EntityRecord {
   readonly kind: string;
   readonly id: string;
   readonly body: Record<string, unknown>;
+}
+
+export interface ConfigChange {
+  readonly upserts: readonly EntityRecord[];
+  readonly deletes: ReadonlyArray<{ kind: string; id: string }>;
+  /** Refuse the change (ConflictError) unless the stored version is this one. */
+  readonly expectedVersion?: number;
 }
 
 /** Another writer changed the config since the version this change was based on. */
@@ -16,21 +27,23 @@ export class ConflictError extends Error {
   }
 }
 
-const channel = "admission_config";
+/** The NOTIFY channel announcing each new config version (payload: the version). */
+export const configChannel = "admission_config";
 
 /** Stores config entities with a version bumped by every change and announced with NOTIFY. */
 export class ConfigRepository {
   constructor(private readonly options: { db: Database }) {}
 
+  /** The version and every entity, from one snapshot (one statement). */
   async load(): Promise<{ version: number; entities: EntityRecord[] }> {
-    return this.options.db.transaction(async (tx) => {
-      const v = await tx.query<{ version: unknown }>("SELECT version FROM policy_version");
-      const { rows } = await tx.query<{ kind: string; id: string; body: unknown }>("SELECT kind, id, body FROM policy_entities ORDER BY kind, id");
-      return {
-        version: toNumber(v.rows[0]?.version),
-        entities: rows.map((r) => ({ kind: r.kind, id: r.id, body: (typeof r.body === "string" ? JSON.parse(r.body) : r.body) as Record<string, unknown> })),
-      };
-    });
+    const { rows } = await this.options.db.query<{ version: unknown; kind: string | null; id: string | null; body: unknown }>(
+      `SELECT v.version, e.kind, e.id, e.body FROM policy_version v LEFT JOIN policy_entities e ON true
+       ORDER BY e.kind COLLATE "C", e.id COLLATE "C"`,
+    );
+    return {
+      version: toNumber(rows[0]?.version),
+      entities: rows.filter((r) => r.kind !== null).map((r) => ({ kind: r.kind!, id: r.id!, body: jsonObject(r.body) })),
+    };
   }
 
   async version(): Promise<number> {
@@ -38,39 +51,81 @@ export class ConfigRepository {
     return toNumber(rows[0]?.version);
   }
 
-  /** Upserts and deletes in one transaction; returns the new version. */
-  async save(change: { upserts: readonly EntityRecord[]; deletes: ReadonlyArray<{ kind: string; id: string }>; expectedVersion?: number }): Promise<number> {
-    const version = await this.options.db.transaction(async (tx) => {
+  /**
+   * In one transaction: upserts and deletes, bumps the version and NOTIFYs
+   * it (delivered on commit, so listeners never hear of a change that rolled
+   * back). Returns the new version.
+   */
+  async save(change: ConfigChange): Promise<number> {
+    for (const e of [...change.upserts, ...change.deletes]) {
+      if (!(entityKinds as readonly string[]).includes(e.kind)) throw new TypeError(`unknown entity kind "${e.kind}"`);
+      if (typeof e.id !== "string" || e.id === "") throw new TypeError(`${e.kind}: empty id`);
+    }
+    for (const e of change.upserts) {
+      if (typeof e.body !== "object" || e.body === null || Array.isArray(e.body)) throw new TypeError(`${e.kind} "${e.id}": body must be a JSON object`);
+    }
+    return this.options.db.transaction(async (tx) => {
       const { rows } = await tx.query<{ version: unknown }>("SELECT version FROM policy_version FOR UPDATE");
       const current = toNumber(rows[0]?.version);
       if (change.expectedVersion !== undefined && current !== change.expectedVersion) throw new ConflictError(change.expectedVersion, current);
-      for (const e of change.upserts) {
+      if (change.upserts.length > 0) {
+        // Later upserts of the same entity in one change win, as if applied in order.
+        const last = new Map(change.upserts.map((e) => [`${e.kind}\u0000${e.id}`, e]));
+        const upserts = [...last.values()];
         await tx.query(
-          `INSERT INTO policy_entities (kind, id, body, updated_at) VALUES ($1, $2, $3::jsonb, now())
-           ON CONFLICT (kind, id) DO UPDATE SET body = EXCLUDED.body, updated_at = now()`,
-          [e.kind, e.id, JSON.stringify(e.body)],
+          `INSERT INTO policy_entities (kind, id, body, updated_at)
+           SELECT kind, id, body, now() FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS u(kind, id, body)
+           ON CONFLICT (kind, id) DO UPDATE SET body = EXCLUDED.body, updated_at = EXCLUDED.updated_at`,
+          [upserts.map((e) => e.kind), upserts.map((e) => e.id), upserts.map((e) => JSON.stringify(e.body))],
         );
       }
-      for (const d of change.deletes) await tx.query("DELETE FROM policy_entities WHERE kind = $1 AND id = $2", [d.kind, d.id]);
-      await tx.query("UPDATE policy_version SET version = $1", [current + 1]);
-      return current + 1;
+      if (change.deletes.length > 0) {
+        await tx.query(
+          "DELETE FROM policy_entities p USING unnest($1::text[], $2::text[]) AS d(kind, id) WHERE p.kind = d.kind AND p.id = d.id",
+          [change.deletes.map((d) => d.kind), change.deletes.map((d) => d.id)],
+        );
+      }
+      const version = current + 1;
+      await tx.query("UPDATE policy_version SET version = $1", [version]);
+      await tx.query("SELECT pg_notify($1, $2)", [configChannel, String(version)]);
+      return version;
     });
-    await this.options.db.notify(channel, String(version));
-    return version;
   }
 
-  /** Calls back with the version announced by any writer (this process included). */
+  /**
+   * Calls back with each version announced by any writer (this process
+   * included). After the LISTEN connection was lost and restored, calls back
+   * with the stored version, since announcements may have been missed.
+   */
   watch(onVersion: (version: number) => void): Promise<() => Promise<void>> {
-    return this.options.db.listen(channel, (payload) => {
-      const version = Number(payload);
-      if (Number.isSafeInteger(version)) onVersion(version);
-    });
+    return this.options.db.listen(
+      configChannel,
+      (payload) => {
+        const version = Number(payload);
+        if (Number.isSafeInteger(version)) onVersion(version);
+      },
+      {
+        onReconnect: () => {
+          this.version().then(onVersion, () => undefined);
+        },
+      },
+    );
   }
 
   /** A shared secret, created once by whichever replica gets there first. */
   async getOrCreateSecret(name: string, create: () => string): Promise<string> {
+    const existing = await this.readSecret(name);
+    if (existing !== undefined) return existing;
     await this.options.db.query("INSERT INTO control_plane_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", [name, create()]);
-    const { rows } = await this.options.db.query<{ value: string }>("SELECT value FROM control_plane_secrets WHERE name = $1", [name]);
-    return rows[0]!.value;
+    return (await this.readSecret(name))!;
   }
+
+  private async readSecret(name: string): Promise<string | undefined> {
+    const { rows } = await this.options.db.query<{ value: string }>("SELECT value FROM control_plane_secrets WHERE name = $1", [name]);
+    return rows[0]?.value;
+  }
+}
+
+function jsonObject(body: unknown): Record<string, unknown> {
+  return (typeof body === "string" ? JSON.parse(body) : body) as Record<string, unknown>;
 }

@@ -1,9 +1,9 @@
 import type { Logger } from "pino";
-import type { Database } from "./database.js";
+import type { Database, Queryable } from "./database.js";
 import { toNumber } from "./database.js";
 import type { LedgerSpool } from "./ledger-spool.js";
 
-/** One settled or expired reservation. Append-only; idempotent per reservation id. */
+/** One settled or expired reservation. Append-only; idempotent per (reservationId, reservedAtMs). */
 export interface LedgerRow {
   readonly reservationId: string;
   readonly requestId: string;
@@ -37,9 +37,17 @@ export interface UsageFilter {
   readonly user?: string;
   readonly task?: string;
   readonly model?: string;
+  /** Inclusive. */
   readonly startMs: number;
+  /** Exclusive. */
   readonly endMs: number;
   readonly groupBy?: readonly UsageDimension[];
+}
+
+export interface UsageReport {
+  totals: UsageTotals;
+  /** One per group, ordered by the group values (bytewise, the same on both backends). */
+  rows: Array<{ group: Record<string, string>; totals: UsageTotals }>;
 }
 
 export interface WindowSum {
@@ -52,17 +60,28 @@ export interface WindowSum {
   readonly costMicros: number;
 }
 
+/** `spooled`: the database was unreachable; the row is durable in the local spool and will be replayed. */
+export interface AppendResult {
+  readonly inserted: boolean;
+  readonly spooled?: boolean;
+}
+
+export interface LedgerOptions {
+  readonly db: Database;
+  readonly logger: Logger;
+  /** Where rows go while the database is unreachable; without it such appends reject. */
+  readonly spool?: LedgerSpool;
+  /** Most rows in one INSERT (default 500). */
+  readonly maxBatchRows?: number;
+  /** Called after each committed INSERT with its row count and duration. */
+  readonly onBatchWritten?: (rows: number, ms: number) => void;
+}
+
 interface Pending {
   readonly row: LedgerRow;
   readonly spool: boolean;
   readonly resolve: (r: AppendResult) => void;
   readonly reject: (err: unknown) => void;
-}
-
-/** `spooled`: the database was unreachable; the row is durable in the local spool and will be replayed. */
-export interface AppendResult {
-  readonly inserted: boolean;
-  readonly spooled?: boolean;
 }
 
 const dimensionSql: Record<UsageDimension, string> = {
@@ -74,30 +93,44 @@ const dimensionSql: Record<UsageDimension, string> = {
 };
 
 const columns = "reservation_id, request_id, tenant, user_id, key_id, task, model, provider, input_tokens, output_tokens, cost_micros, outcome, estimated, latency_ms, reserved_at, settled_at";
+const sums = "count(*) AS requests, coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens, coalesce(sum(cost_micros), 0) AS cost_micros";
+const int4Max = 2_147_483_647;
+/** Any fixed number: replicas creating or dropping partitions take turns on it. */
+const partitionLockKey = 727274002;
+const partitionPattern = /^usage_ledger_y(\d{4})m(\d{2})$/;
+/** Months ahead of the current one that always have a partition. */
+const monthsAhead = 2;
 
 /**
- * The usage ledger. append() resolves only once the row is committed; rows
- * arriving while a batch is being written go into the next single multi-row
- * INSERT (group commit), so throughput grows with concurrency.
+ * The usage ledger. append() resolves only once the row is committed. While
+ * one INSERT is in flight new rows queue, and everything queued goes into the
+ * next single multi-row INSERT (group commit), so throughput grows with
+ * concurrency while each Settle still waits for its own commit.
  */
 export class Ledger {
   private queue: Pending[] = [];
   private flushing: Promise<void> | undefined;
   private readonly maxBatchRows: number;
 
-  constructor(private readonly options: { db: Database; logger: Logger; spool?: LedgerSpool; maxBatchRows?: number; onBatchWritten?: (rows: number, ms: number) => void }) {
-    this.maxBatchRows = options.maxBatchRows ?? 500;
+  constructor(private readonly options: LedgerOptions) {
+    this.maxBatchRows = Math.max(1, options.maxBatchRows ?? 500);
   }
 
   /**
    * Resolves once the row is durable: committed, or — when the database is
-   * unreachable and `spool` is allowed — fsync'd to the local spool. Without
-   * the spool (or without `spool`), a database failure rejects.
+   * unreachable, a spool is configured and `spool` is not false — fsync'd to
+   * the spool. `inserted` is false when the reservation was already recorded
+   * (including by an earlier row of the same batch: the first one wins). A
+   * row that could never be stored rejects at once without joining a batch;
+   * a failed batch rejects (or spools) every append in it and the next batch
+   * starts afresh.
    */
   append(row: LedgerRow, options: { spool?: boolean } = {}): Promise<AppendResult> {
+    const invalid = invalidField(row);
+    if (invalid) return Promise.reject(new TypeError(`ledger row ${JSON.stringify(row.reservationId)}: invalid ${invalid}`));
     return new Promise((resolve, reject) => {
       this.queue.push({ row, spool: options.spool ?? true, resolve, reject });
-      if (!this.flushing) this.flushing = this.flushLoop();
+      this.flushing ??= this.flushLoop();
     });
   }
 
@@ -118,10 +151,7 @@ export class Ledger {
     // Let every append of the current tick join the first batch.
     await new Promise<void>((r) => setImmediate(r));
     try {
-      while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, this.maxBatchRows);
-        await this.writeBatch(batch);
-      }
+      while (this.queue.length > 0) await this.writeBatch(this.queue.splice(0, this.maxBatchRows));
     } finally {
       this.flushing = undefined;
     }
@@ -134,10 +164,9 @@ export class Ledger {
       if (first.has(p.row.reservationId)) repeats.push(p);
       else first.set(p.row.reservationId, p);
     }
-    const rows = [...first.values()].map((p) => p.row);
     let written: Set<string>;
     try {
-      written = await this.insert(rows);
+      written = await this.insert([...first.values()].map((p) => p.row));
     } catch (err) {
       this.options.logger.error({ err: String(err), rows: batch.length }, "ledger batch failed");
       await this.spoolOrReject(batch, err);
@@ -149,7 +178,8 @@ export class Ledger {
 
   private async spoolOrReject(batch: Pending[], err: unknown): Promise<void> {
     const spool = this.options.spool;
-    const spoolable = spool ? batch.filter((p) => p.spool) : [];
+    // Only an unreachable database is worth spooling: a statement the server refused would fail again on replay.
+    const spoolable = spool && !refusedByServer(err) ? batch.filter((p) => p.spool) : [];
     for (const p of batch) if (!spoolable.includes(p)) p.reject(err);
     if (spoolable.length === 0) return;
     try {
@@ -161,7 +191,7 @@ export class Ledger {
     }
   }
 
-  /** One multi-row INSERT; returns the reservation ids that were new. */
+  /** One multi-row INSERT (one statement, so one commit); returns the reservation ids that were new. */
   private async insert(rows: readonly LedgerRow[]): Promise<Set<string>> {
     const started = performance.now();
     const { rows: inserted } = await this.options.db.query<{ reservation_id: string }>(
@@ -174,15 +204,21 @@ export class Ledger {
       [
         rows.map((r) => r.reservationId), rows.map((r) => r.requestId), rows.map((r) => r.tenant), rows.map((r) => r.user),
         rows.map((r) => r.keyId), rows.map((r) => r.task), rows.map((r) => r.model), rows.map((r) => r.provider),
+        // Decimal strings: exact for any safe integer on both backends.
         rows.map((r) => String(r.inputTokens)), rows.map((r) => String(r.outputTokens)), rows.map((r) => String(r.costMicros)),
-        rows.map((r) => r.outcome), rows.map((r) => r.estimated), rows.map((r) => Math.min(r.latencyMs, 2_147_483_647)),
+        rows.map((r) => r.outcome), rows.map((r) => r.estimated), rows.map((r) => clampLatencyMs(r.latencyMs)),
         rows.map((r) => new Date(r.reservedAtMs).toISOString()), rows.map((r) => new Date(r.settledAtMs).toISOString()),
       ],
     );
-    this.options.onBatchWritten?.(rows.length, performance.now() - started);
+    try {
+      this.options.onBatchWritten?.(rows.length, performance.now() - started);
+    } catch (err) {
+      this.options.logger.warn({ err }, "onBatchWritten threw");
+    }
     return new Set(inserted.map((r) => r.reservation_id));
   }
 
+  /** The row recorded for a reservation (the first one, should several reserved times exist). */
   async find(reservationId: string): Promise<LedgerRow | undefined> {
     const { rows } = await this.options.db.query<Record<string, unknown>>(
       `SELECT ${columns} FROM usage_ledger WHERE reservation_id = $1 ORDER BY id LIMIT 1`,
@@ -191,7 +227,8 @@ export class Ledger {
     return rows[0] ? fromDb(rows[0]) : undefined;
   }
 
-  async usage(filter: UsageFilter): Promise<{ totals: UsageTotals; rows: Array<{ group: Record<string, string>; totals: UsageTotals }> }> {
+  /** A tenant's usage over [startMs, endMs), in total and per group; exact (one statement, one snapshot). */
+  async usage(filter: UsageFilter): Promise<UsageReport> {
     const where = ["tenant = $1", "reserved_at >= $2", "reserved_at < $3"];
     const params: unknown[] = [filter.tenant, new Date(filter.startMs).toISOString(), new Date(filter.endMs).toISOString()];
     for (const [column, value] of [["user_id", filter.user], ["task", filter.task], ["model", filter.model]] as const) {
@@ -199,26 +236,38 @@ export class Ledger {
       params.push(value);
       where.push(`${column} = $${params.length}`);
     }
-    const sums = "count(*) AS requests, coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens, coalesce(sum(cost_micros), 0) AS cost_micros";
-    const totals = await this.options.db.query<Record<string, unknown>>(`SELECT ${sums} FROM usage_ledger WHERE ${where.join(" AND ")}`, params);
-    const groupBy = filter.groupBy ?? [];
-    let rows: Array<{ group: Record<string, string>; totals: UsageTotals }> = [];
-    if (groupBy.length > 0) {
-      const dims = groupBy.map((d, i) => `${dimensionSql[d]} AS g${i}`).join(", ");
-      const result = await this.options.db.query<Record<string, unknown>>(
-        `SELECT ${dims}, ${sums} FROM usage_ledger WHERE ${where.join(" AND ")} GROUP BY ${groupBy.map((_, i) => i + 1).join(", ")} ORDER BY ${groupBy.map((_, i) => i + 1).join(", ")}`,
-        params,
-      );
-      rows = result.rows.map((r) => ({ group: Object.fromEntries(groupBy.map((d, i) => [d, String(r[`g${i}`])])), totals: totalsOf(r) }));
+    const groupBy = [...new Set(filter.groupBy ?? [])];
+    if (groupBy.length === 0) {
+      const { rows } = await this.options.db.query<Record<string, unknown>>(`SELECT ${sums} FROM usage_ledger WHERE ${where.join(" AND ")}`, params);
+      return { totals: totalsOf(rows[0] ?? {}), rows: [] };
     }
-    return { totals: totalsOf(totals.rows[0] ?? {}), rows };
+    const dims = groupBy.map((_, i) => `g${i}`);
+    // GROUPING SETS: the groups and the grand total from the same snapshot; the total row has grouping() = 1.
+    const { rows } = await this.options.db.query<Record<string, unknown>>(
+      `SELECT ${dims.join(", ")}, grouping(${dims[0]}) AS is_total, ${sums}
+       FROM (SELECT ${groupBy.map((d, i) => `${dimensionSql[d]} AS g${i}`).join(", ")}, input_tokens, output_tokens, cost_micros
+             FROM usage_ledger WHERE ${where.join(" AND ")}) AS picked
+       GROUP BY GROUPING SETS ((${dims.join(", ")}), ())
+       ORDER BY is_total, ${dims.map((g) => `${g} COLLATE "C"`).join(", ")}`,
+      params,
+    );
+    let totals: UsageTotals = { requests: 0, inputTokens: 0, outputTokens: 0, costMicros: 0 };
+    const groups: UsageReport["rows"] = [];
+    for (const r of rows) {
+      if (toNumber(r.is_total) === 1) totals = totalsOf(r);
+      else groups.push({ group: Object.fromEntries(groupBy.map((d, i) => [d, String(r[`g${i}`])])), totals: totalsOf(r) });
+    }
+    return { totals, rows: groups };
   }
 
   /** Sums by subject and task of rows reserved at or after `sinceMs`: what counters are rebuilt from. */
   async windowSums(sinceMs: number): Promise<WindowSum[]> {
     const { rows } = await this.options.db.query<Record<string, unknown>>(
-      `SELECT tenant, user_id, key_id, task, count(*) AS requests, coalesce(sum(input_tokens + output_tokens), 0) AS tokens, coalesce(sum(cost_micros), 0) AS cost_micros
-       FROM usage_ledger WHERE reserved_at >= $1 GROUP BY tenant, user_id, key_id, task`,
+      `SELECT tenant, user_id, key_id, task, count(*) AS requests,
+              coalesce(sum(input_tokens + output_tokens), 0) AS tokens, coalesce(sum(cost_micros), 0) AS cost_micros
+       FROM usage_ledger WHERE reserved_at >= $1
+       GROUP BY tenant, user_id, key_id, task
+       ORDER BY tenant COLLATE "C", user_id COLLATE "C", key_id COLLATE "C", task COLLATE "C"`,
       [new Date(sinceMs).toISOString()],
     );
     return rows.map((r) => ({
@@ -227,40 +276,72 @@ export class Ledger {
     }));
   }
 
-  /** Creates the monthly partitions for this month and the next two. */
+  /**
+   * Creates the monthly partitions (UTC) for the month of `nowMs` and the next
+   * two, plus one for every month that has rows in the default partition
+   * (rows reserved in a month that had no partition yet): those rows move
+   * into it, so retention can drop them with their month. Safe to run on
+   * several replicas at once.
+   */
   async ensurePartitions(nowMs: number): Promise<void> {
-    const d = new Date(nowMs);
-    for (let i = 0; i < 3; i++) {
-      const from = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + i, 1));
-      const to = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + i + 1, 1));
-      const name = partitionName(from);
-      const exists = await this.options.db.query("SELECT 1 FROM pg_class WHERE relname = $1", [name]);
-      if (exists.rows.length > 0) continue;
-      try {
-        await this.options.db.query(`CREATE TABLE IF NOT EXISTS ${name} PARTITION OF usage_ledger FOR VALUES FROM ('${from.toISOString()}') TO ('${to.toISOString()}')`);
-      } catch (err) {
-        // Rows of that month already sit in the default partition (clock moved, or a replica raced us): keep them there.
-        this.options.logger.warn({ err: String(err), partition: name }, "ledger partition not created");
+    const now = new Date(nowMs);
+    const created = await this.options.db.transaction(async (tx) => {
+      await tx.query("SELECT pg_advisory_xact_lock($1)", [partitionLockKey]);
+      const existing = new Set((await partitionsOf(tx)).map((p) => p.name));
+      const months = new Map<string, Date>();
+      for (let i = 0; i <= monthsAhead; i++) {
+        const from = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1));
+        if (!existing.has(partitionName(from))) months.set(partitionName(from), from);
       }
-    }
+      const { rows: anyStray } = await tx.query("SELECT 1 FROM usage_ledger_default LIMIT 1");
+      if (months.size === 0 && anyStray.length === 0) return [];
+      // Creating a partition locks usage_ledger anyway; taking it first, as an INSERT does, cannot deadlock with one,
+      // and no row can reach the default partition while we move rows out of it.
+      await tx.query("LOCK TABLE ONLY usage_ledger IN ACCESS EXCLUSIVE MODE");
+      const stray = new Set<string>();
+      const { rows } = await tx.query<{ month: string }>("SELECT DISTINCT to_char(reserved_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month FROM usage_ledger_default");
+      for (const { month } of rows) {
+        const from = new Date(`${month}-01T00:00:00Z`);
+        stray.add(partitionName(from));
+        if (!existing.has(partitionName(from))) months.set(partitionName(from), from);
+      }
+      for (const [name, from] of months) {
+        const to = new Date(Date.UTC(from.getUTCFullYear(), from.getUTCMonth() + 1, 1));
+        const bounds = `FROM ('${from.toISOString()}') TO ('${to.toISOString()}')`;
+        if (stray.has(name)) {
+          await tx.query(`CREATE TABLE ${name} (LIKE usage_ledger INCLUDING DEFAULTS)`);
+          await tx.query(
+            `WITH moved AS (DELETE FROM usage_ledger_default WHERE reserved_at >= $1 AND reserved_at < $2 RETURNING *)
+             INSERT INTO ${name} SELECT * FROM moved`,
+            [from.toISOString(), to.toISOString()],
+          );
+          await tx.query(`ALTER TABLE usage_ledger ATTACH PARTITION ${name} FOR VALUES ${bounds}`);
+        } else {
+          await tx.query(`CREATE TABLE ${name} PARTITION OF usage_ledger FOR VALUES ${bounds}`);
+        }
+      }
+      return [...months.keys()];
+    });
+    if (created.length > 0) this.options.logger.info({ partitions: created }, "ledger partitions created");
   }
 
-  /** Retention: drops monthly partitions that end at or before `monthStartMs`. Returns how many. */
+  /**
+   * Retention: drops the monthly partitions that end at or before
+   * `monthStartMs` and deletes older rows left in the default partition.
+   * Returns how many partitions were dropped.
+   */
   async dropPartitionsBefore(monthStartMs: number): Promise<number> {
-    const { rows } = await this.options.db.query<{ relname: string }>(
-      `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
-       WHERE p.relname = 'usage_ledger' AND c.relname ~ '^usage_ledger_y[0-9]{4}m[0-9]{2}$'`,
-    );
-    let dropped = 0;
-    for (const { relname } of rows) {
-      const m = /^usage_ledger_y(\d{4})m(\d{2})$/.exec(relname)!;
-      const endMs = Date.UTC(Number(m[1]), Number(m[2]), 1);
-      if (endMs <= monthStartMs) {
-        await this.options.db.query(`DROP TABLE ${relname}`);
-        dropped++;
-      }
-    }
-    return dropped;
+    const dropped = await this.options.db.transaction(async (tx) => {
+      await tx.query("SELECT pg_advisory_xact_lock($1)", [partitionLockKey]);
+      const names = (await partitionsOf(tx)).filter((p) => p.endMs <= monthStartMs).map((p) => p.name);
+      // Parent first, as an INSERT locks them.
+      if (names.length > 0) await tx.query("LOCK TABLE ONLY usage_ledger IN ACCESS EXCLUSIVE MODE");
+      for (const name of names) await tx.query(`DROP TABLE ${name}`);
+      await tx.query("DELETE FROM usage_ledger_default WHERE reserved_at < $1", [new Date(monthStartMs).toISOString()]);
+      return names;
+    });
+    if (dropped.length > 0) this.options.logger.info({ partitions: dropped }, "ledger partitions dropped");
+    return dropped.length;
   }
 
   /** Waits for everything queued to be written. */
@@ -269,8 +350,49 @@ export class Ledger {
   }
 }
 
+/** The monthly partitions of usage_ledger (not the default one). */
+async function partitionsOf(tx: Queryable): Promise<Array<{ name: string; endMs: number }>> {
+  const { rows } = await tx.query<{ relname: string }>(
+    `SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+     WHERE p.relname = 'usage_ledger' AND p.relnamespace = current_schema()::regnamespace`,
+  );
+  return rows.flatMap(({ relname }) => {
+    const m = partitionPattern.exec(relname);
+    return m ? [{ name: relname, endMs: Date.UTC(Number(m[1]), Number(m[2]), 1) }] : [];
+  });
+}
+
 function partitionName(monthStart: Date): string {
   return `usage_ledger_y${monthStart.getUTCFullYear()}m${String(monthStart.getUTCMonth() + 1).padStart(2, "0")}`;
+}
+
+/** The field that makes a row unstorable, if any (checked before it can spoil a batch). */
+function invalidField(row: LedgerRow): string | undefined {
+  for (const field of ["reservationId", "requestId", "tenant", "user", "keyId", "task", "model", "provider", "outcome"] as const) {
+    const v = row[field];
+    // PostgreSQL text cannot hold NUL.
+    if (typeof v !== "string" || v.includes("\u0000")) return field;
+  }
+  if (row.reservationId === "") return "reservationId";
+  for (const field of ["inputTokens", "outputTokens", "costMicros"] as const) {
+    if (!Number.isSafeInteger(row[field]) || row[field] < 0) return field;
+  }
+  if (typeof row.estimated !== "boolean") return "estimated";
+  if (!Number.isFinite(row.latencyMs)) return "latencyMs";
+  for (const field of ["reservedAtMs", "settledAtMs"] as const) {
+    if (!Number.isFinite(row[field]) || Number.isNaN(new Date(row[field]).getTime())) return field;
+  }
+  return undefined;
+}
+
+function clampLatencyMs(ms: number): number {
+  return Math.min(Math.max(Math.round(ms), 0), int4Max);
+}
+
+/** Whether the server answered with an error about the statement or its data (SQLSTATE classes 22, 23, 42). */
+function refusedByServer(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^(22|23|42)[0-9A-Z]{3}$/.test(code);
 }
 
 function totalsOf(r: Record<string, unknown>): UsageTotals {

@@ -1,8 +1,10 @@
+import type { Logger } from "pino";
 import type { Database } from "./database.js";
 
 /**
  * Ordered SQL migrations, written for PostgreSQL (PGlite runs the same SQL).
- * Never edit an applied migration: append a new one.
+ * Migration n (1-based) is recorded in schema_migrations as version n. Never
+ * edit an applied migration: append a new one.
  */
 export const migrations: readonly string[] = [
   `
@@ -58,20 +60,32 @@ export const migrations: readonly string[] = [
   `,
 ];
 
-/** Applies pending migrations in one transaction; concurrent starters wait on an advisory lock. */
-export async function migrate(db: Database): Promise<void> {
-  await db.transaction(async (tx) => {
-    await tx.query("SELECT pg_advisory_xact_lock(727274001)");
-    await tx.query("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
-    const { rows } = await tx.query<{ version: number }>("SELECT coalesce(max(version), 0) AS version FROM schema_migrations");
-    const applied = Number(rows[0]?.version ?? 0);
-    for (let i = applied; i < migrations.length; i++) {
-      for (const statement of splitStatements(migrations[i]!)) await tx.query(statement);
-      await tx.query("INSERT INTO schema_migrations (version) VALUES ($1)", [i + 1]);
-    }
-  });
-}
+/** Any fixed number: the advisory lock every starting process takes before migrating. */
+const migrationLockKey = 727274001;
 
-function splitStatements(sql: string): string[] {
-  return sql.split(/;\s*\n/).map((s) => s.trim()).filter(Boolean);
+/**
+ * Applies pending migrations in one transaction and records each in
+ * schema_migrations. Processes starting at once queue on a transaction-scoped
+ * advisory lock, so exactly one applies them and the others find them done.
+ * Returns the versions applied by this call.
+ */
+export async function migrate(db: Database, logger?: Logger): Promise<number[]> {
+  const applied = await db.transaction(async (tx) => {
+    await tx.query("SELECT pg_advisory_xact_lock($1)", [migrationLockKey]);
+    await tx.query("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+    const { rows } = await tx.query<{ version: number }>("SELECT coalesce(max(version), 0)::int4 AS version FROM schema_migrations");
+    const current = rows[0]?.version ?? 0;
+    if (current > migrations.length) {
+      logger?.warn({ schemaVersion: current, known: migrations.length }, "database schema is newer than this build");
+    }
+    const done: number[] = [];
+    for (let version = current + 1; version <= migrations.length; version++) {
+      await tx.exec(migrations[version - 1]!);
+      await tx.query("INSERT INTO schema_migrations (version) VALUES ($1)", [version]);
+      done.push(version);
+    }
+    return done;
+  });
+  if (applied.length > 0) logger?.info({ versions: applied }, "database migrated");
+  return applied;
 }

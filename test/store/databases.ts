@@ -1,0 +1,108 @@
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import pino, { type Logger } from "pino";
+import { openDatabase, type Database } from "../../control-plane/store/database.js";
+import { requireServices } from "../support/services.js";
+
+/** A place for a database: a PGlite directory or a PostgreSQL database, empty at first. */
+export interface Scratch {
+  /** Opens (and migrates) a Database here. Again after closing it; on PostgreSQL also several at once. */
+  open(options?: { logger?: Logger }): Promise<Database>;
+  /** Closes every Database opened here, then deletes the place. */
+  remove(): Promise<void>;
+}
+
+export interface Backend {
+  readonly name: "pglite" | "postgres";
+  /** Why the backend is skipped, or false. */
+  readonly skip: string | false;
+  create(): Promise<Scratch>;
+}
+
+const silent = pino({ level: "silent" });
+
+/**
+ * The backends every store test runs on: PGlite always (in a temp dir), and
+ * PostgreSQL when DATABASE_URL is set (a scratch database adm_test_<random>
+ * on that server per test, dropped afterwards). Without DATABASE_URL the
+ * PostgreSQL variant is skipped — unless ADMISSION_REQUIRE_SERVICES=1, when
+ * it runs and fails.
+ */
+export function backends(): Backend[] {
+  const url = process.env.DATABASE_URL;
+  return [
+    { name: "pglite", skip: false, create: pgliteScratch },
+    {
+      name: "postgres",
+      skip: url || requireServices ? false : "PostgreSQL variant skipped: DATABASE_URL is not set (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres)",
+      create: () => {
+        if (!url) throw new Error("DATABASE_URL is not set but ADMISSION_REQUIRE_SERVICES=1: the PostgreSQL variant of the store tests is required");
+        return postgresScratch(url);
+      },
+    },
+  ];
+}
+
+/** Runs `fn` with a fresh migrated database and always removes it afterwards. */
+export async function withDatabase<T>(backend: Backend, fn: (db: Database, scratch: Scratch) => Promise<T>): Promise<T> {
+  const scratch = await backend.create();
+  try {
+    return await fn(await scratch.open(), scratch);
+  } finally {
+    await scratch.remove();
+  }
+}
+
+async function pgliteScratch(): Promise<Scratch> {
+  const dir = await mkdtemp(join(tmpdir(), "adm-store-"));
+  const opened: Database[] = [];
+  return {
+    async open(options = {}) {
+      const db = await openDatabase({ dataDir: join(dir, "pgdata"), logger: options.logger ?? silent });
+      opened.push(db);
+      return db;
+    },
+    async remove() {
+      try {
+        for (const db of opened) await db.close();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+async function postgresScratch(baseUrl: string): Promise<Scratch> {
+  const name = `adm_test_${randomBytes(6).toString("hex")}`;
+  await adminQuery(baseUrl, `CREATE DATABASE ${name}`);
+  const url = new URL(baseUrl);
+  url.pathname = `/${name}`;
+  const opened: Database[] = [];
+  return {
+    async open(options = {}) {
+      const db = await openDatabase({ url: url.toString(), logger: options.logger ?? silent, poolSize: 4 });
+      opened.push(db);
+      return db;
+    },
+    async remove() {
+      try {
+        for (const db of opened) await db.close();
+      } finally {
+        await adminQuery(baseUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      }
+    },
+  };
+}
+
+async function adminQuery(url: string, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
