@@ -37,6 +37,9 @@ export interface ProxyDeps {
 }
 
 const requestIdPattern = /^[\x21-\x7e]{1,128}$/;
+/** A successful non-streamed answer up to this size is held until it is known to be JSON. */
+const maxHeldBytes = 8 * 1024 * 1024;
+
 const unmeteredWarning = "control plane unreachable: allowed unmetered (FAIL_OPEN), usage recorded later";
 
 /**
@@ -94,18 +97,44 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const reader = new UsageReader(sse);
     const feed = new UsageFeed(reader, proxyRes.headers["content-encoding"]);
     flight.reader = reader;
-    res.writeHead(status, { ...clientHeaders(proxyRes.headers), ...decisionHeaders(flight.init.view, flight.init.requestId), "server-timing": flight.serverTiming() });
-    if (sse) res.flushHeaders(); // the client sees the stream start now, not with the first token
-    proxyRes.on("data", (chunk: Buffer) => {
-      feed.push(chunk);
+    // A successful JSON answer is held until it is known to be JSON, so a provider's garbage becomes a clear 502;
+    // one too large to hold (or a stream) passes through as it comes.
+    let held: Buffer[] | undefined = !sse && status < 400 ? [] : undefined;
+    let heldBytes = 0;
+    const writeHead = () => res.writeHead(status, { ...clientHeaders(proxyRes.headers), ...decisionHeaders(flight.init.view, flight.init.requestId), "server-timing": flight.serverTiming() });
+    const write = (chunk: Buffer) => {
       if (!res.write(chunk)) {
         proxyRes.pause();
         res.once("drain", () => proxyRes.resume());
       }
+    };
+    if (!held) writeHead();
+    if (sse) res.flushHeaders(); // the client sees the stream start now, not with the first token
+    proxyRes.on("data", (chunk: Buffer) => {
+      feed.push(chunk);
+      if (!held) return write(chunk);
+      held.push(chunk);
+      heldBytes += chunk.length;
+      if (heldBytes > maxHeldBytes) {
+        writeHead();
+        for (const c of held) write(c);
+        held = undefined;
+      }
     });
     proxyRes.on("end", () => {
-      res.end();
-      void feed.finish().then(() => settle(flight, status < 400 ? Outcome.SUCCESS : Outcome.UPSTREAM_ERROR));
+      if (!held) res.end();
+      void feed.finish().then(() => {
+        if (held && reader.unreadable()) {
+          logger.warn({ requestId: flight.init.requestId, provider: route.provider, status }, "provider answered a body that is not JSON");
+          settle(flight, Outcome.UPSTREAM_ERROR);
+          return sendError(res, 502, `provider "${route.provider}" answered a body that is not JSON`, { headers: decisionHeaders(flight.init.view, flight.init.requestId), code: "upstream_error" });
+        }
+        if (held && !res.destroyed) {
+          writeHead();
+          res.end(Buffer.concat(held));
+        }
+        settle(flight, status < 400 ? Outcome.SUCCESS : Outcome.UPSTREAM_ERROR);
+      });
     });
     proxyRes.on("error", () => undefined); // reported by "close" below
     proxyRes.on("close", () => {
@@ -113,6 +142,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       // The provider went away mid-response: the client keeps what it got, told by an error event on a stream.
       if (!res.writableEnded && !res.destroyed) {
         if (sse) res.end(`data: ${JSON.stringify({ error: { message: "the provider stopped mid-stream", type: "upstream_error", code: "upstream_error", param: null } })}\n\n`);
+        else if (held) sendError(res, 502, `provider "${route.provider}" stopped mid-answer`, { headers: decisionHeaders(flight.init.view, flight.init.requestId), code: "upstream_error" });
         else res.destroy();
       }
       void feed.finish().then(() => settle(flight, Outcome.UPSTREAM_ERROR));

@@ -24,6 +24,8 @@ export class UsageReader {
   private text = "";
   private pending = "";
   private body = "";
+  private bodyCut = false;
+  private unreadableBody = false;
   private data: string[] = [];
   private readonly decoder = new StringDecoder("utf8");
 
@@ -33,6 +35,7 @@ export class UsageReader {
     const s = this.decoder.write(chunk);
     if (!this.sse) {
       if (this.body.length < maxTextChars) this.body += s;
+      else this.bodyCut = true;
       return;
     }
     this.pending += s;
@@ -49,13 +52,21 @@ export class UsageReader {
     const rest = this.decoder.end();
     if (!this.sse) {
       this.body += rest;
-      if (this.body && !this.event(this.body)) this.text = this.body.slice(0, maxTextChars);
+      if (this.body && !this.event(this.body)) {
+        this.text = this.body.slice(0, maxTextChars);
+        this.unreadableBody = !this.bodyCut;
+      }
       return;
     }
     this.pending += rest;
     if (this.pending) this.line(this.pending.replace(/\r$/, ""));
     this.pending = "";
     this.line("");
+  }
+
+  /** After finish(): a JSON body that is not JSON (a body too long to keep whole is never judged). */
+  unreadable(): boolean {
+    return this.unreadableBody;
   }
 
   /** Usage reported by the provider, if any. */

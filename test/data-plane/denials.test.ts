@@ -167,7 +167,7 @@ describe("data plane: denials and bad input", () => {
     assert.equal(stack.upA.received.at(-1)!.headers["x-evil"], undefined);
   });
 
-  test("a provider answering garbage: passed on, and settled from the text it sent (never a silent zero)", async () => {
+  test("a provider answering garbage: a clear 502, settled from the text it sent (never a silent zero)", async () => {
     stack.upA.behaviour = "garbage";
     stack.upB.behaviour = "garbage";
     try {
@@ -175,7 +175,10 @@ describe("data plane: denials and bad input", () => {
         method: "POST", headers: { authorization: `Bearer ${secret("k-acme")}`, "x-llm-task": "DRAFT", "content-type": "application/json" },
         body: JSON.stringify({ model: "gpt-a", messages: [{ role: "user", content: "hi" }] }),
       });
-      await res.text();
+      assert.equal(res.status, 502);
+      const body = (await res.json()) as { error: { message: string; code: string } };
+      assert.equal(body.error.code, "upstream_error");
+      assert.match(body.error.message, /not JSON/);
       const row = await stack.row("acme", res.headers.get("x-request-id")!);
       assert.equal(row.estimated, true);
       assert.ok(row.output_tokens > 0 && row.input_tokens > 0);

@@ -43,8 +43,10 @@ describe("data plane: reading usage from provider answers", () => {
   test("JSON: usage from the body; a body that is not JSON counts as generated text", () => {
     const json = readSplit(JSON.stringify({ choices: [{ message: { content: "hi" } }], usage: { prompt_tokens: 3, completion_tokens: 1 } }), false, 3);
     assert.deepEqual(json.reported(), { inputTokens: 3, outputTokens: 1 });
+    assert.equal(json.unreadable(), false);
     const garbage = readSplit("<html>502 Bad Gateway</html>", false, 4);
     assert.equal(garbage.reported(), undefined);
+    assert.equal(garbage.unreadable(), true);
     assert.ok(garbage.estimatedOutputTokens() > 0);
   });
 
