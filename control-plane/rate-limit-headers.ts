@@ -25,7 +25,8 @@ export function rateLimitHeaders(d: AdmitResponse): Record<string, string> {
   for (const [kind, m] of tightest) {
     headers[`x-ratelimit-limit-${kind}`] = String(m.limit);
     headers[`x-ratelimit-remaining-${kind}`] = String(m.remaining);
-    headers[`x-ratelimit-reset-${kind}`] = `${(Number(m.resetMs) / 1000).toFixed(3)}s`;
+    // A concurrency slot has no window: it frees when a request ends, so there is no reset to announce.
+    if (m.kind !== LimitKind.CONCURRENCY) headers[`x-ratelimit-reset-${kind}`] = `${(Number(m.resetMs) / 1000).toFixed(3)}s`;
   }
   if (!d.allowed && d.retryAfterMs > 0n) headers["retry-after"] = String(Math.max(1, Math.ceil(Number(d.retryAfterMs) / 1000)));
   if (d.warnings.length > 0) headers["x-admission-warnings"] = d.warnings.join("; ").replace(/[^\x20-\x7e]/g, "?").slice(0, 2000);

@@ -40,7 +40,10 @@ describe("data plane: the npm start setup (demo bundle, built-in mock provider)"
       reported.requests++;
     };
 
-    const chat = await client.chat.completions.create({ model: "mock-pro", max_tokens: 20, messages: [{ role: "user", content: "Draft a claim" }] });
+    const { data: chat, response } = await client.chat.completions.create({ model: "mock-pro", max_tokens: 20, messages: [{ role: "user", content: "Draft a claim" }] }).withResponse();
+    assert.equal(response.headers.get("x-ratelimit-limit-concurrency"), "8", "the demo plan's concurrency limit");
+    assert.equal(response.headers.get("x-ratelimit-reset-concurrency"), null, "a concurrency slot has no window to reset");
+    assert.match(response.headers.get("x-ratelimit-reset-requests")!, /^\d+\.\d{3}s$/);
     assert.match(chat.choices[0]!.message.content!, /mock provider/);
     assert.ok(chat.usage!.completion_tokens <= 20);
     add(chat.usage);
