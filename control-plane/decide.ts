@@ -320,10 +320,12 @@ export class DecisionEngine {
       tasks: [...snapshot.tasks.values()].filter((t) => !task || t.code === task).map((t) => {
         const access = ctx.plan.taskAccess.find((a) => a.task === t.code);
         const allowed = ctx.features.has(t.feature) && (!principal.tasks || principal.tasks.has(t.code)) && !!access;
-        const routes = allowed ? snapshot.routes(ctx.plan, t.code, "") : undefined;
-        return create(TaskPolicySchema, {
-          task: t.code, feature: t.feature, allowed, modelClasses: access?.modelClasses ?? [], routes: routes?.ok ? routes.routes : [],
-        });
+        const classes = access?.modelClasses ?? [];
+        const routes = allowed ? classes.flatMap((c) => {
+          const r = snapshot.routes(ctx.plan, t.code, c);
+          return r.ok ? r.routes : [];
+        }) : [];
+        return create(TaskPolicySchema, { task: t.code, feature: t.feature, allowed, modelClasses: classes, routes });
       }),
     });
   }

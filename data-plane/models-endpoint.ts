@@ -9,9 +9,7 @@ export interface ModelList {
 /**
  * The models a credential may use, from its effective policy: the route
  * candidates of every task its plan (and key scope) allows, each listed once
- * with the tasks it serves. The control plane explains routes for a task's
- * default model class only, so models of its other allowed classes are
- * missing here (they can still be asked for by name or class).
+ * with the tasks it serves.
  */
 export function modelList(policy: GetEffectivePolicyResponse): ModelList {
   const models = new Map<string, { provider: string; tasks: string[] }>();

@@ -253,7 +253,7 @@ describe("data plane: forwarding and metering with the openai SDK", () => {
 
   test("GET /v1/models lists the models the credential may use", async () => {
     const models = await stack.client("k-acme").models.list();
-    assert.deepEqual(models.data.map((m) => m.id).sort(), ["gpt-a", "gpt-b"]);
+    assert.deepEqual(models.data.map((m) => m.id).sort(), ["gpt-a", "gpt-b", "small"], "every allowed class's models, not only the default class's");
     await assert.rejects(stack.client("nobody").models.list(), (e: unknown) => e instanceof OpenAI.AuthenticationError);
   });
 

@@ -911,7 +911,8 @@ export type TaskPolicy = Message<"admission.v1.TaskPolicy"> & {
   modelClasses: string[];
 
   /**
-   * Route candidates for the default class.
+   * The models this task may use: the route candidates of each allowed class, in
+   * class order (the first class's candidates are what a request naming no model gets).
    *
    * @generated from field: repeated admission.v1.Route routes = 5;
    */
