@@ -6,7 +6,7 @@ import { Redis } from "ioredis";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
-import { scratchDatabase } from "./support/databases.js";
+import { quickDatabase, scratchDatabase } from "./support/databases.js";
 import { redisClusterUnavailable } from "./support/redis-cluster.js";
 import { scenario, secretOf } from "./support/scenario.js";
 import { missingService } from "./support/services.js";
@@ -76,7 +76,8 @@ describe("store faults", () => {
       const diagnostic = (message: string) => ctx.diagnostic(message);
       const port = await freePort();
       let redis = await startRedis(port);
-      const t = await startTestControlPlane({ config: { redisUrl: `redis://127.0.0.1:${port}` } });
+      const database = await quickDatabase();
+      const t = await startTestControlPlane({ config: { ...database.config, redisUrl: `redis://127.0.0.1:${port}` } });
       const traffic = new Traffic(t, [{ tenant: "f", key: "kf" }, { tenant: "o", key: "ko" }]);
       try {
         await t.policy.applyBundle({ bundle: bundle() }, admin);
@@ -118,6 +119,7 @@ describe("store faults", () => {
       } finally {
         await traffic.stop();
         await t.close();
+        await database.drop();
         redis.kill("SIGKILL");
       }
     });
