@@ -11,7 +11,7 @@ import { BundleSchema } from "../gen/admission/v1/policy_pb.js";
 import { parseProtoJson } from "../control-plane/policy/proto-json.js";
 import { countInputTokens } from "../data-plane/token-counter.js";
 import { bundleJson, secret, waitFor } from "./data-plane/support/stack.js";
-import { MockUpstream } from "./data-plane/support/mock-upstream.js";
+import { MockUpstream, reportedUsage } from "./data-plane/support/mock-upstream.js";
 import { admin } from "./support/control-plane.js";
 import { scratchDatabase } from "./support/databases.js";
 import { Load, type LoadRequest } from "./support/load.js";
@@ -22,14 +22,6 @@ import { missingService } from "./support/services.js";
 const skip = missingService("PostgreSQL", "DATABASE_URL") || missingService("Redis", "REDIS_URL");
 const tenants = ["acme", "beta"];
 const leaseTtlMs = 4_000;
-
-/** The provider reports less output than the clamp it was sent, so a settled row (actual) and an expired one (estimate) differ. */
-function providerUsage(body: any, path: string): { prompt_tokens: number; completion_tokens: number } {
-  const prompt = countInputTokens(path, body);
-  if (path === "/embeddings") return { prompt_tokens: prompt, completion_tokens: 0 };
-  const max = Number(body.max_tokens);
-  return { prompt_tokens: prompt, completion_tokens: max - (max % 4) || 1 };
-}
 
 /** Chat, streamed chat and embeddings for two tenants, each with its own wording (so its own request ids and token counts). */
 function request(i: number): LoadRequest {
@@ -92,7 +84,7 @@ test("kill -9 of a control-plane replica and of the data plane under load: every
   const dir = mkdtempSync(join(tmpdir(), "adm-crash-"));
   const spoolDir = join(dir, "dp-spool");
   const provider = new MockUpstream("up-a");
-  provider.usageOf = providerUsage;
+  provider.usageOf = reportedUsage;
   provider.latencyMs = 300; // some twenty requests under way at any moment, so each kill hits some
   await provider.start();
   const providersFile = join(dir, "providers.json");

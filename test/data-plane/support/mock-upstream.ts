@@ -1,5 +1,19 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { gzipSync } from "node:zlib";
+import { countInputTokens } from "../../../data-plane/token-counter.js";
+
+/**
+ * Usage as a provider would report it for a body it received (a `usageOf` for
+ * MockUpstream): the input counted with the proxy's tokenizer, and a little less
+ * output than the clamp it was sent — so a settled request (actual usage) and an
+ * expired one (charged its estimate: input plus the clamp) tell apart.
+ */
+export function reportedUsage(body: any, path: string): { prompt_tokens: number; completion_tokens: number } {
+  const prompt = countInputTokens(path, body);
+  if (path === "/embeddings") return { prompt_tokens: prompt, completion_tokens: 0 };
+  const max = Number(body.max_tokens);
+  return { prompt_tokens: prompt, completion_tokens: max - (max % 4) || 1 };
+}
 
 /** How the provider answers the next requests. */
 export type Behaviour =
