@@ -103,7 +103,7 @@ async function main(): Promise<void> {
   const startedAt = performance.now();
   process.stdout.write(`soak: ${minutes} min at ${ratePerSec} req/s; control plane ${db ? "PostgreSQL" : "PGlite"} + ${process.env.REDIS_URL ? "Redis" : "memory"} counters; JSON to ${outFile}\n`);
   const header = ["t_s", "sent", "ok", "denied", "errors", "error_%", "p50_ms", "p99_ms", "cp_rss_mb", "dp_rss_mb", "gen_rss_mb", "cp_lag_p99_ms", "dp_lag_p99_ms", "cp_lag_max_ms", "dp_lag_max_ms"];
-  process.stdout.write(`${header.map((h) => h.padStart(13)).join("")}\n`);
+  process.stdout.write(`${header.map((h) => h.padStart(14)).join("")}\n`);
   load.start();
   let seen = 0;
   const endAt = startedAt + minutes * 60_000;
@@ -121,7 +121,7 @@ async function main(): Promise<void> {
       cp_lag_p99_ms: round(c.lagP99Ms), dp_lag_p99_ms: round(d.lagP99Ms), cp_lag_max_ms: round(c.lagMaxMs), dp_lag_max_ms: round(d.lagMaxMs),
     };
     samples.push(sample);
-    process.stdout.write(`${header.map((h) => String(sample[h as keyof typeof sample]).padStart(13)).join("")}\n`);
+    process.stdout.write(`${header.map((h) => String(sample[h as keyof typeof sample]).padStart(14)).join("")}\n`);
   }
   await load.stop();
 
