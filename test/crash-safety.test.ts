@@ -21,7 +21,13 @@ import { missingService } from "./support/services.js";
 
 const skip = missingService("PostgreSQL", "DATABASE_URL") || missingService("Redis", "REDIS_URL");
 const tenants = ["acme", "beta"];
-const leaseTtlMs = 4_000;
+/**
+ * Long enough that settles spooled while the control plane restarts (a few seconds on a
+ * busy machine) are replayed before their leases expire — a settle arriving after its
+ * lease expired finds the estimate already committed, as designed — and short enough to
+ * wait for the leases orphaned by the data plane's death.
+ */
+const leaseTtlMs = 10_000;
 
 /** Chat, streamed chat and embeddings for two tenants, each with its own wording (so its own request ids and token counts). */
 function request(i: number): LoadRequest {
@@ -208,7 +214,7 @@ test("kill -9 of a control-plane replica and of the data plane under load: every
       failures: failed.reduce<Record<string, number>>((m, r) => ((m[`${r.status} ${r.error}`] = (m[`${r.status} ${r.error}`] ?? 0) + 1), m), {}),
     };
     t.diagnostic(JSON.stringify(figures));
-    assert.ok(failed.length > 0 && settledServed > 150, "the faults happened under real load");
+    assert.ok(failed.length > 0 && provider.served.size > 150, "the faults happened under real load");
   } finally {
     await load.stop();
     await dp?.stop("SIGKILL");
