@@ -76,14 +76,11 @@ async function pgliteScratch(): Promise<Scratch> {
 }
 
 async function postgresScratch(baseUrl: string): Promise<Scratch> {
-  const name = `adm_test_${randomBytes(6).toString("hex")}`;
-  await adminQuery(baseUrl, `CREATE DATABASE ${name}`);
-  const url = new URL(baseUrl);
-  url.pathname = `/${name}`;
+  const scratch = await scratchDatabase(baseUrl);
   const opened: Database[] = [];
   return {
     async open(options = {}) {
-      const db = await openDatabase({ url: url.toString(), logger: options.logger ?? silent, poolSize: 4 });
+      const db = await openDatabase({ url: scratch.url, logger: options.logger ?? silent, poolSize: 4 });
       opened.push(db);
       return db;
     },
@@ -91,15 +88,14 @@ async function postgresScratch(baseUrl: string): Promise<Scratch> {
       try {
         for (const db of opened) await db.close();
       } finally {
-        await adminQuery(baseUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+        await scratch.drop();
       }
     },
   };
 }
 
 /** A scratch database on DATABASE_URL's server, for a control plane (or several) to open by URL; drop() removes it. */
-export async function scratchDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const base = process.env.DATABASE_URL;
+export async function scratchDatabase(base = process.env.DATABASE_URL): Promise<{ url: string; drop(): Promise<void> }> {
   if (!base) throw new Error("DATABASE_URL is not set");
   const name = `adm_test_${randomBytes(6).toString("hex")}`;
   await adminQuery(base, `CREATE DATABASE ${name}`);
