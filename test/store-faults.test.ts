@@ -89,6 +89,7 @@ describe("store faults", () => {
           await eventually(async () => (await t.admission.admit(admitReq)).reason === DenyReason.UNAVAILABLE, 10_000, "the outage to be seen");
           const down = traffic.mark("fault");
           await eventually(async () => traffic.settledCount() >= down.settled + 30 && traffic.outcomes("fault").includes("UNAVAILABLE"), 20_000, "load during the outage");
+          traffic.mark("restarting"); // calls from here on may see either side
           redis = await startRedis(port); // no persistence: it comes back empty
         } else {
           traffic.mark("fault");
