@@ -106,6 +106,9 @@ export class Settlement {
       // The first result stands; make sure its row is durable before answering.
       const first = result.lease.state === "expired" ? expiredUsage(claims, nowMs) : result.lease.usage!;
       const { row } = await this.record(ledgerRow(claims, first));
+      // The first settle may have died before confirming its row (a replica killed mid-settle, the
+      // data plane replaying): confirm it now rather than leave the lease to the sweeper's grace period.
+      if (result.lease.state === "settled") await this.markRecorded(claims);
       this.deps.metrics.settles.inc({ result: "duplicate" });
       return settleResponse(req.reservationId, row, true);
     }

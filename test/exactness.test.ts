@@ -117,6 +117,37 @@ test("month rollover: quotas reset; a lease granted before the boundary charges 
   }
 });
 
+/** Memory counters whose next confirmations of a durable ledger row are lost (the replica died right after writing it). */
+class LosingConfirmations extends MemoryCounterStore {
+  lose = 0;
+  override async markRecorded(tenant: string, leaseId: string): Promise<void> {
+    if (this.lose > 0) {
+      this.lose--;
+      throw new Error("the replica died before confirming the row");
+    }
+    return super.markRecorded(tenant, leaseId);
+  }
+}
+
+test("a settle replayed after the first one's confirmation was lost confirms the row at once: the lease does not wait for the sweeper", async () => {
+  let now = Date.UTC(2026, 5, 1, 12);
+  const counters = new LosingConfirmations({ clock: () => now, housekeepingMs: 0 });
+  const t = await startTestControlPlane({ deps: { counters, clock: () => now } });
+  try {
+    await t.policy.applyBundle({ bundle: scenario({ id: "c", limits: [{ kind: "TOKENS", window: "MONTH", per: "TENANT", value: 100_000 }], keys: [{ id: "kc" }] }) }, admin);
+    const d = await t.admission.admit({ credential: secretOf("kc"), task: "DRAFT", inputTokens: 10n, maxOutputTokens: 10n });
+    counters.lose = 1;
+    assert.equal((await t.admission.settle({ reservationId: d.reservationId, inputTokens: 10n, outputTokens: 3n })).duplicate, false);
+    const replay = await t.admission.settle({ reservationId: d.reservationId, inputTokens: 10n, outputTokens: 3n });
+    assert.deepEqual([replay.duplicate, replay.outputTokens], [true, 3n]);
+    now += 3_600_000;
+    assert.deepEqual(await counters.claimDue(now, 30_000, 10), [], "nothing left for the sweeper");
+    assert.equal((await t.policy.getUsage({ tenant: "c", start: timestampFromMs(Date.UTC(2026, 5, 1)) }, admin)).requests, 1n);
+  } finally {
+    await t.close();
+  }
+});
+
 /** A counter store that can be taken down, to test the failure policy. */
 class FlakyCounterStore implements CounterStore {
   down = false;

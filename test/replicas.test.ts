@@ -102,9 +102,15 @@ describe("three control-plane processes on one Redis and one PostgreSQL", { skip
   test("Redis flushed: one replica rebuilds the windows from the ledger, nothing counted twice", async () => {
     const expectedTokens = await meter(replicas[0]!, LimitKind.TOKENS, Window.MONTH);
     const expectedRequests = await meter(replicas[0]!, LimitKind.REQUESTS, Window.DAY);
-    await deleteKeysWithPrefix(redis, prefix);
-    assert.equal(await meter(replicas[1]!, LimitKind.TOKENS, Window.MONTH), 0n, "the data is gone");
-    // The sweepers (every second on each replica) notice and exactly one rebuilds.
+    const epoch = await redis.get(`${prefix}:epoch`);
+    assert.ok(epoch, "the counters are marked intact");
+    // The shared Redis cannot be flushed; deleting key by key, the intact-marker goes last, so a sweeper
+    // cannot rebuild before the data is all gone (and have its rebuild deleted), as after an atomic FLUSHDB.
+    await deleteKeysWithPrefix(redis, `${prefix}:{`);
+    await redis.del(`${prefix}:epoch`);
+    // The sweepers (every second on each replica) notice and exactly one claims the rebuild, marking the counters intact again.
+    // (A meter read right after the flush may already see the rebuild, so the claim is what proves the data was lost.)
+    await waitFor(async () => ((await redis.get(`${prefix}:epoch`)) ?? epoch) !== epoch, 10_000, "the rebuild claim");
     await waitFor(async () => (await meter(replicas[2]!, LimitKind.TOKENS, Window.MONTH)) > 0n, 10_000, "rebuild");
     // Give every other replica's sweeper time to (not) rebuild a second time.
     await new Promise((r) => setTimeout(r, 2_500));

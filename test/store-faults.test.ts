@@ -6,7 +6,7 @@ import { Redis } from "ioredis";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
-import { scratchDatabase } from "./support/databases.js";
+import { quickDatabase, scratchDatabase } from "./support/databases.js";
 import { redisClusterUnavailable } from "./support/redis-cluster.js";
 import { scenario, secretOf } from "./support/scenario.js";
 import { missingService } from "./support/services.js";
@@ -25,86 +25,210 @@ async function eventually(check: () => Promise<boolean>, timeoutMs: number, what
   }
 }
 
-const bundle = () => scenario({ id: "f", limits: [{ kind: "TOKENS", window: "MONTH", per: "TENANT", value: 1_000_000 }], keys: [{ id: "kf" }] });
+const limits = [{ kind: "TOKENS", window: "MONTH", per: "TENANT", value: 1_000_000_000 }];
+const bundle = () => scenario(
+  { id: "f", failurePolicy: "FAIL_CLOSED", limits, keys: [{ id: "kf" }] },
+  { id: "o", failurePolicy: "FAIL_OPEN", limits, keys: [{ id: "ko" }] },
+);
 const admitReq = { credential: secretOf("kf"), task: "DRAFT", inputTokens: 10n, maxOutputTokens: 10n };
 
 describe("store faults", () => {
-  test("PostgreSQL unreachable: Settles are spooled to disk, acknowledged, and replayed once it is back — nothing lost or doubled", { skip: missingService("PostgreSQL", "DATABASE_URL") }, async () => {
+  test("PostgreSQL cut off mid-load: Settles are spooled, acknowledged and replayed once it is back — the ledger holds exactly the acknowledged settles", { skip: missingService("PostgreSQL", "DATABASE_URL") }, async () => {
     const db = await scratchDatabase();
     const url = new URL(db.url);
     const proxy = new TcpProxy(url.hostname, Number(url.port || 5432));
     await proxy.start();
     url.host = `127.0.0.1:${proxy.port}`;
     const t = await startTestControlPlane({ config: { databaseUrl: url.toString() } });
+    const traffic = new Traffic(t, [{ tenant: "f", key: "kf" }]);
     try {
       await t.policy.applyBundle({ bundle: bundle() }, admin);
-      const leases = await Promise.all(Array.from({ length: 50 }, () => t.admission.admit(admitReq)));
-      assert.ok(leases.every((d) => d.allowed));
-
+      traffic.start();
+      await traffic.settled(50);
       await proxy.cut();
-      const settled = await Promise.all(leases.map((d, i) => t.admission.settle({ reservationId: d.reservationId, inputTokens: 10n, outputTokens: BigInt(i) })));
-      assert.ok(settled.every((s) => !s.duplicate), "acknowledged while the database is down");
+      const fault = traffic.mark("fault");
+      await traffic.settled(fault.settled + 50);
       const ready = await (await fetch(`http://127.0.0.1:${t.cp.httpPort}/readyz`)).json() as { ready: boolean; checks: Record<string, string> };
       assert.equal(ready.ready, true, "still serving decisions");
       assert.match(ready.checks.database!, /failing/);
-
       await proxy.restore();
+      const after = traffic.mark("after");
+      await traffic.settled(after.settled + 50);
+      await traffic.stop();
+
+      assert.ok(traffic.outcomes("fault").every((o) => o === "allowed"), "decisions go on without the database");
       await eventually(async () => (await t.cp.settlement.sweep(), !t.cp.ledger.spoolPending()), 20_000, "spool replay");
-      const usage = await t.policy.getUsage({ tenant: "f" }, admin);
-      assert.equal(usage.requests, 50n);
-      assert.equal(usage.outputTokens, BigInt((49 * 50) / 2));
-      const again = await t.admission.settle({ reservationId: leases[7]!.reservationId, inputTokens: 1n, outputTokens: 1n });
-      assert.equal(again.duplicate, true);
-      assert.equal(again.outputTokens, 7n);
-      assert.equal((await t.policy.getUsage({ tenant: "f" }, admin)).requests, 50n, "replaying again doubles nothing");
-      assert.equal(await tokensUsed(t, "f"), usage.inputTokens + usage.outputTokens);
+      await assertLedgerIsAcknowledged(t, traffic, "f");
+      const [first] = traffic.acknowledged.values();
+      const again = await t.admission.settle({ reservationId: first!.reservationId, inputTokens: 1n, outputTokens: 1n });
+      assert.deepEqual([again.duplicate, again.outputTokens], [true, first!.outputTokens], "the first settle stands");
+      await assertLedgerIsAcknowledged(t, traffic, "f");
     } finally {
+      await traffic.stop();
       await t.close();
       await proxy.cut();
       await db.drop();
     }
   });
 
-  test("Redis stopped: FAIL_CLOSED denies with 503; when it returns empty, service recovers and counters are rebuilt from the ledger", { skip: redisClusterUnavailable() }, async () => {
-    const port = await freePort();
-    let redis = startRedis(port);
-    await eventually(async () => {
-      const probe = new Redis(port, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
-      probe.on("error", () => undefined);
+  for (const fault of ["restarted", "flushed"] as const) {
+    test(`Redis ${fault} mid-load: FAIL_CLOSED denies with 503, FAIL_OPEN allows and records; service recovers by itself, counters rebuilt, ledger = acknowledged settles`, { skip: redisClusterUnavailable() }, async (ctx) => {
+      const diagnostic = (message: string) => ctx.diagnostic(message);
+      const port = await freePort();
+      let redis = await startRedis(port);
+      const database = await quickDatabase();
+      const t = await startTestControlPlane({ config: { ...database.config, redisUrl: `redis://127.0.0.1:${port}` } });
+      const traffic = new Traffic(t, [{ tenant: "f", key: "kf" }, { tenant: "o", key: "ko" }]);
       try {
-        return (await probe.ping()) === "PONG";
+        await t.policy.applyBundle({ bundle: bundle() }, admin);
+        traffic.start();
+        await traffic.settled(60);
+        if (fault === "restarted") {
+          redis.kill("SIGKILL");
+          await new Promise((r) => redis.once("exit", r));
+          await eventually(async () => (await t.admission.admit(admitReq)).reason === DenyReason.UNAVAILABLE, 10_000, "the outage to be seen");
+          const down = traffic.mark("fault");
+          await eventually(async () => traffic.settledCount() >= down.settled + 30 && traffic.outcomes("fault").includes("UNAVAILABLE"), 20_000, "load during the outage");
+          traffic.mark("restarting"); // calls from here on may see either side
+          redis = await startRedis(port); // no persistence: it comes back empty
+        } else {
+          traffic.mark("fault");
+          const probe = new Redis(port);
+          await probe.flushdb();
+          probe.disconnect();
+        }
+        const after = traffic.mark("after");
+        await eventually(async () => traffic.outcomes("after").filter((o) => o === "allowed").length >= 60, 20_000, "recovery");
+        await traffic.settled(after.settled + 60);
+        await traffic.stop();
+
+        if (fault === "restarted") {
+          const closed = traffic.outcomes("fault", "f");
+          const open = traffic.outcomes("fault", "o");
+          assert.ok(closed.length > 0 && closed.every((o) => o === "UNAVAILABLE"), `FAIL_CLOSED during the outage: ${closed}`);
+          assert.ok(open.length > 0 && open.every((o) => o === "unmetered"), `FAIL_OPEN during the outage: ${open}`);
+        }
+        await eventually(async () => (await t.cp.settlement.sweep(), t.cp.settlement.deferredCount() === 0), 20_000, "deferred counter updates");
+        for (const tenant of ["f", "o"]) {
+          const usage = await assertLedgerIsAcknowledged(t, traffic, tenant);
+          // Known weakness: usage settled between the loss and the rebuild is counted by its lease (or late charge)
+          // and again by the rebuild's ledger sum, so the meter may over-count until the window rolls — never under-count.
+          const used = await tokensUsed(t, tenant);
+          assert.ok(used >= usage.inputTokens + usage.outputTokens, `${tenant}: counters rebuilt from the ledger hold at least its ${usage.inputTokens + usage.outputTokens} tokens, got ${used}`);
+          diagnostic(`${fault} ${tenant}: ledger ${usage.inputTokens + usage.outputTokens} tokens, meter ${used}; phases ${JSON.stringify(traffic.summary())}`);
+        }
       } finally {
-        probe.disconnect();
+        await traffic.stop();
+        await t.close();
+        await database.drop();
+        redis.kill("SIGKILL");
       }
-    }, 10_000, "redis");
-    const t = await startTestControlPlane({ config: { redisUrl: `redis://127.0.0.1:${port}` } });
-    try {
-      await t.policy.applyBundle({ bundle: bundle() }, admin);
-      const d = await t.admission.admit(admitReq);
-      await t.admission.settle({ reservationId: d.reservationId, inputTokens: 100n, outputTokens: 23n });
-      assert.equal(await tokensUsed(t, "f"), 123n);
-
-      redis.kill("SIGKILL");
-      await new Promise((r) => redis.once("exit", r));
-      const denied = await t.admission.admit(admitReq);
-      assert.equal(denied.reason, DenyReason.UNAVAILABLE);
-      assert.equal(denied.httpStatus, 503);
-
-      redis = startRedis(port); // no persistence: it comes back empty
-      await eventually(async () => (await t.admission.admit(admitReq)).allowed, 20_000, "recovery");
-      await eventually(async () => (await t.cp.settlement.sweep(), (await tokensUsed(t, "f")) >= 123n), 20_000, "rebuild");
-      // 123 settled before the outage, rebuilt from the ledger, plus the open reservations made since.
-      const used = await tokensUsed(t, "f");
-      assert.equal((used - 123n) % 20n, 0n, `rebuilt ${used}: the ledger's 123 plus 20 per open lease`);
-    } finally {
-      await t.close();
-      redis.kill("SIGKILL");
-    }
-  });
+    });
+  }
 });
 
-function startRedis(port: number): ChildProcess {
-  return spawn("/usr/bin/redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+/** A private redis-server without persistence (never the shared one), once it answers. */
+async function startRedis(port: number): Promise<ChildProcess> {
+  const child = spawn("/usr/bin/redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" });
+  await eventually(async () => {
+    const probe = new Redis(port, { lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    probe.on("error", () => undefined);
+    try {
+      return (await probe.ping()) === "PONG";
+    } finally {
+      probe.disconnect();
+    }
+  }, 10_000, "redis");
+  return child;
+}
+
+type Outcome = "allowed" | "unmetered" | string;
+
+/**
+ * Closed-loop Admit/Settle traffic straight to the control plane: workers admit,
+ * and settle every admitted request until the settle is acknowledged (as the data
+ * plane's spool does). Outcomes are filed under the phase in which the Admit
+ * started and ended (calls straddling a phase change are left out).
+ */
+class Traffic {
+  /** Acknowledged settles by reservation id: what the caller was told. */
+  readonly acknowledged = new Map<string, { reservationId: string; tenant: string; inputTokens: bigint; outputTokens: bigint; costMicros: bigint }>();
+  private readonly byPhase = new Map<string, Array<{ tenant: string; outcome: Outcome }>>();
+  private phase = "before";
+  private running = false;
+  private workers: Promise<void>[] = [];
+  private n = 0;
+
+  constructor(private readonly t: TestControlPlane, private readonly tenants: Array<{ tenant: string; key: string }>) {}
+
+  start(workers = 6): void {
+    this.running = true;
+    this.workers = Array.from({ length: workers }, (_, w) => this.work(w));
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await Promise.all(this.workers);
+  }
+
+  mark(phase: string): { settled: number } {
+    this.phase = phase;
+    return { settled: this.acknowledged.size };
+  }
+
+  settledCount(): number {
+    return this.acknowledged.size;
+  }
+
+  settled(count: number): Promise<void> {
+    return eventually(async () => this.acknowledged.size >= count, 30_000, `${count} acknowledged settles`);
+  }
+
+  /** Outcome counts per phase, for the report. */
+  summary(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const [phase, list] of this.byPhase) for (const { outcome } of list) (out[phase] ??= {})[outcome] = (out[phase]![outcome] ?? 0) + 1;
+    return out;
+  }
+
+  outcomes(phase: string, tenant?: string): Outcome[] {
+    return (this.byPhase.get(phase) ?? []).filter((o) => !tenant || o.tenant === tenant).map((o) => o.outcome);
+  }
+
+  private async work(w: number): Promise<void> {
+    while (this.running) {
+      const { tenant, key } = this.tenants[w % this.tenants.length]!;
+      const i = this.n++;
+      const phase = this.phase;
+      const d = await this.t.admission.admit({ ...admitReq, credential: secretOf(key) }).catch(() => undefined);
+      const outcome = !d ? "error" : d.allowed ? (d.unmetered ? "unmetered" : "allowed") : DenyReason[d.reason]!;
+      if (phase === this.phase) this.byPhase.set(phase, [...(this.byPhase.get(phase) ?? []), { tenant, outcome }]);
+      if (!d?.allowed) {
+        await new Promise((r) => setTimeout(r, 20));
+        continue;
+      }
+      for (;;) {
+        try {
+          const s = await this.t.admission.settle({ reservationId: d.reservationId, inputTokens: 10n, outputTokens: BigInt(i % 10) });
+          this.acknowledged.set(d.reservationId, { reservationId: d.reservationId, tenant, inputTokens: s.inputTokens, outputTokens: s.outputTokens, costMicros: s.costMicros });
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    }
+  }
+}
+
+/** The ledger holds each acknowledged settle once, with what was acknowledged, and nothing else. */
+async function assertLedgerIsAcknowledged(t: TestControlPlane, traffic: Traffic, tenant: string): Promise<{ inputTokens: bigint; outputTokens: bigint }> {
+  const mine = [...traffic.acknowledged.values()].filter((a) => a.tenant === tenant);
+  const rows = (await t.cp.database.query<{ n: string; distinct_n: string }>("SELECT count(*) AS n, count(DISTINCT reservation_id) AS distinct_n FROM usage_ledger WHERE tenant = $1", [tenant])).rows[0]!;
+  assert.deepEqual([Number(rows.n), Number(rows.distinct_n)], [mine.length, mine.length], `${tenant}: one ledger row per acknowledged settle`);
+  const usage = await t.policy.getUsage({ tenant }, admin);
+  const sum = (f: (a: (typeof mine)[number]) => bigint) => mine.reduce((s, a) => s + f(a), 0n);
+  assert.deepEqual([usage.requests, usage.inputTokens, usage.outputTokens, usage.costMicros], [BigInt(mine.length), sum((a) => a.inputTokens), sum((a) => a.outputTokens), sum((a) => a.costMicros)]);
+  return usage;
 }
 
 function freePort(): Promise<number> {

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import pino from "pino";
 import { AuditLog, type AuditEventRecord } from "../../control-plane/store/audit-log.js";
-import { backends, withDatabase } from "./databases.js";
+import { backends, withDatabase } from "../support/databases.js";
 
 interface LogLine {
   level: number;

@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import { ConfigRepository, ConflictError } from "../../control-plane/store/config-repository.js";
 import type { Database } from "../../control-plane/store/database.js";
 import { migrate, migrations } from "../../control-plane/store/migrations.js";
-import { backends, withDatabase } from "./databases.js";
+import { backends, withDatabase } from "../support/databases.js";
 
 async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

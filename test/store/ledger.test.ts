@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import pino from "pino";
 import type { Database } from "../../control-plane/store/database.js";
 import { Ledger, type LedgerRow } from "../../control-plane/store/ledger.js";
-import { backends, withDatabase } from "./databases.js";
+import { backends, withDatabase } from "../support/databases.js";
 
 const logger = pino({ level: "silent" });
 const nov10 = Date.UTC(2026, 10, 10, 12);

@@ -1,58 +1,126 @@
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import pg from "pg";
-import pino from "pino";
+import pino, { type Logger } from "pino";
 import { openDatabase, type Database } from "../../control-plane/store/database.js";
-import { missingService } from "./services.js";
+import { requireServices } from "./services.js";
+
+/** A place for a database: a PGlite directory or a PostgreSQL database, empty at first. */
+export interface Scratch {
+  /** Opens (and migrates) a Database here. Again after closing it; on PostgreSQL also several at once. */
+  open(options?: { logger?: Logger }): Promise<Database>;
+  /** Closes every Database opened here, then deletes the place. */
+  remove(): Promise<void>;
+}
 
 export interface Backend {
-  readonly name: string;
+  readonly name: "pglite" | "postgres";
   /** Why the backend is skipped, or false. */
   readonly skip: string | false;
-  /** A fresh, empty, migrated database; drop() removes it. */
-  open(): Promise<{ db: Database; url?: string; drop(): Promise<void> }>;
+  create(): Promise<Scratch>;
 }
 
-const logger = pino({ level: "silent" });
+const silent = pino({ level: "silent" });
 
-/** PGlite always; PostgreSQL when DATABASE_URL is set (a scratch database per test, dropped afterwards). */
+/**
+ * The backends every store test runs on: PGlite always (in a temp dir), and
+ * PostgreSQL when DATABASE_URL is set (a scratch database adm_test_<random>
+ * on that server per test, dropped afterwards). Without DATABASE_URL the
+ * PostgreSQL variant is skipped — unless ADMISSION_REQUIRE_SERVICES=1, when
+ * it runs and fails.
+ */
 export function backends(): Backend[] {
-  const pglite: Backend = {
-    name: "pglite",
-    skip: false,
-    async open() {
-      const db = await openDatabase({ dataDir: "memory://", logger });
-      return { db, drop: () => db.close() };
+  const url = process.env.DATABASE_URL;
+  return [
+    { name: "pglite", skip: false, create: pgliteScratch },
+    {
+      name: "postgres",
+      skip: url || requireServices ? false : "PostgreSQL variant skipped: DATABASE_URL is not set (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres)",
+      create: () => {
+        if (!url) throw new Error("DATABASE_URL is not set but ADMISSION_REQUIRE_SERVICES=1: the PostgreSQL variant of the store tests is required");
+        return postgresScratch(url);
+      },
     },
-  };
-  const postgres: Backend = {
-    name: "postgres",
-    skip: missingService("PostgreSQL", "DATABASE_URL"),
-    async open() {
-      const { url, drop } = await scratchDatabase();
-      const db = await openDatabase({ url, logger });
-      return { db, url, drop: async () => (await db.close(), await drop()) };
-    },
-  };
-  return [pglite, postgres];
+  ];
 }
 
-/** Creates a scratch database on DATABASE_URL's server. */
-export async function scratchDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const base = process.env.DATABASE_URL!;
+/** Runs `fn` with a fresh migrated database and always removes it afterwards. */
+export async function withDatabase<T>(backend: Backend, fn: (db: Database, scratch: Scratch) => Promise<T>): Promise<T> {
+  const scratch = await backend.create();
+  try {
+    return await fn(await scratch.open(), scratch);
+  } finally {
+    await scratch.remove();
+  }
+}
+
+async function pgliteScratch(): Promise<Scratch> {
+  const dir = await mkdtemp(join(tmpdir(), "adm-store-"));
+  const opened: Database[] = [];
+  return {
+    async open(options = {}) {
+      const db = await openDatabase({ dataDir: join(dir, "pgdata"), logger: options.logger ?? silent });
+      opened.push(db);
+      return db;
+    },
+    async remove() {
+      try {
+        for (const db of opened) await db.close();
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
+async function postgresScratch(baseUrl: string): Promise<Scratch> {
+  const scratch = await scratchDatabase(baseUrl);
+  const opened: Database[] = [];
+  return {
+    async open(options = {}) {
+      const db = await openDatabase({ url: scratch.url, logger: options.logger ?? silent, poolSize: 4 });
+      opened.push(db);
+      return db;
+    },
+    async remove() {
+      try {
+        for (const db of opened) await db.close();
+      } finally {
+        await scratch.drop();
+      }
+    },
+  };
+}
+
+/** A scratch database on DATABASE_URL's server, for a control plane (or several) to open by URL; drop() removes it. */
+export async function scratchDatabase(base = process.env.DATABASE_URL): Promise<{ url: string; drop(): Promise<void> }> {
+  if (!base) throw new Error("DATABASE_URL is not set");
   const name = `adm_test_${randomBytes(6).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: base });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
+  await adminQuery(base, `CREATE DATABASE ${name}`);
   const url = new URL(base);
   url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const c = new pg.Client({ connectionString: base });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
+  return { url: url.toString(), drop: () => adminQuery(base, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+}
+
+/**
+ * Where a test control plane keeps its ledger when the test is about something
+ * else: a scratch PostgreSQL database when DATABASE_URL is set (it starts in a
+ * fraction of a second), otherwise in-memory PGlite.
+ */
+export async function quickDatabase(): Promise<{ config: { databaseUrl?: string; dataDir?: string }; drop(): Promise<void> }> {
+  if (!process.env.DATABASE_URL) return { config: { dataDir: "memory://" }, drop: async () => undefined };
+  const db = await scratchDatabase();
+  return { config: { databaseUrl: db.url }, drop: db.drop };
+}
+
+async function adminQuery(url: string, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
 }

@@ -3,48 +3,74 @@ import { fileURLToPath } from "node:url";
 import { adminToken } from "./control-plane.js";
 import { admissionClient, policyClient } from "./grpc-clients.js";
 
-const mainJs = fileURLToPath(new URL("../../control-plane/main.js", import.meta.url));
+const controlPlaneJs = fileURLToPath(new URL("../../control-plane/main.js", import.meta.url));
+const dataPlaneJs = fileURLToPath(new URL("../../data-plane/main.js", import.meta.url));
 
 export interface Replica {
   readonly process: ChildProcess;
   readonly address: string;
+  readonly grpcPort: number;
   readonly httpPort: number;
   readonly admission: ReturnType<typeof admissionClient>;
   readonly policy: ReturnType<typeof policyClient>;
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Starts `node dist/control-plane/main.js` as its own process on ephemeral ports. */
+export interface DataPlaneProcess {
+  readonly process: ChildProcess;
+  readonly port: number;
+  readonly url: string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Starts `node dist/control-plane/main.js` as its own process on ephemeral ports (or ADMISSION_GRPC_PORT/ADMISSION_HTTP_PORT from env). */
 export async function startReplica(env: Record<string, string>): Promise<Replica> {
-  const child = spawn(process.execPath, [mainJs], {
-    env: { ...process.env, ADMISSION_GRPC_PORT: "0", ADMISSION_HTTP_PORT: "0", ADMISSION_GRPC_HOST: "127.0.0.1", ADMISSION_ADMIN_TOKEN: adminToken, ADMISSION_DEMO: "0", LOG_LEVEL: "warn", ...env },
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  let stderr = "";
-  const ports = await new Promise<[number, number]>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`replica did not start: ${stderr}`)), 30_000);
-    child.stderr!.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString();
-      const m = /gRPC on :(\d+), metrics and health on :(\d+)/.exec(stderr);
-      if (m) {
-        clearTimeout(timer);
-        resolve([Number(m[1]), Number(m[2])]);
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`replica exited with ${code}: ${stderr}`)));
-  });
-  const address = `127.0.0.1:${ports[0]}`;
+  const { child, match } = await spawnService(controlPlaneJs, {
+    ADMISSION_GRPC_PORT: "0", ADMISSION_HTTP_PORT: "0", ADMISSION_GRPC_HOST: "127.0.0.1", ADMISSION_ADMIN_TOKEN: adminToken, ADMISSION_DEMO: "0", LOG_LEVEL: "warn", ...env,
+  }, /gRPC on :(\d+), metrics and health on :(\d+)/);
+  const grpcPort = Number(match[1]);
+  const address = `127.0.0.1:${grpcPort}`;
   const admission = admissionClient(address);
   const policy = policyClient(address);
   return {
-    process: child, address, httpPort: ports[1], admission, policy,
+    process: child, address, grpcPort, httpPort: Number(match[2]), admission, policy,
     stop: async (signal = "SIGTERM") => {
       admission.close();
       policy.close();
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once("exit", r));
-      child.kill(signal);
-      await exited;
+      await stopChild(child, signal);
     },
   };
+}
+
+/** Starts `node dist/data-plane/main.js` as its own process (PROXY_PORT=0 unless env sets it). */
+export async function startDataPlaneProcess(env: Record<string, string>): Promise<DataPlaneProcess> {
+  const { child, match } = await spawnService(dataPlaneJs, { PROXY_PORT: "0", PROXY_HOST: "127.0.0.1", LOG_LEVEL: "warn", ...env }, /data plane: http:\/\/localhost:(\d+)\/v1/);
+  const port = Number(match[1]);
+  return { process: child, port, url: `http://127.0.0.1:${port}`, stop: (signal = "SIGTERM") => stopChild(child, signal) };
+}
+
+/** Spawns a node script and waits for the line on stderr that says where it listens. */
+async function spawnService(script: string, env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+  const child = spawn(process.execPath, [script], { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  const match = await new Promise<RegExpExecArray>((resolve, reject) => {
+    const timer = setTimeout(() => (child.kill("SIGKILL"), reject(new Error(`${script} did not start: ${stderr}`))), 30_000);
+    child.stderr!.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+      const m = ready.exec(stderr);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m);
+      }
+    });
+    child.once("exit", (code) => (clearTimeout(timer), reject(new Error(`${script} exited with ${code}: ${stderr}`))));
+  });
+  return { child, match };
+}
+
+async function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  child.kill(signal);
+  await exited;
 }

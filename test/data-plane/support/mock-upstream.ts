@@ -1,5 +1,19 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { gzipSync } from "node:zlib";
+import { countInputTokens } from "../../../data-plane/token-counter.js";
+
+/**
+ * Usage as a provider would report it for a body it received (a `usageOf` for
+ * MockUpstream): the input counted with the proxy's tokenizer, and a little less
+ * output than the clamp it was sent — so a settled request (actual usage) and an
+ * expired one (charged its estimate: input plus the clamp) tell apart.
+ */
+export function reportedUsage(body: any, path: string): { prompt_tokens: number; completion_tokens: number } {
+  const prompt = countInputTokens(path, body);
+  if (path === "/embeddings") return { prompt_tokens: prompt, completion_tokens: 0 };
+  const max = Number(body.max_tokens);
+  return { prompt_tokens: prompt, completion_tokens: max - (max % 4) || 1 };
+}
 
 /** How the provider answers the next requests. */
 export type Behaviour =
@@ -39,9 +53,15 @@ export class MockUpstream {
   /** Streamed pieces; each is one o200k token. */
   words = ["one", " two", " three", " four", " five", " six", " seven", " eight"];
   stallAfter = 3;
+  /** How long an answer takes, like a model generating: before a plain answer, spread between a stream's chunks. */
+  latencyMs = 0;
   /** Send usage in the chunk carrying the last choice (finish_reason), as some providers do. */
   usageWithChoices = false;
   readonly received: Received[] = [];
+  /** Usage per request: replaces `usage` when set (e.g. derived from the body the provider received). */
+  usageOf: ((body: any, path: string) => { prompt_tokens: number; completion_tokens: number }) | undefined;
+  /** Requests answered to the end, by the data plane's x-request-id: the usage reported (undefined: none). */
+  readonly served = new Map<string, { prompt_tokens: number; completion_tokens: number } | undefined>();
   private held: Array<() => void> = [];
 
   constructor(readonly name: string) {}
@@ -81,6 +101,7 @@ export class MockUpstream {
     this.usage = { prompt_tokens: 1000, completion_tokens: 40 };
     this.usageWithChoices = false;
     this.stallAfter = 3;
+    this.latencyMs = 0;
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -93,7 +114,13 @@ export class MockUpstream {
     if (behaviour === "fail") return void res.writeHead(503, { "content-type": "application/json" }).end('{"error":{"message":"overloaded"}}');
     if (behaviour === "garbage") return void res.writeHead(200, { "content-type": "application/json" }).end("<<not json>> lorem ipsum dolor sit amet");
     if (behaviour === "hold") await new Promise<void>((resolve) => this.held.push(resolve));
-    const usage = behaviour === "no-usage" ? undefined : { ...this.usage, total_tokens: this.usage.prompt_tokens + this.usage.completion_tokens };
+    const reported = this.usageOf?.(body, path) ?? this.usage;
+    const usage = behaviour === "no-usage" ? undefined : { ...reported, total_tokens: reported.prompt_tokens + reported.completion_tokens };
+    const requestId = req.headers["x-request-id"];
+    if (typeof requestId === "string") {
+      const counted = path === "/embeddings" && usage ? { prompt_tokens: usage.prompt_tokens, completion_tokens: 0 } : usage && { prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens };
+      res.once("finish", () => this.served.set(requestId, counted));
+    }
     const model = body.model;
     // Provider-side headers a client must never see.
     const providerHeaders = { "set-cookie": "provider-session=secret", "x-ratelimit-remaining-requests": "9999", "openai-organization": "provider-org", "x-request-id": `up-${this.received.length}` };
@@ -101,7 +128,9 @@ export class MockUpstream {
       return json(res, { object: "list", model, data: [{ object: "embedding", index: 0, embedding: [0.1, 0.2] }], usage: usage && { prompt_tokens: usage.prompt_tokens, total_tokens: usage.prompt_tokens } }, providerHeaders);
     }
     const chat = path === "/chat/completions";
+    const pause = (ms: number) => (ms > 0 ? new Promise((r) => setTimeout(r, ms)) : new Promise((r) => setImmediate(r)));
     if (!body.stream) {
+      await pause(this.latencyMs);
       const text = this.words.join("");
       const answer = {
         id: "cmpl-1", object: chat ? "chat.completion" : "text_completion", created: 1, model,
@@ -132,7 +161,7 @@ export class MockUpstream {
       }
       if (behaviour === "break" && i === this.stallAfter) return void res.socket?.destroy();
       res.write(chunk([piece(w)]));
-      await new Promise((r) => setImmediate(r));
+      await pause(this.latencyMs / this.words.length);
     }
     const wantsUsage = body.stream_options?.include_usage === true && usage;
     const last = chat ? { index: 0, delta: {}, finish_reason: "stop" } : { index: 0, text: "", finish_reason: "stop" };

@@ -1,0 +1,109 @@
+/** One request of a load: which route, whose key, what body. */
+export interface LoadRequest {
+  readonly kind: string;
+  readonly tenant: string;
+  readonly path: "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings";
+  /** Bearer credential. */
+  readonly key: string;
+  readonly task: string;
+  readonly body: Record<string, unknown>;
+}
+
+/** What the client saw. `ok`: a 2xx answer read to its end (a stream up to `[DONE]`). */
+export interface LoadResult {
+  readonly kind: string;
+  readonly tenant: string;
+  readonly ok: boolean;
+  /** HTTP status; 0 when no answer came (refused, reset before the headers). */
+  readonly status: number;
+  /** The data plane's x-request-id, when headers came back. */
+  readonly requestId?: string;
+  /** Why it failed: the error body's message or the network error. */
+  readonly error?: string;
+  readonly latencyMs: number;
+}
+
+export interface LoadOptions {
+  /** The data plane's base URL, read per request (it may move while the load runs). */
+  readonly baseUrl: () => string;
+  readonly ratePerSec: number;
+  /** The i-th request. */
+  readonly request: (i: number) => LoadRequest;
+  /** Per-request deadline. */
+  readonly timeoutMs?: number;
+}
+
+/**
+ * Open-loop load at a fixed rate through the data plane with plain fetch: a
+ * request starts every 1/rate seconds whatever the previous ones are doing, so
+ * a stalled server shows up as errors and latency, not as a slower load.
+ */
+export class Load {
+  readonly results: LoadResult[] = [];
+  private readonly inFlight = new Set<Promise<void>>();
+  private timer: NodeJS.Timeout | undefined;
+  private sent = 0;
+
+  constructor(private readonly options: LoadOptions) {}
+
+  start(): void {
+    const periodMs = 1000 / this.options.ratePerSec;
+    const startedAt = performance.now();
+    // Catch up on ticks the timer missed (a busy machine), so the rate holds on average.
+    this.timer = setInterval(() => {
+      const due = Math.floor((performance.now() - startedAt) / periodMs);
+      while (this.sent < due) this.fire(this.sent++);
+    }, Math.max(1, Math.floor(periodMs)));
+  }
+
+  /** Stops sending and waits for the requests under way. */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
+  }
+
+  /** Results since index `from` (e.g. one sampling period). */
+  since(from: number): LoadResult[] {
+    return this.results.slice(from);
+  }
+
+  private fire(i: number): void {
+    const spec = this.options.request(i);
+    const run = send(this.options.baseUrl(), spec, this.options.timeoutMs ?? 30_000).then((r) => void this.results.push(r));
+    this.inFlight.add(run);
+    void run.finally(() => this.inFlight.delete(run));
+  }
+}
+
+async function send(baseUrl: string, spec: LoadRequest, timeoutMs: number): Promise<LoadResult> {
+  const started = performance.now();
+  const base = { kind: spec.kind, tenant: spec.tenant };
+  let status = 0;
+  let requestId: string | undefined;
+  try {
+    const res = await fetch(`${baseUrl}${spec.path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${spec.key}`, "content-type": "application/json", "x-llm-task": spec.task },
+      body: JSON.stringify(spec.body),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    status = res.status;
+    requestId = res.headers.get("x-request-id") ?? undefined;
+    const text = await res.text();
+    const streamed = spec.body.stream === true && res.ok;
+    const ok = res.ok && (!streamed || text.includes("data: [DONE]"));
+    const error = ok ? undefined : streamed ? "stream cut before [DONE]" : errorMessage(text);
+    return { ...base, ok, status, requestId, error, latencyMs: performance.now() - started };
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code;
+    return { ...base, ok: false, status, requestId, error: cause ?? (err as Error).message, latencyMs: performance.now() - started };
+  }
+}
+
+function errorMessage(text: string): string {
+  try {
+    return String((JSON.parse(text) as { error?: { message?: string } }).error?.message ?? text.slice(0, 200));
+  } catch {
+    return text.slice(0, 200);
+  }
+}
