@@ -10,7 +10,7 @@ import autocannon from "autocannon";
 import { scratchDatabase } from "../support/databases.js";
 import { secretOf } from "../support/scenario.js";
 import { keyId } from "./bundle.js";
-import { latency, openLoop } from "./load.js";
+import { latency, openLoop, withCpu } from "./load.js";
 import { spawn, type Child } from "./processes.js";
 import type { Bench } from "./report.js";
 
@@ -59,6 +59,9 @@ export async function dataPlane(bench: Bench): Promise<void> {
     const dp = await spawn("data-plane", { controlPlaneAddr: `127.0.0.1:${cp.info.grpcPort}`, upstream: `http://127.0.0.1:${mock.info.port}/v1` }, bench.cpuProfDir);
     children.push(dp);
     const ports: Record<Path, number> = { direct: mock.info.port, "bare http-proxy": bare.info.port, "data plane": dp.info.port };
+    const servers: Record<Path, Record<string, number>> = {
+      direct: { upstream: mock.pid }, "bare http-proxy": { proxy: bare.pid, upstream: mock.pid }, "data plane": { "data plane": dp.pid, "control plane": cp.pid, upstream: mock.pid },
+    };
     let n = 0;
     // Every request on its own key, round robin over the bundle's keys.
     const headersFor = (path: Path): Record<string, string> => (path === "data plane" ? { authorization: `Bearer ${secretOf(keyId(n++ % bench.sizes.keys))}`, "x-llm-task": "DRAFT" } : {});
@@ -70,11 +73,11 @@ export async function dataPlane(bench: Bench): Promise<void> {
       const fixed = {} as Record<Path, { ttfb: number[]; total: number[] }>;
       for (const path of Object.keys(ports) as Path[]) {
         await openLoop(fixedRate, bench.warmupMs, () => post(agent, ports[path], payload, headersFor(path)));
-        const run = await openLoop(fixedRate, bench.durationMs, () => post(agent, ports[path], payload, headersFor(path)));
+        const run = await withCpu(servers[path], () => openLoop(fixedRate, bench.durationMs, () => post(agent, ports[path], payload, headersFor(path))));
         if (run.errors) throw new Error(`${path} ${kind}: ${run.errors} failed requests (${run.firstError})`);
         fixed[path] = { ttfb: run.rows.map((r) => r.ttfb), total: run.rows.map((r) => r.total) };
         const t = latency(fixed[path].total);
-        bench.report.latencyRow(section, `${path}, ${kind}, ${fixedRate} req/s`, { ...t, opsPerSec: run.opsPerSec }, stream ? { note: `time to first byte p50 ${latency(fixed[path].ttfb).p50.toFixed(3)} / p99 ${latency(fixed[path].ttfb).p99.toFixed(3)} ms` } : {});
+        bench.report.latencyRow(section, `${path}, ${kind}, ${fixedRate} req/s`, { ...t, opsPerSec: run.opsPerSec }, stream ? { cpu: run.cpu, note: `time to first byte p50 ${latency(fixed[path].ttfb).p50.toFixed(3)} / p99 ${latency(fixed[path].ttfb).p99.toFixed(3)} ms` } : { cpu: run.cpu });
       }
       for (const over of ["direct", "bare http-proxy"] as const) {
         for (const measure of stream ? (["ttfb", "total"] as const) : (["total"] as const)) {
@@ -92,13 +95,13 @@ export async function dataPlane(bench: Bench): Promise<void> {
       for (const path of Object.keys(ports) as Path[]) {
         let rssMaxMb = 0;
         const sampler = path === "data plane" ? setInterval(() => (rssMaxMb = Math.max(rssMaxMb, dp.rssMb())), 100) : undefined;
-        const result = await autocannon({
+        const result = await withCpu(servers[path], () => autocannon({
           url: `http://127.0.0.1:${ports[path]}/v1/chat/completions`, method: "POST", connections, duration: bench.durationMs / 1000, sampleInt: 100,
           headers: { "content-type": "application/json", ...(path === "data plane" ? { authorization: `Bearer ${secretOf(keyId(0))}`, "x-llm-task": "DRAFT" } : {}) }, body: payload,
-        });
+        }));
         clearInterval(sampler);
         const failed = result.errors + result.timeouts + result.non2xx;
-        const measured = { ops: result.requests.total, opsPerSec: result.requests.total / result.duration, errors: failed, firstError: failed ? `${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts` : undefined, p50: result.latency.p50, p99: result.latency.p99, p999: result.latency.p99_9 };
+        const measured = { ops: result.requests.total, opsPerSec: result.requests.total / result.duration, errors: failed, firstError: failed ? `${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts` : undefined, p50: result.latency.p50, p99: result.latency.p99, p999: result.latency.p99_9, cpu: result.cpu };
         const notes = [`autocannon, ${connections} connections, ms resolution`, ...(path === "data plane" ? [`data-plane RSS max ${rssMaxMb.toFixed(0)} MB`, "one key for all requests"] : [])].join("; ");
         bench.report.measured(section, `${path}, ${kind}, saturation`, measured, path === "data plane"
           ? { versus: `bare http-proxy, ${kind}, saturation`, atLeast: 0.6, note: notes }

@@ -17,7 +17,7 @@ import { unaryClient } from "../support/grpc-clients.js";
 import { deleteKeysWithPrefix } from "../support/redis-keys.js";
 import { secretOf } from "../support/scenario.js";
 import { keyId, metersPerDecision } from "./bundle.js";
-import { closedLoop, drain, latency, openLoop } from "./load.js";
+import { closedLoop, drain, latency, openLoop, withCpu } from "./load.js";
 import { spawn } from "./processes.js";
 import type { Bench } from "./report.js";
 
@@ -89,31 +89,32 @@ async function onBackend(bench: Bench, backend: "memory" | "redis"): Promise<voi
 
     for (const c of concurrencies) {
       const reservations: string[] = [];
-      report.measured(section, `Admit Session ${backend} c${c}`, await closedLoop(c, durationMs, admitVia(session, reservations)), {
+      const onServer = <T extends object>(work: () => Promise<T>) => withCpu({ "control plane": cp.pid }, work);
+      report.measured(section, `Admit Session ${backend} c${c}`, await onServer(() => closedLoop(c, durationMs, admitVia(session, reservations))), {
         versus: `echo stream c${c}`, atLeast: backend === "memory" ? 0.7 : 0.5,
       });
-      report.measured(section, `Admit unary ${backend} c${c}`, await closedLoop(c, durationMs, admitVia(unary, reservations)), {
+      report.measured(section, `Admit unary ${backend} c${c}`, await onServer(() => closedLoop(c, durationMs, admitVia(unary, reservations))), {
         versus: `echo unary c${c}`, ...(backend === "memory" ? { atLeast: 0.8 } : {}),
       });
-      const settled = await drain(reservations, c, settleVia(session), durationMs);
+      const settled = await onServer(() => drain(reservations, c, settleVia(session), durationMs));
       report.measured(section, `Settle Session ${backend} c${c}`, settled, {
         versus: `echo stream c${c}`, note: `reservations of the Admit rows above; ${db ? "ledger on PostgreSQL" : "ledger on PGlite in memory"}`,
       });
       await drain(settled.left, 64, settleVia(session));
-      report.measured(section, `ext_authz Check ${backend} c${c}`, await closedLoop(c, durationMs, check), {
+      report.measured(section, `ext_authz Check ${backend} c${c}`, await onServer(() => closedLoop(c, durationMs, check)), {
         versus: `echo unary c${c}`, note: "body parsed and tokens counted; leases expire (Envoy does not settle)",
       });
     }
     const rate = bench.smoke ? 200 : checkRate;
     let n = 0;
-    const fixed = await openLoop(rate, durationMs, async () => {
+    const fixed = await withCpu({ "control plane": cp.pid }, () => openLoop(rate, durationMs, async () => {
       const t0 = performance.now();
       await check(n++);
       return { ms: performance.now() - t0 };
-    });
+    }));
     const l = latency(fixed.rows.map((r) => r.ms));
     report.latencyRow(section, `ext_authz Check ${backend} at ${rate} req/s`, { ...l, opsPerSec: fixed.opsPerSec }, {
-      target: `p99 ≤ ${checkP99TargetMs} ms at ${checkRate} req/s`, ...(rate === checkRate ? { met: l.p99 <= checkP99TargetMs && !fixed.errors } : {}),
+      cpu: fixed.cpu, target: `p99 ≤ ${checkP99TargetMs} ms at ${checkRate} req/s`, ...(rate === checkRate ? { met: l.p99 <= checkP99TargetMs && !fixed.errors } : {}),
       note: fixed.errors ? `${fixed.errors} errors (${fixed.firstError})` : undefined,
     });
 
@@ -140,8 +141,8 @@ async function echoBaselines(bench: Bench, response: Uint8Array, admits: AdmitRe
     await closedLoop(64, bench.warmupMs, via(stream));
     for (const c of concurrencies) {
       const note = `bare grpc-js, ${response.length}-byte response`;
-      bench.report.measured(section, `echo unary c${c}`, await closedLoop(c, bench.durationMs, via(unary)), { note });
-      bench.report.measured(section, `echo stream c${c}`, await closedLoop(c, bench.durationMs, via(stream)), { note });
+      bench.report.measured(section, `echo unary c${c}`, await withCpu({ echo: echo.pid }, () => closedLoop(c, bench.durationMs, via(unary))), { note });
+      bench.report.measured(section, `echo stream c${c}`, await withCpu({ echo: echo.pid }, () => closedLoop(c, bench.durationMs, via(stream))), { note });
     }
   } finally {
     unary.close();
@@ -161,13 +162,13 @@ async function peer(bench: Bench, keyPrefix: string): Promise<void> {
   try {
     await closedLoop(64, bench.warmupMs, (i) => limiter.consume(keyId(i % bench.sizes.keys)));
     for (const c of concurrencies) {
-      const m = await closedLoop(c, bench.durationMs, (i) => limiter.consume(keyId(i % bench.sizes.keys)));
+      const m = await withCpu({}, () => closedLoop(c, bench.durationMs, (i) => limiter.consume(keyId(i % bench.sizes.keys))));
       bench.report.measured("Peer on the same Redis", `rate-limiter-flexible c${c}`, m, { note: "one REQUESTS/minute limit per key, RateLimiterRedis, in the load process" });
       const ours = bench.report.find(`Admit Session redis c${c}`);
       if (ours?.opsPerSec) {
         bench.report.add({
           section: "Peer on the same Redis", scenario: `Admit Session redis c${c} (full decision)`, opsPerSec: ours.opsPerSec, p50: ours.p50, p99: ours.p99, p999: ours.p999,
-          baseline: `rate-limiter-flexible c${c}`, ratio: ours.opsPerSec / m.opsPerSec, note: `${metersPerDecision} meters, a lease and a signed reservation per decision`,
+          baseline: `rate-limiter-flexible c${c}`, ratio: ours.opsPerSec / m.opsPerSec, cpu: ours.cpu, note: `${metersPerDecision} meters, a lease and a signed reservation per decision`,
         });
       }
     }

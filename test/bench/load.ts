@@ -1,4 +1,5 @@
 /** Load shapes and the figures the benchmark reports. Latencies in milliseconds. */
+import { readFileSync } from "node:fs";
 
 export interface Latency {
   readonly p50: number;
@@ -12,6 +13,8 @@ export interface Measured extends Latency {
   readonly errors: number;
   /** First error seen, for the note. */
   readonly firstError?: string;
+  /** CPU share of the processes involved while it ran (withCpu). */
+  readonly cpu?: string;
 }
 
 export function latency(samples: number[]): Latency {
@@ -94,4 +97,30 @@ export async function openLoop<K extends string>(rate: number, durationMs: numbe
   }
   await Promise.all(inflight);
   return { rows, errors, firstError, opsPerSec: rows.length / ((performance.now() - started) / 1000) };
+}
+
+/** CPU time of a process so far, in seconds (from /proc; this process via cpuUsage). */
+function cpuSeconds(pid: number): number {
+  if (pid === process.pid) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+const clockTicks = 100;
+
+/**
+ * Runs `work` and returns its result with the CPU share each process used
+ * meanwhile, in % of one core: on a shared machine this shows whether the
+ * server under test was saturated or starved.
+ */
+export async function withCpu<T>(pids: Record<string, number>, work: () => Promise<T>): Promise<T & { cpu: string }> {
+  const all = { ...pids, load: process.pid };
+  const before = Object.fromEntries(Object.entries(all).map(([name, pid]) => [name, cpuSeconds(pid)]));
+  const t0 = performance.now();
+  const result = await work();
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = Object.entries(all).map(([name, pid]) => `${name} ${Math.round((100 * (cpuSeconds(pid) - before[name]!)) / seconds)}%`).join(", ");
+  return { ...result, cpu };
 }

@@ -188,7 +188,8 @@ async function memory(o: Roles["memory"]["options"]) {
 
 const starters: { [R in keyof Roles]: (o: Roles[R]["options"]) => Promise<{ info: Roles[R]["info"]; stop(): Promise<void> }> } = {
   "control-plane": controlPlane, echo, "mock-upstream": async () => {
-    const mock = await startMockProvider();
+    // Streams arrive chunk by chunk, as from a model generating, so time to first byte and total differ.
+    const mock = await startMockProvider({ chunkDelayMs: 1 });
     return { info: { port: mock.port }, stop: () => mock.close() };
   },
   "bare-proxy": bareProxy, "data-plane": dataPlane, memory,

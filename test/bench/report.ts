@@ -15,6 +15,8 @@ export interface Row {
   target?: string;
   met?: boolean;
   note?: string;
+  /** CPU share of the server(s) and of the load process while the row ran, % of one core. */
+  cpu?: string;
 }
 
 export class Report {
@@ -32,7 +34,7 @@ export class Report {
     const errors = m.errors ? `${m.errors} errors (${m.firstError})` : "";
     return this.add({
       section, scenario, opsPerSec: m.opsPerSec, p50: m.p50, p99: m.p99, p999: m.p999,
-      baseline: base ? options.versus : undefined, ratio,
+      baseline: base ? options.versus : undefined, ratio, cpu: m.cpu,
       ...(options.atLeast !== undefined && ratio !== undefined ? { target: `≥ ${options.atLeast}× ${options.versus}`, met: ratio >= options.atLeast && !m.errors } : {}),
       note: [options.note, errors].filter(Boolean).join("; ") || undefined,
     });
@@ -49,16 +51,16 @@ export class Report {
   markdown(): string {
     const ms = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? "" : n.toFixed(n < 10 ? 3 : 1));
     const rate = (n: number | undefined) => (n === undefined ? "" : Math.round(n).toLocaleString("en-US"));
-    const lines = ["| scenario | ops/s | p50 ms | p99 ms | p99.9 ms | vs baseline | target | met | notes |", "|---|---:|---:|---:|---:|---|---|---|---|"];
+    const lines = ["| scenario | ops/s | p50 ms | p99 ms | p99.9 ms | vs baseline | target | met | CPU % of a core | notes |", "|---|---:|---:|---:|---:|---|---|---|---|---|"];
     let section = "";
     for (const r of this.rows) {
       if (r.section !== section) {
         section = r.section;
-        lines.push(`| **${section}** | | | | | | | | |`);
+        lines.push(`| **${section}** | | | | | | | | | |`);
       }
       const vs = r.ratio !== undefined ? `${r.ratio.toFixed(2)}× ${r.baseline}` : "";
       const met = r.met === undefined ? "" : r.met ? "met" : "**not met**";
-      lines.push(`| ${r.scenario} | ${rate(r.opsPerSec)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p999)} | ${vs} | ${r.target ?? ""} | ${met} | ${r.note ?? ""} |`);
+      lines.push(`| ${r.scenario} | ${rate(r.opsPerSec)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p999)} | ${vs} | ${r.target ?? ""} | ${met} | ${r.cpu ?? ""} | ${r.note ?? ""} |`);
     }
     return `${lines.join("\n")}\n`;
   }

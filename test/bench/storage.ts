@@ -4,7 +4,7 @@ import pino from "pino";
 import { openDatabase } from "../../control-plane/store/database.js";
 import { Ledger, type LedgerRow } from "../../control-plane/store/ledger.js";
 import { scratchDatabase } from "../support/databases.js";
-import { closedLoop } from "./load.js";
+import { closedLoop, withCpu } from "./load.js";
 import { spawn } from "./processes.js";
 import type { Bench } from "./report.js";
 
@@ -38,8 +38,8 @@ export async function ledger(bench: Bench): Promise<void> {
     );
     for (const c of concurrencies) {
       const run = randomBytes(4).toString("hex");
-      bench.report.measured(section, `single-row INSERT per settle c${c}`, await closedLoop(c, bench.durationMs, (i) => single(row(`s${run}`, i))), { note: "autocommit, the control plane's pool (10 connections)" });
-      bench.report.measured(section, `Ledger group commit c${c}`, await closedLoop(c, bench.durationMs, (i) => ledger.append(row(`g${run}`, i))), {
+      bench.report.measured(section, `single-row INSERT per settle c${c}`, await withCpu({}, () => closedLoop(c, bench.durationMs, (i) => single(row(`s${run}`, i)))), { note: "autocommit, the control plane's pool (10 connections)" });
+      bench.report.measured(section, `Ledger group commit c${c}`, await withCpu({}, () => closedLoop(c, bench.durationMs, (i) => ledger.append(row(`g${run}`, i)))), {
         versus: `single-row INSERT per settle c${c}`, note: "append() resolves after its batch's COMMIT",
       });
     }
