@@ -198,6 +198,9 @@ const starters: { [R in keyof Roles]: (o: Roles[R]["options"]) => Promise<{ info
 const role = process.argv.find((a) => a.startsWith("--role="))?.slice(7) as keyof Roles | undefined;
 if (role) {
   const running = await starters[role](JSON.parse(process.argv[3]!) as never);
-  process.once("SIGTERM", () => void running.stop().finally(() => process.exit(0)));
+  const stop = () => void running.stop().finally(() => process.exit(0));
+  process.once("SIGTERM", stop);
+  // The benchmark process went away (killed, crashed): do not outlive it.
+  process.once("disconnect", stop);
   process.send!(running.info);
 }
