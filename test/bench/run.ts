@@ -28,7 +28,7 @@ for (const name of only ?? []) if (!(name in scenarios)) throw new Error(`--only
 const bench: Bench = {
   report: new Report(),
   smoke,
-  durationMs: smoke ? 100 : 3_000,
+  durationMs: smoke ? 100 : 5_000,
   warmupMs: smoke ? 50 : 1_000,
   sizes: smoke ? { tenants: 10, keys: 100 } : { tenants: 1_000, keys: 10_000 },
   redisUrl: process.env.REDIS_URL || undefined,
