@@ -1,0 +1,187 @@
+/**
+ * Decisions: Admit over Session and unary, Settle and ext_authz Check at
+ * concurrency 1 and 64 against a control plane in its own process (in-memory
+ * counters, then Redis), with a bare grpc-js echo server answering the same
+ * Admit messages as the baseline; Check at a fixed rate; and a peer limiter
+ * (rate-limiter-flexible) on the same Redis.
+ */
+import { randomBytes } from "node:crypto";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Redis } from "ioredis";
+import { RateLimiterRedis } from "rate-limiter-flexible";
+import { ControlPlaneClient } from "../../data-plane/control-plane-client.js";
+import { AdmitRequestSchema, AdmitResponseSchema, Outcome, SettleRequestSchema, type AdmitRequest } from "../../gen/admission/v1/admission_pb.js";
+import { Authorization, CheckRequestSchema, type CheckRequest } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
+import { scratchDatabase } from "../support/databases.js";
+import { unaryClient } from "../support/grpc-clients.js";
+import { deleteKeysWithPrefix } from "../support/redis-keys.js";
+import { secretOf } from "../support/scenario.js";
+import { keyId, metersPerDecision } from "./bundle.js";
+import { closedLoop, drain, latency, openLoop, withCpu } from "./load.js";
+import { spawn } from "./processes.js";
+import type { Bench } from "./report.js";
+
+const section = "Decisions (control plane)";
+const concurrencies = [1, 64] as const;
+/** ext_authz Check is measured at this fixed rate against the design's p99 target. */
+const checkRate = 2_000;
+const checkP99TargetMs = 2;
+
+const chatBody = JSON.stringify({ model: "m-pro", max_tokens: 500, messages: [{ role: "user", content: "Draft an independent claim for a widget with a spring-biased latch." }] });
+
+function admitRequests(keys: number): AdmitRequest[] {
+  return Array.from({ length: keys }, (_, i) => create(AdmitRequestSchema, { credential: secretOf(keyId(i)), task: "DRAFT", model: "m-pro", inputTokens: 400n, maxOutputTokens: 500n }));
+}
+
+function checkRequests(keys: number): CheckRequest[] {
+  return Array.from({ length: keys }, (_, i) => create(CheckRequestSchema, {
+    attributes: { request: { http: { method: "POST", path: "/v1/chat/completions", headers: { authorization: `Bearer ${secretOf(keyId(i))}`, "x-llm-task": "DRAFT", "content-type": "application/json" }, body: chatBody } } },
+  }));
+}
+
+const settleOf = (reservationId: string) => create(SettleRequestSchema, { reservationId, inputTokens: 400n, outputTokens: 310n, provider: "p1", model: "m-pro", outcome: Outcome.SUCCESS, latencyMs: 900n });
+
+export async function decisions(bench: Bench): Promise<void> {
+  const backends: Array<"memory" | "redis"> = ["memory", ...(bench.redisUrl ? ["redis" as const] : [])];
+  if (!bench.redisUrl) bench.report.add({ section, scenario: "Redis rows", note: "skipped: REDIS_URL not set" });
+  for (const backend of backends) await onBackend(bench, backend);
+}
+
+async function onBackend(bench: Bench, backend: "memory" | "redis"): Promise<void> {
+  const { report, durationMs, sizes } = bench;
+  const keyPrefix = `admbench:${randomBytes(4).toString("hex")}`;
+  const db = bench.databaseUrl ? await scratchDatabase() : undefined;
+  const cp = await spawn("control-plane", { sizes, databaseUrl: db?.url, ...(backend === "redis" ? { redisUrl: bench.redisUrl, redisKeyPrefix: keyPrefix } : {}) }, bench.cpuProfDir);
+  const address = `127.0.0.1:${cp.info.grpcPort}`;
+  const unary = new ControlPlaneClient({ address, unary: true });
+  const session = new ControlPlaneClient({ address });
+  const authz = unaryClient(Authorization, address);
+  const admits = admitRequests(sizes.keys);
+  const checks = checkRequests(sizes.keys);
+  const admitVia = (client: ControlPlaneClient, reservations: string[]) => async (i: number) => {
+    const r = await client.admit(admits[i % admits.length]!);
+    if (!r.allowed) throw new Error(`denied: ${r.message}`);
+    reservations.push(r.reservationId);
+  };
+  const settleVia = (client: ControlPlaneClient) => async (id: string) => {
+    const r = await client.settle(settleOf(id));
+    if (r.duplicate) throw new Error(`settled twice: ${id}`);
+  };
+  const check = async (i: number) => {
+    const r = await authz.check(checks[i % checks.length]!);
+    if (r.status?.code) throw new Error(`Check denied: ${r.status.message}`);
+  };
+  try {
+    // The decision is the realistic one: every meter of the plan, checked in the answer.
+    const sample = await unary.admit(admits[0]!);
+    if (!sample.allowed || sample.meters.length < metersPerDecision) throw new Error(`expected an allowed decision with ${metersPerDecision} meters, got ${sample.allowed} with ${sample.meters.length}`);
+    await unary.settle(settleOf(sample.reservationId));
+    const note = `${sizes.tenants} tenants, ${sizes.keys} keys, ${sample.meters.length} meters per decision; bundle applied in ${(cp.info.applyMs / 1000).toFixed(1)} s`;
+    report.add({ section, scenario: `control plane, ${backend} counters`, note });
+
+    if (backend === "memory") await echoBaselines(bench, toBinary(AdmitResponseSchema, sample), admits);
+
+    const warm: string[] = [];
+    await closedLoop(64, bench.warmupMs, admitVia(session, warm));
+    await closedLoop(64, bench.warmupMs, admitVia(unary, warm));
+    await closedLoop(64, bench.warmupMs, check);
+    await drain(warm, 64, settleVia(session));
+
+    for (const c of concurrencies) {
+      const reservations: string[] = [];
+      const onServer = <T extends object>(work: () => Promise<T>) => withCpu({ "control plane": cp.pid }, work);
+      report.measured(section, `Admit Session ${backend} c${c}`, await onServer(() => closedLoop(c, durationMs, admitVia(session, reservations))), {
+        versus: `echo stream c${c}`, atLeast: backend === "memory" ? 0.7 : 0.5,
+      });
+      report.measured(section, `Admit unary ${backend} c${c}`, await onServer(() => closedLoop(c, durationMs, admitVia(unary, reservations))), {
+        versus: `echo unary c${c}`, ...(backend === "memory" ? { atLeast: 0.8 } : {}),
+      });
+      const settled = await onServer(() => drain(reservations, c, settleVia(session), durationMs));
+      report.measured(section, `Settle Session ${backend} c${c}`, settled, {
+        versus: `echo stream c${c}`, note: `reservations of the Admit rows above; ${db ? "ledger on PostgreSQL" : "ledger on PGlite in memory"}`,
+      });
+      await drain(settled.left, 64, settleVia(session));
+      report.measured(section, `ext_authz Check ${backend} c${c}`, await onServer(() => closedLoop(c, durationMs, check)), {
+        versus: `echo unary c${c}`, note: "body parsed and tokens counted; leases expire (Envoy does not settle)",
+      });
+    }
+    const rate = bench.smoke ? 200 : checkRate;
+    let n = 0;
+    const fixed = await withCpu({ "control plane": cp.pid }, () => openLoop(rate, durationMs, async () => {
+      const t0 = performance.now();
+      await check(n++);
+      return { ms: performance.now() - t0 };
+    }));
+    const l = latency(fixed.rows.map((r) => r.ms));
+    report.latencyRow(section, `ext_authz Check ${backend} at ${rate} req/s`, { ...l, opsPerSec: fixed.opsPerSec }, {
+      cpu: fixed.cpu, target: `p99 ≤ ${checkP99TargetMs} ms at ${checkRate} req/s`, ...(rate === checkRate ? { met: l.p99 <= checkP99TargetMs && !fixed.errors } : {}),
+      note: fixed.errors ? `${fixed.errors} errors (${fixed.firstError})` : undefined,
+    });
+
+    if (backend === "redis") await peer(bench, keyPrefix);
+  } finally {
+    unary.close();
+    session.close();
+    authz.close();
+    await cp.stop();
+    await db?.drop();
+    if (backend === "redis") await deleteRedisKeys(bench.redisUrl!, keyPrefix);
+  }
+}
+
+/** The bare grpc-js echo server, in its own process, answering with a real Admit response's bytes to the same requests. */
+async function echoBaselines(bench: Bench, response: Uint8Array, admits: AdmitRequest[]): Promise<void> {
+  const echo = await spawn("echo", { response: Buffer.from(response).toString("base64") });
+  const address = `127.0.0.1:${echo.info.port}`;
+  const unary = new ControlPlaneClient({ address, unary: true });
+  const stream = new ControlPlaneClient({ address });
+  const via = (client: ControlPlaneClient) => (i: number) => client.admit(admits[i % admits.length]!);
+  try {
+    await closedLoop(64, bench.warmupMs, via(unary));
+    await closedLoop(64, bench.warmupMs, via(stream));
+    for (const c of concurrencies) {
+      const note = `bare grpc-js, ${response.length}-byte response`;
+      bench.report.measured(section, `echo unary c${c}`, await withCpu({ echo: echo.pid }, () => closedLoop(c, bench.durationMs, via(unary))), { note });
+      bench.report.measured(section, `echo stream c${c}`, await withCpu({ echo: echo.pid }, () => closedLoop(c, bench.durationMs, via(stream))), { note });
+    }
+  } finally {
+    unary.close();
+    stream.close();
+    await echo.stop();
+  }
+}
+
+/**
+ * A peer on the same Redis: one request-rate limit per key with
+ * rate-limiter-flexible (one Redis round trip from the load process), against
+ * the control plane's full decision (every meter, lease, signed reservation).
+ */
+async function peer(bench: Bench, keyPrefix: string): Promise<void> {
+  const redis = new Redis(bench.redisUrl!, { enableOfflineQueue: true });
+  const limiter = new RateLimiterRedis({ storeClient: redis, keyPrefix: `${keyPrefix}:rlflx`, points: 1e9, duration: 60 });
+  try {
+    await closedLoop(64, bench.warmupMs, (i) => limiter.consume(keyId(i % bench.sizes.keys)));
+    for (const c of concurrencies) {
+      const m = await withCpu({}, () => closedLoop(c, bench.durationMs, (i) => limiter.consume(keyId(i % bench.sizes.keys))));
+      bench.report.measured("Peer on the same Redis", `rate-limiter-flexible c${c}`, m, { note: "one REQUESTS/minute limit per key, RateLimiterRedis, in the load process" });
+      const ours = bench.report.find(`Admit Session redis c${c}`);
+      if (ours?.opsPerSec) {
+        bench.report.add({
+          section: "Peer on the same Redis", scenario: `Admit Session redis c${c} (full decision)`, opsPerSec: ours.opsPerSec, p50: ours.p50, p99: ours.p99, p999: ours.p999,
+          baseline: `rate-limiter-flexible c${c}`, ratio: ours.opsPerSec / m.opsPerSec, cpu: ours.cpu, note: `${metersPerDecision} meters, a lease and a signed reservation per decision`,
+        });
+      }
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function deleteRedisKeys(url: string, prefix: string): Promise<void> {
+  const redis = new Redis(url);
+  try {
+    await deleteKeysWithPrefix(redis, prefix);
+  } finally {
+    redis.disconnect();
+  }
+}

@@ -1,0 +1,126 @@
+/** Load shapes and the figures the benchmark reports. Latencies in milliseconds. */
+import { readFileSync } from "node:fs";
+
+export interface Latency {
+  readonly p50: number;
+  readonly p99: number;
+  readonly p999: number;
+}
+
+export interface Measured extends Latency {
+  readonly ops: number;
+  readonly opsPerSec: number;
+  readonly errors: number;
+  /** First error seen, for the note. */
+  readonly firstError?: string;
+  /** CPU share of the processes involved while it ran (withCpu). */
+  readonly cpu?: string;
+}
+
+export function latency(samples: number[]): Latency {
+  const s = Float64Array.from(samples).sort();
+  const q = (p: number) => (s.length ? s[Math.min(s.length - 1, Math.floor(s.length * p))]! : Number.NaN);
+  return { p50: q(0.5), p99: q(0.99), p999: q(0.999) };
+}
+
+/** Closed loop: `concurrency` workers each run `op` back to back for `durationMs`. */
+export async function closedLoop(concurrency: number, durationMs: number, op: (i: number) => Promise<unknown>): Promise<Measured> {
+  const samples: number[] = [];
+  let i = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  const started = performance.now();
+  const end = started + durationMs;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (performance.now() < end) {
+      const t0 = performance.now();
+      try {
+        await op(i++);
+        samples.push(performance.now() - t0);
+      } catch (err) {
+        errors++;
+        firstError ??= String(err);
+      }
+    }
+  }));
+  const seconds = (performance.now() - started) / 1000;
+  return { ops: samples.length, opsPerSec: samples.length / seconds, errors, firstError, ...latency(samples) };
+}
+
+/**
+ * Runs `op` once per item from `concurrency` workers until all are done, or
+ * until `durationMs` has passed; returns the figures and the items not run.
+ */
+export async function drain<T>(items: readonly T[], concurrency: number, op: (item: T) => Promise<unknown>, durationMs = Infinity): Promise<Measured & { left: T[] }> {
+  const samples: number[] = [];
+  let next = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  const started = performance.now();
+  const end = started + durationMs;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    for (let i = next++; i < items.length && performance.now() < end; i = next++) {
+      const t0 = performance.now();
+      try {
+        await op(items[i]!);
+        samples.push(performance.now() - t0);
+      } catch (err) {
+        errors++;
+        firstError ??= String(err);
+      }
+    }
+  }));
+  const seconds = (performance.now() - started) / 1000;
+  return { ops: samples.length, opsPerSec: samples.length / seconds, errors, firstError, ...latency(samples), left: items.slice(Math.min(next, items.length)) };
+}
+
+/**
+ * Open loop: starts `op` at a fixed rate for `durationMs` whatever the answers
+ * do (a slow answer does not slow the schedule), so latencies include queueing.
+ * `op` returns its own samples (e.g. time to first byte and total) or nothing.
+ */
+export async function openLoop<K extends string>(rate: number, durationMs: number, op: () => Promise<Record<K, number>>): Promise<{ rows: Record<K, number>[]; errors: number; firstError?: string; opsPerSec: number }> {
+  const rows: Record<K, number>[] = [];
+  const inflight: Promise<void>[] = [];
+  let errors = 0;
+  let firstError: string | undefined;
+  const total = Math.round((rate * durationMs) / 1000);
+  const period = 1000 / rate;
+  const started = performance.now();
+  for (let i = 0; i < total; i++) {
+    const wait = started + i * period - performance.now();
+    if (wait >= 1) await new Promise((r) => setTimeout(r, wait));
+    inflight.push(op().then((r) => void rows.push(r), (err) => {
+      errors++;
+      firstError ??= String(err);
+    }));
+  }
+  await Promise.all(inflight);
+  return { rows, errors, firstError, opsPerSec: rows.length / ((performance.now() - started) / 1000) };
+}
+
+/** CPU time of a process so far, in seconds (from /proc; this process via cpuUsage). */
+function cpuSeconds(pid: number): number {
+  if (pid === process.pid) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+const clockTicks = 100;
+
+/**
+ * Runs `work` and returns its result with the CPU share each process used
+ * meanwhile, in % of one core: on a shared machine this shows whether the
+ * server under test was saturated or starved.
+ */
+export async function withCpu<T>(pids: Record<string, number>, work: () => Promise<T>): Promise<T & { cpu: string }> {
+  const all = { ...pids, load: process.pid };
+  const before = Object.fromEntries(Object.entries(all).map(([name, pid]) => [name, cpuSeconds(pid)]));
+  const t0 = performance.now();
+  const result = await work();
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = Object.entries(all).map(([name, pid]) => `${name} ${Math.round((100 * (cpuSeconds(pid) - before[name]!)) / seconds)}%`).join(", ");
+  return { ...result, cpu };
+}

@@ -1,0 +1,82 @@
+import type { BenchSizes } from "./bundle.js";
+import type { Latency, Measured } from "./load.js";
+
+/** One line of the benchmark table (and of --json). Latencies in ms. */
+export interface Row {
+  readonly section: string;
+  readonly scenario: string;
+  opsPerSec?: number;
+  p50?: number;
+  p99?: number;
+  p999?: number;
+  /** Scenario this row is compared with, and this row's ops/s (or latency, see note) over it. */
+  baseline?: string;
+  ratio?: number;
+  target?: string;
+  met?: boolean;
+  note?: string;
+  /** CPU share of the server(s) and of the load process while the row ran, % of one core. */
+  cpu?: string;
+}
+
+export class Report {
+  readonly rows: Row[] = [];
+
+  add(row: Row): Row {
+    this.rows.push(row);
+    return row;
+  }
+
+  /** A measured row; `versus` compares ops/s with an earlier row, `atLeast` makes that ratio a target. */
+  measured(section: string, scenario: string, m: Measured, options: { versus?: string; atLeast?: number; note?: string } = {}): Row {
+    const base = options.versus ? this.find(options.versus) : undefined;
+    const ratio = base?.opsPerSec ? m.opsPerSec / base.opsPerSec : undefined;
+    const errors = m.errors ? `${m.errors} errors (${m.firstError})` : "";
+    return this.add({
+      section, scenario, opsPerSec: m.opsPerSec, p50: m.p50, p99: m.p99, p999: m.p999,
+      baseline: base ? options.versus : undefined, ratio, cpu: m.cpu,
+      ...(options.atLeast !== undefined && ratio !== undefined ? { target: `≥ ${options.atLeast}× ${options.versus}`, met: ratio >= options.atLeast && !m.errors } : {}),
+      note: [options.note, errors].filter(Boolean).join("; ") || undefined,
+    });
+  }
+
+  latencyRow(section: string, scenario: string, l: Latency & { opsPerSec?: number }, extra: Partial<Row> = {}): Row {
+    return this.add({ section, scenario, opsPerSec: l.opsPerSec, p50: l.p50, p99: l.p99, p999: l.p999, ...extra });
+  }
+
+  find(scenario: string): Row | undefined {
+    return this.rows.find((r) => r.scenario === scenario);
+  }
+
+  markdown(): string {
+    const ms = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? "" : n.toFixed(n < 10 ? 3 : 1));
+    const rate = (n: number | undefined) => (n === undefined ? "" : Math.round(n).toLocaleString("en-US"));
+    const lines = ["| scenario | ops/s | p50 ms | p99 ms | p99.9 ms | vs baseline | target | met | CPU % of a core | notes |", "|---|---:|---:|---:|---:|---|---|---|---|---|"];
+    let section = "";
+    for (const r of this.rows) {
+      if (r.section !== section) {
+        section = r.section;
+        lines.push(`| **${section}** | | | | | | | | | |`);
+      }
+      const vs = r.ratio !== undefined ? `${r.ratio.toFixed(2)}× ${r.baseline}` : "";
+      const met = r.met === undefined ? "" : r.met ? "met" : "**not met**";
+      lines.push(`| ${r.scenario} | ${rate(r.opsPerSec)} | ${ms(r.p50)} | ${ms(r.p99)} | ${ms(r.p999)} | ${vs} | ${r.target ?? ""} | ${met} | ${r.cpu ?? ""} | ${r.note ?? ""} |`);
+    }
+    return `${lines.join("\n")}\n`;
+  }
+}
+
+/** What every scenario gets: where to report, how long to run, the sizes and the services. */
+export interface Bench {
+  readonly report: Report;
+  readonly smoke: boolean;
+  /** Measuring time of one row, and the untimed warm-up before a server's first rows. */
+  readonly durationMs: number;
+  readonly warmupMs: number;
+  readonly sizes: BenchSizes;
+  readonly redisUrl?: string;
+  /** PostgreSQL server for scratch databases (DATABASE_URL). */
+  readonly databaseUrl?: string;
+  /** Where child servers write --cpu-prof profiles, when profiling. */
+  readonly cpuProfDir?: string;
+}
