@@ -8,6 +8,9 @@ const headerKinds: Partial<Record<LimitKind, string>> = {
   [LimitKind.CONCURRENCY]: "concurrency",
 };
 
+/** Every `x-ratelimit-*` name a decision may carry (a gateway in front of a provider drops the provider's own). */
+export const rateLimitHeaderNames: readonly string[] = Object.values(headerKinds).flatMap((kind) => ["limit", "remaining", "reset"].map((what) => `x-ratelimit-${what}-${kind}`));
+
 /**
  * `x-ratelimit-{limit,remaining,reset}-{requests,tokens,budget-micros,concurrency}`
  * from a decision's meters (the tightest meter of each kind), `retry-after` on
@@ -30,6 +33,26 @@ export function rateLimitHeaders(d: AdmitResponse): Record<string, string> {
   }
   if (!d.allowed && d.retryAfterMs > 0n) headers["retry-after"] = String(Math.max(1, Math.ceil(Number(d.retryAfterMs) / 1000)));
   if (d.warnings.length > 0) headers["x-admission-warnings"] = d.warnings.join("; ").replace(/[^\x20-\x7e]/g, "?").slice(0, 2000);
+  return headers;
+}
+
+/**
+ * What the upstream of an admitted request is told: the reservation id (to
+ * Settle), tenant, user, the clamped output cap and — when the decision routes
+ * it — the model and provider. Used by every gateway front end (ext_authz, Kong).
+ */
+export function upstreamDecisionHeaders(d: AdmitResponse): Record<string, string> {
+  const headers: Record<string, string> = {
+    "x-llm-reservation-id": d.reservationId,
+    "x-llm-tenant": d.tenant,
+    "x-llm-user": d.user,
+    "x-llm-max-tokens": String(d.maxOutputTokens),
+  };
+  const route = d.routes[0];
+  if (route) {
+    headers["x-llm-model"] = route.providerModel || route.model;
+    headers["x-llm-provider"] = route.provider;
+  }
   return headers;
 }
 

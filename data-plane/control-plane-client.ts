@@ -15,6 +15,8 @@ export { ControlPlaneError } from "./control-plane-error.js";
 export interface ControlPlaneClientOptions {
   /** host:port of the control plane. */
   readonly address: string;
+  /** Channel credentials (TLS); plaintext when absent. */
+  readonly credentials?: grpc.ChannelCredentials;
   /** Deadline of Admit and GetEffectivePolicy. */
   readonly timeoutMs?: number;
   /** Deadline of Settle and Renew. */
@@ -53,7 +55,7 @@ export class ControlPlaneClient {
 
   constructor(private readonly options: ControlPlaneClientOptions) {
     const Client = grpc.makeGenericClientConstructor(grpcServiceDefinition(AdmissionService), "AdmissionService");
-    this.client = new Client(options.address, grpc.credentials.createInsecure(), {
+    this.client = new Client(options.address, options.credentials ?? grpc.credentials.createInsecure(), {
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,

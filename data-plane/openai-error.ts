@@ -1,9 +1,11 @@
 import type { ServerResponse } from "node:http";
+import { status as Code } from "@grpc/grpc-js";
 import type { AdmitResponse } from "../gen/admission/v1/admission_pb.js";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import { reasonMapping } from "../control-plane/deny-reasons.js";
 import { errorType as decisionErrorType } from "../control-plane/rate-limit-headers.js";
+import type { ControlPlaneError } from "./control-plane-error.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
 
 /** The `type` of an OpenAI error body: the shared table for decisions, plus the proxy's own 404 and 5xx. */
@@ -23,15 +25,31 @@ export interface ErrorOptions {
   readonly extra?: Record<string, unknown>;
 }
 
+/** An answer not yet sent: what any front end (this proxy, a gateway plugin) writes back. */
+export interface ErrorResponse {
+  readonly status: number;
+  /** content-type and the given headers; content-length is the writer's business. */
+  readonly headers: Record<string, string>;
+  readonly body: string;
+}
+
 /** An OpenAI-style error: `{"error": {"message", "type", "code", "param", ...}}`. */
+export function errorResponse(status: number, message: string, options: ErrorOptions = {}): ErrorResponse {
+  const body = JSON.stringify({ error: { message, type: errorType(status), code: options.code ?? null, param: options.param ?? null, ...options.extra } });
+  return { status, headers: { "content-type": "application/json", ...options.headers }, body };
+}
+
 export function sendError(res: ServerResponse, status: number, message: string, options: ErrorOptions = {}): void {
+  sendErrorResponse(res, errorResponse(status, message, options));
+}
+
+export function sendErrorResponse(res: ServerResponse, e: ErrorResponse): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  const body = JSON.stringify({ error: { message, type: errorType(status), code: options.code ?? null, param: options.param ?? null, ...options.extra } });
-  res.writeHead(status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)), ...options.headers });
-  res.end(body);
+  res.writeHead(e.status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(e.body)), ...e.headers });
+  res.end(e.body);
 }
 
 /**
@@ -39,10 +57,10 @@ export function sendError(res: ServerResponse, status: number, message: string, 
  * (`limit`, `used`, `remaining`, its kind and window), `retry_after_ms`, and
  * the decision's headers (Retry-After, x-ratelimit-*).
  */
-export function sendDenial(res: ServerResponse, d: AdmitResponse, requestId: string): void {
+export function denialResponse(d: AdmitResponse, requestId: string): ErrorResponse {
   const m = d.deniedMeter;
   const retryAfterMs = Number(d.retryAfterMs);
-  sendError(res, d.httpStatus || reasonMapping(d.reason).httpStatus, d.message, {
+  return errorResponse(d.httpStatus || reasonMapping(d.reason).httpStatus, d.message, {
     headers: decisionHeaders(d, requestId),
     code: reasonMapping(d.reason).code,
     param: d.reason === DenyReason.MODEL_NOT_ALLOWED ? "model" : null,
@@ -52,4 +70,32 @@ export function sendDenial(res: ServerResponse, d: AdmitResponse, requestId: str
       ...(retryAfterMs > 0 ? { retry_after_ms: retryAfterMs } : {}),
     },
   });
+}
+
+export function sendDenial(res: ServerResponse, d: AdmitResponse, requestId: string): void {
+  sendErrorResponse(res, denialResponse(d, requestId));
+}
+
+/**
+ * The control plane refused the call itself (malformed request, bad
+ * credential...): its gRPC code as an HTTP error; 502 for anything unexpected.
+ */
+export function refusalResponse(err: ControlPlaneError, headers: Record<string, string>): ErrorResponse {
+  switch (err.code) {
+    case Code.INVALID_ARGUMENT:
+      return errorResponse(400, err.message, { headers, code: "invalid_request" });
+    case Code.UNAUTHENTICATED:
+      return errorResponse(401, err.message, { headers, code: "unauthenticated" });
+    case Code.PERMISSION_DENIED:
+      return errorResponse(403, err.message, { headers, code: "permission_denied" });
+    case Code.NOT_FOUND:
+      return errorResponse(404, err.message, { headers, code: "not_found" });
+    default:
+      return errorResponse(502, `admission control error: ${err.message}`, { headers, code: "admission_error" });
+  }
+}
+
+/** FAIL_CLOSED with the control plane unreachable. */
+export function unavailableResponse(headers: Record<string, string>): ErrorResponse {
+  return errorResponse(503, "admission control unavailable; retry shortly", { headers: { ...headers, "retry-after": "1" }, code: "unavailable" });
 }

@@ -70,6 +70,11 @@ function requiredField(path: LlmPath, b: Record<string, unknown>): InvalidReques
   }
 }
 
+/** The output cap to reserve (Admit's max_output_tokens): all n choices; an embedding produces none, so one rather than the plan's default. */
+export function reservedOutputTokens(request: LlmRequest): number {
+  return request.path === "/embeddings" ? 1 : Math.min(request.maxTokens * request.choices, 1_000_000_000);
+}
+
 /**
  * The body sent to the provider: the routed model, the clamped output cap
  * (split across n choices), and usage requested on streams.

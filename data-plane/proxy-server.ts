@@ -17,8 +17,8 @@ import { Flight } from "./flight.js";
 import { LeaseRenewer } from "./lease-renewer.js";
 import type { DataPlaneMetrics } from "./metrics.js";
 import { modelList } from "./models-endpoint.js";
-import { sendDenial, sendError } from "./openai-error.js";
-import { llmPaths, parseLlmRequest, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
+import { refusalResponse, sendDenial, sendError, sendErrorResponse, unavailableResponse } from "./openai-error.js";
+import { llmPaths, parseLlmRequest, reservedOutputTokens, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
 import { readBody } from "./read-body.js";
 import { matchRoute } from "./routes.js";
@@ -261,7 +261,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
         model: request.model,
         inputTokens: BigInt(request.inputTokens),
         // An embedding produces no output tokens: reserve one, not the plan's default.
-        maxOutputTokens: BigInt(path === "/embeddings" ? 1 : Math.min(request.maxTokens * request.choices, 1_000_000_000)),
+        maxOutputTokens: BigInt(reservedOutputTokens(request)),
         attributes: { route: path, ...(clientRequestId ? { client_request_id: clientRequestId } : {}) },
       }));
     } catch (raw) {
@@ -270,7 +270,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       if (!err.unreachable) return refused(res, err, base);
       if (config.failurePolicy === "FAIL_OPEN") return unadmitted({ req, res, request, task, credential, requestId, startedAt, log, err });
       log.error({ code: Code[err.code], err: err.message }, "control plane unreachable; denied (FAIL_CLOSED)");
-      return sendError(res, 503, "admission control unavailable; retry shortly", { headers: { ...base, "retry-after": "1" }, code: "unavailable" });
+      return sendErrorResponse(res, unavailableResponse(base));
     }
     const admitMs = performance.now() - admitStarted;
     metrics.admitSeconds.observe({ result: decision.allowed ? "allowed" : "denied" }, admitMs / 1000);
@@ -328,19 +328,9 @@ export function createProxyServer(deps: ProxyDeps): Server {
 
   /** The control plane refused the call itself (malformed request, bad credential...). */
   function refused(res: ServerResponse, err: ControlPlaneError, headers: Record<string, string>): void {
-    switch (err.code) {
-      case Code.INVALID_ARGUMENT:
-        return sendError(res, 400, err.message, { headers, code: "invalid_request" });
-      case Code.UNAUTHENTICATED:
-        return sendError(res, 401, err.message, { headers, code: "unauthenticated" });
-      case Code.PERMISSION_DENIED:
-        return sendError(res, 403, err.message, { headers, code: "permission_denied" });
-      case Code.NOT_FOUND:
-        return sendError(res, 404, err.message, { headers, code: "not_found" });
-      default:
-        logger.error({ code: Code[err.code], err: err.message }, "control plane refused the call");
-        return sendError(res, 502, `admission control error: ${err.message}`, { headers, code: "admission_error" });
-    }
+    const answer = refusalResponse(err, headers);
+    if (answer.status === 502) logger.error({ code: Code[err.code], err: err.message }, "control plane refused the call");
+    sendErrorResponse(res, answer);
   }
 
   /** Every model the credential may use, whatever task the client's default headers name (SDKs send them on every call). */
@@ -354,7 +344,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     } catch (raw) {
       const err = asControlPlaneError(raw);
       if (!err.unreachable) return refused(res, err, headers);
-      sendError(res, 503, "admission control unavailable; retry shortly", { headers: { ...headers, "retry-after": "1" }, code: "unavailable" });
+      sendErrorResponse(res, unavailableResponse(headers));
     }
   }
 

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { parseAllDocuments } from "yaml";
 import { defaultControlPlaneConfig } from "../control-plane/config.js";
 import { loadDataPlaneConfig } from "../data-plane/config.js";
+import { pluginConfig, Schema } from "../deploy/kong/schema.js";
 
 const root = new URL("../../", import.meta.url);
 const read = (path: string) => readFileSync(new URL(path, root), "utf8");
@@ -116,4 +117,51 @@ test("compose and Dockerfiles: known variables, non-root, multi-stage, the right
     assert.match(text, /^USER node$/m, `${file} runs as non-root`);
     assert.deepEqual(text.match(/^EXPOSE (.*)$/m)![1]!.split(" ").map(Number), [...ports]);
   }
+});
+
+test("Kong: kong.yml's plugin config fits the plugin's Schema; the plugin server runs the built plugin", () => {
+  const [kong] = docs("deploy/kong/kong.yml");
+  assert.equal(kong._format_version, "3.0");
+  const service = kong.services.find((s: any) => s.plugins?.some((p: any) => p.name === "llm-admission"));
+  assert.ok(service, "a service carries the plugin");
+  assert.ok(service.url.startsWith("https://"));
+  assert.ok(service.routes.some((r: any) => r.paths.includes("/v1") && r.strip_path === false), "a route for /v1, path kept");
+  const plugin = service.plugins.find((p: any) => p.name === "llm-admission");
+
+  const fields = new Map(Schema.map((f) => Object.entries(f)[0]!));
+  for (const [name, value] of Object.entries(plugin.config as Record<string, unknown>)) {
+    const field = fields.get(name);
+    assert.ok(field, `config.${name} is a Schema field`);
+    assert.equal(field.type === "integer" ? (Number.isSafeInteger(value) ? "integer" : typeof value) : typeof value, field.type, `config.${name} is a ${field.type}`);
+    if (field.one_of) assert.ok(field.one_of.includes(value as string), `config.${name} is one of ${field.one_of}`);
+    if (field.between) assert.ok((value as number) >= field.between[0] && (value as number) <= field.between[1], `config.${name} within ${field.between}`);
+  }
+  for (const [name, field] of fields) if (field.required) assert.ok(name in plugin.config || field.default !== undefined, `config.${name} is required`);
+  const config = pluginConfig(plugin.config);
+  assert.equal(config.failure_policy, "FAIL_CLOSED");
+  const [host, port] = config.control_plane_address.split(":");
+  assert.equal(host, "admission-control-plane", "the control plane's Service, as Envoy and the data plane dial it");
+  assert.equal(Number(port), defaultControlPlaneConfig.grpcPort);
+  // The provider's key is added after the plugin (priority 920) removed the client's credential.
+  const transformer = service.plugins.find((p: any) => p.name === "request-transformer");
+  assert.ok(transformer.config.add.headers.some((h: string) => h.toLowerCase().startsWith("authorization:")));
+
+  const conf = Object.fromEntries(read("deploy/kong/kong.conf").split("\n").filter((l) => /^\s*[a-z_]+\s*=/.test(l)).map((l) => {
+    const at = l.indexOf("=");
+    return [l.slice(0, at).trim(), l.slice(at + 1).trim()];
+  }));
+  assert.ok(conf.plugins.split(",").map((s: string) => s.trim()).includes("llm-admission"));
+  assert.deepEqual(conf.pluginserver_names.split(",").map((s: string) => s.trim()), ["js"]);
+  const start = conf.pluginserver_js_start_cmd.split(/\s+/);
+  const query = conf.pluginserver_js_query_cmd.split(/\s+/);
+  const dir = start[start.indexOf("--plugins-directory") + 1];
+  assert.ok(start[0].endsWith("/kong-js-pluginserver") && query[0] === start[0]);
+  assert.equal(query[query.indexOf("--plugins-directory") + 1], dir);
+  assert.ok(query.includes("--dump-all-plugins"));
+  assert.equal(`${start[start.indexOf("--kong-prefix") + 1]}/${start[start.indexOf("--sock-name") + 1]}`, conf.pluginserver_js_socket);
+  // The directory is where tsc puts the plugin's entry file, whose name is the plugin's name.
+  assert.ok(dir.endsWith("/dist/deploy/kong/plugins"), dir);
+  assert.ok(existsSync(new URL("deploy/kong/plugins/llm-admission.ts", root)));
+  assert.ok(existsSync(new URL("dist/deploy/kong/plugins/llm-admission.js", root)));
+  assert.equal(conf.declarative_config.split("/").at(-1), "kong.yml");
 });

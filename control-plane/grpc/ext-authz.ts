@@ -10,7 +10,7 @@ import { Authorization, CheckResponseSchema } from "../../gen/envoy/service/auth
 import type { DecisionEngine } from "../decide.js";
 import { reasonMapping } from "../deny-reasons.js";
 import type { Metrics } from "../metrics.js";
-import { denialBody, rateLimitHeaders } from "../rate-limit-headers.js";
+import { denialBody, rateLimitHeaders, upstreamDecisionHeaders } from "../rate-limit-headers.js";
 import { grpcServiceDefinition } from "./service-definition.js";
 
 /** Largest body parsed for model and token counts (Envoy's with_request_body max_request_bytes should be at most this). */
@@ -109,17 +109,7 @@ function header(key: string, value: string): HeaderValueOption {
 }
 
 function allow(d: AdmitResponse): CheckResponse {
-  const route = d.routes[0];
-  const upstream: Record<string, string> = {
-    "x-llm-reservation-id": d.reservationId,
-    "x-llm-tenant": d.tenant,
-    "x-llm-user": d.user,
-    "x-llm-max-tokens": String(d.maxOutputTokens),
-  };
-  if (route) {
-    upstream["x-llm-model"] = route.providerModel || route.model;
-    upstream["x-llm-provider"] = route.provider;
-  }
+  const upstream = upstreamDecisionHeaders(d);
   return create(CheckResponseSchema, {
     status: { code: grpc.status.OK, message: "" },
     httpResponse: {
