@@ -11,7 +11,7 @@ import { Redis } from "ioredis";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import { ControlPlaneClient } from "../../data-plane/control-plane-client.js";
 import { AdmitRequestSchema, AdmitResponseSchema, Outcome, SettleRequestSchema, type AdmitRequest } from "../../gen/admission/v1/admission_pb.js";
-import { Authorization, CheckRequestSchema, type CheckRequest } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
+import { Authorization, CheckRequestSchema, CheckResponseSchema, type CheckRequest } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
 import { scratchDatabase } from "../support/databases.js";
 import { unaryClient } from "../support/grpc-clients.js";
 import { deleteKeysWithPrefix } from "../support/redis-keys.js";
@@ -79,7 +79,10 @@ async function onBackend(bench: Bench, backend: "memory" | "redis"): Promise<voi
     const note = `${sizes.tenants} tenants, ${sizes.keys} keys, ${sample.meters.length} meters per decision; bundle applied in ${(cp.info.applyMs / 1000).toFixed(1)} s`;
     report.add({ section, scenario: `control plane, ${backend} counters`, note });
 
-    if (backend === "memory") await echoBaselines(bench, toBinary(AdmitResponseSchema, sample), admits);
+    if (backend === "memory") {
+      const checked = await authz.check(checks[0]!);
+      await echoBaselines(bench, toBinary(AdmitResponseSchema, sample), toBinary(CheckResponseSchema, checked), admits, checks);
+    }
 
     const warm: string[] = [];
     await closedLoop(64, bench.warmupMs, admitVia(session, warm));
@@ -102,21 +105,10 @@ async function onBackend(bench: Bench, backend: "memory" | "redis"): Promise<voi
       });
       await drain(settled.left, 64, settleVia(session));
       report.measured(section, `ext_authz Check ${backend} c${c}`, await onServer(() => closedLoop(c, durationMs, check)), {
-        versus: `echo unary c${c}`, note: "body parsed and tokens counted; leases expire (Envoy does not settle)",
+        versus: `constant Check c${c}`, note: "body parsed and tokens counted; leases expire (Envoy does not settle)",
       });
     }
-    const rate = bench.smoke ? 200 : checkRate;
-    let n = 0;
-    const fixed = await withCpu({ "control plane": cp.pid }, () => openLoop(rate, durationMs, async () => {
-      const t0 = performance.now();
-      await check(n++);
-      return { ms: performance.now() - t0 };
-    }));
-    const l = latency(fixed.rows.map((r) => r.ms));
-    report.latencyRow(section, `ext_authz Check ${backend} at ${rate} req/s`, { ...l, opsPerSec: fixed.opsPerSec }, {
-      cpu: fixed.cpu, target: `p99 ≤ ${checkP99TargetMs} ms at ${checkRate} req/s`, ...(rate === checkRate ? { met: l.p99 <= checkP99TargetMs && !fixed.errors } : {}),
-      note: fixed.errors ? `${fixed.errors} errors (${fixed.firstError})` : undefined,
-    });
+    await checkAtFixedRate(bench, `ext_authz Check ${backend}`, { "control plane": cp.pid }, check);
 
     if (backend === "redis") await peer(bench, keyPrefix);
   } finally {
@@ -129,24 +121,52 @@ async function onBackend(bench: Bench, backend: "memory" | "redis"): Promise<voi
   }
 }
 
-/** The bare grpc-js echo server, in its own process, answering with a real Admit response's bytes to the same requests. */
-async function echoBaselines(bench: Bench, response: Uint8Array, admits: AdmitRequest[]): Promise<void> {
-  const echo = await spawn("echo", { response: Buffer.from(response).toString("base64") });
+/** Check at the design's fixed rate, with its p99 target. */
+async function checkAtFixedRate(bench: Bench, scenario: string, pids: Record<string, number>, check: (i: number) => Promise<void>): Promise<void> {
+  const rate = bench.smoke ? 200 : checkRate;
+  let n = 0;
+  const fixed = await withCpu(pids, () => openLoop(rate, bench.durationMs, async () => {
+    const t0 = performance.now();
+    await check(n++);
+    return { ms: performance.now() - t0 };
+  }));
+  const l = latency(fixed.rows.map((r) => r.ms));
+  bench.report.latencyRow(section, `${scenario} at ${rate} req/s`, { ...l, opsPerSec: fixed.opsPerSec }, {
+    cpu: fixed.cpu, target: `p99 ≤ ${checkP99TargetMs} ms at ${checkRate} req/s`, ...(rate === checkRate ? { met: l.p99 <= checkP99TargetMs && !fixed.errors } : {}),
+    note: fixed.errors ? `${fixed.errors} errors (${fixed.firstError})` : undefined,
+  });
+}
+
+/**
+ * The bare grpc-js echo server, in its own process, answering with a real
+ * Admit response's bytes to the same requests, and ext_authz Check with a
+ * constant (the bytes of a real allowed CheckResponse).
+ */
+async function echoBaselines(bench: Bench, response: Uint8Array, checked: Uint8Array, admits: AdmitRequest[], checks: CheckRequest[]): Promise<void> {
+  const echo = await spawn("echo", { response: Buffer.from(response).toString("base64"), check: Buffer.from(checked).toString("base64") });
   const address = `127.0.0.1:${echo.info.port}`;
   const unary = new ControlPlaneClient({ address, unary: true });
   const stream = new ControlPlaneClient({ address });
+  const authz = unaryClient(Authorization, address);
   const via = (client: ControlPlaneClient) => (i: number) => client.admit(admits[i % admits.length]!);
+  const check = async (i: number) => void (await authz.check(checks[i % checks.length]!));
   try {
     await closedLoop(64, bench.warmupMs, via(unary));
     await closedLoop(64, bench.warmupMs, via(stream));
+    await closedLoop(64, bench.warmupMs, check);
     for (const c of concurrencies) {
       const note = `bare grpc-js, ${response.length}-byte response`;
       bench.report.measured(section, `echo unary c${c}`, await withCpu({ echo: echo.pid }, () => closedLoop(c, bench.durationMs, via(unary))), { note });
       bench.report.measured(section, `echo stream c${c}`, await withCpu({ echo: echo.pid }, () => closedLoop(c, bench.durationMs, via(stream))), { note });
+      bench.report.measured(section, `constant Check c${c}`, await withCpu({ echo: echo.pid }, () => closedLoop(c, bench.durationMs, check)), {
+        note: `bare grpc-js answering Check with a constant ${checked.length}-byte allowed response`,
+      });
     }
+    await checkAtFixedRate(bench, "constant Check", { echo: echo.pid }, check);
   } finally {
     unary.close();
     stream.close();
+    authz.close();
     await echo.stop();
   }
 }

@@ -26,6 +26,7 @@ import { startMockProvider } from "../../data-plane/mock-provider.js";
 import { startDataPlane } from "../../data-plane/server.js";
 import { AdmissionService, AdmitResponseSchema, type SessionRequest } from "../../gen/admission/v1/admission_pb.js";
 import { LimitKind, Per, Window } from "../../gen/admission/v1/policy_pb.js";
+import { Authorization, CheckResponseSchema } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
 import { benchBundle, type BenchSizes } from "./bundle.js";
 
 export interface ControlPlaneRole {
@@ -38,8 +39,11 @@ export interface ControlPlaneRole {
 
 export interface Roles {
   "control-plane": { options: ControlPlaneRole; info: { grpcPort: number; applyMs: number } };
-  /** A bare grpc-js server answering Admit (unary and Session) with `response` (base64 AdmitResponse). */
-  echo: { options: { response: string }; info: { port: number } };
+  /**
+   * A bare grpc-js server answering Admit (unary and Session) with `response`
+   * (base64 AdmitResponse) and ext_authz Check with `check` (base64 CheckResponse).
+   */
+  echo: { options: { response: string; check: string }; info: { port: number } };
   "mock-upstream": { options: Record<string, never>; info: { port: number } };
   "bare-proxy": { options: { target: string }; info: { port: number } };
   "data-plane": { options: { controlPlaneAddr: string; upstream: string }; info: { port: number } };
@@ -113,7 +117,11 @@ async function controlPlane(o: ControlPlaneRole) {
 
 async function echo(o: Roles["echo"]["options"]) {
   const response = fromBinary(AdmitResponseSchema, Buffer.from(o.response, "base64"));
+  const checked = fromBinary(CheckResponseSchema, Buffer.from(o.check, "base64"));
   const server = new grpc.Server();
+  server.addService(grpcServiceDefinition(Authorization), {
+    check: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, checked),
+  } as grpc.UntypedServiceImplementation);
   server.addService(grpcServiceDefinition(AdmissionService), {
     admit: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, response),
     session: (call: grpc.ServerDuplexStream<SessionRequest, unknown>) => {
