@@ -19,6 +19,7 @@ import { createLogger } from "./logger.js";
 import { MemoryCounterStore } from "./memory-counter-store.js";
 import { RedisCounterStore } from "./redis-counter-store.js";
 import { createMetrics, type Metrics } from "./metrics.js";
+import { InFlightLimit } from "./in-flight-limit.js";
 import { PolicyManager } from "./policy/policy-manager.js";
 import { ReservationSigner } from "./reservation-id.js";
 import { Settlement } from "./settlement.js";
@@ -103,14 +104,9 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const server = new grpc.Server({ "grpc.max_receive_message_length": 8 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
   const admissionHandlers = new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken });
   const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, adminToken: config.adminToken, clock });
-  addAdmissionServices(server, {
-    admission: admissionHandlers,
-    policy: policyHandlers,
-    metrics,
-    logger,
-    maxInFlight: config.maxInFlight,
-  });
-  addExtAuthz(server, engine, metrics);
+  const limit = new InFlightLimit(config.maxInFlight, metrics.inFlight);
+  addAdmissionServices(server, { admission: admissionHandlers, policy: policyHandlers, metrics, logger, limit });
+  addExtAuthz(server, { engine, metrics, limit, logger });
   const health = addHealthService(server, ["admission.v1.AdmissionService", "admission.v1.PolicyService", "envoy.service.auth.v3.Authorization"]);
   addReflection(server, [file_admission_v1_admission, file_admission_v1_policy_service, file_envoy_service_auth_v3_external_auth]);
   const grpcPort = await new Promise<number>((resolve, reject) => {
@@ -120,7 +116,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const http = createHttpServer({
     registry: metrics.registry,
     logger,
-    fallback: connectRoutes({ admission: admissionHandlers, policy: policyHandlers, logger }),
+    fallback: connectRoutes({ admission: admissionHandlers, policy: policyHandlers, limit, logger }),
     // Without the database, Settles are spooled and Admits still decide: degraded, not down.
     degradedOnly: ["database"],
     checks: {

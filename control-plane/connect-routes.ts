@@ -7,6 +7,7 @@ import { PolicyService } from "../gen/admission/v1/policy_service_pb.js";
 import type { AdmissionHandlers } from "./grpc/admission-handlers.js";
 import type { CallContext } from "./grpc/call-context.js";
 import type { PolicyHandlers } from "./grpc/policy-handlers.js";
+import type { InFlightLimit } from "./in-flight-limit.js";
 import { RpcError } from "./rpc-error.js";
 
 type Handler = (req: unknown, ctx: CallContext) => Promise<unknown>;
@@ -17,12 +18,14 @@ type Handler = (req: unknown, ctx: CallContext) => Promise<unknown>;
  * shell script. The same transport-free handlers as gRPC; gRPC status codes
  * and Connect codes share their numbers. Session needs a bidi stream: gRPC only.
  */
-export function connectRoutes(deps: { admission: AdmissionHandlers; policy: PolicyHandlers; logger: Logger }): (req: IncomingMessage, res: ServerResponse) => boolean {
+export function connectRoutes(deps: { admission: AdmissionHandlers; policy: PolicyHandlers; limit: InFlightLimit; logger: Logger }): (req: IncomingMessage, res: ServerResponse) => boolean {
   const wrap = (target: object, name: string): ((req: unknown, context: HandlerContext) => Promise<unknown>) => {
     const fn = (target as Record<string, Handler>)[name]!.bind(target);
     return async (req, context) => {
       try {
-        return await fn(req, { header: (h) => context.requestHeader.get(h) ?? undefined });
+        const timeoutMs = context.timeoutMs();
+        const state = { deadlineMs: timeoutMs === undefined ? Infinity : Date.now() + timeoutMs, cancelled: context.signal.aborted };
+        return await deps.limit.run(state, () => fn(req, { header: (h) => context.requestHeader.get(h) ?? undefined }));
       } catch (err) {
         if (err instanceof RpcError) throw new ConnectError(err.message, err.code as number as Code);
         deps.logger.error({ err, method: name }, "unexpected error in handler");

@@ -15,6 +15,7 @@ export interface Metrics {
   readonly policyReloads: Counter<"result">;
   readonly policyVersion: Gauge;
   readonly rpcs: Counter<"method" | "code">;
+  readonly inFlight: Gauge;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -45,5 +46,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     policyReloads: new Counter({ name: "admission_policy_reloads_total", help: "Policy snapshot reloads by result", labelNames: ["result"], registers }),
     policyVersion: new Gauge({ name: "admission_policy_version", help: "Version of the policy snapshot in use", registers }),
     rpcs: new Counter({ name: "admission_rpcs_total", help: "RPCs by method and status code", labelNames: ["method", "code"], registers }),
+    inFlight: new Gauge({ name: "admission_rpcs_in_flight", help: "Calls being decided now, over every front end (bounded by ADMISSION_MAX_IN_FLIGHT)", registers }),
   };
 }

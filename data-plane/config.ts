@@ -42,6 +42,10 @@ export interface DataPlaneConfig {
   readonly spoolDir: string;
   readonly admitTimeoutMs: number;
   readonly settleTimeoutMs: number;
+  /** Time a client has to send its whole request (headers and body); a trickled body is cut off with 408 after it. */
+  readonly requestTimeoutMs: number;
+  /** Time a client has to send its request headers. */
+  readonly headersTimeoutMs: number;
   /** Upstream socket inactivity after which the provider call is abandoned. */
   readonly upstreamTimeoutMs: number;
   /** Session stream reconnect backoff. */
@@ -77,6 +81,8 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
   spoolDir: "./.spool/data-plane",
   admitTimeoutMs: 2_000,
   settleTimeoutMs: 5_000,
+  requestTimeoutMs: 30_000,
+  headersTimeoutMs: 10_000,
   upstreamTimeoutMs: 600_000,
   reconnectMinMs: 100,
   reconnectMaxMs: 5_000,
@@ -100,6 +106,8 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
  * | `PROXY_TASK_ROUTES` | `/draft=LLM2_DRAFT,/prior-art=LLM1_PRIOR_ART`: `/draft/v1/...` runs as that task | none |
  * | `PROXY_SPOOL_DIR` | settle spool directory | `./.spool/data-plane` |
  * | `PROXY_ADMIT_TIMEOUT_MS`, `PROXY_SETTLE_TIMEOUT_MS` | per-call deadlines to the control plane | 2000, 5000 |
+ * | `PROXY_REQUEST_TIMEOUT_MS` | a client's whole request (headers and body) must arrive within this, else 408 | 30000 |
+ * | `PROXY_HEADERS_TIMEOUT_MS` | a client's request headers must arrive within this (at most the request timeout), else 408 | 10000 |
  * | `PROXY_UPSTREAM_TIMEOUT_MS` | provider socket inactivity limit | 600000 |
  * | `PROXY_RECONNECT_MIN_MS`, `PROXY_RECONNECT_MAX_MS` | Session stream reconnect backoff | 100, 5000 |
  * | `PROXY_REPLAY_MIN_MS`, `PROXY_REPLAY_MAX_MS` | spool replay backoff | 1000, 30000 |
@@ -126,6 +134,8 @@ export function loadDataPlaneConfig(env: NodeJS.ProcessEnv): DataPlaneConfig {
     spoolDir: env.PROXY_SPOOL_DIR || d.spoolDir,
     admitTimeoutMs: int(env, "PROXY_ADMIT_TIMEOUT_MS", d.admitTimeoutMs, 10, 600_000),
     settleTimeoutMs: int(env, "PROXY_SETTLE_TIMEOUT_MS", d.settleTimeoutMs, 10, 600_000),
+    requestTimeoutMs: int(env, "PROXY_REQUEST_TIMEOUT_MS", d.requestTimeoutMs, 100, 3_600_000),
+    headersTimeoutMs: int(env, "PROXY_HEADERS_TIMEOUT_MS", d.headersTimeoutMs, 100, 3_600_000),
     upstreamTimeoutMs: int(env, "PROXY_UPSTREAM_TIMEOUT_MS", d.upstreamTimeoutMs, 100, 3_600_000),
     reconnectMinMs: int(env, "PROXY_RECONNECT_MIN_MS", d.reconnectMinMs, 1, 600_000),
     reconnectMaxMs: int(env, "PROXY_RECONNECT_MAX_MS", d.reconnectMaxMs, 1, 600_000),
@@ -135,6 +145,7 @@ export function loadDataPlaneConfig(env: NodeJS.ProcessEnv): DataPlaneConfig {
     logLevel: env.LOG_LEVEL || d.logLevel,
   };
   if (config.reconnectMinMs > config.reconnectMaxMs) throw new DataPlaneConfigError("PROXY_RECONNECT_MIN_MS must not exceed PROXY_RECONNECT_MAX_MS");
+  if (config.headersTimeoutMs > config.requestTimeoutMs) throw new DataPlaneConfigError("PROXY_HEADERS_TIMEOUT_MS must not exceed PROXY_REQUEST_TIMEOUT_MS");
   if (config.replayMinMs > config.replayMaxMs) throw new DataPlaneConfigError("PROXY_REPLAY_MIN_MS must not exceed PROXY_REPLAY_MAX_MS");
   return config;
 }

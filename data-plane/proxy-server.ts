@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { Agent as HttpAgent, createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
-import { Readable } from "node:stream";
+import { Readable, type Duplex } from "node:stream";
 import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { status as Code } from "@grpc/grpc-js";
@@ -17,7 +17,7 @@ import { Flight } from "./flight.js";
 import { LeaseRenewer } from "./lease-renewer.js";
 import type { DataPlaneMetrics } from "./metrics.js";
 import { modelList } from "./models-endpoint.js";
-import { refusalResponse, sendDenial, sendError, sendErrorResponse, unavailableResponse } from "./openai-error.js";
+import { clientErrorResponse, refusalResponse, sendDenial, sendError, sendErrorResponse, unavailableResponse } from "./openai-error.js";
 import { llmPaths, parseLlmRequest, reservedOutputTokens, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
 import { readBody } from "./read-body.js";
@@ -354,7 +354,12 @@ export function createProxyServer(deps: ProxyDeps): Server {
     return routeTask ?? config.defaultTask;
   }
 
-  const server = createServer((req, res) => {
+  // Slow clients are cut off: the whole request within requestTimeoutMs, checked often enough to matter.
+  const server = createServer({
+    requestTimeout: config.requestTimeoutMs,
+    headersTimeout: config.headersTimeoutMs,
+    connectionsCheckingInterval: Math.min(1_000, config.headersTimeoutMs),
+  }, (req, res) => {
     const path = (req.url ?? "").split("?")[0];
     if (req.method === "GET" && path === "/healthz") return void json(res, 200, { status: "ok" });
     if (req.method === "GET" && path === "/readyz") {
@@ -373,6 +378,12 @@ export function createProxyServer(deps: ProxyDeps): Server {
       logger.error({ err }, "proxy handler failed");
       sendError(res, 500, "internal error", { code: "internal_error" });
     });
+  });
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+    const answer = clientErrorResponse(err.code);
+    const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+    if (answer && socket.writable && !inFlight?.headersSent) socket.write(answer);
+    socket.destroy();
   });
   server.on("close", () => {
     agents.http.destroy();

@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { countTokens } from "gpt-tokenizer";
+import type { Logger } from "pino";
 import type { AdmitResponse } from "../../gen/admission/v1/admission_pb.js";
 import { AdmitRequestSchema, AdmitResponseSchema, DenyReason } from "../../gen/admission/v1/admission_pb.js";
 import type { HeaderValueOption } from "../../gen/envoy/config/core/v3/base_pb.js";
@@ -9,7 +10,9 @@ import type { CheckRequest, CheckResponse } from "../../gen/envoy/service/auth/v
 import { Authorization, CheckResponseSchema } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { DecisionEngine } from "../decide.js";
 import { reasonMapping } from "../deny-reasons.js";
+import { deadlineMs, type InFlightLimit } from "../in-flight-limit.js";
 import type { Metrics } from "../metrics.js";
+import { RpcError } from "../rpc-error.js";
 import { denialBody, rateLimitHeaders, upstreamDecisionHeaders } from "../rate-limit-headers.js";
 import { grpcServiceDefinition } from "./service-definition.js";
 
@@ -55,19 +58,29 @@ export function checkHandler(engine: DecisionEngine): (req: CheckRequest) => Pro
   };
 }
 
-/** Registers envoy.service.auth.v3.Authorization; RPC counts in the control plane's metrics. */
-export function addExtAuthz(server: grpc.Server, engine: DecisionEngine, metrics: Metrics): void {
-  const check = checkHandler(engine);
+/**
+ * Registers envoy.service.auth.v3.Authorization, under the shared in-flight
+ * limit (shed calls answer RESOURCE_EXHAUSTED: Envoy then applies its
+ * failure_mode_allow); RPC counts in the control plane's metrics.
+ */
+export function addExtAuthz(server: grpc.Server, deps: { engine: DecisionEngine; metrics: Metrics; limit: InFlightLimit; logger: Logger }): void {
+  const check = checkHandler(deps.engine);
+  const { metrics } = deps;
   server.addService(grpcServiceDefinition(Authorization), {
     check: (call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, callback: grpc.sendUnaryData<CheckResponse>) => {
-      check(call.request).then(
+      deps.limit.run({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled }, () => check(call.request)).then(
         (res) => {
           metrics.rpcs.inc({ method: "Check", code: "OK" });
           callback(null, res);
         },
         (err) => {
+          if (err instanceof RpcError) {
+            metrics.rpcs.inc({ method: "Check", code: grpc.status[err.code] });
+            return callback({ code: err.code, details: err.message });
+          }
           metrics.rpcs.inc({ method: "Check", code: "INTERNAL" });
-          callback({ code: grpc.status.INTERNAL, details: `internal error: ${(err as Error).message}` });
+          deps.logger.error({ err }, "unexpected error in Check");
+          callback({ code: grpc.status.INTERNAL, details: "internal error" });
         },
       );
     },

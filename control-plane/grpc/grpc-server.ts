@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import type { SessionRequest, SessionResponse } from "../../gen/admission/v1/admission_pb.js";
 import { AdmissionService, SessionErrorSchema, SessionResponseSchema } from "../../gen/admission/v1/admission_pb.js";
 import { PolicyService } from "../../gen/admission/v1/policy_service_pb.js";
+import { deadlineMs, type InFlightLimit } from "../in-flight-limit.js";
 import type { Metrics } from "../metrics.js";
 import { RpcError } from "../rpc-error.js";
 import type { AdmissionHandlers } from "./admission-handlers.js";
@@ -16,8 +17,8 @@ export interface GrpcServerDeps {
   readonly policy: PolicyHandlers;
   readonly metrics: Metrics;
   readonly logger: Logger;
-  /** Calls in flight across the server beyond which new ones are shed with RESOURCE_EXHAUSTED. */
-  readonly maxInFlight: number;
+  /** The bound on calls in flight, shared with the other front ends. */
+  readonly limit: InFlightLimit;
 }
 
 type Handler<Req, Res> = (req: Req, ctx: CallContext) => Promise<Res>;
@@ -28,8 +29,7 @@ type Handler<Req, Res> = (req: Req, ctx: CallContext) => Promise<Res>;
  * gRPC statuses in one place.
  */
 export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps): void {
-  let inFlight = 0;
-  const { logger, metrics } = deps;
+  const { logger, metrics, limit } = deps;
 
   const fail = (method: string, err: unknown): grpc.ServiceError => {
     if (err instanceof RpcError) {
@@ -42,21 +42,12 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
   };
 
   const unary = <Req, Res>(method: string, handler: Handler<Req, Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
-    if (inFlight >= deps.maxInFlight) {
-      callback(fail(method, new RpcError(grpc.status.RESOURCE_EXHAUSTED, "control plane overloaded; retry with backoff")));
-      return;
-    }
-    inFlight++;
-    handler(call.request, metadataContext(call.metadata)).then(
+    limit.run({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled }, () => handler(call.request, metadataContext(call.metadata))).then(
       (response) => {
-        inFlight--;
         metrics.rpcs.inc({ method, code: "OK" });
         callback(null, response);
       },
-      (err) => {
-        inFlight--;
-        callback(fail(method, err));
-      },
+      (err) => callback(fail(method, err)),
     );
   };
 
@@ -73,7 +64,6 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
     call.on("data", (msg: SessionRequest) => {
       pending++;
       const run = async (): Promise<SessionResponse["result"]> => {
-        if (inFlight >= deps.maxInFlight) throw new RpcError(grpc.status.RESOURCE_EXHAUSTED, "control plane overloaded; retry with backoff");
         switch (msg.call.case) {
           case "admit":
             return { case: "admit", value: await a.admit(msg.call.value) };
@@ -85,15 +75,14 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
             throw new RpcError(grpc.status.INVALID_ARGUMENT, "session request carries no call (admit, settle or renew)");
         }
       };
-      inFlight++;
-      run().then(
+      // Each message takes its own slot: a stream cannot queue more work than unary calls could.
+      limit.run({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled }, run).then(
         (result) => answer(msg.id, result),
         (err) => {
           const e = fail(`Session.${msg.call.case ?? "none"}`, err);
           answer(msg.id, { case: "error", value: create(SessionErrorSchema, { code: e.code, message: e.details }) });
         },
       ).finally(() => {
-        inFlight--;
         pending--;
         finish();
       });

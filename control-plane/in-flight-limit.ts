@@ -1,0 +1,49 @@
+import { status as Code } from "@grpc/grpc-js";
+import type { Gauge } from "prom-client";
+import { RpcError } from "./rpc-error.js";
+
+/** What every front end tells the limit about a call before it runs. */
+export interface CallState {
+  /** The caller's deadline (ms since the epoch), Infinity for none. */
+  readonly deadlineMs: number;
+  /** The caller went away (cancelled, disconnected). */
+  readonly cancelled: boolean;
+}
+
+/**
+ * One bound on calls in flight across every front end: unary gRPC, Session
+ * stream messages, Connect and ext_authz share it. Past the bound a call is
+ * shed at once with RESOURCE_EXHAUSTED instead of queueing; a call whose
+ * deadline has passed or whose caller left is not run at all.
+ */
+export class InFlightLimit {
+  private current = 0;
+
+  constructor(readonly max: number, private readonly gauge?: Gauge, private readonly clock: () => number = Date.now) {
+    if (!(Number.isInteger(max) && max >= 1)) throw new Error(`in-flight limit must be a positive integer, got ${max}`);
+  }
+
+  get inFlight(): number {
+    return this.current;
+  }
+
+  /** Runs the call in a slot; rejects without running it when no slot is free, the deadline passed or the caller left. */
+  async run<T>(state: CallState, call: () => Promise<T>): Promise<T> {
+    if (state.cancelled) throw new RpcError(Code.CANCELLED, "the caller cancelled the call before it ran");
+    if (state.deadlineMs <= this.clock()) throw new RpcError(Code.DEADLINE_EXCEEDED, "the call's deadline passed before it ran");
+    if (this.current >= this.max) throw new RpcError(Code.RESOURCE_EXHAUSTED, "control plane overloaded; retry with backoff");
+    this.current++;
+    this.gauge?.set(this.current);
+    try {
+      return await call();
+    } finally {
+      this.current--;
+      this.gauge?.set(this.current);
+    }
+  }
+}
+
+/** A grpc-js deadline (Date, ms number, or Infinity) in ms since the epoch. */
+export function deadlineMs(deadline: Date | number): number {
+  return deadline instanceof Date ? deadline.getTime() : deadline;
+}
