@@ -46,7 +46,10 @@ export function connectRoutes(deps: { admission: AdmissionHandlers; policy: Poli
     router.service(PolicyService, policy as never);
   };
   const prefixes = [`/${AdmissionService.typeName}/`, `/${PolicyService.typeName}/`];
-  const handler = connectNodeAdapter({ routes, readMaxBytes: 8 * 1024 * 1024 });
+  // JSON must be UTF-8: invalid bytes are an invalid_argument, as they are in binary protobuf, not silently replaced.
+  // (connect passes jsonOptions on to its JSON serialization, which takes a textDecoder.)
+  const jsonOptions = { ignoreUnknownFields: true, textDecoder: new TextDecoder("utf-8", { fatal: true }) };
+  const handler = connectNodeAdapter({ routes, readMaxBytes: 8 * 1024 * 1024, jsonOptions });
   return (req, res) => {
     if (!prefixes.some((p) => req.url?.startsWith(p))) return false;
     handler(req, res);

@@ -10,3 +10,12 @@ export function timestampMs(ts: Timestamp | undefined): number {
 export function msTimestamp(ms: number): Timestamp | undefined {
   return ms > 0 ? timestampFromMs(ms) : undefined;
 }
+
+/** 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the range a Timestamp may hold. */
+const minSeconds = -62_135_596_800n;
+const maxSeconds = 253_402_300_799n;
+
+/** True when a Timestamp is a real instant (years 0001-9999, nanos 0-999,999,999); senders can put anything in it. */
+export function isValidTimestamp(ts: Timestamp): boolean {
+  return ts.seconds >= minSeconds && ts.seconds <= maxSeconds && ts.nanos >= 0 && ts.nanos <= 999_999_999;
+}

@@ -26,12 +26,23 @@ export interface InvalidRequest {
 }
 
 const maxModelChars = 128;
+/** JSON is UTF-8 (RFC 8259): invalid bytes are refused, not silently replaced before they reach a provider. */
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+/** Deeper bodies are refused before parsing: nothing an LLM API takes nests this far, and re-serializing them would exhaust the stack. */
+const maxJsonDepth = 64;
 
 /** Parses and validates a body for a route; a clear message naming the field when it is not acceptable. */
 export function parseLlmRequest(path: LlmPath, raw: Buffer): LlmRequest | InvalidRequest {
+  let text: string;
+  try {
+    text = utf8.decode(raw);
+  } catch {
+    return { error: "the body is not valid UTF-8", param: null };
+  }
+  if (nestsDeeperThan(text, maxJsonDepth)) return { error: `the body nests deeper than ${maxJsonDepth} levels`, param: null };
   let body: unknown;
   try {
-    body = JSON.parse(raw.toString("utf8"));
+    body = JSON.parse(text);
   } catch (err) {
     return { error: `the body is not valid JSON: ${err instanceof Error ? err.message.slice(0, 200) : "parse error"}`, param: null };
   }
@@ -62,7 +73,8 @@ export function parseLlmRequest(path: LlmPath, raw: Buffer): LlmRequest | Invali
 function requiredField(path: LlmPath, b: Record<string, unknown>): InvalidRequest | undefined {
   switch (path) {
     case "/chat/completions":
-      return Array.isArray(b.messages) && b.messages.length > 0 ? undefined : { error: "messages must be a non-empty array", param: "messages" };
+      if (!Array.isArray(b.messages) || b.messages.length === 0) return { error: "messages must be a non-empty array", param: "messages" };
+      return b.messages.every(isObject) ? undefined : { error: "messages must be an array of objects", param: "messages" };
     case "/completions":
       return typeof b.prompt === "string" || Array.isArray(b.prompt) ? undefined : { error: "prompt must be a string or an array", param: "prompt" };
     case "/embeddings":
@@ -87,6 +99,23 @@ export function rewriteBody(request: LlmRequest, target: { providerModel: string
   }
   if (request.stream) body.stream_options = { ...(isObject(request.body.stream_options) ? request.body.stream_options : {}), include_usage: true };
   return Buffer.from(JSON.stringify(body));
+}
+
+/** True when JSON text opens more than `limit` objects/arrays at once (brackets inside strings do not count). */
+function nestsDeeperThan(text: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > limit) return true;
+    } else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return false;
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {

@@ -14,7 +14,7 @@ import { deadlineMs, type InFlightLimit } from "../in-flight-limit.js";
 import type { Metrics } from "../metrics.js";
 import { RpcError } from "../rpc-error.js";
 import { denialBody, rateLimitHeaders, upstreamDecisionHeaders } from "../rate-limit-headers.js";
-import { grpcServiceDefinition } from "./service-definition.js";
+import { grpcServiceDefinition, MalformedRequest } from "./service-definition.js";
 
 /** Largest body parsed for model and token counts (Envoy's with_request_body max_request_bytes should be at most this). */
 const maxBodyChars = 4 * 1024 * 1024;
@@ -66,8 +66,13 @@ export function checkHandler(engine: DecisionEngine): (req: CheckRequest) => Pro
 export function addExtAuthz(server: grpc.Server, deps: { engine: DecisionEngine; metrics: Metrics; limit: InFlightLimit; logger: Logger }): void {
   const check = checkHandler(deps.engine);
   const { metrics } = deps;
-  server.addService(grpcServiceDefinition(Authorization), {
+  server.addService(grpcServiceDefinition(Authorization, { tolerateMalformedRequests: true }), {
     check: (call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, callback: grpc.sendUnaryData<CheckResponse>) => {
+      const request: unknown = call.request;
+      if (request instanceof MalformedRequest) {
+        metrics.rpcs.inc({ method: "Check", code: "INVALID_ARGUMENT" });
+        return callback({ code: grpc.status.INVALID_ARGUMENT, details: request.message });
+      }
       deps.limit.run({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled }, () => check(call.request)).then(
         (res) => {
           metrics.rpcs.inc({ method: "Check", code: "OK" });

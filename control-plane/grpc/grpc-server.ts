@@ -10,7 +10,7 @@ import { RpcError } from "../rpc-error.js";
 import type { AdmissionHandlers } from "./admission-handlers.js";
 import type { CallContext } from "./call-context.js";
 import type { PolicyHandlers } from "./policy-handlers.js";
-import { grpcServiceDefinition } from "./service-definition.js";
+import { grpcServiceDefinition, MalformedRequest } from "./service-definition.js";
 
 export interface GrpcServerDeps {
   readonly admission: AdmissionHandlers;
@@ -42,6 +42,8 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
   };
 
   const unary = <Req, Res>(method: string, handler: Handler<Req, Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
+    const request: unknown = call.request;
+    if (request instanceof MalformedRequest) return callback(fail(method, new RpcError(grpc.status.INVALID_ARGUMENT, request.message)));
     limit.run({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled }, () => handler(call.request, metadataContext(call.metadata))).then(
       (response) => {
         metrics.rpcs.inc({ method, code: "OK" });
@@ -55,13 +57,25 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
   const session: grpc.handleBidiStreamingCall<SessionRequest, SessionResponse> = (call) => {
     let pending = 0;
     let ended = false;
+    /** A malformed message ends the stream with this status, once the calls before it are answered. */
+    let malformed: RpcError | undefined;
     const finish = () => {
-      if (ended && pending === 0) call.end();
+      if (pending > 0 || call.writableEnded) return;
+      // grpc-js turns an "error" on a server stream into the call's final status.
+      if (malformed) call.emit("error", Object.assign(new Error(malformed.message), { code: malformed.code, details: malformed.message }));
+      else if (ended) call.end();
     };
     const answer = (id: bigint, result: SessionResponse["result"]) => {
-      if (!call.cancelled && !call.destroyed) call.write(create(SessionResponseSchema, { id, result }));
+      if (!call.cancelled && !call.destroyed && !call.writableEnded) call.write(create(SessionResponseSchema, { id, result }));
     };
-    call.on("data", (msg: SessionRequest) => {
+    call.on("data", (msg: SessionRequest | MalformedRequest) => {
+      if (call.writableEnded || malformed) return;
+      if (msg instanceof MalformedRequest) {
+        malformed = new RpcError(grpc.status.INVALID_ARGUMENT, `${msg.message}; the stream ends here`);
+        metrics.rpcs.inc({ method: "Session", code: "INVALID_ARGUMENT" });
+        finish();
+        return;
+      }
       pending++;
       const run = async (): Promise<SessionResponse["result"]> => {
         switch (msg.call.case) {
@@ -94,7 +108,7 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
     call.on("error", (err) => logger.debug({ err: String(err) }, "session stream error"));
   };
 
-  server.addService(grpcServiceDefinition(AdmissionService), {
+  server.addService(grpcServiceDefinition(AdmissionService, { tolerateMalformedRequests: true }), {
     admit: unary("Admit", (req, _ctx) => a.admit(req)),
     settle: unary("Settle", (req, _ctx) => a.settle(req)),
     renew: unary("Renew", (req, _ctx) => a.renew(req)),
@@ -109,7 +123,7 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
     if (typeof fn !== "function") throw new Error(`PolicyService.${method.name} has no handler`);
     policyImpl[method.localName] = unary(method.name, (req, ctx) => fn.call(p, req, ctx));
   }
-  server.addService(grpcServiceDefinition(PolicyService), policyImpl);
+  server.addService(grpcServiceDefinition(PolicyService, { tolerateMalformedRequests: true }), policyImpl);
 }
 
 function metadataContext(metadata: grpc.Metadata): CallContext {

@@ -3,6 +3,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { HealthCheckRequest, HealthCheckResponse, HealthListResponse } from "../../gen/grpc/health/v1/health_pb.js";
 import { Health, HealthCheckResponse_ServingStatus as ServingStatus, HealthCheckResponseSchema, HealthListResponseSchema } from "../../gen/grpc/health/v1/health_pb.js";
 import { grpcServiceDefinition } from "./service-definition.js";
+import { statusMessage } from "../rpc-error.js";
 
 export { ServingStatus };
 
@@ -55,7 +56,7 @@ export class HealthService {
   register(server: grpc.Server): void {
     const check: grpc.handleUnaryCall<HealthCheckRequest, HealthCheckResponse> = (call, callback) => {
       const status = this.statuses.get(call.request.service);
-      if (status === undefined) callback({ code: grpc.status.NOT_FOUND, details: `unknown service "${call.request.service}"` });
+      if (status === undefined) callback({ code: grpc.status.NOT_FOUND, details: statusMessage(`unknown service "${call.request.service}"`) });
       else callback(null, create(HealthCheckResponseSchema, { status }));
     };
     const list: grpc.handleUnaryCall<unknown, HealthListResponse> = (_call, callback) => {

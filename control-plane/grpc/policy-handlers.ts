@@ -12,7 +12,8 @@ import { idPattern } from "../policy/validate-bundle.js";
 import { RpcError } from "../rpc-error.js";
 import type { AuditLog } from "../store/audit-log.js";
 import type { Ledger } from "../store/ledger.js";
-import { timestampMs } from "../timestamps.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { isValidTimestamp, timestampMs } from "../timestamps.js";
 import { isTimeWindow, windowSpan } from "../windows.js";
 import type { CallContext } from "./call-context.js";
 import { requireAdmin } from "./call-context.js";
@@ -145,7 +146,7 @@ export class PolicyHandlers {
     const id = req.id || `key_${randomBytes(8).toString("hex")}`;
     if (!idPattern.test(id)) throw new RpcError(Code.INVALID_ARGUMENT, "id must be 1-64 characters of [A-Za-z0-9._-]");
     if (this.snapshot.apiKeys.has(id)) throw new RpcError(Code.ALREADY_EXISTS, `api_key "${id}" already exists`);
-    if (req.expiresAt && timestampMs(req.expiresAt) <= this.clock()) throw new RpcError(Code.INVALID_ARGUMENT, "expires_at is in the past");
+    if (req.expiresAt && requestTimeMs(req.expiresAt, "expires_at") <= this.clock()) throw new RpcError(Code.INVALID_ARGUMENT, "expires_at is in the past");
     const secret = generateApiKeySecret();
     const key = create(ApiKeySchema, {
       id, tenant: req.tenant, user: req.user, secret, tasks: req.tasks, expiresAt: req.expiresAt, description: req.description,
@@ -169,15 +170,17 @@ export class PolicyHandlers {
     if (!req.tenant) throw new RpcError(Code.INVALID_ARGUMENT, "tenant is required");
     if (!this.snapshot.tenants.has(req.tenant)) throw new RpcError(Code.NOT_FOUND, `tenant "${req.tenant}" not found`);
     const nowMs = this.clock();
-    const startMs = req.start ? timestampMs(req.start) : windowSpan(Window.MONTH, nowMs).startMs;
-    const endMs = req.end ? timestampMs(req.end) : nowMs + 1;
+    const startMs = req.start ? requestTimeMs(req.start, "start") : windowSpan(Window.MONTH, nowMs).startMs;
+    const endMs = req.end ? requestTimeMs(req.end, "end") : nowMs + 1;
     if (endMs <= startMs) throw new RpcError(Code.INVALID_ARGUMENT, "end must be after start");
     const groupBy = req.groupBy.map((g) => {
       const name = groupByNames[g];
       if (!name) throw new RpcError(Code.INVALID_ARGUMENT, `unknown group_by value ${g}`);
       return name;
     });
-    const usage = await this.deps.ledger.usage({ tenant: req.tenant, user: req.user || undefined, task: req.task || undefined, model: req.model || undefined, startMs, endMs, groupBy });
+    const usage = await this.deps.ledger.usage({
+      tenant: req.tenant, user: textFilter(req.user, "user"), task: textFilter(req.task, "task"), model: textFilter(req.model, "model"), startMs, endMs, groupBy,
+    });
     const totals = (t: { requests: number; inputTokens: number; outputTokens: number; costMicros: number }) => ({
       requests: BigInt(t.requests), inputTokens: BigInt(t.inputTokens), outputTokens: BigInt(t.outputTokens), costMicros: BigInt(t.costMicros),
     });
@@ -196,7 +199,7 @@ export class PolicyHandlers {
       beforeId = Number(Buffer.from(req.pageToken, "base64url").toString("utf8"));
       if (!Number.isSafeInteger(beforeId) || beforeId <= 0) throw new RpcError(Code.INVALID_ARGUMENT, "invalid page_token");
     }
-    const events = await this.deps.audit.list({ tenant: req.tenant || undefined, kindPrefix: req.kind || undefined, sinceMs: req.since ? timestampMs(req.since) : undefined, pageSize, beforeId });
+    const events = await this.deps.audit.list({ tenant: textFilter(req.tenant, "tenant"), kindPrefix: textFilter(req.kind, "kind"), sinceMs: req.since ? requestTimeMs(req.since, "since") : undefined, pageSize, beforeId });
     const last = events.at(-1);
     return create(pb.ListAuditEventsResponseSchema, {
       events: events.map((e) => create(pb.AuditEventSchema, {
@@ -229,5 +232,18 @@ export class PolicyHandlers {
 
 function found<T>(kind: string, id: string, value: T | undefined): T {
   if (value === undefined) throw new RpcError(Code.NOT_FOUND, `${kind} "${id}" not found`);
+  return value;
+}
+
+/** A Timestamp from a request in ms, or INVALID_ARGUMENT naming the field when it is not a real instant. */
+function requestTimeMs(ts: Timestamp, field: string): number {
+  if (!isValidTimestamp(ts)) throw new RpcError(Code.INVALID_ARGUMENT, `${field} must be a time between years 0001 and 9999 with nanos in [0, 999999999]`);
+  return timestampMs(ts);
+}
+
+/** An optional text filter for a store query: undefined when empty; INVALID_ARGUMENT when no stored value could match it. */
+function textFilter(value: string, field: string): string | undefined {
+  if (!value) return undefined;
+  if (value.length > 256 || value.includes("\u0000")) throw new RpcError(Code.INVALID_ARGUMENT, `${field} must be at most 256 characters without NUL`);
   return value;
 }

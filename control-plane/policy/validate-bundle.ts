@@ -1,5 +1,6 @@
 import type { Bundle, Limit } from "../../gen/admission/v1/policy_pb.js";
 import { LimitKind, Per, Window } from "../../gen/admission/v1/policy_pb.js";
+import { isValidTimestamp } from "../timestamps.js";
 import { isTimeWindow } from "../windows.js";
 
 /** A bundle (merged with the stored config) that does not validate. Nothing is changed. */
@@ -30,6 +31,11 @@ export function isPerRequestKind(kind: LimitKind): boolean {
  * Validates a whole config (catalog, plans, tokens, tenants, users, keys) and
  * returns every problem, each naming the entity and field. Empty when valid.
  */
+/** A value quoted in a problem: JSON-escaped (no control characters reach a status line) and at most 64 characters. */
+function q(value: string): string {
+  return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value); // JSON escapes a lone surrogate
+}
+
 export function validateBundle(bundle: Bundle): string[] {
   const problems: string[] = [];
   const add = (entity: string, field: string, message: string) => problems.push(`${entity}: field ${field}: ${message}`);
@@ -38,7 +44,7 @@ export function validateBundle(bundle: Bundle): string[] {
     const seen = new Set<string>();
     for (const item of items) {
       const key = id(item);
-      if (seen.has(key)) add(`${label} "${key}"`, "id", "appears twice");
+      if (seen.has(key)) add(`${label} ${q(key)}`, "id", "appears twice");
       seen.add(key);
     }
   };
@@ -46,9 +52,9 @@ export function validateBundle(bundle: Bundle): string[] {
   const classes = new Set<string>();
   unique(bundle.models, (m) => m.name, "model");
   for (const m of bundle.models) {
-    const e = `model "${m.name}"`;
+    const e = `model ${q(m.name)}`;
     if (!modelNamePattern.test(m.name)) add(e, "name", "must be 1-128 characters of [A-Za-z0-9._:/@-]");
-    if (!classPattern.test(m.modelClass)) add(e, "model_class", `"${m.modelClass}" must be an upper-case class name such as PRO_M`);
+    if (!classPattern.test(m.modelClass)) add(e, "model_class", `${q(m.modelClass)} must be an upper-case class name such as PRO_M`);
     if (!idPattern.test(m.provider)) add(e, "provider", "is required ([A-Za-z0-9._-], at most 64 characters)");
     for (const [field, price] of [["input_micros_per_mtok", m.inputMicrosPerMtok], ["output_micros_per_mtok", m.outputMicrosPerMtok]] as const) {
       if (price < 0n || price > maxPriceMicrosPerMTok) add(e, field, `must be between 0 and ${maxPriceMicrosPerMTok}`);
@@ -61,7 +67,7 @@ export function validateBundle(bundle: Bundle): string[] {
   const features = new Set<string>();
   unique(bundle.tasks, (t) => t.code, "task");
   for (const t of bundle.tasks) {
-    const e = `task "${t.code}"`;
+    const e = `task ${q(t.code)}`;
     if (!idPattern.test(t.code)) add(e, "code", "must be 1-64 characters of [A-Za-z0-9._-]");
     if (!idPattern.test(t.feature)) add(e, "feature", "is required ([A-Za-z0-9._-], at most 64 characters)");
     tasks.add(t.code);
@@ -84,7 +90,7 @@ export function validateBundle(bundle: Bundle): string[] {
         add(entity, f("window"), `${LimitKind[l.kind]} needs a window: SECOND, MINUTE, HOUR, DAY or MONTH`);
       }
       if (l.value < -1n || l.value > BigInt(maxLimitValue)) add(entity, f("value"), `${l.value} is out of range (-1 lifts, 0 blocks, at most ${maxLimitValue})`);
-      if (l.task && !tasks.has(l.task)) add(entity, f("task"), `unknown task "${l.task}"`);
+      if (l.task && !tasks.has(l.task)) add(entity, f("task"), `unknown task ${q(l.task)}`);
       if (Per[l.per] === undefined) add(entity, f("per"), `unknown value ${l.per}`);
       const key = `${l.kind}|${normalizedWindow(l)}|${l.task}|${normalizedPer(l)}`;
       if (seen.has(key)) add(entity, f("kind"), "duplicates another limit with the same kind, window, task and per");
@@ -95,13 +101,13 @@ export function validateBundle(bundle: Bundle): string[] {
   const plans = new Set<string>();
   unique(bundle.plans, (p) => p.code, "plan");
   for (const p of bundle.plans) {
-    const e = `plan "${p.code}"`;
+    const e = `plan ${q(p.code)}`;
     if (!idPattern.test(p.code)) add(e, "code", "must be 1-64 characters of [A-Za-z0-9._-]");
-    for (const feature of p.features) if (!features.has(feature)) add(e, "features", `unknown feature "${feature}" (no task belongs to it)`);
+    for (const feature of p.features) if (!features.has(feature)) add(e, "features", `unknown feature ${q(feature)} (no task belongs to it)`);
     p.taskAccess.forEach((access, i) => {
-      if (!tasks.has(access.task)) add(e, `task_access[${i}].task`, `unknown task "${access.task}"`);
+      if (!tasks.has(access.task)) add(e, `task_access[${i}].task`, `unknown task ${q(access.task)}`);
       if (access.modelClasses.length === 0) add(e, `task_access[${i}].model_classes`, "is empty");
-      for (const c of access.modelClasses) if (!classes.has(c)) add(e, `task_access[${i}].model_classes`, `no model has class "${c}"`);
+      for (const c of access.modelClasses) if (!classes.has(c)) add(e, `task_access[${i}].model_classes`, `no model has class ${q(c)}`);
     });
     checkLimits(e, p.limits);
     plans.add(p.code);
@@ -110,18 +116,19 @@ export function validateBundle(bundle: Bundle): string[] {
   const tokens = new Set<string>();
   unique(bundle.atiTokens, (t) => t.id, "ati_token");
   for (const t of bundle.atiTokens) {
-    const e = `ati_token "${t.id}"`;
+    const e = `ati_token ${q(t.id)}`;
     if (!idPattern.test(t.id)) add(e, "id", "must be 1-64 characters of [A-Za-z0-9._-]");
-    if (!plans.has(t.plan)) add(e, "plan", `unknown plan "${t.plan}"`);
+    if (!plans.has(t.plan)) add(e, "plan", `unknown plan ${q(t.plan)}`);
+    if (t.expiresAt && !isValidTimestamp(t.expiresAt)) add(e, "expires_at", "must be a time between years 0001 and 9999");
     tokens.add(t.id);
   }
 
   const tenants = new Set<string>();
   unique(bundle.tenants, (t) => t.id, "tenant");
   for (const t of bundle.tenants) {
-    const e = `tenant "${t.id}"`;
+    const e = `tenant ${q(t.id)}`;
     if (!idPattern.test(t.id)) add(e, "id", "must be 1-64 characters of [A-Za-z0-9._-]");
-    if (!tokens.has(t.atiToken)) add(e, "ati_token", `unknown ATI token "${t.atiToken}"`);
+    if (!tokens.has(t.atiToken)) add(e, "ati_token", `unknown ATI token ${q(t.atiToken)}`);
     checkLimits(e, t.limits);
     tenants.add(t.id);
   }
@@ -129,9 +136,9 @@ export function validateBundle(bundle: Bundle): string[] {
   const users = new Set<string>();
   unique(bundle.users, (u) => `${u.tenant}/${u.id}`, "user");
   for (const u of bundle.users) {
-    const e = `user "${u.tenant}/${u.id}"`;
+    const e = `user ${q(`${u.tenant}/${u.id}`)}`;
     if (!userIdPattern.test(u.id)) add(e, "id", "must be 1-128 characters without spaces or '/'");
-    if (!tenants.has(u.tenant)) add(e, "tenant", `unknown tenant "${u.tenant}"`);
+    if (!tenants.has(u.tenant)) add(e, "tenant", `unknown tenant ${q(u.tenant)}`);
     checkLimits(e, u.limits);
     users.add(`${u.tenant}/${u.id}`);
   }
@@ -139,10 +146,10 @@ export function validateBundle(bundle: Bundle): string[] {
   const hashes = new Set<string>();
   unique(bundle.apiKeys, (k) => k.id, "api_key");
   for (const k of bundle.apiKeys) {
-    const e = `api_key "${k.id}"`;
+    const e = `api_key ${q(k.id)}`;
     if (!idPattern.test(k.id)) add(e, "id", "must be 1-64 characters of [A-Za-z0-9._-]");
-    if (!tenants.has(k.tenant)) add(e, "tenant", `unknown tenant "${k.tenant}"`);
-    if (k.user && !users.has(`${k.tenant}/${k.user}`)) add(e, "user", `unknown user "${k.user}" in tenant "${k.tenant}"`);
+    if (!tenants.has(k.tenant)) add(e, "tenant", `unknown tenant ${q(k.tenant)}`);
+    if (k.user && !users.has(`${k.tenant}/${k.user}`)) add(e, "user", `unknown user ${q(k.user)} in tenant ${q(k.tenant)}`);
     if (k.secret) {
       if (k.secret.length < 32 || k.secret.length > 512) add(e, "secret", "must be 32-512 characters");
     } else if (!hexSha256.test(k.secretSha256)) {
@@ -152,7 +159,8 @@ export function validateBundle(bundle: Bundle): string[] {
       if (hashes.has(k.secretSha256)) add(e, "secret_sha256", "another key has the same secret");
       hashes.add(k.secretSha256);
     }
-    for (const task of k.tasks) if (!tasks.has(task)) add(e, "tasks", `unknown task "${task}"`);
+    for (const task of k.tasks) if (!tasks.has(task)) add(e, "tasks", `unknown task ${q(task)}`);
+    if (k.expiresAt && !isValidTimestamp(k.expiresAt)) add(e, "expires_at", "must be a time between years 0001 and 9999");
   }
   return problems;
 }

@@ -13,6 +13,8 @@ export interface Replica {
   readonly httpPort: number;
   readonly admission: ReturnType<typeof admissionClient>;
   readonly policy: ReturnType<typeof policyClient>;
+  /** What the process wrote to stdout and stderr so far (its log lines; the first 4 MB). */
+  output(): string;
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -25,7 +27,7 @@ export interface DataPlaneProcess {
 
 /** Starts `node dist/control-plane/main.js` as its own process on ephemeral ports (or ADMISSION_GRPC_PORT/ADMISSION_HTTP_PORT from env). */
 export async function startReplica(env: Record<string, string>): Promise<Replica> {
-  const { child, match } = await spawnService(controlPlaneJs, {
+  const { child, match, output } = await spawnService(controlPlaneJs, {
     ADMISSION_GRPC_PORT: "0", ADMISSION_HTTP_PORT: "0", ADMISSION_GRPC_HOST: "127.0.0.1", ADMISSION_ADMIN_TOKEN: adminToken, ADMISSION_DEMO: "0", LOG_LEVEL: "warn", ...env,
   }, /gRPC on :(\d+), metrics and health on :(\d+)/);
   const grpcPort = Number(match[1]);
@@ -33,7 +35,7 @@ export async function startReplica(env: Record<string, string>): Promise<Replica
   const admission = admissionClient(address);
   const policy = policyClient(address);
   return {
-    process: child, address, grpcPort, httpPort: Number(match[2]), admission, policy,
+    process: child, address, grpcPort, httpPort: Number(match[2]), admission, policy, output,
     stop: async (signal = "SIGTERM") => {
       admission.close();
       policy.close();
@@ -49,9 +51,15 @@ export async function startDataPlaneProcess(env: Record<string, string>): Promis
   return { process: child, port, url: `http://127.0.0.1:${port}`, stop: (signal = "SIGTERM") => stopChild(child, signal) };
 }
 
-/** Spawns a node script and waits for the line on stderr that says where it listens. */
-async function spawnService(script: string, env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
-  const child = spawn(process.execPath, [script], { env: { ...process.env, ...env }, stdio: ["ignore", "ignore", "pipe"] });
+/** Spawns a node script and waits for the line on stderr that says where it listens; keeps what it writes. */
+async function spawnService(script: string, env: Record<string, string>, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray; output: () => string }> {
+  const child = spawn(process.execPath, [script], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  const keep = (chunk: Buffer) => {
+    if (output.length < 4 * 1024 * 1024) output += chunk.toString();
+  };
+  child.stdout!.on("data", keep);
+  child.stderr!.on("data", keep);
   let stderr = "";
   const match = await new Promise<RegExpExecArray>((resolve, reject) => {
     const timer = setTimeout(() => (child.kill("SIGKILL"), reject(new Error(`${script} did not start: ${stderr}`))), 30_000);
@@ -65,7 +73,7 @@ async function spawnService(script: string, env: Record<string, string>, ready: 
     });
     child.once("exit", (code) => (clearTimeout(timer), reject(new Error(`${script} exited with ${code}: ${stderr}`))));
   });
-  return { child, match };
+  return { child, match, output: () => output };
 }
 
 async function stopChild(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
