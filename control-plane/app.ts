@@ -117,6 +117,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     registry: metrics.registry,
     logger,
     fallback: connectRoutes({ admission: admissionHandlers, policy: policyHandlers, limit, logger }),
+    requestTimeoutMs: config.httpRequestTimeoutMs,
+    headersTimeoutMs: config.httpHeadersTimeoutMs,
     // Without the database, Settles are spooled and Admits still decide: degraded, not down.
     degradedOnly: ["database"],
     checks: {

@@ -31,6 +31,10 @@ export interface ControlPlaneConfig {
   readonly maxInFlight: number;
   readonly ledgerRetentionMonths: number;
   readonly shutdownGraceMs: number;
+  /** HTTP port (metrics, probes, Connect): the whole request within this, else 408. */
+  readonly httpRequestTimeoutMs: number;
+  /** HTTP port: the request headers within this, else 408. */
+  readonly httpHeadersTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -60,6 +64,8 @@ export const defaultControlPlaneConfig: ControlPlaneConfig = {
   maxInFlight: 20_000,
   ledgerRetentionMonths: 24,
   shutdownGraceMs: 10_000,
+  httpRequestTimeoutMs: 30_000,
+  httpHeadersTimeoutMs: 10_000,
 };
 
 export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
@@ -75,7 +81,7 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConf
   for (const alg of algorithms) {
     if (!["HS256", "RS256", "ES256"].includes(alg)) throw new ConfigError(`ADMISSION_JWT_ALGORITHMS: ${alg} is not allowed (HS256, RS256, ES256)`);
   }
-  return {
+  const config: ControlPlaneConfig = {
     grpcHost: env.ADMISSION_GRPC_HOST || d.grpcHost,
     grpcPort: int(env, "ADMISSION_GRPC_PORT", d.grpcPort, 0, 65535),
     httpPort: int(env, "ADMISSION_HTTP_PORT", d.httpPort, 0, 65535),
@@ -106,7 +112,11 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConf
     maxInFlight: int(env, "ADMISSION_MAX_IN_FLIGHT", d.maxInFlight, 1, 10_000_000),
     ledgerRetentionMonths: int(env, "ADMISSION_LEDGER_RETENTION_MONTHS", d.ledgerRetentionMonths, 1, 1200),
     shutdownGraceMs: int(env, "ADMISSION_SHUTDOWN_GRACE_MS", d.shutdownGraceMs, 0, 600_000),
+    httpRequestTimeoutMs: int(env, "ADMISSION_HTTP_REQUEST_TIMEOUT_MS", d.httpRequestTimeoutMs, 100, 3_600_000),
+    httpHeadersTimeoutMs: int(env, "ADMISSION_HTTP_HEADERS_TIMEOUT_MS", d.httpHeadersTimeoutMs, 100, 3_600_000),
   };
+  if (config.httpHeadersTimeoutMs > config.httpRequestTimeoutMs) throw new ConfigError("ADMISSION_HTTP_HEADERS_TIMEOUT_MS must not exceed ADMISSION_HTTP_REQUEST_TIMEOUT_MS");
+  return config;
 }
 
 function list(value: string): string[] {

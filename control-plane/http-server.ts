@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 
@@ -13,11 +14,46 @@ export interface HttpServerDeps {
   readonly logger: Logger;
   /** Extra routes (e.g. the Connect protocol); returns false when it did not handle the request. */
   readonly fallback?: (req: IncomingMessage, res: ServerResponse) => boolean;
+  /** Slow clients are cut off with 408: the headers within `headersTimeoutMs`, the whole request within `requestTimeoutMs`. */
+  readonly requestTimeoutMs: number;
+  readonly headersTimeoutMs: number;
+}
+
+/** What Node's HTTP parser refused before any handler ran (malformed, headers too large, too slow). */
+export interface ParserRefusal {
+  readonly status: number;
+  readonly reason: string;
+  readonly message: string;
+  readonly code: string;
+}
+
+export function parserRefusal(errCode: string | undefined): ParserRefusal | undefined {
+  if (errCode === "ECONNRESET") return undefined; // the client is gone: nobody to answer
+  if (errCode === "ERR_HTTP_REQUEST_TIMEOUT") return { status: 408, reason: "Request Timeout", message: "the request was not received in time", code: "request_timeout" };
+  if (errCode === "HPE_HEADER_OVERFLOW") return { status: 431, reason: "Request Header Fields Too Large", message: "request headers too large", code: "headers_too_large" };
+  return { status: 400, reason: "Bad Request", message: "malformed HTTP request", code: "bad_request" };
+}
+
+/**
+ * Answers a parser refusal on the raw socket with `body` (JSON), then closes
+ * the connection; nothing is written when a response is already under way.
+ */
+export function answerClientError(socket: Duplex, refusal: ParserRefusal | undefined, body: (r: ParserRefusal) => string): void {
+  const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
+  if (refusal && socket.writable && !inFlight?.headersSent) {
+    const text = body(refusal);
+    socket.write(`HTTP/1.1 ${refusal.status} ${refusal.reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+  }
+  socket.destroy();
 }
 
 /** /metrics, /healthz (the process is up) and /readyz (every dependency answers). */
 export function createHttpServer(deps: HttpServerDeps): Server {
-  return createServer((req, res) => {
+  const server = createServer({
+    requestTimeout: deps.requestTimeoutMs,
+    headersTimeout: deps.headersTimeoutMs,
+    connectionsCheckingInterval: Math.min(1_000, deps.headersTimeoutMs),
+  }, (req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method === "GET" && path === "/metrics") {
       deps.registry.metrics().then(
@@ -37,6 +73,11 @@ export function createHttpServer(deps: HttpServerDeps): Server {
     if (deps.fallback?.(req, res)) return;
     send(res, 404, JSON.stringify({ error: "not found" }), "application/json");
   });
+  // The Connect protocol's error shape: {"code", "message"}.
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+    answerClientError(socket, parserRefusal(err.code), (r) => JSON.stringify({ code: r.status === 408 ? "deadline_exceeded" : r.status === 431 ? "resource_exhausted" : "invalid_argument", message: r.message }));
+  });
+  return server;
 }
 
 async function readiness(checks: Readonly<Record<string, ReadinessCheck>>, degradedOnly: readonly string[]): Promise<{ ready: boolean; checks: Record<string, string> }> {

@@ -4,6 +4,7 @@ import type { AdmitResponse } from "../gen/admission/v1/admission_pb.js";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import { reasonMapping } from "../control-plane/deny-reasons.js";
+import type { ParserRefusal } from "../control-plane/http-server.js";
 import { errorType as decisionErrorType } from "../control-plane/rate-limit-headers.js";
 import type { ControlPlaneError } from "./control-plane-error.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
@@ -100,17 +101,7 @@ export function unavailableResponse(headers: Record<string, string>): ErrorRespo
   return errorResponse(503, "admission control unavailable; retry shortly", { headers: { ...headers, "retry-after": "1" }, code: "unavailable" });
 }
 
-/**
- * The raw answer to a request Node's parser refused before any handler ran
- * (malformed, headers over the size limit, not received in time): the same
- * JSON error body as every other error, then the connection closes.
- */
-export function clientErrorResponse(errCode: string | undefined): string | undefined {
-  const [status, reason, message, code] =
-    errCode === "ERR_HTTP_REQUEST_TIMEOUT" ? [408, "Request Timeout", "the request was not received in time", "request_timeout"]
-      : errCode === "HPE_HEADER_OVERFLOW" ? [431, "Request Header Fields Too Large", "request headers too large", "headers_too_large"]
-        : errCode === "ECONNRESET" ? [] : [400, "Bad Request", "malformed HTTP request", "bad_request"];
-  if (status === undefined) return undefined;
-  const body = JSON.stringify({ error: { message, type: errorType(status as number), code, param: null } });
-  return `HTTP/1.1 ${status} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+/** The JSON error body for a request Node's parser refused before any handler ran. */
+export function clientErrorBody(r: ParserRefusal): string {
+  return JSON.stringify({ error: { message: r.message, type: errorType(r.status), code: r.code, param: null } });
 }

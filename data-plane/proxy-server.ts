@@ -17,7 +17,8 @@ import { Flight } from "./flight.js";
 import { LeaseRenewer } from "./lease-renewer.js";
 import type { DataPlaneMetrics } from "./metrics.js";
 import { modelList } from "./models-endpoint.js";
-import { clientErrorResponse, refusalResponse, sendDenial, sendError, sendErrorResponse, unavailableResponse } from "./openai-error.js";
+import { answerClientError, parserRefusal } from "../control-plane/http-server.js";
+import { clientErrorBody, refusalResponse, sendDenial, sendError, sendErrorResponse, unavailableResponse } from "./openai-error.js";
 import { llmPaths, parseLlmRequest, reservedOutputTokens, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
 import { readBody } from "./read-body.js";
@@ -379,12 +380,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       sendError(res, 500, "internal error", { code: "internal_error" });
     });
   });
-  server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
-    const answer = clientErrorResponse(err.code);
-    const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse })._httpMessage;
-    if (answer && socket.writable && !inFlight?.headersSent) socket.write(answer);
-    socket.destroy();
-  });
+  server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(socket, parserRefusal(err.code), clientErrorBody));
   server.on("close", () => {
     agents.http.destroy();
     agents.https.destroy();

@@ -66,6 +66,7 @@ describe(`hostile input (FUZZ_SEED=${seed})`, () => {
       DATABASE_URL: "", REDIS_URL: "", REDIS_CLUSTER_NODES: "",
       ADMISSION_DATA_DIR: join(dir, "pglite"), ADMISSION_SPOOL_DIR: join(dir, "cp-spool"),
       ADMISSION_JWT_HS256_SECRET: "fuzz-hs256-secret-0123456789abcdefghij",
+      ADMISSION_HTTP_REQUEST_TIMEOUT_MS: "1500", ADMISSION_HTTP_HEADERS_TIMEOUT_MS: "1000",
     });
     const bundle = bundleJson([{ id: "fz", limits: [{ kind: "CONCURRENCY", per: "TENANT", value: 100_000 }], keys: [{ id: "k-fz" }] }]);
     await cp.policy.applyBundle({ bundle: parseProtoJson(BundleSchema, bundle) }, admin);
@@ -136,7 +137,29 @@ describe(`hostile input (FUZZ_SEED=${seed})`, () => {
     await assertServing();
   });
 
-  test("Connect JSON on the HTTP port: deep nesting, huge strings, random JSON, invalid UTF-8", async () => {
+  test("Connect JSON on the HTTP port: deep nesting, huge strings, random JSON, invalid UTF-8, malformed HTTP, slow-loris", async () => {
+    const admitPath = "/admission.v1.AdmissionService/Admit";
+    const slow = Promise.all([
+      // A body announced and never sent; one trickled far slower than ADMISSION_HTTP_REQUEST_TIMEOUT_MS allows; headers that never end.
+      rawHttp(cp.httpPort, `POST ${admitPath} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n`, { timeoutMs: answerWithinMs }),
+      rawHttp(cp.httpPort, `POST ${admitPath} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n`, { body: Buffer.from("{".padEnd(5000, " ")), trickleMs: 100, timeoutMs: answerWithinMs }),
+      rawHttp(cp.httpPort, `POST ${admitPath} HTTP/1.1\r\nhost: x\r\n${"x-slow: y\r\n".repeat(500)}`, { trickleMs: 20, timeoutMs: answerWithinMs }),
+    ]);
+    const malformed = await rawHttp(cp.httpPort, "GARBAGE\r\n\r\n", { timeoutMs: answerWithinMs });
+    const flooded = await rawHttp(cp.httpPort, `POST ${admitPath} HTTP/1.1\r\nhost: x\r\nx-flood: ${"a".repeat(64 * 1024)}\r\n\r\n`, { timeoutMs: answerWithinMs });
+    for (const [answer, what, status] of [[malformed, "a malformed request line", 400], [flooded, "a header flood", 431]] as const) {
+      assert.equal(answer.kind, "response", `${what}: answered`);
+      if (answer.kind !== "response") continue;
+      assert.equal(answer.status, status, what);
+      assert.ok((JSON.parse(answer.body) as { code?: string; message?: string }).message, `${what}: a Connect error body`);
+    }
+    for (const answer of await slow) {
+      count("connect.slowloris");
+      assert.equal(answer.kind, "response", "a slow-loris request is answered, not left hanging");
+      if (answer.kind !== "response") continue;
+      assert.equal(answer.status, 408);
+      assert.equal((JSON.parse(answer.body) as { code?: string }).code, "deadline_exceeded");
+    }
     for (let i = 0; i < 90; i++) {
       const target = rng.pick(targets.filter((t) => t.service !== Authorization && t.method.methodKind === "unary"));
       let kind = rng.pick(["deep", "huge", "random-json", "invalid-utf8", "valid"] as const);
