@@ -168,16 +168,29 @@ export class DecisionEngine {
       this.checkThresholds(m, used, ops[i]!.amount, warnings, who);
     }
     this.deps.metrics.activeReservations.inc();
-    return create(AdmitResponseSchema, {
-      ...base,
+    // The answer to nearly every call: a literal with every field, as create() would build it.
+    return {
+      $typeName: "admission.v1.AdmitResponse",
       allowed: true,
+      reason: DenyReason.UNSPECIFIED,
       httpStatus: 200,
+      message: "",
+      retryAfterMs: 0n,
       reservationId,
-      leaseExpiresAt: msTimestamp(leaseExpiresAtMs),
+      maxOutputTokens: base.maxOutputTokens,
+      routes: routes.slice(),
       meters: views,
       warnings,
+      deniedMeter: undefined,
+      tenant: who.tenant,
+      user: who.user,
+      keyId: who.keyId,
+      requestId,
+      leaseExpiresAt: msTimestamp(leaseExpiresAtMs),
+      unmetered: false,
       reservedCostMicros: BigInt(reservedCost),
-    });
+      replayed: false,
+    };
   }
 
   /** Per-request caps: input, files, steps and API calls deny; output tokens clamp. */
