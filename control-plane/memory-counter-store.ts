@@ -80,7 +80,8 @@ export class MemoryCounterStore implements CounterStore {
       leaseId: request.leaseId,
       reservationId: request.reservationId,
       requestId: request.requestId,
-      meters: request.meters.map((m) => ({ key: m.key, unit: m.unit, amount: m.amount, expiresAtMs: m.expiresAtMs })),
+      // The request's own (immutable) ops serve as the lease's meters: no copy per lease held.
+      meters: request.meters,
       expiresAtMs: request.leaseExpiresAtMs,
       state: "open",
       dueAtMs: request.leaseExpiresAtMs,
