@@ -38,7 +38,8 @@ export interface MemoryCounterStoreOptions {
  * event loop. Starts empty: the first claimRebuild() returns true.
  */
 export class MemoryCounterStore implements CounterStore {
-  private readonly meters = new Map<string, MeterCell>();
+  /** Per tenant, by meter key: lookups reuse the callers' key strings rather than concatenating new ones. */
+  private readonly meters = new Map<string, Map<string, MeterCell>>();
   private readonly leases = new Map<string, MutableLease>();
   private readonly requestLeases = new Map<string, { leaseKey: string; expiresAtMs: number }>();
   private readonly clock: () => number;
@@ -63,14 +64,15 @@ export class MemoryCounterStore implements CounterStore {
       const lease = seen && seen.expiresAtMs > nowMs ? this.leases.get(seen.leaseKey) : undefined;
       if (lease) return { status: "duplicate", lease: snapshotLease(lease) };
     }
-    const used = request.meters.map((op) => this.value(tenant, op.key, nowMs));
+    const cells = this.cellsOf(tenant);
+    const used = request.meters.map((op) => valueOf(cells.get(op.key), nowMs));
     for (let i = 0; i < request.meters.length; i++) {
       const op = request.meters[i]!;
       if (op.enforce && used[i]! + op.amount > op.limit) return { status: "blocked", index: i, used };
     }
     for (let i = 0; i < request.meters.length; i++) {
       const op = request.meters[i]!;
-      used[i] = this.add(tenant, op.key, op.amount, op.expiresAtMs, nowMs);
+      used[i] = addTo(cells, op.key, op.amount, op.expiresAtMs, nowMs);
     }
     const leaseKey = `${tenant}\u0000${request.leaseId}`;
     this.leases.set(leaseKey, {
@@ -78,7 +80,8 @@ export class MemoryCounterStore implements CounterStore {
       leaseId: request.leaseId,
       reservationId: request.reservationId,
       requestId: request.requestId,
-      meters: request.meters.map((m) => ({ key: m.key, unit: m.unit, amount: m.amount, expiresAtMs: m.expiresAtMs })),
+      // The request's own (immutable) ops serve as the lease's meters: no copy per lease held.
+      meters: request.meters,
       expiresAtMs: request.leaseExpiresAtMs,
       state: "open",
       dueAtMs: request.leaseExpiresAtMs,
@@ -147,7 +150,7 @@ export class MemoryCounterStore implements CounterStore {
 
   async reset(tenant: string, key: string): Promise<number> {
     const previous = this.value(tenant, key, this.clock());
-    this.meters.delete(`${tenant}\u0000${key}`);
+    this.meters.get(tenant)?.delete(key);
     return previous;
   }
 
@@ -165,7 +168,10 @@ export class MemoryCounterStore implements CounterStore {
 
   /** Drops expired meters, forgotten leases and stale request ids. */
   housekeep(nowMs: number): void {
-    for (const [key, cell] of this.meters) if (cell.expiresAtMs > 0 && cell.expiresAtMs <= nowMs) this.meters.delete(key);
+    for (const [tenant, cells] of this.meters) {
+      for (const [key, cell] of cells) if (cell.expiresAtMs > 0 && cell.expiresAtMs <= nowMs) cells.delete(key);
+      if (cells.size === 0) this.meters.delete(tenant);
+    }
     for (const [key, lease] of this.leases) if (lease.dueAtMs === 0 && lease.forgetAtMs <= nowMs) this.leases.delete(key);
     for (const [key, entry] of this.requestLeases) if (entry.expiresAtMs <= nowMs) this.requestLeases.delete(key);
   }
@@ -178,22 +184,37 @@ export class MemoryCounterStore implements CounterStore {
   }
 
   private value(tenant: string, key: string, nowMs: number): number {
-    const cell = this.meters.get(`${tenant}\u0000${key}`);
-    if (!cell) return 0;
-    if (cell.expiresAtMs > 0 && cell.expiresAtMs <= nowMs) return 0;
-    return cell.value;
+    return valueOf(this.meters.get(tenant)?.get(key), nowMs);
   }
 
   private add(tenant: string, key: string, amount: number, expiresAtMs: number, nowMs: number): number {
-    const id = `${tenant}\u0000${key}`;
-    let cell = this.meters.get(id);
-    if (!cell || (cell.expiresAtMs > 0 && cell.expiresAtMs <= nowMs)) {
-      cell = { value: 0, expiresAtMs };
-      this.meters.set(id, cell);
-    }
-    cell.value += amount;
-    return cell.value;
+    return addTo(this.cellsOf(tenant), key, amount, expiresAtMs, nowMs);
   }
+
+  private cellsOf(tenant: string): Map<string, MeterCell> {
+    let cells = this.meters.get(tenant);
+    if (!cells) {
+      cells = new Map();
+      this.meters.set(tenant, cells);
+    }
+    return cells;
+  }
+}
+
+function valueOf(cell: MeterCell | undefined, nowMs: number): number {
+  if (!cell) return 0;
+  if (cell.expiresAtMs > 0 && cell.expiresAtMs <= nowMs) return 0;
+  return cell.value;
+}
+
+function addTo(cells: Map<string, MeterCell>, key: string, amount: number, expiresAtMs: number, nowMs: number): number {
+  let cell = cells.get(key);
+  if (!cell || (cell.expiresAtMs > 0 && cell.expiresAtMs <= nowMs)) {
+    cell = { value: 0, expiresAtMs };
+    cells.set(key, cell);
+  }
+  cell.value += amount;
+  return cell.value;
 }
 
 function snapshotLease(lease: MutableLease): LeaseRecord {

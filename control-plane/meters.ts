@@ -79,6 +79,44 @@ export function bindMeters(limits: readonly EffectiveLimit[], subject: MeterSubj
   return bound;
 }
 
+interface BoundEntry {
+  readonly limits: readonly EffectiveLimit[];
+  readonly meters: readonly BoundMeter[];
+  /** The meters hold for instants in [validFromMs, validUntilMs): their windows' common span. */
+  readonly validFromMs: number;
+  readonly validUntilMs: number;
+}
+
+/**
+ * bindMeters, remembered per subject and limit list until the first of their
+ * windows ends: a decision then reuses the same meter objects and key strings
+ * instead of formatting eight keys and window spans again. Bounded: when full
+ * it starts over.
+ */
+export class BoundMeterCache {
+  private readonly entries = new Map<string, BoundEntry>();
+
+  constructor(private readonly maxEntries = 20_000) {}
+
+  /** `limits` must be the snapshot's list for (subject, task): a new list (a new snapshot) rebinds. */
+  bind(limits: readonly EffectiveLimit[], subject: MeterSubject, task: string, atMs: number): readonly BoundMeter[] {
+    const key = `${subject.tenant}\u0000${subject.user}\u0000${subject.keyId}\u0000${task}`;
+    const cached = this.entries.get(key);
+    if (cached && cached.limits === limits && atMs >= cached.validFromMs && atMs < cached.validUntilMs) return cached.meters;
+    const meters = bindMeters(limits, subject, atMs);
+    let validFromMs = -Infinity;
+    let validUntilMs = Infinity;
+    for (const m of meters) {
+      if (m.resetAtMs === 0) continue;
+      validFromMs = Math.max(validFromMs, windowSpan(m.limit.window, atMs).startMs);
+      validUntilMs = Math.min(validUntilMs, m.resetAtMs);
+    }
+    if (!cached && this.entries.size >= this.maxEntries) this.entries.clear();
+    this.entries.set(key, { limits, meters, validFromMs, validUntilMs });
+    return meters;
+  }
+}
+
 export interface Amounts {
   readonly tokens: number;
   readonly costMicros: number;

@@ -329,7 +329,10 @@ export interface RedisConnectOptions {
  */
 export const failFastRedisOptions: RedisOptions = {
   enableOfflineQueue: false,
-  enableAutoPipelining: true,
+  // Measured on Admit over Session (64 in flight, 8 meters): autopipelining cost ~15 µs of
+  // control-plane CPU per decision in its batching machinery and lowered throughput; commands
+  // are written as they come instead (the socket coalesces writes under load anyway).
+  enableAutoPipelining: false,
   autoResendUnfulfilledCommands: false,
   maxRetriesPerRequest: 1,
   commandTimeout: 2_000,

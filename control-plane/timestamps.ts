@@ -1,14 +1,16 @@
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 /** Milliseconds since the epoch of an optional Timestamp; 0 when unset. */
 export function timestampMs(ts: Timestamp | undefined): number {
   return ts ? timestampDate(ts).getTime() : 0;
 }
 
-/** A Timestamp for a millisecond instant, or undefined for 0. */
+/** A Timestamp for a millisecond instant, or undefined for 0 (a literal: on every decision, create() is measurable). */
 export function msTimestamp(ms: number): Timestamp | undefined {
-  return ms > 0 ? timestampFromMs(ms) : undefined;
+  if (!(ms > 0)) return undefined;
+  const seconds = Math.floor(ms / 1000);
+  return { $typeName: "google.protobuf.Timestamp", seconds: BigInt(seconds), nanos: Math.round((ms - seconds * 1000) * 1_000_000) };
 }
 
 /** 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the range a Timestamp may hold. */

@@ -1,7 +1,5 @@
-import { create } from "@bufbuild/protobuf";
 import { status as Code, type ClientDuplexStream } from "@grpc/grpc-js";
 import type { SessionRequest, SessionResponse } from "../gen/admission/v1/admission_pb.js";
-import { SessionRequestSchema } from "../gen/admission/v1/admission_pb.js";
 import { ControlPlaneError } from "./control-plane-error.js";
 
 /** One call on the stream: Admit, Settle or Renew. */
@@ -62,7 +60,7 @@ export class SessionStream {
         reject(new ControlPlaneError(Code.DEADLINE_EXCEEDED, `control plane did not answer within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
-      this.call.write(create(SessionRequestSchema, { id, call }));
+      this.call.write({ $typeName: "admission.v1.SessionRequest", id, call } satisfies SessionRequest);
     });
   }
 

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { SessionRequest, SessionResponse } from "../../gen/admission/v1/admission_pb.js";
-import { AdmissionService, SessionErrorSchema, SessionResponseSchema } from "../../gen/admission/v1/admission_pb.js";
+import { AdmissionService, SessionErrorSchema } from "../../gen/admission/v1/admission_pb.js";
 import { PolicyService } from "../../gen/admission/v1/policy_service_pb.js";
 import { deadlineMs, type InFlightLimit } from "../in-flight-limit.js";
 import type { Metrics } from "../metrics.js";
@@ -66,7 +66,7 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
       else if (ended) call.end();
     };
     const answer = (id: bigint, result: SessionResponse["result"]) => {
-      if (!call.cancelled && !call.destroyed && !call.writableEnded) call.write(create(SessionResponseSchema, { id, result }));
+      if (!call.cancelled && !call.destroyed && !call.writableEnded) call.write({ $typeName: "admission.v1.SessionResponse", id, result } satisfies SessionResponse);
     };
     call.on("data", (msg: SessionRequest | MalformedRequest) => {
       if (call.writableEnded || malformed) return;

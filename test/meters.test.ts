@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { LimitKind, LimitSource, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
+import { bindMeters, BoundMeterCache } from "../control-plane/meters.js";
+import type { EffectiveLimit } from "../control-plane/policy/policy-snapshot.js";
+
+const limit = (kind: LimitKind, window: Window, per: Per, value: number): EffectiveLimit => ({
+  kind, window, per, task: "", value, mode: Mode.ENFORCE, source: LimitSource.PLAN, overrides: [],
+});
+const limits: readonly EffectiveLimit[] = [
+  limit(LimitKind.CONCURRENCY, Window.UNSPECIFIED, Per.TENANT, 10),
+  limit(LimitKind.REQUESTS, Window.MINUTE, Per.KEY, 100),
+  limit(LimitKind.TOKENS, Window.MONTH, Per.TENANT, 1_000_000),
+  limit(LimitKind.TOKENS, Window.DAY, Per.USER, 50_000),
+];
+const alice = { tenant: "acme", user: "alice", keyId: "k1" };
+const t0 = Date.UTC(2026, 10, 23, 10, 15, 30);
+
+test("bound meters are reused within their windows and equal a fresh binding", () => {
+  const cache = new BoundMeterCache();
+  const first = cache.bind(limits, alice, "DRAFT", t0);
+  assert.deepEqual(first, bindMeters(limits, alice, t0));
+  assert.equal(cache.bind(limits, alice, "DRAFT", t0 + 29_000), first, "same minute: the same meters");
+});
+
+test("a window rolling over rebinds: the minute's key moves, the month's stays", () => {
+  const cache = new BoundMeterCache();
+  const before = cache.bind(limits, alice, "DRAFT", t0);
+  const after = cache.bind(limits, alice, "DRAFT", Date.UTC(2026, 10, 23, 10, 16));
+  assert.notEqual(after, before);
+  assert.deepEqual(after, bindMeters(limits, alice, Date.UTC(2026, 10, 23, 10, 16)));
+  const key = (ms: readonly { key: string; limit: EffectiveLimit }[], kind: LimitKind, window: Window) => ms.find((m) => m.limit.kind === kind && m.limit.window === window)!.key;
+  assert.notEqual(key(after, LimitKind.REQUESTS, Window.MINUTE), key(before, LimitKind.REQUESTS, Window.MINUTE));
+  assert.equal(key(after, LimitKind.TOKENS, Window.MONTH), key(before, LimitKind.TOKENS, Window.MONTH));
+});
+
+test("a clock moved back before the cached windows rebinds", () => {
+  const cache = new BoundMeterCache();
+  cache.bind(limits, alice, "DRAFT", t0);
+  const earlier = t0 - 60_000;
+  assert.deepEqual(cache.bind(limits, alice, "DRAFT", earlier), bindMeters(limits, alice, earlier));
+});
+
+test("another limit list (a new policy snapshot), subject or task binds afresh", () => {
+  const cache = new BoundMeterCache();
+  const first = cache.bind(limits, alice, "DRAFT", t0);
+  const reloaded = limits.map((l) => ({ ...l, value: l.value * 2 }));
+  const again = cache.bind(reloaded, alice, "DRAFT", t0);
+  assert.notEqual(again, first);
+  assert.equal(again.find((m) => m.limit.kind === LimitKind.CONCURRENCY)!.limit.value, 20);
+  const otherKey = cache.bind(limits, { ...alice, keyId: "k2" }, "DRAFT", t0);
+  assert.deepEqual(otherKey, bindMeters(limits, { ...alice, keyId: "k2" }, t0));
+  assert.notEqual(otherKey.find((m) => m.limit.per === Per.KEY)!.key, first.find((m) => m.limit.per === Per.KEY)!.key);
+  assert.notEqual(cache.bind(limits, alice, "DIAGRAM", t0), first);
+});
+
+test("concurrency only: no window, valid at any time; a full cache starts over and still binds right", () => {
+  const cache = new BoundMeterCache(2);
+  const only = [limits[0]!];
+  const a = cache.bind(only, alice, "DRAFT", t0);
+  assert.equal(cache.bind(only, alice, "DRAFT", t0 + 400 * 86_400_000), a);
+  for (let i = 0; i < 5; i++) {
+    const who = { ...alice, keyId: `k${i}` };
+    assert.deepEqual(cache.bind(limits, who, "DRAFT", t0), bindMeters(limits, who, t0));
+  }
+});
