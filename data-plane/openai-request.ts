@@ -1,3 +1,5 @@
+import { create } from "@bufbuild/protobuf";
+import { AdmitRequestSchema, type AdmitRequest } from "../gen/admission/v1/admission_pb.js";
 import { countInputTokens } from "./token-counter.js";
 
 /** The OpenAI routes the proxy meters, as paths after `/v1`. */
@@ -85,6 +87,16 @@ function requiredField(path: LlmPath, b: Record<string, unknown>): InvalidReques
 /** The output cap to reserve (Admit's max_output_tokens): all n choices; an embedding produces none, so one rather than the plan's default. */
 export function reservedOutputTokens(request: LlmRequest): number {
   return request.path === "/embeddings" ? 1 : Math.min(request.maxTokens * request.choices, 1_000_000_000);
+}
+
+/** The Admit for a parsed request: its model, counted input tokens and reserved output cap. */
+export function admitRequestFor(request: LlmRequest, who: { requestId: string; credential: string; task: string; attributes: Record<string, string> }): AdmitRequest {
+  return create(AdmitRequestSchema, {
+    ...who,
+    model: request.model,
+    inputTokens: BigInt(request.inputTokens),
+    maxOutputTokens: BigInt(reservedOutputTokens(request)),
+  });
 }
 
 /**

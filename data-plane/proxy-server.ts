@@ -8,7 +8,7 @@ import { status as Code } from "@grpc/grpc-js";
 import httpProxy from "http-proxy";
 import type { Logger } from "pino";
 import type { AdmitResponse } from "../gen/admission/v1/admission_pb.js";
-import { AdmitRequestSchema, AdmitResponseSchema, Outcome, SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
+import { AdmitResponseSchema, Outcome, SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
 import { isTaskCode, type DataPlaneConfig, type ProviderConfig } from "./config.js";
 import { asControlPlaneError, type ControlPlaneError } from "./control-plane-error.js";
 import type { ControlPlaneClient } from "./control-plane-client.js";
@@ -19,7 +19,7 @@ import type { DataPlaneMetrics } from "./metrics.js";
 import { modelList } from "./models-endpoint.js";
 import { answerClientError, parserRefusal } from "../control-plane/http-server.js";
 import { clientErrorBody, refusalResponse, sendDenial, sendError, sendErrorResponse, unavailableResponse } from "./openai-error.js";
-import { llmPaths, parseLlmRequest, reservedOutputTokens, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
+import { admitRequestFor, llmPaths, parseLlmRequest, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
 import { readBody } from "./read-body.js";
 import { matchRoute } from "./routes.js";
@@ -255,15 +255,8 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const admitStarted = performance.now();
     let decision: AdmitResponse;
     try {
-      decision = await deps.controlPlane.admit(create(AdmitRequestSchema, {
-        requestId,
-        credential,
-        task,
-        model: request.model,
-        inputTokens: BigInt(request.inputTokens),
-        // An embedding produces no output tokens: reserve one, not the plan's default.
-        maxOutputTokens: BigInt(reservedOutputTokens(request)),
-        attributes: { route: path, ...(clientRequestId ? { client_request_id: clientRequestId } : {}) },
+      decision = await deps.controlPlane.admit(admitRequestFor(request, {
+        requestId, credential, task, attributes: { route: path, ...(clientRequestId ? { client_request_id: clientRequestId } : {}) },
       }));
     } catch (raw) {
       const err = asControlPlaneError(raw);

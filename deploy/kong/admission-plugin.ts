@@ -2,13 +2,13 @@ import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import type { AdmitResponse, SettleRequest } from "../../gen/admission/v1/admission_pb.js";
-import { AdmitRequestSchema, Outcome, SettleRequestSchema } from "../../gen/admission/v1/admission_pb.js";
+import { Outcome, SettleRequestSchema } from "../../gen/admission/v1/admission_pb.js";
 import { rateLimitHeaderNames, rateLimitHeaders, upstreamDecisionHeaders } from "../../control-plane/rate-limit-headers.js";
 import { isTaskCode } from "../../data-plane/config.js";
 import { ControlPlaneClient } from "../../data-plane/control-plane-client.js";
 import { asControlPlaneError } from "../../data-plane/control-plane-error.js";
 import { denialResponse, errorResponse, refusalResponse, unavailableResponse, type ErrorResponse } from "../../data-plane/openai-error.js";
-import { llmPaths, parseLlmRequest, reservedOutputTokens, rewriteBody, type LlmPath } from "../../data-plane/openai-request.js";
+import { admitRequestFor, llmPaths, parseLlmRequest, rewriteBody, type LlmPath } from "../../data-plane/openai-request.js";
 import { matchRoute } from "../../data-plane/routes.js";
 import { UsageFeed, UsageReader } from "../../data-plane/usage-reader.js";
 import { pdkBuffer, type KongPdk } from "./pdk.js";
@@ -189,15 +189,7 @@ export class Plugin {
 
     let decision: AdmitResponse;
     try {
-      decision = await this.client.admit(create(AdmitRequestSchema, {
-        requestId,
-        credential,
-        task,
-        model: request.model,
-        inputTokens: BigInt(request.inputTokens),
-        maxOutputTokens: BigInt(reservedOutputTokens(request)),
-        attributes: { gateway: "kong", route: path },
-      }));
+      decision = await this.client.admit(admitRequestFor(request, { requestId, credential, task, attributes: { gateway: "kong", route: path } }));
     } catch (rawErr) {
       const err = asControlPlaneError(rawErr);
       if (!err.unreachable) {
