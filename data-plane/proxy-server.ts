@@ -79,6 +79,11 @@ export function createProxyServer(deps: ProxyDeps): Server {
     }
   }
 
+  /** A 502 for an admitted request: the proxy could not get a usable answer from any provider. */
+  function badGateway(res: ServerResponse, flight: Flight, message: string): void {
+    sendError(res, 502, message, { headers: decisionHeaders(flight.init.view, flight.init.requestId), code: "upstream_error" });
+  }
+
   /** The provider answered: fail over on a 5xx while nothing reached the client, else pass the answer through as it comes. */
   function relay(flight: Flight, proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse): void {
     const status = proxyRes.statusCode ?? 502;
@@ -128,7 +133,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
         if (held && reader.unreadable()) {
           logger.warn({ requestId: flight.init.requestId, provider: route.provider, status }, "provider answered a body that is not JSON");
           settle(flight, Outcome.UPSTREAM_ERROR);
-          return sendError(res, 502, `provider "${route.provider}" answered a body that is not JSON`, { headers: decisionHeaders(flight.init.view, flight.init.requestId), code: "upstream_error" });
+          return badGateway(res, flight, `provider "${route.provider}" answered a body that is not JSON`);
         }
         if (held && !res.destroyed) {
           writeHead();
@@ -143,7 +148,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       // The provider went away mid-response: the client keeps what it got, told by an error event on a stream.
       if (!res.writableEnded && !res.destroyed) {
         if (sse) res.end(`data: ${JSON.stringify({ error: { message: "the provider stopped mid-stream", type: "upstream_error", code: "upstream_error", param: null } })}\n\n`);
-        else if (held) sendError(res, 502, `provider "${route.provider}" stopped mid-answer`, { headers: decisionHeaders(flight.init.view, flight.init.requestId), code: "upstream_error" });
+        else if (held) badGateway(res, flight, `provider "${route.provider}" stopped mid-answer`);
         else res.destroy();
       }
       void feed.finish().then(() => settle(flight, Outcome.UPSTREAM_ERROR));
@@ -185,7 +190,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       return;
     }
     settle(flight, Outcome.UPSTREAM_ERROR);
-    sendError(res, 502, `no provider could serve the request: ${why}`, { headers: decisionHeaders(flight.init.view, flight.init.requestId), code: "upstream_error" });
+    badGateway(res, flight, `no provider could serve the request: ${why}`);
   }
 
   /** Exactly once per flight: a Settle for an admitted request, held usage for an unadmitted one. */
@@ -290,7 +295,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
   function takeOff(req: IncomingMessage, res: ServerResponse, flight: Flight): void {
     if (flight.init.routes.length === 0) {
       settle(flight, Outcome.UPSTREAM_ERROR);
-      return sendError(res, 502, "the decision carries no route", { headers: decisionHeaders(flight.init.view, flight.init.requestId), code: "upstream_error" });
+      return badGateway(res, flight, "the decision carries no route");
     }
     if (res.destroyed || req.socket.destroyed) return settle(flight, Outcome.CLIENT_ABORTED);
     flights.set(req, flight);

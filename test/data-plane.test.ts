@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer as netServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -11,6 +10,7 @@ import { startDataPlane, type RunningDataPlane } from "../data-plane/server.js";
 import { loadDataPlaneConfig } from "../data-plane/config.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { scenario, secretOf } from "./support/scenario.js";
+import { freePort } from "./support/free-port.js";
 
 /** A provider written for the test: reports exact usage, can fail, stall, or answer garbage. */
 class TestProvider {
@@ -51,14 +51,6 @@ class TestProvider {
   }
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = netServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe("data plane with the openai SDK", () => {
   let cp: TestControlPlane;

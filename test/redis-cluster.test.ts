@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -11,6 +10,7 @@ import { CounterStoreUnavailableError, type MeterOp } from "../control-plane/cou
 import { RedisCounterStore } from "../control-plane/redis-counter-store.js";
 import { counterStoreContract } from "./counter-store-contract.js";
 import { redisClusterUnavailable } from "./support/redis-cluster.js";
+import { freePort } from "./support/free-port.js";
 
 const run = promisify(execFile);
 
@@ -226,13 +226,3 @@ function logTail(dir: string, port: number): string {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createServer } from "node:net";
 import { after, describe, test } from "node:test";
 import { Redis } from "ioredis";
 import type { LeaseRecord, MeterOp } from "../control-plane/counter-store.js";
@@ -11,6 +10,7 @@ import { counterStoreContract } from "./counter-store-contract.js";
 import { redisClusterUnavailable } from "./support/redis-cluster.js";
 import { deleteKeysWithPrefix } from "./support/redis-keys.js";
 import { missingService } from "./support/services.js";
+import { freePort } from "./support/free-port.js";
 
 const skip = missingService("Redis", "REDIS_URL");
 /** Tests that start their own redis-server (to flush it, kill it, bring it back). */
@@ -300,13 +300,3 @@ async function eventually(check: () => Promise<unknown>, timeoutMs: number, what
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
 import { describe, test } from "node:test";
 import { Redis } from "ioredis";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
@@ -11,6 +10,7 @@ import { redisClusterUnavailable } from "./support/redis-cluster.js";
 import { scenario, secretOf } from "./support/scenario.js";
 import { missingService } from "./support/services.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
+import { freePort } from "./support/free-port.js";
 
 async function tokensUsed(t: TestControlPlane, tenant: string): Promise<bigint> {
   const e = await t.admission.getEffectivePolicy({ tenant }, admin);
@@ -231,11 +231,3 @@ async function assertLedgerIsAcknowledged(t: TestControlPlane, traffic: Traffic,
   return usage;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}

@@ -58,29 +58,20 @@ export async function withDatabase<T>(backend: Backend, fn: (db: Database, scrat
 
 async function pgliteScratch(): Promise<Scratch> {
   const dir = await mkdtemp(join(tmpdir(), "adm-store-"));
-  const opened: Database[] = [];
-  return {
-    async open(options = {}) {
-      const db = await openDatabase({ dataDir: join(dir, "pgdata"), logger: options.logger ?? silent });
-      opened.push(db);
-      return db;
-    },
-    async remove() {
-      try {
-        for (const db of opened) await db.close();
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
-    },
-  };
+  return closingScratch((logger) => openDatabase({ dataDir: join(dir, "pgdata"), logger }), () => rm(dir, { recursive: true, force: true }));
 }
 
 async function postgresScratch(baseUrl: string): Promise<Scratch> {
   const scratch = await scratchDatabase(baseUrl);
+  return closingScratch((logger) => openDatabase({ url: scratch.url, logger, poolSize: 4 }), () => scratch.drop());
+}
+
+/** A scratch store whose removal first closes every database opened on it. */
+function closingScratch(open: (logger: Logger) => Promise<Database>, drop: () => Promise<unknown>): Scratch {
   const opened: Database[] = [];
   return {
     async open(options = {}) {
-      const db = await openDatabase({ url: scratch.url, logger: options.logger ?? silent, poolSize: 4 });
+      const db = await open(options.logger ?? silent);
       opened.push(db);
       return db;
     },
@@ -88,7 +79,7 @@ async function postgresScratch(baseUrl: string): Promise<Scratch> {
       try {
         for (const db of opened) await db.close();
       } finally {
-        await scratch.drop();
+        await drop();
       }
     },
   };
