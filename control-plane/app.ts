@@ -4,6 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { ControlPlaneConfig } from "./config.js";
 import type { CounterStore } from "./counter-store.js";
+import { CounterRebuild } from "./counter-rebuild.js";
 import { CredentialVerifier, generateApiKeySecret } from "./credentials.js";
 import { DecisionEngine } from "./decide.js";
 import { demoApiKeyId, demoBundle } from "./demo-bundle.js";
@@ -60,7 +61,8 @@ export interface ControlPlaneDeps {
 
 /**
  * The one wiring function: picks backends from the config, builds the object
- * graph, rebuilds counters from the ledger, then starts serving.
+ * graph, then starts serving (each tenant's counters are rebuilt from the ledger
+ * on its first call).
  */
 export async function startControlPlane(config: ControlPlaneConfig, deps: ControlPlaneDeps = {}): Promise<RunningControlPlane> {
   const logger = deps.logger ?? createLogger({ level: config.logLevel, service: "control-plane" });
@@ -86,15 +88,15 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   }
   const snapshot = () => policy.snapshot();
 
+  const rebuild = new CounterRebuild({ counters, ledger, policy: snapshot, logger, clock });
   const engine = new DecisionEngine({
-    policy: snapshot, credentials, counters, signer, audit, metrics, logger, clock,
+    policy: snapshot, credentials, counters, rebuild, signer, audit, metrics, logger, clock,
     settings: { leaseTtlMs: config.leaseTtlMs, defaultMaxOutputTokens: config.defaultMaxOutputTokens, alertThresholds: config.alertThresholds },
   });
   const settlement = new Settlement({
-    policy: snapshot, credentials, counters, signer, ledger, audit, metrics, logger, clock,
+    policy: snapshot, credentials, counters, rebuild, signer, ledger, audit, metrics, logger, clock,
     settings: { leaseTtlMs: config.leaseTtlMs, maxLeaseTtlMs: config.maxLeaseTtlMs, recordGraceMs: 30_000, sweepIntervalMs: 1_000 },
   });
-  await settlement.rebuild().catch((err) => logger.error({ err: String(err) }, "counter rebuild failed; retried by the sweeper"));
   settlement.start();
   const partitions = setInterval(() => {
     void maintainLedger(ledger, clock(), config.ledgerRetentionMonths).catch((err) => logger.error({ err }, "ledger maintenance failed"));

@@ -4,6 +4,15 @@
  * touches the keys of one tenant only (Redis: one hash slot), and each call is
  * atomic. Implementations throw CounterStoreUnavailableError when the backend
  * cannot be reached; the failure policy above decides what that means.
+ *
+ * Generations. A tenant's counters are usable only once they hold the ledger's
+ * usage: `rebuild` sets them from sums the ledger read in one snapshot and tags
+ * them with a generation naming that snapshot. Until then the tenant is "cold"
+ * and reserve/settle refuse to touch it, so no usage lands in counters that a
+ * rebuild is about to overwrite. A store that loses its data (restart, flush)
+ * loses the generation with it, and the next call rebuilds. Lease-changing calls
+ * report the generation they ran in; a lease only exists in the generation it
+ * was reserved in, so its usage is in exactly that generation's counters.
  */
 export interface CounterStore {
   /** Reserve every meter or none; optionally idempotent per request id. */
@@ -12,8 +21,11 @@ export interface CounterStore {
   settle(request: SettleLeaseRequest): Promise<SettleLeaseResult>;
   /** Move an open lease's expiry. Undefined when the lease is not open. */
   renew(tenant: string, leaseId: string, expiresAtMs: number): Promise<LeaseRecord | undefined>;
-  /** The ledger row of a settled/expired lease is durable: stop tracking it. */
-  markRecorded(tenant: string, leaseId: string): Promise<void>;
+  /**
+   * The ledger row of a settled/expired lease is durable: stop tracking it.
+   * Returns the tenant's generation at that moment (undefined: cold).
+   */
+  markRecorded(tenant: string, leaseId: string): Promise<string | undefined>;
   /**
    * Claim leases that need the sweeper: open leases past expiry (they become
    * EXPIRED, charged their estimate, concurrency released) and settled leases
@@ -21,18 +33,16 @@ export interface CounterStore {
    * is not handed out again for `graceMs`, so replicas don't duplicate work.
    */
   claimDue(nowMs: number, graceMs: number, limit: number): Promise<LeaseRecord[]>;
-  /** Add amounts without a lease (late settles, rebuilds). */
-  charge(tenant: string, charges: readonly MeterCharge[]): Promise<void>;
+  /** Add amounts without a lease (late settles), only while the tenant is in `generation`; false otherwise. */
+  charge(tenant: string, charges: readonly MeterCharge[], generation: string): Promise<boolean>;
+  /** Set a cold tenant's counters (added to nothing) and make it `generation`; false when it was not cold. */
+  rebuild(tenant: string, generation: string, charges: readonly MeterCharge[]): Promise<boolean>;
+  /** The tenant's generation; undefined while cold. */
+  generation(tenant: string): Promise<string | undefined>;
   /** Current values of meters (0 when absent). */
   read(tenant: string, keys: readonly string[]): Promise<number[]>;
   /** Set a meter to 0; returns what it held. */
   reset(tenant: string, key: string): Promise<number>;
-  /**
-   * Claim the rebuild of counters from the ledger. True for exactly one caller
-   * after the store lost its data (or started empty); false when the data is
-   * intact or another replica is rebuilding.
-   */
-  claimRebuild(nowMs: number): Promise<boolean>;
   /** Health check for /readyz. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -79,7 +89,9 @@ export type ReserveResult =
   /** Nothing reserved: meter `index` would exceed its limit; `used` before. */
   | { readonly status: "blocked"; readonly index: number; readonly used: number[] }
   /** The request id already holds this lease. */
-  | { readonly status: "duplicate"; readonly lease: LeaseRecord };
+  | { readonly status: "duplicate"; readonly lease: LeaseRecord }
+  /** The tenant's counters are not rebuilt in this store yet: nothing reserved. */
+  | { readonly status: "cold" };
 
 export type LeaseState = "open" | "settled" | "expired";
 
@@ -112,6 +124,8 @@ export interface LeaseRecord {
   readonly state: LeaseState;
   /** Set once settled or expired. */
   readonly usage?: LeaseUsage;
+  /** The generation the lease (and so its usage) lives in, where the store reports it. */
+  readonly generation?: string;
 }
 
 export interface SettleLeaseRequest {
@@ -124,10 +138,13 @@ export interface SettleLeaseRequest {
 }
 
 export type SettleLeaseResult =
-  | { readonly status: "settled"; readonly lease: LeaseRecord }
+  | { readonly status: "settled"; readonly lease: LeaseRecord; readonly generation: string }
   /** Settled or expired before: the first usage stands. */
-  | { readonly status: "already"; readonly lease: LeaseRecord }
-  | { readonly status: "missing" };
+  | { readonly status: "already"; readonly lease: LeaseRecord; readonly generation: string }
+  /** The tenant's counters do not know the lease (reserved in a generation since lost). */
+  | { readonly status: "missing"; readonly generation: string }
+  /** The tenant's counters are not rebuilt in this store yet: nothing changed. */
+  | { readonly status: "cold" };
 
 /** The counter store cannot be reached; the failure policy decides. */
 export class CounterStoreUnavailableError extends Error {

@@ -7,6 +7,7 @@ import {
 import { LimitKind, Mode, Window } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore } from "./counter-store.js";
 import { CounterStoreUnavailableError } from "./counter-store.js";
+import type { CounterRebuild } from "./counter-rebuild.js";
 import type { CredentialVerifier, Principal } from "./credentials.js";
 import { reasonMapping, reasonName } from "./deny-reasons.js";
 import type { BoundMeter } from "./meters.js";
@@ -33,6 +34,7 @@ export interface DecisionDeps {
   readonly policy: () => PolicySnapshot;
   readonly credentials: CredentialVerifier;
   readonly counters: CounterStore;
+  readonly rebuild: CounterRebuild;
   readonly signer: ReservationSigner;
   readonly audit: Pick<AuditLog, "record">;
   readonly metrics: Metrics;
@@ -129,11 +131,16 @@ export class DecisionEngine {
     const base = {
       tenant: who.tenant, user: who.user, keyId: who.keyId, requestId, maxOutputTokens: BigInt(maxOutputTokens), routes,
     };
+    const reserve = { tenant: who.tenant, leaseId, reservationId, requestId: req.requestId, meters: ops, leaseExpiresAtMs, nowMs };
     let result;
     try {
-      result = await this.deps.counters.reserve({
-        tenant: who.tenant, leaseId, reservationId, requestId: req.requestId, meters: ops, leaseExpiresAtMs, nowMs,
-      });
+      result = await this.deps.counters.reserve(reserve);
+      if (result.status === "cold") {
+        // The store has no counters for this tenant yet (started empty, or lost them): rebuild from the ledger.
+        await this.deps.rebuild.warm(who.tenant);
+        result = await this.deps.counters.reserve(reserve);
+        if (result.status === "cold") throw new CounterStoreUnavailableError("tenant counters lost again while rebuilding");
+      }
     } catch (err) {
       if (!(err instanceof CounterStoreUnavailableError)) throw err;
       return this.storeUnavailable(ctx, who, req, { ...base, reservationId, leaseExpiresAt: msTimestamp(leaseExpiresAtMs) }, err);
@@ -302,6 +309,7 @@ export class DecisionEngine {
     const limits = snapshot.effectiveLimits(ctx, principal.user, task || "*");
     const who = { tenant: principal.tenant, user: principal.user, keyId: principal.keyId };
     const meters = bindMeters(limits, who, nowMs);
+    await this.deps.rebuild.ensureWarm(who.tenant);
     const used = await this.deps.counters.read(who.tenant, meters.map((m) => m.key));
     const usedByLimit = new Map(meters.map((m, i) => [m.limit, { used: used[i]!, meter: m }]));
     const status: string[] = [];

@@ -35,7 +35,7 @@ export interface MemoryCounterStoreOptions {
 /**
  * Counters and leases in this process: the embedded default for a single
  * control plane. Each method runs without awaiting, so it is atomic in the
- * event loop. Starts empty: the first claimRebuild() returns true.
+ * event loop. Starts empty, so every tenant starts cold (see CounterStore).
  */
 export class MemoryCounterStore implements CounterStore {
   /** Per tenant, by meter key: lookups reuse the callers' key strings rather than concatenating new ones. */
@@ -45,7 +45,7 @@ export class MemoryCounterStore implements CounterStore {
   private readonly clock: () => number;
   private readonly tombstoneMs: number;
   private readonly timer: NodeJS.Timeout | undefined;
-  private rebuilt = false;
+  private readonly generations = new Map<string, string>();
 
   constructor(options: MemoryCounterStoreOptions = {}) {
     this.clock = options.clock ?? Date.now;
@@ -59,6 +59,7 @@ export class MemoryCounterStore implements CounterStore {
 
   async reserve(request: ReserveRequest): Promise<ReserveResult> {
     const { tenant, nowMs } = request;
+    if (!this.generations.has(tenant)) return { status: "cold" };
     if (request.requestId) {
       const seen = this.requestLeases.get(`${tenant}\u0000${request.requestId}`);
       const lease = seen && seen.expiresAtMs > nowMs ? this.leases.get(seen.leaseKey) : undefined;
@@ -94,9 +95,11 @@ export class MemoryCounterStore implements CounterStore {
   }
 
   async settle(request: SettleLeaseRequest): Promise<SettleLeaseResult> {
+    const generation = this.generations.get(request.tenant);
+    if (generation === undefined) return { status: "cold" };
     const lease = this.leases.get(`${request.tenant}\u0000${request.leaseId}`);
-    if (!lease) return { status: "missing" };
-    if (lease.state !== "open") return { status: "already", lease: snapshotLease(lease) };
+    if (!lease) return { status: "missing", generation };
+    if (lease.state !== "open") return { status: "already", lease: snapshotLease(lease), generation };
     for (const m of lease.meters) {
       const delta = m.unit === "concurrency" ? -m.amount : settledAmount(m.unit, request.usage) - m.amount;
       if (delta !== 0) this.add(lease.tenant, m.key, delta, m.expiresAtMs, request.nowMs);
@@ -104,7 +107,7 @@ export class MemoryCounterStore implements CounterStore {
     lease.state = "settled";
     lease.usage = request.usage;
     lease.dueAtMs = request.nowMs + request.graceMs;
-    return { status: "settled", lease: snapshotLease(lease) };
+    return { status: "settled", lease: snapshotLease(lease), generation };
   }
 
   async renew(tenant: string, leaseId: string, expiresAtMs: number): Promise<LeaseRecord | undefined> {
@@ -115,11 +118,13 @@ export class MemoryCounterStore implements CounterStore {
     return snapshotLease(lease);
   }
 
-  async markRecorded(tenant: string, leaseId: string): Promise<void> {
+  async markRecorded(tenant: string, leaseId: string): Promise<string | undefined> {
     const lease = this.leases.get(`${tenant}\u0000${leaseId}`);
-    if (!lease || lease.state === "open") return;
-    lease.dueAtMs = 0;
-    lease.forgetAtMs = this.clock() + this.tombstoneMs;
+    if (lease && lease.state !== "open") {
+      lease.dueAtMs = 0;
+      lease.forgetAtMs = this.clock() + this.tombstoneMs;
+    }
+    return this.generations.get(tenant);
   }
 
   async claimDue(nowMs: number, graceMs: number, limit: number): Promise<LeaseRecord[]> {
@@ -133,14 +138,26 @@ export class MemoryCounterStore implements CounterStore {
         lease.state = "expired";
       }
       lease.dueAtMs = nowMs + graceMs;
-      claimed.push(snapshotLease(lease));
+      claimed.push({ ...snapshotLease(lease), generation: this.generations.get(lease.tenant) });
     }
     return claimed;
   }
 
-  async charge(tenant: string, charges: readonly MeterCharge[]): Promise<void> {
+  async charge(tenant: string, charges: readonly MeterCharge[], generation: string): Promise<boolean> {
+    if (this.generations.get(tenant) !== generation) return false;
     const nowMs = this.clock();
     for (const c of charges) this.add(tenant, c.key, c.amount, c.expiresAtMs, nowMs);
+    return true;
+  }
+
+  async rebuild(tenant: string, generation: string, charges: readonly MeterCharge[]): Promise<boolean> {
+    if (this.generations.has(tenant)) return false;
+    this.generations.set(tenant, generation);
+    return this.charge(tenant, charges, generation);
+  }
+
+  async generation(tenant: string): Promise<string | undefined> {
+    return this.generations.get(tenant);
   }
 
   async read(tenant: string, keys: readonly string[]): Promise<number[]> {
@@ -152,12 +169,6 @@ export class MemoryCounterStore implements CounterStore {
     const previous = this.value(tenant, key, this.clock());
     this.meters.get(tenant)?.delete(key);
     return previous;
-  }
-
-  async claimRebuild(): Promise<boolean> {
-    if (this.rebuilt) return false;
-    this.rebuilt = true;
-    return true;
   }
 
   async ping(): Promise<void> {}

@@ -14,12 +14,14 @@ import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js"
  *   adm:{acme}:due               zset lease id → when the sweeper should look at it
  *   adm:{acme}:due-hint          a score at or below the lowest of :due that is published
  *                                in the index (see "Finding due leases" below)
+ *   adm:{acme}:gen               the tenant's generation (see CounterStore): absent while
+ *                                cold, so a flush or a restart without persistence (which
+ *                                takes it with the data) makes the next call rebuild
  * Outside the tenant slots:
  *   adm:{~index}:due-tenants     zset tenant → when to look at its :due (a hint, never late)
  *   adm:{~index}:due-gen         hash tenant → sequence number of its last publication
  *   adm:{~index}:due-seq         counter for those sequence numbers
  *   adm:{~index}:rescan          lock: one replica per period runs the safety-net SCAN
- *   adm:epoch                    exists while the counters are intact (claimRebuild)
  *
  * Numbers: Lua numbers are doubles, exact to 2^53 (amounts are checked to be safe
  * integers). Amounts travel as decimal strings, deltas computed in Lua are written with
@@ -58,13 +60,14 @@ import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js"
  * master for :due zsets and republishes their minimum. So even then a lease is claimed
  * at most about `dueRescanMs` late, never stranded.
  *
- * Requires `maxmemory-policy noeviction`: an evicted meter undercounts, an evicted epoch
- * marker triggers a rebuild on intact counters.
+ * Requires `maxmemory-policy noeviction`: an evicted meter undercounts, an evicted
+ * generation key makes a rebuild add the ledger to intact counters.
  */
 
 const common = `
 local p = ARGV[1]
 local function n(x) if x == 0 then return '0' end return string.format('%.0f', x) end
+local function generation() return redis.call('GET', p .. 'gen') end
 local function server_now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -103,10 +106,12 @@ end
  * KEYS: due, hint. ARGV: prefix, leaseId, reservationId, requestId, leaseExpiresAtMs,
  * requestIdExpiresAtMs, meters JSON, count, then per meter: key, amount, limit, enforce, expiresAtMs.
  * A lease id that already exists is a duplicate too, so a retried call cannot reserve twice.
- * Reply: status, publish, then used values (reserved), index + used (blocked) or a lease (duplicate).
+ * Reply: status, publish, then used values (reserved), index + used (blocked) or a lease
+ * (duplicate); just 'cold' while the tenant has no generation.
  * Values are integer replies (a Lua number becomes a 64-bit integer: exact, as it is below 2^53).
  */
 const reserveScript = `${common}
+if not generation() then return {'cold', ''} end
 local id, req = ARGV[2], ARGV[4]
 local seen = id
 if req ~= '' then seen = redis.call('GET', p .. 'req:' .. req) or id end
@@ -143,14 +148,16 @@ return out
 
 /**
  * KEYS: due, hint. ARGV: prefix, leaseId, caller's nowMs, graceMs, usage JSON, then the
- * settled amount of a requests, tokens and cost meter. Reply: status, publish, lease.
+ * settled amount of a requests, tokens and cost meter. Reply: status, publish, generation, lease.
  */
 const settleScript = `${common}
+local gen = generation()
+if not gen then return {'cold', ''} end
 local id = ARGV[2]
 local lk = p .. 'lease:' .. id
 local h = redis.call('HMGET', lk, 'state', 'rid', 'meters', 'exp')
-if not h[1] then return {'missing', ''} end
-if h[1] ~= 'open' then return push_lease({'already', ''}, id) end
+if not h[1] then return {'missing', '', gen} end
+if h[1] ~= 'open' then return push_lease({'already', '', gen}, id) end
 local settled = {requests = tonumber(ARGV[6]), tokens = tonumber(ARGV[7]), cost = tonumber(ARGV[8])}
 for _, m in ipairs(cjson.decode(h[3])) do
   if m.unit == 'concurrency' then add(m.key, -m.amount, 0)
@@ -160,7 +167,7 @@ redis.call('HSET', lk, 'state', 'settled', 'usage', ARGV[5])
 -- Due for the sweeper graceMs after the settle: by the earlier of both clocks, so a
 -- replica running ahead cannot push it out; one running behind only makes it earlier.
 local publish = track(id, math.min(server_now(), tonumber(ARGV[3])) + tonumber(ARGV[4]))
-return lease_reply({'settled', publish}, id, h[2], h[3], h[4], 'settled', ARGV[5])
+return lease_reply({'settled', publish, gen}, id, h[2], h[3], h[4], 'settled', ARGV[5])
 `;
 
 /** KEYS: due, hint. ARGV: prefix, leaseId, expiresAtMs. Reply: status, publish, lease. */
@@ -173,24 +180,25 @@ redis.call('HSET', lk, 'exp', ARGV[3])
 return lease_reply({'renewed', track(id, tonumber(ARGV[3]))}, id, h[2], h[3], ARGV[3], 'open', '')
 `;
 
-/** KEYS: due, hint. ARGV: prefix, leaseId, tombstoneMs. */
+/** KEYS: due, hint. ARGV: prefix, leaseId, tombstoneMs. Reply: the tenant's generation ('' while cold). */
 const recordedScript = `${common}
 local lk = p .. 'lease:' .. ARGV[2]
 local state = redis.call('HGET', lk, 'state')
-if not state or state == 'open' then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', lk, ARGV[3])
-return 1
+if state and state ~= 'open' then
+  redis.call('ZREM', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', lk, ARGV[3])
+end
+return generation() or ''
 `;
 
 /**
  * KEYS: due, hint. ARGV: prefix, graceMs, limit. Claims this tenant's due leases by the
  * server's clock and re-scores them now + graceMs. Reply: the tenant's next due score
- * ('' when nothing is left), then 6 fields per claimed lease.
+ * ('' when nothing is left), its generation, then 6 fields per claimed lease.
  */
 const claimScript = `${common}
 local now = server_now()
-local out = {''}
+local out = {'', generation() or ''}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', n(now), 'LIMIT', 0, tonumber(ARGV[3]))) do
   local lk = p .. 'lease:' .. id
   local state = redis.call('HGET', lk, 'state')
@@ -218,10 +226,21 @@ end
 return out
 `;
 
-/** KEYS: due (routing only). ARGV: prefix, count, then per charge: key, amount, expiresAtMs. */
+/**
+ * KEYS: due (routing only). ARGV: prefix, mode, generation, count, then per charge: key,
+ * amount, expiresAtMs. Mode 'charge' adds only while the tenant is in that generation;
+ * 'rebuild' adds only while it is cold, and makes it that generation. Reply: 1 if applied.
+ */
 const chargeScript = `${common}
-for i = 0, tonumber(ARGV[2]) - 1 do
-  local b = 3 + i * 3
+local gen = generation()
+if ARGV[2] == 'rebuild' then
+  if gen then return 0 end
+  redis.call('SET', p .. 'gen', ARGV[3])
+elseif gen ~= ARGV[3] then
+  return 0
+end
+for i = 0, tonumber(ARGV[4]) - 1 do
+  local b = 5 + i * 3
   add(ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]))
 end
 return 1
@@ -273,7 +292,7 @@ interface Scripts {
   admReserve(due: string, hint: string, ...args: string[]): Promise<Array<string | number>>;
   admSettle(due: string, hint: string, ...args: string[]): Promise<string[]>;
   admRenew(due: string, hint: string, ...args: string[]): Promise<string[]>;
-  admRecorded(due: string, hint: string, ...args: string[]): Promise<number>;
+  admRecorded(due: string, hint: string, ...args: string[]): Promise<string>;
   admClaim(due: string, hint: string, ...args: string[]): Promise<string[]>;
   admCharge(due: string, ...args: string[]): Promise<number>;
   admPublish(index: string, gen: string, seq: string, ...args: string[]): Promise<number>;
@@ -460,6 +479,8 @@ export class RedisCounterStore implements CounterStore {
     for (const m of r.meters) args.push(m.key, String(m.amount), String(m.limit), m.enforce ? "1" : "0", String(m.expiresAtMs));
     const reply = await this.call(() => this.client.admReserve(this.dueKey(r.tenant), this.hintKey(r.tenant), ...args));
     switch (reply[0]) {
+      case "cold":
+        return { status: "cold" };
       case "duplicate":
         return { status: "duplicate", lease: parseLease(r.tenant, reply as string[], 2) };
       case "blocked":
@@ -477,9 +498,11 @@ export class RedisCounterStore implements CounterStore {
         String(settledAmount("requests", r.usage)), String(settledAmount("tokens", r.usage)), String(settledAmount("cost", r.usage)),
       ),
     );
-    if (reply[0] === "missing") return { status: "missing" };
+    if (reply[0] === "cold") return { status: "cold" };
+    const generation = reply[2]!;
+    if (reply[0] === "missing") return { status: "missing", generation };
     await this.publish(r.tenant, reply[1]!);
-    return { status: reply[0] === "settled" ? "settled" : "already", lease: parseLease(r.tenant, reply, 2) };
+    return { status: reply[0] === "settled" ? "settled" : "already", lease: parseLease(r.tenant, reply, 3), generation };
   }
 
   async renew(tenant: string, leaseId: string, expiresAtMs: number): Promise<LeaseRecord | undefined> {
@@ -489,8 +512,11 @@ export class RedisCounterStore implements CounterStore {
     return parseLease(tenant, reply, 2);
   }
 
-  async markRecorded(tenant: string, leaseId: string): Promise<void> {
-    await this.call(() => this.client.admRecorded(this.dueKey(tenant), this.hintKey(tenant), this.tenantPrefix(tenant), leaseId, String(this.tombstoneMs)));
+  async markRecorded(tenant: string, leaseId: string): Promise<string | undefined> {
+    const generation = await this.call(() =>
+      this.client.admRecorded(this.dueKey(tenant), this.hintKey(tenant), this.tenantPrefix(tenant), leaseId, String(this.tombstoneMs)),
+    );
+    return generation || undefined;
   }
 
   async claimDue(nowMs: number, graceMs: number, limit: number): Promise<LeaseRecord[]> {
@@ -504,18 +530,30 @@ export class RedisCounterStore implements CounterStore {
       const reply = await this.call(() =>
         this.client.admClaim(this.dueKey(tenant), this.hintKey(tenant), this.tenantPrefix(tenant), String(graceMs), String(limit - claimed.length)),
       );
-      for (let j = 1; j + 5 < reply.length; j += 6) claimed.push(parseLease(tenant, reply, j));
+      for (let j = 2; j + 5 < reply.length; j += 6) claimed.push({ ...parseLease(tenant, reply, j), generation: reply[1] || undefined });
       after.push(tenant, listed[i + 1]!, reply[0]!);
     }
     if (after.length > 0) await this.call(() => this.client.admAfterClaim(this.indexKey, this.genKey, ...after));
     return claimed;
   }
 
-  async charge(tenant: string, charges: readonly MeterCharge[]): Promise<void> {
-    if (charges.length === 0) return;
-    const args = [this.tenantPrefix(tenant), String(charges.length)];
+  charge(tenant: string, charges: readonly MeterCharge[], generation: string): Promise<boolean> {
+    return this.chargeIn("charge", tenant, generation, charges);
+  }
+
+  rebuild(tenant: string, generation: string, charges: readonly MeterCharge[]): Promise<boolean> {
+    return this.chargeIn("rebuild", tenant, generation, charges);
+  }
+
+  async generation(tenant: string): Promise<string | undefined> {
+    return (await this.call(() => this.client.get(`${this.tenantPrefix(tenant)}gen`))) ?? undefined;
+  }
+
+  private async chargeIn(mode: "charge" | "rebuild", tenant: string, generation: string, charges: readonly MeterCharge[]): Promise<boolean> {
+    if (generation === "") throw new TypeError("generation must not be empty");
+    const args = [this.tenantPrefix(tenant), mode, generation, String(charges.length)];
     for (const c of charges) args.push(c.key, String(integer(c.amount, "amount")), String(c.expiresAtMs));
-    await this.call(() => this.client.admCharge(this.dueKey(tenant), ...args));
+    return (await this.call(() => this.client.admCharge(this.dueKey(tenant), ...args))) === 1;
   }
 
   async read(tenant: string, keys: readonly string[]): Promise<number[]> {
@@ -528,24 +566,6 @@ export class RedisCounterStore implements CounterStore {
   async reset(tenant: string, key: string): Promise<number> {
     const previous = await this.call(() => this.client.getdel(`${this.tenantPrefix(tenant)}m:${key}`));
     return previous === null ? 0 : Number(previous);
-  }
-
-  /**
-   * True for exactly one caller while the epoch marker is missing: on a brand-new
-   * Redis, or after it lost its data (FLUSHALL, restart without persistence), since
-   * the marker goes with the data. SET NX decides the race between replicas.
-   *
-   * The window: counters are wrong from the loss until the winner's rebuild charges
-   * land — reservations meanwhile see too little (they may overshoot), and a lease
-   * reserved after the loss and settled before the winner reads the ledger is in both
-   * the live counter and the ledger sums. The marker is set before the rebuild, so if
-   * the winner dies mid-rebuild nobody retries (undercount until the windows roll
-   * over) rather than risking a second, double-counting rebuild. On Redis Cluster the
-   * marker lives on one master: a master that loses its slots alone is not noticed
-   * (run cluster masters with replicas).
-   */
-  async claimRebuild(nowMs: number): Promise<boolean> {
-    return (await this.call(() => this.client.set(`${this.prefix}:epoch`, String(nowMs), "NX"))) === "OK";
   }
 
   async ping(): Promise<void> {

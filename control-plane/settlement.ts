@@ -3,12 +3,12 @@ import { status as Code } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { RenewRequest, RenewResponse, SettleRequest, SettleResponse } from "../gen/admission/v1/admission_pb.js";
 import { Outcome, RenewResponseSchema, SettleResponseSchema } from "../gen/admission/v1/admission_pb.js";
-import { LimitKind } from "../gen/admission/v1/policy_pb.js";
-import type { CounterStore, LeaseRecord, LeaseUsage, MeterCharge } from "./counter-store.js";
-import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js";
+import type { CounterStore, LeaseRecord, LeaseUsage, SettleLeaseResult } from "./counter-store.js";
+import { CounterStoreUnavailableError } from "./counter-store.js";
+import type { CounterRebuild } from "./counter-rebuild.js";
 import type { CredentialVerifier } from "./credentials.js";
 import { maxCount } from "./decide.js";
-import { bindMeters, costMicros } from "./meters.js";
+import { costMicros } from "./meters.js";
 import type { Metrics } from "./metrics.js";
 import type { PolicySnapshot } from "./policy/policy-snapshot.js";
 import type { ReservationClaims, ReservationSigner } from "./reservation-id.js";
@@ -16,7 +16,6 @@ import { RpcError } from "./rpc-error.js";
 import type { AuditLog } from "./store/audit-log.js";
 import type { Ledger, LedgerRow } from "./store/ledger.js";
 import { msTimestamp } from "./timestamps.js";
-import { timeWindows, windowSpan } from "./windows.js";
 
 export interface SettlementSettings {
   readonly leaseTtlMs: number;
@@ -31,8 +30,9 @@ export interface SettlementDeps {
   readonly policy: () => PolicySnapshot;
   readonly credentials: CredentialVerifier;
   readonly counters: CounterStore;
+  readonly rebuild: CounterRebuild;
   readonly signer: ReservationSigner;
-  readonly ledger: Pick<Ledger, "append" | "find" | "windowSums" | "replaySpool">;
+  readonly ledger: Pick<Ledger, "append" | "find" | "replaySpool">;
   readonly audit: Pick<AuditLog, "record">;
   readonly metrics: Metrics;
   readonly logger: Logger;
@@ -40,18 +40,28 @@ export interface SettlementDeps {
   readonly clock?: () => number;
 }
 
-/** A settle whose counter update waits for the counter store to come back. */
+/**
+ * A recorded settle whose counters could not be brought up to date yet (the store
+ * was unreachable, or its row still sits in the spool): `resettle` when its counter
+ * script never confirmed; otherwise it ran in `appliedIn` (if at all) and what is
+ * left is to reconcile the row with the tenant's current generation.
+ */
 interface PendingCounterUpdate {
   readonly claims: ReservationClaims;
   readonly usage: LeaseUsage;
+  readonly resettle: boolean;
+  readonly appliedIn?: string;
+  /** The ledger row's transaction, when known (not for spooled rows). */
+  readonly xid?: string;
 }
 
 const maxPendingCounterUpdates = 100_000;
 
 /**
- * Settles reservations exactly once, renews and expires leases, and rebuilds
- * counters from the ledger. A Settle is acknowledged only after its ledger row
- * is durable; the ledger's unique reservation id makes every write idempotent.
+ * Settles reservations exactly once, renews and expires leases, and keeps the
+ * counters in step with the ledger when the counter store loses data (see
+ * CounterRebuild). A Settle is acknowledged only after its ledger row is
+ * durable; the ledger's unique reservation id makes every write idempotent.
  */
 export class Settlement {
   private readonly clock: () => number;
@@ -83,40 +93,39 @@ export class Settlement {
     const nowMs = this.clock();
     const usage = this.usageOf(req, claims, nowMs);
 
-    let result;
-    try {
-      result = await this.deps.counters.settle({ tenant: claims.tenant, leaseId: claims.leaseId, usage, nowMs, graceMs: this.deps.settings.recordGraceMs });
-    } catch (err) {
-      if (!(err instanceof CounterStoreUnavailableError)) throw err;
+    const result = await this.settleLease(claims, usage, nowMs);
+    if (!result) {
       // The usage is recorded now; the counters catch up when the store is back.
       this.deps.metrics.storeErrors.inc({ op: "settle" });
-      const { inserted, row } = await this.record(ledgerRow(claims, usage));
-      if (inserted) this.deferCounterUpdate({ claims, usage });
+      const { inserted, row, xid } = await this.record(ledgerRow(claims, usage));
+      if (inserted) this.defer({ claims, usage, resettle: true, xid });
       return settleResponse(req.reservationId, row, !inserted);
     }
 
     if (result.status === "settled") {
-      const { row } = await this.record(ledgerRow(claims, usage));
-      await this.markRecorded(claims);
+      const { row, xid } = await this.record(ledgerRow(claims, usage));
+      await this.confirm({ claims, usage, resettle: false, appliedIn: result.generation, xid }, true);
       this.deps.metrics.activeReservations.dec();
       this.deps.metrics.settles.inc({ result: "settled" });
       return settleResponse(req.reservationId, row, false);
     }
     if (result.status === "already") {
       // The first result stands; make sure its row is durable before answering.
-      const first = result.lease.state === "expired" ? expiredUsage(claims, nowMs) : result.lease.usage!;
-      const { row } = await this.record(ledgerRow(claims, first));
+      const settled = result.lease.state === "settled";
+      const first = settled ? result.lease.usage! : expiredUsage(claims, nowMs);
+      const { row, xid } = await this.record(ledgerRow(claims, first));
       // The first settle may have died before confirming its row (a replica killed mid-settle, the
       // data plane replaying): confirm it now rather than leave the lease to the sweeper's grace period.
-      if (result.lease.state === "settled") await this.markRecorded(claims);
+      // An expired lease stays the sweeper's to record (it audits the expiry).
+      await this.confirm({ claims, usage: first, resettle: false, appliedIn: result.generation, xid }, settled);
       this.deps.metrics.settles.inc({ result: "duplicate" });
       return settleResponse(req.reservationId, row, true);
     }
-    // The counter store no longer knows the lease (restarted or flushed): the
+    // The counter store no longer knows the lease (its generation was lost): the
     // signed id still says who reserved what and when. Only the database can
     // tell a first settle from a repeat here, so this one is never spooled.
-    const { inserted, row } = await this.record(ledgerRow(claims, usage), { spool: false });
-    if (inserted) await this.chargeLate(claims, usage);
+    const { inserted, row, xid } = await this.record(ledgerRow(claims, usage), { spool: false });
+    if (inserted) await this.reconcile({ claims, usage, resettle: false, xid });
     this.deps.metrics.settles.inc({ result: inserted ? "late" : "duplicate" });
     return settleResponse(req.reservationId, row, !inserted);
   }
@@ -135,7 +144,7 @@ export class Settlement {
   /**
    * Expires open leases past their TTL (charged their estimate, marked so in
    * the ledger), writes rows of settles whose write was not confirmed, and
-   * applies counter updates deferred while the store was down.
+   * brings up to date counters deferred while the store was down.
    */
   sweep(): Promise<number> {
     this.sweeping ??= this.sweepOnce().finally(() => (this.sweeping = undefined));
@@ -145,8 +154,6 @@ export class Settlement {
   private async sweepOnce(): Promise<number> {
     // Spooled ledger rows go to the database as soon as it is back.
     await this.deps.ledger.replaySpool().catch((err) => this.deps.logger.warn({ err: String(err) }, "ledger spool replay failed; retrying"));
-    // A shared counter store may have lost its data (flush, restart): one replica rebuilds.
-    await this.rebuild();
     await this.applyDeferred();
     let handled = 0;
     for (;;) {
@@ -169,8 +176,8 @@ export class Settlement {
     }
     const expired = lease.state === "expired" && !lease.usage;
     const usage = expired ? expiredUsage(claims, nowMs) : lease.usage!;
-    const { inserted } = await this.record(ledgerRow(claims, usage));
-    await this.markRecorded(claims);
+    const { inserted, xid } = await this.record(ledgerRow(claims, usage));
+    await this.confirm({ claims, usage, resettle: false, appliedIn: lease.generation, xid }, true);
     if (expired && inserted) {
       this.deps.metrics.activeReservations.dec();
       this.deps.metrics.expiries.inc();
@@ -182,36 +189,6 @@ export class Settlement {
         attributes: { request_id: claims.requestId, task: claims.task, model: claims.model },
       });
     }
-  }
-
-  /**
-   * Rebuilds the current windows from the ledger when the counter store lost
-   * its data (or starts empty). Exactly one replica wins the claim.
-   */
-  async rebuild(): Promise<boolean> {
-    const nowMs = this.clock();
-    if (!(await this.deps.counters.claimRebuild(nowMs))) return false;
-    const snapshot = this.deps.policy();
-    const charges = new Map<string, MeterCharge[]>();
-    let groups = 0;
-    for (const window of timeWindows) {
-      const sums = await this.deps.ledger.windowSums(windowSpan(window, nowMs).startMs);
-      for (const sum of sums) {
-        const ctx = snapshot.tenantContext(sum.tenant);
-        if (!ctx) continue;
-        groups++;
-        const limits = snapshot.effectiveLimits(ctx, sum.user, sum.task).filter((l) => l.window === window && l.kind !== LimitKind.CONCURRENCY);
-        const list = charges.get(sum.tenant) ?? [];
-        for (const m of bindMeters(limits, { tenant: sum.tenant, user: sum.user, keyId: sum.keyId }, nowMs)) {
-          const amount = m.unit === "requests" ? sum.requests : m.unit === "tokens" ? sum.tokens : sum.costMicros;
-          if (amount !== 0) list.push({ key: m.key, amount, expiresAtMs: m.expiresAtMs });
-        }
-        charges.set(sum.tenant, list);
-      }
-    }
-    for (const [tenant, list] of charges) await this.deps.counters.charge(tenant, list);
-    this.deps.logger.info({ groups, tenants: charges.size }, "counters rebuilt from the ledger");
-    return true;
   }
 
   /** Verifies the reservation id and, when a credential is given, that it belongs to the same tenant. */
@@ -245,19 +222,67 @@ export class Settlement {
     };
   }
 
-  private async record(row: LedgerRow, options: { spool?: boolean } = {}): Promise<{ inserted: boolean; row: LedgerRow }> {
+  private async record(row: LedgerRow, options: { spool?: boolean } = {}): Promise<{ inserted: boolean; row: LedgerRow; xid?: string }> {
     const started = performance.now();
     let inserted: boolean;
+    let xid: string | undefined;
     try {
-      ({ inserted } = await this.deps.ledger.append(row, options));
+      ({ inserted, xid } = await this.deps.ledger.append(row, options));
     } catch (err) {
       this.deps.logger.error({ err, tenant: row.tenant }, "ledger write failed");
       throw new RpcError(Code.UNAVAILABLE, "usage ledger unavailable; retry the settle");
     } finally {
       this.deps.metrics.ledgerWriteSeconds.observe((performance.now() - started) / 1000);
     }
-    if (inserted) return { inserted, row };
+    if (inserted) return { inserted, row, xid };
     return { inserted, row: (await this.deps.ledger.find(row.reservationId)) ?? row };
+  }
+
+  /**
+   * Settles the lease in the counter store, rebuilding the tenant first if it is
+   * cold. Undefined when the store (or, to rebuild, the ledger) is unreachable.
+   */
+  private async settleLease(claims: ReservationClaims, usage: LeaseUsage, nowMs: number): Promise<Exclude<SettleLeaseResult, { status: "cold" }> | undefined> {
+    const request = { tenant: claims.tenant, leaseId: claims.leaseId, usage, nowMs, graceMs: this.deps.settings.recordGraceMs };
+    try {
+      let result = await this.deps.counters.settle(request);
+      if (result.status === "cold") {
+        await this.deps.rebuild.warm(claims.tenant);
+        result = await this.deps.counters.settle(request);
+      }
+      return result.status === "cold" ? undefined : result;
+    } catch (err) {
+      if (err instanceof CounterStoreUnavailableError) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * After a lease's row is durable: marks it recorded (when `mark`) and checks that
+   * the generation its usage went into is still the tenant's; if it was lost
+   * meanwhile, reconciles the row with the current one.
+   */
+  private async confirm(update: PendingCounterUpdate, mark: boolean): Promise<void> {
+    let current: string | undefined;
+    try {
+      const { tenant, leaseId } = update.claims;
+      current = mark ? await this.deps.counters.markRecorded(tenant, leaseId) : await this.deps.counters.generation(tenant);
+    } catch (err) {
+      // If the mark is lost, the sweeper rewrites the row (idempotently) after the grace period.
+      this.deps.logger.warn({ err: String(err), tenant: update.claims.tenant }, "could not mark lease recorded");
+      this.defer(update);
+      return;
+    }
+    if (current === undefined || current !== update.appliedIn) await this.reconcile(update);
+  }
+
+  private async reconcile(update: PendingCounterUpdate): Promise<void> {
+    try {
+      if (await this.deps.rebuild.reconcile(update.claims, update.usage, update.appliedIn, update.xid)) return;
+    } catch (err) {
+      if (!(err instanceof CounterStoreUnavailableError)) throw err;
+    }
+    this.defer(update);
   }
 
   private async markRecorded(lease: { tenant: string; leaseId: string }): Promise<void> {
@@ -267,45 +292,39 @@ export class Settlement {
     });
   }
 
-  /** Charges a settle whose lease the store lost to the windows it was reserved in. */
-  private async chargeLate(claims: ReservationClaims, usage: LeaseUsage): Promise<void> {
-    const snapshot = this.deps.policy();
-    const ctx = snapshot.tenantContext(claims.tenant);
-    if (!ctx) return;
-    const limits = snapshot.effectiveLimits(ctx, claims.user, claims.task).filter((l) => l.kind !== LimitKind.CONCURRENCY);
-    const charges = bindMeters(limits, { tenant: claims.tenant, user: claims.user, keyId: claims.keyId }, claims.reservedAtMs)
-      .map((m) => ({ key: m.key, amount: settledAmount(m.unit, usage), expiresAtMs: m.expiresAtMs }))
-      .filter((c) => c.amount !== 0);
-    try {
-      await this.deps.counters.charge(claims.tenant, charges);
-    } catch (err) {
-      if (!(err instanceof CounterStoreUnavailableError)) throw err;
-      this.deferCounterUpdate({ claims, usage });
-    }
-  }
-
-  private deferCounterUpdate(update: PendingCounterUpdate): void {
+  private defer(update: PendingCounterUpdate): void {
     if (this.pending.length >= maxPendingCounterUpdates) {
-      this.deps.logger.error({ tenant: update.claims.tenant }, "deferred counter updates full; the ledger has the usage, counters will lag until a rebuild");
+      this.deps.logger.error({ tenant: update.claims.tenant }, "deferred counter updates full; the ledger has the usage, counters under-count until the window ends");
       return;
     }
     this.pending.push(update);
   }
 
+  /** One pass over the deferred updates; those that cannot be done yet stay for the next sweep. */
   private async applyDeferred(): Promise<void> {
-    while (this.pending.length > 0) {
-      const { claims, usage } = this.pending[0]!;
-      let result;
+    const batch = this.pending.splice(0);
+    for (let i = 0; i < batch.length; i++) {
+      const update = batch[i]!;
       try {
-        result = await this.deps.counters.settle({ tenant: claims.tenant, leaseId: claims.leaseId, usage, nowMs: this.clock(), graceMs: this.deps.settings.recordGraceMs });
+        if (!(await this.applyOne(update))) this.pending.push(update);
       } catch (err) {
+        this.pending.push(...batch.slice(i));
         if (err instanceof CounterStoreUnavailableError) return;
         throw err;
       }
-      this.pending.shift();
-      if (result.status === "settled") await this.markRecorded(claims);
-      else if (result.status === "missing") await this.chargeLate(claims, usage);
     }
+  }
+
+  /** True when done; throws CounterStoreUnavailableError while the store is still away. */
+  private async applyOne(update: PendingCounterUpdate): Promise<boolean> {
+    const { claims, usage } = update;
+    if (!update.resettle) return this.deps.rebuild.reconcile(claims, usage, update.appliedIn, update.xid);
+    const result = await this.settleLease(claims, usage, this.clock());
+    if (!result) throw new CounterStoreUnavailableError("counter store still unavailable");
+    if (result.status === "missing") return this.deps.rebuild.reconcile(claims, usage, undefined, update.xid);
+    // Settled now (or before: the first attempt ran after all): its usage is in the lease's generation.
+    if (result.status === "settled") await this.markRecorded(claims);
+    return true;
   }
 
   private async counterCall<T>(op: string, call: () => Promise<T>): Promise<T> {

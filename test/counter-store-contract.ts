@@ -11,7 +11,12 @@ import type { CounterStore, LeaseUsage, MeterOp, ReserveRequest } from "../contr
  */
 export function counterStoreContract(name: string, open: () => Promise<CounterStore>, options: { skip?: string | false } = {}): void {
   describe(`CounterStore contract: ${name}`, { skip: options.skip || false }, () => {
-    const tenant = () => `t-${randomBytes(6).toString("hex")}`;
+    const generation = "g1/100:100:";
+    /** A new tenant whose counters are rebuilt (empty), as every decision path makes sure first. */
+    const fresh = async (store: CounterStore, id = `t-${randomBytes(6).toString("hex")}`) => {
+      assert.equal(await store.rebuild(id, generation, []), true);
+      return id;
+    };
     const op = (key: string, amount: number, limit: number, extra: Partial<MeterOp> = {}): MeterOp => ({
       key, unit: "tokens", amount, limit, enforce: true, expiresAtMs: Date.now() + 60_000, ...extra,
     });
@@ -34,7 +39,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       });
 
     withStore("reserves every meter or none", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       const first = await reserve(store, t, [op("a", 5, 10), op("b", 5, 10)]);
       assert.equal(first.status, "reserved");
       assert.deepEqual(first.status === "reserved" && first.used, [5, 5]);
@@ -46,33 +51,33 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
     });
 
     withStore("admits exactly N of 1,000 concurrent reservations", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       const results = await Promise.all(Array.from({ length: 1000 }, () => reserve(store, t, [op("rpm", 1, 137, { unit: "requests" }), op("tokens", 10, 1_000_000)])));
       assert.equal(results.filter((r) => r.status === "reserved").length, 137);
       assert.deepEqual(await store.read(t, ["rpm", "tokens"]), [137, 1370]);
     });
 
     withStore("meters that do not enforce count but never block", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       const r = await reserve(store, t, [op("soft", 50, 10, { enforce: false }), op("hard", 1, 10)]);
       assert.equal(r.status, "reserved");
       assert.deepEqual(await store.read(t, ["soft", "hard"]), [50, 1]);
     });
 
     withStore("a repeated request id returns the first lease and reserves nothing more", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       const first = await reserve(store, t, [op("k", 4, 100)], { requestId: "req-1", leaseId: "lease-1", reservationId: "rid-1" });
       assert.equal(first.status, "reserved");
       const again = await reserve(store, t, [op("k", 4, 100)], { requestId: "req-1", leaseId: "lease-2", reservationId: "rid-2" });
       assert.equal(again.status, "duplicate");
       assert.equal(again.status === "duplicate" && again.lease.reservationId, "rid-1");
       assert.deepEqual(await store.read(t, ["k"]), [4]);
-      const other = await reserve(store, tenant(), [op("k", 4, 100)], { requestId: "req-1" });
+      const other = await reserve(store, await fresh(store), [op("k", 4, 100)], { requestId: "req-1" });
       assert.equal(other.status, "reserved", "request ids are per tenant");
     });
 
     withStore("settle applies actual usage once and releases concurrency", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       await reserve(store, t, [op("tok", 100, 1000), op("conc", 1, 5, { unit: "concurrency", expiresAtMs: 0 }), op("cost", 70, 1000, { unit: "cost" })], { leaseId: "L1" });
       assert.deepEqual(await store.read(t, ["tok", "conc", "cost"]), [100, 1, 70]);
       const settled = await store.settle({ tenant: t, leaseId: "L1", usage: usage(30, 170, 55), nowMs: Date.now(), graceMs: 30_000 });
@@ -83,11 +88,11 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       assert.equal(again.status === "already" && again.lease.usage?.outputTokens, 170, "the first result stands");
       assert.deepEqual(await store.read(t, ["tok", "conc", "cost"]), [200, 0, 55]);
       assert.equal((await store.settle({ tenant: t, leaseId: "nope", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 })).status, "missing");
-      assert.equal((await store.settle({ tenant: tenant(), leaseId: "L1", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 })).status, "missing", "leases are per tenant");
+      assert.equal((await store.settle({ tenant: await fresh(store), leaseId: "L1", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 })).status, "missing", "leases are per tenant");
     });
 
     withStore("concurrent settles of one lease apply it once", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       await reserve(store, t, [op("tok", 10, 1000)], { leaseId: "L" });
       const results = await Promise.all(Array.from({ length: 50 }, (_, i) => store.settle({ tenant: t, leaseId: "L", usage: usage(i, 100), nowMs: Date.now(), graceMs: 30_000 })));
       assert.equal(results.filter((r) => r.status === "settled").length, 1);
@@ -97,7 +102,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
     });
 
     withStore("renew moves an open lease's expiry; settled leases cannot be renewed", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       await reserve(store, t, [op("x", 1, 10)], { leaseId: "R" });
       const later = Date.now() + 600_000;
       const renewed = await store.renew(t, "R", later);
@@ -108,12 +113,13 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
     });
 
     withStore("expired leases are claimed once, keep their estimate and release concurrency", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       await reserve(store, t, [op("tok", 40, 1000), op("conc", 1, 5, { unit: "concurrency", expiresAtMs: 0 })], { leaseId: "E", leaseExpiresAtMs: Date.now() - 1 });
       const claimed = await store.claimDue(Date.now(), 60_000, 1000);
       const mine = claimed.filter((l) => l.tenant === t);
       assert.equal(mine.length, 1);
       assert.equal(mine[0]!.state, "expired");
+      assert.equal(mine[0]!.generation, generation, "a claimed lease names the generation it lives in");
       assert.deepEqual(await store.read(t, ["tok", "conc"]), [40, 0]);
       assert.equal((await store.claimDue(Date.now(), 60_000, 1000)).filter((l) => l.tenant === t).length, 0, "not handed out again within the grace period");
       const late = await store.settle({ tenant: t, leaseId: "E", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 });
@@ -124,7 +130,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
     });
 
     withStore("settled leases whose ledger write was not confirmed come back after the grace period", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       await reserve(store, t, [op("tok", 5, 1000)], { leaseId: "S" });
       await store.settle({ tenant: t, leaseId: "S", usage: usage(2, 3), nowMs: Date.now() - 10_000, graceMs: 1 });
       const claimed = (await store.claimDue(Date.now(), 0, 1000)).filter((l) => l.tenant === t);
@@ -136,24 +142,50 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
     });
 
     withStore("charge, read and reset", async (store) => {
-      const t = tenant();
-      await store.charge(t, [{ key: "m", amount: 12, expiresAtMs: Date.now() + 60_000 }, { key: "n", amount: 3, expiresAtMs: Date.now() + 60_000 }]);
-      await store.charge(t, [{ key: "m", amount: 8, expiresAtMs: Date.now() + 60_000 }]);
+      const t = await fresh(store);
+      await store.charge(t, [{ key: "m", amount: 12, expiresAtMs: Date.now() + 60_000 }, { key: "n", amount: 3, expiresAtMs: Date.now() + 60_000 }], generation);
+      await store.charge(t, [{ key: "m", amount: 8, expiresAtMs: Date.now() + 60_000 }], generation);
       assert.deepEqual(await store.read(t, ["m", "n", "absent"]), [20, 3, 0]);
       assert.equal(await store.reset(t, "m"), 20);
       assert.deepEqual(await store.read(t, ["m"]), [0]);
     });
 
+    withStore("a cold tenant refuses reservations and settles until rebuilt, once, into a generation", async (store) => {
+      const t = `t-${randomBytes(6).toString("hex")}`;
+      assert.equal(await store.generation(t), undefined);
+      assert.deepEqual(await reserve(store, t, [op("tok", 1, 10)]), { status: "cold" });
+      assert.deepEqual(await store.settle({ tenant: t, leaseId: "L", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 }), { status: "cold" });
+      assert.equal(await store.charge(t, [{ key: "tok", amount: 1, expiresAtMs: Date.now() + 60_000 }], generation), false, "no charge lands on a cold tenant");
+      assert.deepEqual(await store.read(t, ["tok"]), [0]);
+
+      const rebuilt = [{ key: "tok", amount: 7, expiresAtMs: Date.now() + 60_000 }];
+      const races = await Promise.all([store.rebuild(t, "gA/1:1:", rebuilt), store.rebuild(t, "gB/1:1:", rebuilt)]);
+      assert.deepEqual(races.sort(), [false, true], "exactly one rebuild lands");
+      const winner = races[0] ? "gA/1:1:" : (await store.generation(t))!;
+      assert.deepEqual(await store.read(t, ["tok"]), [7]);
+      assert.equal(await store.generation(t), winner);
+
+      assert.equal(await store.charge(t, [{ key: "tok", amount: 5, expiresAtMs: Date.now() + 60_000 }], "gOther/1:1:"), false, "a charge for another generation is refused");
+      assert.equal(await store.charge(t, [{ key: "tok", amount: 1, expiresAtMs: Date.now() + 60_000 }], winner), true);
+      assert.deepEqual(await store.read(t, ["tok"]), [8]);
+      assert.equal((await reserve(store, t, [op("tok", 2, 10)], { leaseId: "L" })).status, "reserved");
+      const settled = await store.settle({ tenant: t, leaseId: "L", usage: usage(1, 0), nowMs: Date.now(), graceMs: 1 });
+      assert.equal(settled.status === "settled" && settled.generation, winner, "settles report the generation they ran in");
+      assert.equal(await store.markRecorded(t, "L"), winner);
+      const missing = await store.settle({ tenant: t, leaseId: "gone", usage: usage(1, 0), nowMs: Date.now(), graceMs: 1 });
+      assert.deepEqual(missing, { status: "missing", generation: winner });
+    });
+
     withStore("meters whose window ended read as zero", async (store) => {
-      const t = tenant();
-      await store.charge(t, [{ key: "old", amount: 9, expiresAtMs: Date.now() - 1 }]);
+      const t = await fresh(store);
+      await store.charge(t, [{ key: "old", amount: 9, expiresAtMs: Date.now() - 1 }], generation);
       assert.deepEqual(await store.read(t, ["old"]), [0]);
       const r = await reserve(store, t, [op("old", 10, 10)]);
       assert.equal(r.status, "reserved");
     });
 
     withStore("renewing to an earlier expiry makes the lease due at that time", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       await reserve(store, t, [op("conc", 1, 5, { unit: "concurrency", expiresAtMs: 0 })], { leaseId: "early", leaseExpiresAtMs: Date.now() + 600_000 });
       assert.equal((await store.claimDue(Date.now(), 60_000, 1000)).filter((l) => l.tenant === t).length, 0);
       await store.renew(t, "early", Date.now() - 1);
@@ -163,7 +195,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
     });
 
     withStore("claimDue hands out at most `limit` leases per call, across tenants, each once", async (store) => {
-      const tenants = Array.from({ length: 12 }, () => tenant());
+      const tenants = await Promise.all(Array.from({ length: 12 }, () => fresh(store)));
       for (const t of tenants) {
         for (let i = 0; i < 3; i++) await reserve(store, t, [op("tok", 1, 100)], { leaseId: `L${i}`, leaseExpiresAtMs: Date.now() - 1 });
       }
@@ -184,7 +216,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
     });
 
     withStore("every expired lease is claimed exactly once while reservations race the sweeper", async (store) => {
-      const t = tenant();
+      const t = await fresh(store);
       const counts = new Map<string, number>();
       const sweep = async () => {
         for (const l of await store.claimDue(Date.now(), 600_000, 1000)) if (l.tenant === t) counts.set(l.leaseId, (counts.get(l.leaseId) ?? 0) + 1);
@@ -206,7 +238,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
     });
 
     withStore("tenant ids with hash-tag and glob characters keep their keys apart", async (store) => {
-      const odd = ["a}b", "{x}", "*", "a:b|c", "[z]?"].map((s) => `${s}-${randomBytes(3).toString("hex")}`);
+      const odd = await Promise.all(["a}b", "{x}", "*", "a:b|c", "[z]?"].map((s) => fresh(store, `${s}-${randomBytes(3).toString("hex")}`)));
       for (const t of odd) {
         assert.equal((await reserve(store, t, [op("m", 2, 10)], { leaseId: "L", requestId: "r", leaseExpiresAtMs: Date.now() - 1 })).status, "reserved");
         assert.equal((await reserve(store, t, [op("m", 2, 10)], { leaseId: "L2", requestId: "r" })).status, "duplicate");
@@ -217,8 +249,8 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
     });
 
     withStore("values beyond 2^32 stay exact", async (store) => {
-      const t = tenant();
-      await store.charge(t, [{ key: "big", amount: 5_000_000_000_123, expiresAtMs: Date.now() + 60_000 }]);
+      const t = await fresh(store);
+      await store.charge(t, [{ key: "big", amount: 5_000_000_000_123, expiresAtMs: Date.now() + 60_000 }], generation);
       const r = await reserve(store, t, [op("big", 1, 9_000_000_000_000)]);
       assert.equal(r.status, "reserved");
       assert.deepEqual(await store.read(t, ["big"]), [5_000_000_000_124]);

@@ -120,7 +120,7 @@ test("month rollover: quotas reset; a lease granted before the boundary charges 
 /** Memory counters whose next confirmations of a durable ledger row are lost (the replica died right after writing it). */
 class LosingConfirmations extends MemoryCounterStore {
   lose = 0;
-  override async markRecorded(tenant: string, leaseId: string): Promise<void> {
+  override async markRecorded(tenant: string, leaseId: string): Promise<string | undefined> {
     if (this.lose > 0) {
       this.lose--;
       throw new Error("the replica died before confirming the row");
@@ -161,9 +161,10 @@ class FlakyCounterStore implements CounterStore {
   markRecorded: CounterStore["markRecorded"] = (...a) => this.guard(() => this.inner.markRecorded(...a));
   claimDue: CounterStore["claimDue"] = (...a) => this.guard(() => this.inner.claimDue(...a));
   charge: CounterStore["charge"] = (...a) => this.guard(() => this.inner.charge(...a));
+  rebuild: CounterStore["rebuild"] = (...a) => this.guard(() => this.inner.rebuild(...a));
+  generation: CounterStore["generation"] = (...a) => this.guard(() => this.inner.generation(...a));
   read: CounterStore["read"] = (...a) => this.guard(() => this.inner.read(...a));
   reset: CounterStore["reset"] = (...a) => this.guard(() => this.inner.reset(...a));
-  claimRebuild: CounterStore["claimRebuild"] = (...a) => this.guard(() => this.inner.claimRebuild(...a));
   ping: CounterStore["ping"] = () => this.guard(() => this.inner.ping());
   close: CounterStore["close"] = () => this.inner.close();
 }
@@ -218,4 +219,94 @@ async function grpcStatus(p: Promise<unknown>): Promise<number> {
   } catch (err) {
     return (err as grpc.ServiceError).code;
   }
+}
+
+/**
+ * Memory counters that can lose everything at a chosen moment, as a Redis flush or an
+ * empty restart would; `hook` runs once at the armed point (another replica's work).
+ */
+class LosableCounterStore implements CounterStore {
+  private inner = new MemoryCounterStore({ housekeepingMs: 0 });
+  hook: { after: "settle" | "generation"; run: () => Promise<void> } | undefined;
+
+  lose(): void {
+    void this.inner.close();
+    this.inner = new MemoryCounterStore({ housekeepingMs: 0 });
+  }
+
+  private async armed(point: "settle" | "generation"): Promise<void> {
+    const hook = this.hook;
+    if (hook?.after !== point) return;
+    this.hook = undefined;
+    await hook.run();
+  }
+
+  reserve: CounterStore["reserve"] = (r) => this.inner.reserve(r);
+  settle: CounterStore["settle"] = async (r) => {
+    const result = await this.inner.settle(r);
+    await this.armed("settle");
+    return result;
+  };
+  generation: CounterStore["generation"] = async (tenant) => {
+    await this.armed("generation");
+    return this.inner.generation(tenant);
+  };
+  renew: CounterStore["renew"] = (...a) => this.inner.renew(...a);
+  markRecorded: CounterStore["markRecorded"] = (...a) => this.inner.markRecorded(...a);
+  claimDue: CounterStore["claimDue"] = (...a) => this.inner.claimDue(...a);
+  charge: CounterStore["charge"] = (...a) => this.inner.charge(...a);
+  rebuild: CounterStore["rebuild"] = (...a) => this.inner.rebuild(...a);
+  read: CounterStore["read"] = (...a) => this.inner.read(...a);
+  reset: CounterStore["reset"] = (...a) => this.inner.reset(...a);
+  ping: CounterStore["ping"] = () => this.inner.ping();
+  close: CounterStore["close"] = () => this.inner.close();
+}
+
+for (const race of [
+  {
+    title: "counters lost and rebuilt between a settle's counter update and its ledger commit: the settle charges the new generation itself",
+    lostAfter: "settle" as const,
+    lease: "open" as const,
+  },
+  {
+    title: "counters lost and rebuilt between a late settle's ledger commit and its charge: the rebuild counted it, the settle does not again",
+    lostAfter: "generation" as const,
+    lease: "lost" as const,
+  },
+]) {
+  test(race.title, async () => {
+    const counters = new LosableCounterStore();
+    const t = await startTestControlPlane({ deps: { counters } });
+    try {
+      await t.policy.applyBundle({ bundle: scenario({ id: "g", limits: [{ kind: "TOKENS", window: "MONTH", per: "TENANT", value: 1_000_000 }], keys: [{ id: "kg" }] }) }, admin);
+      const admit = () => t.admission.admit({ credential: secretOf("kg"), task: "DRAFT", inputTokens: 10n, maxOutputTokens: 10n });
+      const settled = await admit();
+      await t.admission.settle({ reservationId: settled.reservationId, inputTokens: 10n, outputTokens: 5n });
+      const racing = await admit();
+      if (race.lease === "lost") counters.lose();
+      // Another replica's Admit at the armed moment finds the tenant cold and rebuilds it from the ledger.
+      counters.hook = {
+        after: race.lostAfter,
+        run: async () => {
+          if (race.lease === "open") counters.lose();
+          else {
+            await t.admission.admit({ credential: secretOf("kg"), task: "DRAFT", inputTokens: 1n, maxOutputTokens: 0n }).then((d) => t.admission.settle({ reservationId: d.reservationId, inputTokens: 1n, outputTokens: 0n }));
+            counters.lose();
+          }
+          assert.equal((await admit()).allowed, true);
+        },
+      };
+      const s = await t.admission.settle({ reservationId: racing.reservationId, inputTokens: 10n, outputTokens: 7n });
+      assert.equal(s.duplicate, false);
+      assert.equal(counters.hook, undefined, "the race was run");
+      await t.cp.settlement.sweep();
+      assert.equal(t.cp.settlement.deferredCount(), 0);
+      const ledger = await t.policy.getUsage({ tenant: "g" }, admin);
+      // The ledger's settled tokens plus the one open lease (the hook's Admit: 10 in + 10 reserved out).
+      const expected = ledger.inputTokens + ledger.outputTokens + 20n;
+      assert.equal(await meterUsed(t, "g", LimitKind.TOKENS, Window.MONTH), expected, "the meter holds every settled token once, and the open lease");
+    } finally {
+      await t.close();
+    }
+  });
 }

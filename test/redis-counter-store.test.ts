@@ -36,7 +36,13 @@ const tokens = (key: string, amount: number, extra: Partial<MeterOp> = {}): Mete
 });
 const conc: MeterOp = { key: "conc", unit: "concurrency", amount: 1, limit: 1_000_000, enforce: true, expiresAtMs: 0 };
 
-function reserve(store: RedisCounterStore, tenant: string, leaseId: string, leaseExpiresAtMs: number, meters: MeterOp[] = [tokens("tok", 10), conc]) {
+/** Reserves on a tenant made warm first (a no-op when it is), as the decision path does. */
+async function reserve(store: RedisCounterStore, tenant: string, leaseId: string, leaseExpiresAtMs: number, meters: MeterOp[] = [tokens("tok", 10), conc]) {
+  await store.rebuild(tenant, "g/1:1:", []);
+  return reserveAsIs(store, tenant, leaseId, leaseExpiresAtMs, meters);
+}
+
+function reserveAsIs(store: RedisCounterStore, tenant: string, leaseId: string, leaseExpiresAtMs: number, meters: MeterOp[] = [tokens("tok", 10), conc]) {
   return store.reserve({ tenant, leaseId, reservationId: `rid-${leaseId}`, requestId: "", meters, leaseExpiresAtMs, nowMs: Date.now() });
 }
 
@@ -64,7 +70,7 @@ describe("Redis specifics", { skip }, () => {
           await Promise.all(Array.from({ length: 50 }, (_, i) => store!.settle({ tenant: t, leaseId: `L${round}-${i}`, usage: usage(9), nowMs: Date.now(), graceMs: 60_000 })));
           await Promise.all(Array.from({ length: 50 }, (_, i) => store!.markRecorded(t, `L${round}-${i}`)));
           await store!.renew(t, `L${round}-99`, Date.now() - 1);
-          await store!.charge(t, [{ key: "extra", amount: 1, expiresAtMs: Date.now() + 60_000 }]);
+          await store!.charge(t, [{ key: "extra", amount: 1, expiresAtMs: Date.now() + 60_000 }], "g/1:1:");
           return (await store!.claimDue(Date.now(), 600_000, 1000)).filter((l) => l.tenant === t);
         };
         assert.equal((await run(0)).length, 1);
@@ -173,24 +179,26 @@ describe("Redis specifics", { skip }, () => {
   test("amounts that are not safe integers are a bug, not an outage", async () => {
     await withStores(1, { keyPrefix: prefix }, async ([store]) => {
       await assert.rejects(reserve(store!, "bad", "L", Date.now() + 1000, [tokens("tok", 1.5)]), RangeError);
-      await assert.rejects(store!.charge("bad", [{ key: "tok", amount: 2 ** 60, expiresAtMs: 0 }]), RangeError);
+      await assert.rejects(store!.charge("bad", [{ key: "tok", amount: 2 ** 60, expiresAtMs: 0 }], "g/1:1:"), RangeError);
       await assert.rejects(store!.read("", ["x"]), TypeError);
     });
   });
 });
 
 describe("Redis lost, unreachable, back (own redis-server)", { skip: skipOwnServer }, () => {
-  test("FLUSHDB: exactly one of two racing replicas claims the rebuild, each time the data is lost", async () => {
+  test("FLUSHDB: every tenant turns cold with its data; exactly one of two racing replicas' rebuilds lands, each time", async () => {
     const server = await startRedisServer(await freePort());
     try {
       await withStores(2, { url: server.url, keyPrefix: "adm" }, async (replicas) => {
-        const race = async () => (await Promise.all(replicas.map((r) => r.claimRebuild(Date.now())))).filter(Boolean).length;
-        assert.equal(await race(), 1, "a brand-new Redis is rebuilt once");
-        assert.equal(await race(), 0, "intact data is not rebuilt");
+        const race = async (t: string) => (await Promise.all(replicas.map((r, i) => r.rebuild(t, `g${i}/1:1:`, [])))).filter(Boolean).length;
+        assert.equal(await race("a"), 1, "a brand-new Redis has every tenant cold");
+        assert.equal(await race("a"), 0, "intact data is not rebuilt");
         for (let i = 0; i < 5; i++) {
+          assert.equal((await reserve(replicas[0]!, "a", `L${i}`, Date.now() + 60_000)).status, "reserved");
           await server.admin.flushdb();
-          assert.equal(await race(), 1, `after FLUSHDB #${i + 1}`);
-          assert.equal(await race(), 0);
+          assert.equal((await reserveAsIs(replicas[1]!, "a", `M${i}`, Date.now() + 60_000)).status, "cold", "the lost tenant refuses work");
+          assert.equal(await race("a"), 1, `after FLUSHDB #${i + 1}`);
+          assert.equal(await race("a"), 0);
         }
       });
     } finally {
@@ -209,7 +217,7 @@ describe("Redis lost, unreachable, back (own redis-server)", { skip: skipOwnServ
         reserve(store, "t", "L", Date.now() + 60_000),
         store.settle({ tenant: "t", leaseId: "L", usage: usage(1), nowMs: Date.now(), graceMs: 1 }),
         store.claimDue(Date.now(), 1, 10),
-        store.claimRebuild(Date.now()),
+        store.rebuild("t", "g/1:1:", []),
       ];
       for (const call of calls()) await assert.rejects(call, CounterStoreUnavailableError);
 
@@ -222,7 +230,7 @@ describe("Redis lost, unreachable, back (own redis-server)", { skip: skipOwnServ
 
       server = await startRedisServer(port); // empty again: no persistence
       await eventually(() => store.ping(), 15_000, "the store reconnects after a restart");
-      assert.equal(await store.claimRebuild(Date.now()), true, "the restarted, empty Redis asks for a rebuild");
+      assert.equal((await reserveAsIs(store, "t", "L1", Date.now() + 60_000)).status, "cold", "the restarted, empty Redis asks for a rebuild");
       assert.equal((await reserve(store, "t", "L1", Date.now() + 60_000)).status, "reserved", "the lease was lost with the data");
     } finally {
       await store.close();

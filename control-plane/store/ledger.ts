@@ -60,10 +60,21 @@ export interface WindowSum {
   readonly costMicros: number;
 }
 
-/** `spooled`: the database was unreachable; the row is durable in the local spool and will be replayed. */
+/**
+ * `spooled`: the database was unreachable; the row is durable in the local spool and will be replayed.
+ * `xid`: the transaction that committed the row (when inserted now, not spooled): see `visibleIn`.
+ */
 export interface AppendResult {
   readonly inserted: boolean;
   readonly spooled?: boolean;
+  readonly xid?: string;
+}
+
+/** Per window start asked for, the sums by subject and task; all read in one snapshot. */
+export interface RebuildSums {
+  /** The database snapshot the sums were read in (pg_snapshot text: "xmin:xmax:xip,…"). */
+  readonly snapshot: string;
+  readonly sums: WindowSum[][];
 }
 
 export interface LedgerOptions {
@@ -200,7 +211,7 @@ export class Ledger {
       if (first.has(p.row.reservationId)) repeats.push(p);
       else first.set(p.row.reservationId, p);
     }
-    let written: Set<string>;
+    let written: Map<string, string>;
     try {
       written = await this.insert([...first.values()].map((p) => p.row));
     } catch (err) {
@@ -208,7 +219,10 @@ export class Ledger {
       await this.spoolOrReject(batch, err);
       return;
     }
-    for (const p of first.values()) p.resolve({ inserted: written.has(p.row.reservationId) });
+    for (const p of first.values()) {
+      const xid = written.get(p.row.reservationId);
+      p.resolve(xid === undefined ? { inserted: false } : { inserted: true, xid });
+    }
     for (const p of repeats) p.resolve({ inserted: false });
   }
 
@@ -227,16 +241,16 @@ export class Ledger {
     }
   }
 
-  /** One multi-row INSERT (one statement, so one commit); returns the reservation ids that were new. */
-  private async insert(rows: readonly LedgerRow[]): Promise<Set<string>> {
+  /** One multi-row INSERT (one statement, so one commit); returns the new reservation ids and their transaction. */
+  private async insert(rows: readonly LedgerRow[]): Promise<Map<string, string>> {
     const started = performance.now();
-    const { rows: inserted } = await this.options.db.query<{ reservation_id: string }>(
-      `INSERT INTO usage_ledger (${columns})
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+    const { rows: inserted } = await this.options.db.query<{ reservation_id: string; xid: string }>(
+      `INSERT INTO usage_ledger (${columns}, xid)
+       SELECT *, pg_current_xact_id() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                             $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::boolean[], $14::integer[],
                             $15::timestamptz[], $16::timestamptz[])
        ON CONFLICT (reservation_id, reserved_at) DO NOTHING
-       RETURNING reservation_id`,
+       RETURNING reservation_id, xid::text AS xid`,
       [
         rows.map((r) => r.reservationId), rows.map((r) => r.requestId), rows.map((r) => r.tenant), rows.map((r) => r.user),
         rows.map((r) => r.keyId), rows.map((r) => r.task), rows.map((r) => r.model), rows.map((r) => r.provider),
@@ -251,7 +265,19 @@ export class Ledger {
     } catch (err) {
       this.options.logger.warn({ err }, "onBatchWritten threw");
     }
-    return new Set(inserted.map((r) => r.reservation_id));
+    return new Map(inserted.map((r) => [r.reservation_id, r.xid]));
+  }
+
+  /**
+   * The transaction that wrote a reservation's row: undefined when there is no row
+   * (yet: it may sit in the spool), null for a row older than this column.
+   */
+  async xidOf(reservationId: string): Promise<string | null | undefined> {
+    const { rows } = await this.options.db.query<{ xid: string | null }>(
+      "SELECT xid::text AS xid FROM usage_ledger WHERE reservation_id = $1 ORDER BY id LIMIT 1",
+      [reservationId],
+    );
+    return rows.length === 0 ? undefined : rows[0]!.xid;
   }
 
   /** The row recorded for a reservation (the first one, should several reserved times exist). */
@@ -296,20 +322,38 @@ export class Ledger {
     return { totals, rows: groups };
   }
 
-  /** Sums by subject and task of rows reserved at or after `sinceMs`: what counters are rebuilt from. */
-  async windowSums(sinceMs: number): Promise<WindowSum[]> {
+  /**
+   * What a tenant's counters are rebuilt from: for each of `sinceMs` (window starts), the
+   * sums by subject and task of the rows reserved at or after it — one statement, so one
+   * snapshot, which is returned with them.
+   */
+  async rebuildSums(tenant: string, sinceMs: readonly number[]): Promise<RebuildSums> {
+    if (sinceMs.length === 0) throw new RangeError("rebuildSums needs at least one window start");
+    const params: unknown[] = [tenant, ...sinceMs.map((ms) => new Date(ms).toISOString())];
+    const oldest = 2 + sinceMs.indexOf(Math.min(...sinceMs));
+    const perWindow = sinceMs.map((_, i) => {
+      const since = `FILTER (WHERE reserved_at >= $${i + 2})`;
+      return `count(*) ${since} AS r${i}, coalesce(sum(input_tokens + output_tokens) ${since}, 0) AS t${i}, coalesce(sum(cost_micros) ${since}, 0) AS c${i}`;
+    });
+    // The outer join keeps one row (and so the snapshot) when the tenant has no rows at all.
     const { rows } = await this.options.db.query<Record<string, unknown>>(
-      `SELECT tenant, user_id, key_id, task, count(*) AS requests,
-              coalesce(sum(input_tokens + output_tokens), 0) AS tokens, coalesce(sum(cost_micros), 0) AS cost_micros
-       FROM usage_ledger WHERE reserved_at >= $1
-       GROUP BY tenant, user_id, key_id, task
-       ORDER BY tenant COLLATE "C", user_id COLLATE "C", key_id COLLATE "C", task COLLATE "C"`,
-      [new Date(sinceMs).toISOString()],
+      `SELECT pg_current_snapshot()::text AS snapshot, s.*
+       FROM (SELECT 1) AS one LEFT JOIN (
+         SELECT user_id, key_id, task, ${perWindow.join(", ")}
+         FROM usage_ledger WHERE tenant = $1 AND reserved_at >= $${oldest}
+         GROUP BY user_id, key_id, task
+         ORDER BY user_id COLLATE "C", key_id COLLATE "C", task COLLATE "C") AS s ON true`,
+      params,
     );
-    return rows.map((r) => ({
-      tenant: String(r.tenant), user: String(r.user_id), keyId: String(r.key_id), task: String(r.task),
-      requests: toNumber(r.requests), tokens: toNumber(r.tokens), costMicros: toNumber(r.cost_micros),
-    }));
+    const sums = sinceMs.map((_, i) =>
+      rows
+        .filter((r) => r.user_id !== null && toNumber(r[`r${i}`]) > 0)
+        .map((r) => ({
+          tenant, user: String(r.user_id), keyId: String(r.key_id), task: String(r.task),
+          requests: toNumber(r[`r${i}`]), tokens: toNumber(r[`t${i}`]), costMicros: toNumber(r[`c${i}`]),
+        })),
+    );
+    return { snapshot: String(rows[0]!.snapshot), sums };
   }
 
   /**
@@ -419,6 +463,20 @@ function invalidField(row: LedgerRow): string | undefined {
     if (!Number.isFinite(row[field]) || Number.isNaN(new Date(row[field]).getTime())) return field;
   }
   return undefined;
+}
+
+/**
+ * Whether the committed transaction `xid` is visible in `snapshot` (pg_snapshot text
+ * "xmin:xmax:xip,…"), i.e. had committed when the snapshot was taken: below xmin, or
+ * below xmax and not in progress then. A row without an xid predates every snapshot.
+ */
+export function visibleIn(snapshot: string, xid: string | null): boolean {
+  if (xid === null) return true;
+  const [xmin, xmax, xip] = snapshot.split(":");
+  const x = BigInt(xid);
+  if (x < BigInt(xmin!)) return true;
+  if (x >= BigInt(xmax!)) return false;
+  return !(xip ?? "").split(",").some((p) => p !== "" && BigInt(p) === x);
 }
 
 function clampLatencyMs(ms: number): number {

@@ -58,6 +58,11 @@ export const migrations: readonly string[] = [
   CREATE INDEX audit_events_tenant ON audit_events (tenant, id);
   CREATE INDEX audit_events_kind ON audit_events (kind, id);
   `,
+  // The transaction that wrote each row, so a counter rebuild can tell which rows its snapshot saw
+  // (rows written before this migration have none: every later snapshot saw them).
+  `
+  ALTER TABLE usage_ledger ADD COLUMN xid xid8;
+  `,
 ];
 
 /** Any fixed number: the advisory lock every starting process takes before migrating. */

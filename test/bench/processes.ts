@@ -183,6 +183,7 @@ async function memory(o: Roles["memory"]["options"]) {
       amount: kind === LimitKind.REQUESTS ? 1 : 1_000, limit: 1e15, enforce: true, expiresAtMs: spans[j]!.endMs + 120_000,
     }));
     const tenant = `bt${i % o.sizes.tenants}`;
+    if (i < o.sizes.tenants) await cp.counters.rebuild(tenant, "bench/1:1:", []);
     const r = await cp.counters.reserve({ tenant, leaseId: `l${i}`, reservationId: `l${i}`, requestId: "", meters, leaseExpiresAtMs: now + 300_000, nowMs: now });
     if (r.status !== "reserved") throw new Error(`reserve: ${r.status}`);
     await cp.counters.settle({ tenant, leaseId: `l${i}`, nowMs: now, graceMs: 30_000, usage: { inputTokens: 400, outputTokens: 500, costMicros: 1_400, outcome: 1, estimated: false, provider: "p1", model: "m-pro", latencyMs: 900, settledAtMs: now } });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import pino from "pino";
 import type { Database } from "../../control-plane/store/database.js";
-import { Ledger, type LedgerRow } from "../../control-plane/store/ledger.js";
+import { Ledger, visibleIn, type LedgerRow } from "../../control-plane/store/ledger.js";
 import { backends, withDatabase } from "../support/databases.js";
 
 const logger = pino({ level: "silent" });
@@ -76,7 +76,7 @@ for (const backend of backends()) {
       withDatabase(backend, async (db) => {
         const ledger = new Ledger({ db, logger });
         for (let i = 0; i < 5; i++) {
-          assert.deepEqual(await ledger.append(row(i, { inputTokens: 1000 + i })), { inserted: true });
+          assert.equal((await ledger.append(row(i, { inputTokens: 1000 + i }))).inserted, true);
           assert.equal(await count(db, `reservation_id = 'res-${i}'`), 1);
           assert.deepEqual(await ledger.find(`res-${i}`), row(i, { inputTokens: 1000 + i }));
         }
@@ -186,22 +186,45 @@ for (const backend of backends()) {
         await assert.rejects(ledger.usage({ tenant: "acme", startMs: 0, endMs: Date.UTC(2030, 0, 1) }), /beyond 2\^53/);
       }));
 
-    test("window sums by tenant, user, key and task are exact (what counters are rebuilt from)", () =>
+    test("rebuild sums: per window start, by user, key and task, exact, in one snapshot that tells which rows it saw", () =>
       withDatabase(backend, async (db) => {
         const ledger = new Ledger({ db, logger });
         const big = 5_000_000_000;
-        await Promise.all([
+        const written = await Promise.all([
           ledger.append(row(1, { inputTokens: big, outputTokens: big, costMicros: big })),
           ledger.append(row(7, { inputTokens: 1, outputTokens: 2, costMicros: 3 })), // alice, k1, DRAFT: same group as row 1
           ledger.append(row(2, { tenant: "beta" })),
-          ledger.append(row(3, { reservedAtMs: nov10 - 1 })), // before the window
+          ledger.append(row(3, { reservedAtMs: nov10 - 1 })), // before the second window
         ]);
-        assert.deepEqual(await ledger.windowSums(nov10), [
-          { tenant: "acme", user: "alice", keyId: "k1", task: "DRAFT", requests: 2, tokens: 2 * big + 3, costMicros: big + 3 },
-          { tenant: "beta", user: "bob", keyId: "k2", task: "PRIOR", requests: 1, tokens: 30, costMicros: 3 },
+        const { snapshot, sums } = await ledger.rebuildSums("acme", [nov10 - 60_000, nov10, Date.UTC(2027, 0, 1)]);
+        assert.deepEqual(sums, [
+          [
+            { tenant: "acme", user: "alice", keyId: "k0", task: "DRAFT", requests: 1, tokens: 30, costMicros: 3 },
+            { tenant: "acme", user: "alice", keyId: "k1", task: "DRAFT", requests: 2, tokens: 2 * big + 3, costMicros: big + 3 },
+          ],
+          [{ tenant: "acme", user: "alice", keyId: "k1", task: "DRAFT", requests: 2, tokens: 2 * big + 3, costMicros: big + 3 }],
+          [],
         ]);
-        assert.deepEqual(await ledger.windowSums(Date.UTC(2027, 0, 1)), []);
+        assert.ok(written.every((w) => w.inserted && w.xid !== undefined && visibleIn(snapshot, w.xid)), "the snapshot saw every committed row");
+        const later = await ledger.append(row(9));
+        assert.equal(visibleIn(snapshot, later.xid!), false, "a row committed after the snapshot is not in it");
+        assert.equal(await ledger.xidOf(row(9).reservationId), later.xid);
+        assert.equal(await ledger.xidOf("never-written"), undefined);
+        const nobody = await ledger.rebuildSums("nobody", [0]);
+        assert.deepEqual(nobody.sums, [[]], "a tenant without rows still gets its snapshot");
+        assert.match(nobody.snapshot, /^\d+:\d+:/);
       }));
+
+    test("snapshot visibility follows PostgreSQL's rules: below xmin, or below xmax and not in progress", () => {
+      assert.equal(visibleIn("100:105:101,103", "99"), true);
+      assert.equal(visibleIn("100:105:101,103", "100"), true);
+      assert.equal(visibleIn("100:105:101,103", "101"), false);
+      assert.equal(visibleIn("100:105:101,103", "102"), true);
+      assert.equal(visibleIn("100:105:101,103", "105"), false);
+      assert.equal(visibleIn("100:100:", "100"), false);
+      assert.equal(visibleIn("4294967396:4294967400:", "4294967399"), true, "xid8 beyond 32 bits");
+      assert.equal(visibleIn("100:100:", null), true, "rows older than the xid column predate every snapshot");
+    });
 
     test("monthly partitions: rows on either side of a month boundary land in two partitions; retention drops the old one", () =>
       withDatabase(backend, async (db) => {

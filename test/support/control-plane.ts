@@ -5,6 +5,7 @@ import pino from "pino";
 import { startControlPlane, type ControlPlaneDeps, type RunningControlPlane } from "../../control-plane/app.js";
 import { defaultControlPlaneConfig, type ControlPlaneConfig } from "../../control-plane/config.js";
 import { admissionClient, policyClient } from "./grpc-clients.js";
+import { seedPgliteDir } from "./pglite-template.js";
 
 export const adminToken = "test-admin-token-0123456789";
 export const admin = { authorization: `Bearer ${adminToken}` };
@@ -24,6 +25,8 @@ export interface TestControlPlane {
 /** A real control plane on ephemeral ports with PGlite in a temp dir (or the given one). */
 export async function startTestControlPlane(options: { config?: Partial<ControlPlaneConfig>; deps?: ControlPlaneDeps; dataDir?: string } = {}): Promise<TestControlPlane> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), "adm-cp-"));
+  const usesPglite = !options.config?.databaseUrl && options.config?.dataDir === undefined;
+  if (usesPglite) await seedPgliteDir(dataDir);
   const config: ControlPlaneConfig = {
     ...defaultControlPlaneConfig,
     grpcHost: "127.0.0.1",

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import pg from "pg";
 import pino, { type Logger } from "pino";
 import { openDatabase, type Database } from "../../control-plane/store/database.js";
+import { seedPgliteDir } from "./pglite-template.js";
 import { requireServices } from "./services.js";
 
 /** A place for a database: a PGlite directory or a PostgreSQL database, empty at first. */
@@ -58,6 +59,7 @@ export async function withDatabase<T>(backend: Backend, fn: (db: Database, scrat
 
 async function pgliteScratch(): Promise<Scratch> {
   const dir = await mkdtemp(join(tmpdir(), "adm-store-"));
+  await seedPgliteDir(join(dir, "pgdata"));
   return closingScratch((logger) => openDatabase({ dataDir: join(dir, "pgdata"), logger }), () => rm(dir, { recursive: true, force: true }));
 }
 
@@ -98,10 +100,10 @@ export async function scratchDatabase(base = process.env.DATABASE_URL): Promise<
 /**
  * Where a test control plane keeps its ledger when the test is about something
  * else: a scratch PostgreSQL database when DATABASE_URL is set (it starts in a
- * fraction of a second), otherwise in-memory PGlite.
+ * fraction of a second), otherwise PGlite in the test control plane's own data dir.
  */
-export async function quickDatabase(): Promise<{ config: { databaseUrl?: string; dataDir?: string }; drop(): Promise<void> }> {
-  if (!process.env.DATABASE_URL) return { config: { dataDir: "memory://" }, drop: async () => undefined };
+export async function quickDatabase(): Promise<{ config: { databaseUrl?: string }; drop(): Promise<void> }> {
+  if (!process.env.DATABASE_URL) return { config: {}, drop: async () => undefined };
   const db = await scratchDatabase();
   return { config: { databaseUrl: db.url }, drop: db.drop };
 }

@@ -11,6 +11,7 @@ import { defaultDataPlaneConfig, type DataPlaneConfig } from "../../../data-plan
 import { startDataPlane, type RunningDataPlane } from "../../../data-plane/server.js";
 import { policyClient } from "../../support/grpc-clients.js";
 import { MockUpstream } from "./mock-upstream.js";
+import { seedPgliteDir } from "../../support/pglite-template.js";
 
 export const adminToken = "dp-test-admin-token-0123456789";
 export const admin = { authorization: `Bearer ${adminToken}` };
@@ -63,7 +64,7 @@ export class Stack {
   private cpConfig!: ControlPlaneConfig;
 
   constructor(private readonly options: StackOptions) {
-    this.dataDir = options.persistent ? mkdtempSync(join(tmpdir(), "dp-cp-")) : "memory://";
+    this.dataDir = mkdtempSync(join(tmpdir(), "dp-cp-"));
   }
 
   static async start(options: StackOptions): Promise<Stack> {
@@ -92,7 +93,10 @@ export class Stack {
       ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken, dataDir: this.dataDir,
       spoolDir: mkdtempSync(join(tmpdir(), "dp-cp-spool-")), logLevel: "silent", shutdownGraceMs: 500, ...this.options.controlPlane,
     };
-    this.cp = await startControlPlane(this.cpConfig, { logger: pino({ level: "silent" }) });
+    // Not persistent: every start gets an empty database, as an in-memory one would (seeded: much faster to create).
+    const dataDir = this.options.persistent ? this.dataDir : mkdtempSync(join(this.dataDir, "run-"));
+    await seedPgliteDir(dataDir);
+    this.cp = await startControlPlane({ ...this.cpConfig, dataDir }, { logger: pino({ level: "silent" }) });
     this.cpConfig = { ...this.cpConfig, grpcPort: this.cp.grpcPort };
   }
 
@@ -148,7 +152,7 @@ export class Stack {
     await this.upB.stop();
     rmSync(this.spoolDir, { recursive: true, force: true });
     rmSync(this.cpConfig.spoolDir, { recursive: true, force: true });
-    if (this.dataDir !== "memory://") rmSync(this.dataDir, { recursive: true, force: true });
+    rmSync(this.dataDir, { recursive: true, force: true });
   }
 }
 

@@ -1,0 +1,128 @@
+import { randomBytes } from "node:crypto";
+import type { Logger } from "pino";
+import { LimitKind } from "../gen/admission/v1/policy_pb.js";
+import type { CounterStore, LeaseUsage, MeterCharge } from "./counter-store.js";
+import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js";
+import { bindMeters } from "./meters.js";
+import type { PolicySnapshot } from "./policy/policy-snapshot.js";
+import type { ReservationClaims } from "./reservation-id.js";
+import type { Ledger } from "./store/ledger.js";
+import { visibleIn } from "./store/ledger.js";
+import { timeWindows, windowSpan } from "./windows.js";
+
+export interface CounterRebuildDeps {
+  readonly counters: CounterStore;
+  readonly ledger: Pick<Ledger, "rebuildSums" | "xidOf">;
+  readonly policy: () => PolicySnapshot;
+  readonly logger: Logger;
+  readonly clock: () => number;
+}
+
+/**
+ * Keeps a tenant's counters equal to its ledger across counter-store data loss.
+ *
+ * A cold tenant (see CounterStore) is rebuilt from sums the ledger reads in one
+ * snapshot; the generation names that snapshot. Nothing else touches a cold
+ * tenant's counters, so a row the snapshot saw is counted by the rebuild alone.
+ * A row the snapshot did not see is counted by its own settle: in the lease's
+ * generation when the lease survived, or — when the lease was lost with an
+ * earlier generation — by `reconcile`, which charges the row to the current
+ * generation unless that generation's snapshot already saw it.
+ */
+export class CounterRebuild {
+  private readonly running = new Map<string, Promise<void>>();
+
+  constructor(private readonly deps: CounterRebuildDeps) {}
+
+  /**
+   * Rebuilds a cold tenant's counters from the ledger: once per tenant at a time
+   * in this process; across replicas the store keeps the first rebuild to land.
+   * Throws CounterStoreUnavailableError when the ledger or the store cannot be reached.
+   */
+  warm(tenant: string): Promise<void> {
+    let run = this.running.get(tenant);
+    if (!run) {
+      run = this.rebuild(tenant).finally(() => this.running.delete(tenant));
+      this.running.set(tenant, run);
+    }
+    return run;
+  }
+
+  /** Warms the tenant if it is cold (reads of usage would show nothing otherwise). */
+  async ensureWarm(tenant: string): Promise<void> {
+    if ((await this.deps.counters.generation(tenant)) === undefined) await this.warm(tenant);
+  }
+
+  /**
+   * Makes sure a recorded ledger row's usage is in the tenant's current counters
+   * exactly once. `appliedIn`: the generation in which a counter script already
+   * applied it (the lease's), if any. `xid`: the row's transaction when known.
+   * False when it cannot be decided yet (the row still sits in the ledger spool):
+   * call again later. Throws CounterStoreUnavailableError.
+   */
+  async reconcile(claims: ReservationClaims, usage: LeaseUsage, appliedIn: string | undefined, xid?: string | null): Promise<boolean> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const current = await this.deps.counters.generation(claims.tenant);
+      if (current !== undefined && current === appliedIn) return true;
+      if (current === undefined) {
+        // Whichever rebuild lands decides; its snapshot is then compared below.
+        await this.warm(claims.tenant);
+        continue;
+      }
+      if (xid === undefined) xid = await this.ledgerCall(() => this.deps.ledger.xidOf(claims.leaseId));
+      if (xid === undefined) return false;
+      if (visibleIn(snapshotOf(current), xid)) return true;
+      if (await this.deps.counters.charge(claims.tenant, this.lateCharges(claims, usage), current)) return true;
+    }
+    return false;
+  }
+
+  /** A settled lease's usage on the meters of the windows it was reserved in (concurrency aside). */
+  private lateCharges(claims: ReservationClaims, usage: LeaseUsage): MeterCharge[] {
+    const snapshot = this.deps.policy();
+    const ctx = snapshot.tenantContext(claims.tenant);
+    if (!ctx) return [];
+    const limits = snapshot.effectiveLimits(ctx, claims.user, claims.task).filter((l) => l.kind !== LimitKind.CONCURRENCY);
+    return bindMeters(limits, { tenant: claims.tenant, user: claims.user, keyId: claims.keyId }, claims.reservedAtMs)
+      .map((m) => ({ key: m.key, amount: settledAmount(m.unit, usage), expiresAtMs: m.expiresAtMs }))
+      .filter((c) => c.amount !== 0);
+  }
+
+  private async rebuild(tenant: string): Promise<void> {
+    const nowMs = this.deps.clock();
+    const starts = timeWindows.map((w) => windowSpan(w, nowMs).startMs);
+    const { snapshot: dbSnapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(tenant, starts));
+    const policy = this.deps.policy();
+    const ctx = policy.tenantContext(tenant);
+    const charges: MeterCharge[] = [];
+    if (ctx) {
+      timeWindows.forEach((window, i) => {
+        for (const sum of sums[i]!) {
+          const limits = policy.effectiveLimits(ctx, sum.user, sum.task).filter((l) => l.window === window && l.kind !== LimitKind.CONCURRENCY);
+          for (const m of bindMeters(limits, { tenant, user: sum.user, keyId: sum.keyId }, nowMs)) {
+            const amount = m.unit === "requests" ? sum.requests : m.unit === "tokens" ? sum.tokens : sum.costMicros;
+            if (amount !== 0) charges.push({ key: m.key, amount, expiresAtMs: m.expiresAtMs });
+          }
+        }
+      });
+    }
+    // A random part, so two rebuilds from identical snapshots are still told apart.
+    const generation = `${randomBytes(6).toString("base64url")}/${dbSnapshot}`;
+    if (await this.deps.counters.rebuild(tenant, generation, charges)) {
+      this.deps.logger.info({ tenant, charges: charges.length }, "tenant counters rebuilt from the ledger");
+    }
+  }
+
+  private async ledgerCall<T>(call: () => Promise<T>): Promise<T> {
+    try {
+      return await call();
+    } catch (err) {
+      throw new CounterStoreUnavailableError(`ledger unreadable, counters cannot be rebuilt: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+  }
+}
+
+/** The database snapshot a generation was rebuilt from. */
+function snapshotOf(generation: string): string {
+  return generation.slice(generation.indexOf("/") + 1);
+}
