@@ -88,11 +88,12 @@ export interface LedgerOptions {
    * Pacing of batches under load (default: 2 ms on PGlite, none on PostgreSQL,
    * whose statements run on the server while more settles queue for the next
    * batch; 0 turns it off). On PGlite a statement costs far more than a row
-   * (~0.4 ms of the event loop per INSERT against ~20 µs per row), so while the ledger is loaded — its last batch carried several
-   * rows, or its INSERTs take more than a tenth of the time — a batch starts no
-   * sooner than max(this, 10 × the last INSERT's duration, capped at
-   * 5 ms) after the previous one, and settles arriving meanwhile share it.
-   * A lone append to an idle ledger is written at once.
+   * (~0.4 ms of the event loop per INSERT against ~20 µs per row), so while settles
+   * arrive concurrently — the last batch carried several rows — a batch starts no
+   * sooner than max(this, 10 × the last INSERT's duration, capped at 5 ms) after
+   * the previous one, and settles arriving meanwhile share it. A caller settling
+   * one at a time (each batch one row) is written at once: waiting could not find
+   * it company, only add latency.
    */
   readonly minBatchIntervalMs?: number;
   /** Called after each committed INSERT with its row count and duration. */
@@ -196,12 +197,10 @@ export class Ledger {
     }
   }
 
-  /** How long after the previous batch's start the next may start: 0 unless the ledger is loaded. */
+  /** How long after the previous batch's start the next may start: 0 unless settles arrive concurrently. */
   private paceMs(): number {
-    if (this.minBatchIntervalMs === 0) return 0;
-    const sinceLastMs = performance.now() - this.lastBatchStartedMs;
-    const loaded = this.lastBatchRows > 1 || this.lastBatchMs > 0.1 * sinceLastMs;
-    return loaded ? Math.max(this.minBatchIntervalMs, Math.min(maxPaceMs, 10 * this.lastBatchMs)) : 0;
+    if (this.minBatchIntervalMs === 0 || this.lastBatchRows <= 1) return 0;
+    return Math.max(this.minBatchIntervalMs, Math.min(maxPaceMs, 10 * this.lastBatchMs));
   }
 
   private async writeBatch(batch: Pending[]): Promise<void> {

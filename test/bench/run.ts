@@ -10,7 +10,7 @@
  * --cpu-prof writes CPU profiles of the control and data planes; --smoke runs
  * every scenario kind at tiny sizes in a few seconds (CI).
  */
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { decisions } from "./decisions.js";
 import { dataPlane } from "./data-plane.js";
@@ -36,6 +36,7 @@ const bench: Bench = {
   cpuProfDir: cpuProf === undefined ? undefined : cpuProf || ".",
 };
 const machine = { cpus: availableParallelism(), cpuModel: cpus()[0]?.model ?? "unknown", node: process.version, loadAverageAtStart: loadavg().map((l) => Number(l.toFixed(2))) };
+const cpuTimesAtStart = hostCpuTimes();
 const started = performance.now();
 const scenarioSeconds: Record<string, number> = {};
 for (const [name, run] of Object.entries(scenarios)) {
@@ -45,15 +46,36 @@ for (const [name, run] of Object.entries(scenarios)) {
   scenarioSeconds[name] = Number(((performance.now() - t0) / 1000).toFixed(1));
 }
 const seconds = (performance.now() - started) / 1000;
+const cpuStealPercent = stealPercent(cpuTimesAtStart, hostCpuTimes());
 
 // Smoke sizes say nothing about the targets: only that every scenario still runs.
 if (smoke) for (const r of bench.report.rows) delete r.met;
-const figures = { machine, smoke, durationMs: bench.durationMs, sizes: bench.sizes, runSeconds: Number(seconds.toFixed(1)), scenarioSeconds, rows: bench.report.rows };
+const figures = { machine: { ...machine, cpuStealPercent }, smoke, durationMs: bench.durationMs, sizes: bench.sizes, runSeconds: Number(seconds.toFixed(1)), scenarioSeconds, rows: bench.report.rows };
 if (json !== undefined) writeFileSync(json || "/dev/stdout", `${JSON.stringify(figures, null, 2)}\n`);
 if (json !== "") {
-  process.stdout.write(`${machine.cpus} CPUs (${machine.cpuModel}), Node ${machine.node}, load average at start ${machine.loadAverageAtStart.join(" ")}; ${(bench.durationMs / 1000).toFixed(1)} s per row; whole run ${seconds.toFixed(0)} s (${Object.entries(scenarioSeconds).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(", ")})\n\n`);
+  process.stdout.write(`${machine.cpus} CPUs (${machine.cpuModel}), Node ${machine.node}, load average at start ${machine.loadAverageAtStart.join(" ")}${cpuStealPercent === undefined ? "" : `, CPU stolen by the hypervisor during the run ${cpuStealPercent}%`}; ${(bench.durationMs / 1000).toFixed(1)} s per row; whole run ${seconds.toFixed(0)} s (${Object.entries(scenarioSeconds).map(([k, v]) => `${k} ${v.toFixed(0)} s`).join(", ")})\n\n`);
   process.stdout.write(bench.report.markdown());
   const missed = bench.report.rows.filter((r) => r.met === false);
   process.stdout.write(`\ntargets: ${bench.report.rows.filter((r) => r.met).length} met, ${missed.length} not met${missed.length ? ` (${missed.map((r) => r.scenario).join("; ")})` : ""}\n`);
 }
 process.exit(0);
+
+/** The host's CPU time counters from /proc/stat ("cpu" line), or undefined off Linux. */
+function hostCpuTimes(): number[] | undefined {
+  try {
+    return readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The share of CPU time the hypervisor gave to other guests (steal, the 8th field)
+ * between two readings: on a shared VM it moves every figure, baselines included.
+ */
+function stealPercent(before: number[] | undefined, after: number[] | undefined): number | undefined {
+  if (!before || !after || after.length < 8) return undefined;
+  // user nice system idle iowait irq softirq steal; guest time is already in user.
+  const total = after.slice(0, 8).reduce((sum, v, i) => sum + v - (before[i] ?? 0), 0);
+  return total > 0 ? Number((((after[7]! - before[7]!) / total) * 100).toFixed(1)) : undefined;
+}
