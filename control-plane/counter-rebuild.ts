@@ -6,7 +6,7 @@ import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js"
 import { bindMeters } from "./meters.js";
 import type { PolicySnapshot } from "./policy/policy-snapshot.js";
 import type { ReservationClaims } from "./reservation-id.js";
-import type { Ledger } from "./store/ledger.js";
+import type { Ledger, WindowSum } from "./store/ledger.js";
 import { visibleIn } from "./store/ledger.js";
 import { timeWindows, windowSpan } from "./windows.js";
 
@@ -46,6 +46,33 @@ export class CounterRebuild {
       this.running.set(tenant, run);
     }
     return run;
+  }
+
+  /**
+   * Rebuilds every cold tenant of `tenants` from one read of the ledger (at start:
+   * one statement instead of one per tenant on its first call). Returns how many
+   * were cold.
+   */
+  async warmAll(tenants: readonly string[]): Promise<number> {
+    const nowMs = this.deps.clock();
+    const { snapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(null, this.windowStarts(nowMs)));
+    const generation = newGeneration(snapshot);
+    const byTenant = new Map<string, WindowSum[][]>();
+    sums.forEach((window, i) => {
+      for (const sum of window) {
+        let mine = byTenant.get(sum.tenant);
+        if (!mine) byTenant.set(sum.tenant, (mine = sums.map(() => [])));
+        mine[i]!.push(sum);
+      }
+    });
+    const none = sums.map(() => []);
+    let rebuilt = 0;
+    for (const tenant of tenants) {
+      if (this.running.has(tenant)) continue;
+      if (await this.deps.counters.rebuild(tenant, generation, this.chargesOf(tenant, byTenant.get(tenant) ?? none, nowMs))) rebuilt++;
+    }
+    this.deps.logger.info({ tenants: tenants.length, rebuilt }, "counters rebuilt from the ledger");
+    return rebuilt;
   }
 
   /** Warms the tenant if it is cold (reads of usage would show nothing otherwise). */
@@ -90,27 +117,33 @@ export class CounterRebuild {
 
   private async rebuild(tenant: string): Promise<void> {
     const nowMs = this.deps.clock();
-    const starts = timeWindows.map((w) => windowSpan(w, nowMs).startMs);
-    const { snapshot: dbSnapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(tenant, starts));
+    const { snapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(tenant, this.windowStarts(nowMs)));
+    const charges = this.chargesOf(tenant, sums, nowMs);
+    if (await this.deps.counters.rebuild(tenant, newGeneration(snapshot), charges)) {
+      this.deps.logger.info({ tenant, charges: charges.length }, "tenant counters rebuilt from the ledger");
+    }
+  }
+
+  private windowStarts(nowMs: number): number[] {
+    return timeWindows.map((w) => windowSpan(w, nowMs).startMs);
+  }
+
+  /** The charges that set a tenant's meters of the current windows from its ledger sums (one list per window). */
+  private chargesOf(tenant: string, sums: readonly (readonly WindowSum[])[], nowMs: number): MeterCharge[] {
     const policy = this.deps.policy();
     const ctx = policy.tenantContext(tenant);
     const charges: MeterCharge[] = [];
-    if (ctx) {
-      timeWindows.forEach((window, i) => {
-        for (const sum of sums[i]!) {
-          const limits = policy.effectiveLimits(ctx, sum.user, sum.task).filter((l) => l.window === window && l.kind !== LimitKind.CONCURRENCY);
-          for (const m of bindMeters(limits, { tenant, user: sum.user, keyId: sum.keyId }, nowMs)) {
-            const amount = m.unit === "requests" ? sum.requests : m.unit === "tokens" ? sum.tokens : sum.costMicros;
-            if (amount !== 0) charges.push({ key: m.key, amount, expiresAtMs: m.expiresAtMs });
-          }
+    if (!ctx) return charges;
+    timeWindows.forEach((window, i) => {
+      for (const sum of sums[i]!) {
+        const limits = policy.effectiveLimits(ctx, sum.user, sum.task).filter((l) => l.window === window && l.kind !== LimitKind.CONCURRENCY);
+        for (const m of bindMeters(limits, { tenant, user: sum.user, keyId: sum.keyId }, nowMs)) {
+          const amount = m.unit === "requests" ? sum.requests : m.unit === "tokens" ? sum.tokens : sum.costMicros;
+          if (amount !== 0) charges.push({ key: m.key, amount, expiresAtMs: m.expiresAtMs });
         }
-      });
-    }
-    // A random part, so two rebuilds from identical snapshots are still told apart.
-    const generation = `${randomBytes(6).toString("base64url")}/${dbSnapshot}`;
-    if (await this.deps.counters.rebuild(tenant, generation, charges)) {
-      this.deps.logger.info({ tenant, charges: charges.length }, "tenant counters rebuilt from the ledger");
-    }
+      }
+    });
+    return charges;
   }
 
   private async ledgerCall<T>(call: () => Promise<T>): Promise<T> {
@@ -120,6 +153,11 @@ export class CounterRebuild {
       throw new CounterStoreUnavailableError(`ledger unreadable, counters cannot be rebuilt: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     }
   }
+}
+
+/** A generation for counters rebuilt from `snapshot`; the random part tells two rebuilds from identical snapshots apart. */
+function newGeneration(snapshot: string): string {
+  return `${randomBytes(6).toString("base64url")}/${snapshot}`;
 }
 
 /** The database snapshot a generation was rebuilt from. */

@@ -309,10 +309,13 @@ export class DecisionEngine {
     const limits = snapshot.effectiveLimits(ctx, principal.user, task || "*");
     const who = { tenant: principal.tenant, user: principal.user, keyId: principal.keyId };
     const meters = bindMeters(limits, who, nowMs);
-    await this.deps.rebuild.ensureWarm(who.tenant);
+    const status: string[] = [];
+    await this.deps.rebuild.ensureWarm(who.tenant).catch((err) => {
+      if (!(err instanceof CounterStoreUnavailableError)) throw err;
+      status.push("usage not shown: the counters could not be rebuilt from the ledger yet");
+    });
     const used = await this.deps.counters.read(who.tenant, meters.map((m) => m.key));
     const usedByLimit = new Map(meters.map((m, i) => [m.limit, { used: used[i]!, meter: m }]));
-    const status: string[] = [];
     const inactive = snapshot.inactiveReason(ctx, principal.user, nowMs);
     status.push(inactive ? inactive.message : "tenant, user and ATI token active");
     if (principal.keyId) {

@@ -103,7 +103,7 @@ export class Settlement {
     }
 
     if (result.status === "settled") {
-      const { row, xid } = await this.record(ledgerRow(claims, usage));
+      const { row, xid } = await this.record(ledgerRow(claims, usage), { generation: result.generation });
       await this.confirm({ claims, usage, resettle: false, appliedIn: result.generation, xid }, true);
       this.deps.metrics.activeReservations.dec();
       this.deps.metrics.settles.inc({ result: "settled" });
@@ -113,7 +113,7 @@ export class Settlement {
       // The first result stands; make sure its row is durable before answering.
       const settled = result.lease.state === "settled";
       const first = settled ? result.lease.usage! : expiredUsage(claims, nowMs);
-      const { row, xid } = await this.record(ledgerRow(claims, first));
+      const { row, xid } = await this.record(ledgerRow(claims, first), { generation: result.generation });
       // The first settle may have died before confirming its row (a replica killed mid-settle, the
       // data plane replaying): confirm it now rather than leave the lease to the sweeper's grace period.
       // An expired lease stays the sweeper's to record (it audits the expiry).
@@ -152,8 +152,15 @@ export class Settlement {
   }
 
   private async sweepOnce(): Promise<number> {
-    // Spooled ledger rows go to the database as soon as it is back.
-    await this.deps.ledger.replaySpool().catch((err) => this.deps.logger.warn({ err: String(err) }, "ledger spool replay failed; retrying"));
+    // Spooled ledger rows go to the database as soon as it is back. A row whose usage went into a
+    // counter generation may commit after that generation was lost and rebuilt: reconcile each.
+    await this.deps.ledger
+      .replaySpool((rows) => {
+        for (const { row, xid, generation } of rows) {
+          if (generation !== undefined) this.defer({ claims: claimsOf(row), usage: usageOfRow(row), resettle: false, appliedIn: generation, xid });
+        }
+      })
+      .catch((err) => this.deps.logger.warn({ err: String(err) }, "ledger spool replay failed; retrying"));
     await this.applyDeferred();
     let handled = 0;
     for (;;) {
@@ -176,7 +183,7 @@ export class Settlement {
     }
     const expired = lease.state === "expired" && !lease.usage;
     const usage = expired ? expiredUsage(claims, nowMs) : lease.usage!;
-    const { inserted, xid } = await this.record(ledgerRow(claims, usage));
+    const { inserted, xid } = await this.record(ledgerRow(claims, usage), { generation: lease.generation });
     await this.confirm({ claims, usage, resettle: false, appliedIn: lease.generation, xid }, true);
     if (expired && inserted) {
       this.deps.metrics.activeReservations.dec();
@@ -222,7 +229,8 @@ export class Settlement {
     };
   }
 
-  private async record(row: LedgerRow, options: { spool?: boolean } = {}): Promise<{ inserted: boolean; row: LedgerRow; xid?: string }> {
+  /** Appends the row; `generation`: the counter generation its usage went into, kept with it if it is spooled. */
+  private async record(row: LedgerRow, options: { spool?: boolean; generation?: string } = {}): Promise<{ inserted: boolean; row: LedgerRow; xid?: string }> {
     const started = performance.now();
     let inserted: boolean;
     let xid: string | undefined;
@@ -354,6 +362,22 @@ function expiredUsage(claims: ReservationClaims, nowMs: number): LeaseUsage {
     model: claims.model,
     latencyMs: 0,
     settledAtMs: nowMs,
+  };
+}
+
+/** What a replayed ledger row says of its reservation: enough to charge its usage to the windows it was reserved in. */
+function claimsOf(row: LedgerRow): ReservationClaims {
+  return {
+    tenant: row.tenant, leaseId: row.reservationId, user: row.user, keyId: row.keyId, task: row.task, model: row.model, provider: row.provider,
+    requestId: row.requestId, reservedAtMs: row.reservedAtMs, inputTokens: row.inputTokens, maxOutputTokens: row.outputTokens, costMicros: row.costMicros,
+  };
+}
+
+function usageOfRow(row: LedgerRow): LeaseUsage {
+  return {
+    inputTokens: row.inputTokens, outputTokens: row.outputTokens, costMicros: row.costMicros,
+    outcome: Outcome[row.outcome as keyof typeof Outcome] ?? Outcome.SUCCESS, estimated: row.estimated,
+    provider: row.provider, model: row.model, latencyMs: row.latencyMs, settledAtMs: row.settledAtMs,
   };
 }
 

@@ -57,6 +57,7 @@ export class PolicyManager {
   private unwatch: (() => Promise<void>) | undefined;
   private poller: NodeJS.Timeout | undefined;
   private readonly clock: () => number;
+  private readonly swapListeners: Array<(previous: PolicySnapshot, next: PolicySnapshot) => void> = [];
 
   constructor(private readonly deps: PolicyManagerDeps) {
     this.current = PolicySnapshot.empty(deps.defaultFailurePolicy);
@@ -200,8 +201,15 @@ export class PolicyManager {
     }
   }
 
+  /** Calls `listener` after every snapshot swap, with the snapshot it replaced. */
+  onSwap(listener: (previous: PolicySnapshot, next: PolicySnapshot) => void): void {
+    this.swapListeners.push(listener);
+  }
+
   private swap(next: PolicySnapshot): void {
+    const previous = this.current;
     this.current = next;
+    for (const listener of this.swapListeners) listener(previous, next);
     this.deps.metrics.policyVersion.set(next.version);
     this.deps.logger.info({ version: next.version, tenants: next.tenants.size, keys: next.apiKeys.size }, "policy snapshot swapped");
   }

@@ -3,6 +3,9 @@ import { open, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { LedgerRow } from "./ledger.js";
 
+/** A spooled row, with the counter generation its usage went into (if any: see Settlement). */
+export type SpooledRow = LedgerRow & { readonly generation?: string };
+
 /**
  * Ledger rows that could not reach the database, kept on local disk: appended
  * as JSON lines and fsync'd before the Settle is acknowledged, replayed later.
@@ -20,7 +23,7 @@ export class LedgerSpool {
   }
 
   /** Resolves once the rows are on disk (fsync). */
-  append(rows: readonly LedgerRow[]): Promise<void> {
+  append(rows: readonly SpooledRow[]): Promise<void> {
     const run = this.appending.then(async () => {
       const file = await open(this.active, "a");
       try {
@@ -42,7 +45,7 @@ export class LedgerSpool {
    * Hands every spooled row to `write` (which must be idempotent) and deletes
    * them once it resolved. A failed write keeps them for the next attempt.
    */
-  async replay(write: (rows: LedgerRow[]) => Promise<void>): Promise<number> {
+  async replay(write: (rows: SpooledRow[]) => Promise<void>): Promise<number> {
     await this.appending;
     if (!existsSync(this.replaying)) {
       if (!existsSync(this.active)) return 0;
@@ -52,7 +55,7 @@ export class LedgerSpool {
     // A torn last line was never acknowledged (its fsync did not complete): skip it.
     const rows = text.split("\n").filter(Boolean).flatMap((line) => {
       try {
-        return [JSON.parse(line) as LedgerRow];
+        return [JSON.parse(line) as SpooledRow];
       } catch {
         return [];
       }

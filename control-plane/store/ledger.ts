@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import type { Database, Queryable } from "./database.js";
 import { toNumber } from "./database.js";
-import type { LedgerSpool } from "./ledger-spool.js";
+import type { LedgerSpool, SpooledRow } from "./ledger-spool.js";
 
 /** One settled or expired reservation. Append-only; idempotent per (reservationId, reservedAtMs). */
 export interface LedgerRow {
@@ -100,9 +100,17 @@ export interface LedgerOptions {
   readonly onBatchWritten?: (rows: number, ms: number) => void;
 }
 
+/** A spooled row the replay has just inserted, with its transaction and the generation it was spooled with. */
+export interface ReplayedRow {
+  readonly row: LedgerRow;
+  readonly xid: string;
+  readonly generation?: string;
+}
+
 interface Pending {
   readonly row: LedgerRow;
   readonly spool: boolean;
+  readonly generation?: string;
   readonly resolve: (r: AppendResult) => void;
   readonly reject: (err: unknown) => void;
 }
@@ -155,11 +163,11 @@ export class Ledger {
    * a failed batch rejects (or spools) every append in it and the next batch
    * starts afresh.
    */
-  append(row: LedgerRow, options: { spool?: boolean } = {}): Promise<AppendResult> {
+  append(row: LedgerRow, options: { spool?: boolean; generation?: string } = {}): Promise<AppendResult> {
     const invalid = invalidField(row);
     if (invalid) return Promise.reject(new TypeError(`ledger row ${JSON.stringify(row.reservationId)}: invalid ${invalid}`));
     return new Promise((resolve, reject) => {
-      this.queue.push({ row, spool: options.spool ?? true, resolve, reject });
+      this.queue.push({ row, spool: options.spool ?? true, generation: options.generation, resolve, reject });
       this.flushing ??= this.flushLoop();
     });
   }
@@ -169,10 +177,21 @@ export class Ledger {
     return this.options.spool?.pending() ?? false;
   }
 
-  /** Writes spooled rows to the database (idempotently); returns how many. */
-  async replaySpool(): Promise<number> {
+  /**
+   * Writes spooled rows to the database (idempotently); returns how many. `inserted`
+   * hears of the rows that were new, as each batch commits.
+   */
+  async replaySpool(inserted?: (rows: ReplayedRow[]) => void): Promise<number> {
     if (!this.options.spool?.pending()) return 0;
-    const n = await this.options.spool.replay((rows) => this.insert(rows).then(() => undefined));
+    const n = await this.options.spool.replay(async (rows: SpooledRow[]) => {
+      const written = await this.insert(rows);
+      const replayed = rows.flatMap(({ generation, ...row }) => {
+        const xid = written.get(row.reservationId);
+        written.delete(row.reservationId); // a reservation spooled twice was inserted once
+        return xid === undefined ? [] : [{ row, xid, generation }];
+      });
+      if (replayed.length > 0) inserted?.(replayed);
+    });
     if (n > 0) this.options.logger.info({ rows: n }, "ledger spool replayed");
     return n;
   }
@@ -232,7 +251,7 @@ export class Ledger {
     for (const p of batch) if (!spoolable.includes(p)) p.reject(err);
     if (spoolable.length === 0) return;
     try {
-      await spool!.append(spoolable.map((p) => p.row));
+      await spool!.append(spoolable.map((p) => (p.generation === undefined ? p.row : { ...p.row, generation: p.generation })));
       for (const p of spoolable) p.resolve({ inserted: true, spooled: true });
     } catch (spoolErr) {
       this.options.logger.error({ err: String(spoolErr) }, "ledger spool write failed");
@@ -322,11 +341,11 @@ export class Ledger {
   }
 
   /**
-   * What a tenant's counters are rebuilt from: for each of `sinceMs` (window starts), the
-   * sums by subject and task of the rows reserved at or after it — one statement, so one
-   * snapshot, which is returned with them.
+   * What counters are rebuilt from: for each of `sinceMs` (window starts), the sums by
+   * tenant, subject and task of the rows reserved at or after it, for one tenant or (null)
+   * all — one statement, so one snapshot, which is returned with them.
    */
-  async rebuildSums(tenant: string, sinceMs: readonly number[]): Promise<RebuildSums> {
+  async rebuildSums(tenant: string | null, sinceMs: readonly number[]): Promise<RebuildSums> {
     if (sinceMs.length === 0) throw new RangeError("rebuildSums needs at least one window start");
     const params: unknown[] = [tenant, ...sinceMs.map((ms) => new Date(ms).toISOString())];
     const oldest = 2 + sinceMs.indexOf(Math.min(...sinceMs));
@@ -338,17 +357,17 @@ export class Ledger {
     const { rows } = await this.options.db.query<Record<string, unknown>>(
       `SELECT pg_current_snapshot()::text AS snapshot, s.*
        FROM (SELECT 1) AS one LEFT JOIN (
-         SELECT user_id, key_id, task, ${perWindow.join(", ")}
-         FROM usage_ledger WHERE tenant = $1 AND reserved_at >= $${oldest}
-         GROUP BY user_id, key_id, task
-         ORDER BY user_id COLLATE "C", key_id COLLATE "C", task COLLATE "C") AS s ON true`,
+         SELECT tenant, user_id, key_id, task, ${perWindow.join(", ")}
+         FROM usage_ledger WHERE ($1::text IS NULL OR tenant = $1) AND reserved_at >= $${oldest}
+         GROUP BY tenant, user_id, key_id, task
+         ORDER BY tenant COLLATE "C", user_id COLLATE "C", key_id COLLATE "C", task COLLATE "C") AS s ON true`,
       params,
     );
     const sums = sinceMs.map((_, i) =>
       rows
         .filter((r) => r.user_id !== null && toNumber(r[`r${i}`]) > 0)
         .map((r) => ({
-          tenant, user: String(r.user_id), keyId: String(r.key_id), task: String(r.task),
+          tenant: String(r.tenant), user: String(r.user_id), keyId: String(r.key_id), task: String(r.task),
           requests: toNumber(r[`r${i}`]), tokens: toNumber(r[`t${i}`]), costMicros: toNumber(r[`c${i}`]),
         })),
     );
