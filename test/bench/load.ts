@@ -24,18 +24,40 @@ export function latency(samples: number[]): Latency {
 }
 
 /** Closed loop: `concurrency` workers each run `op` back to back for `durationMs`. */
-export async function closedLoop(concurrency: number, durationMs: number, op: (i: number) => Promise<unknown>): Promise<Measured> {
-  const samples: number[] = [];
+export function closedLoop(concurrency: number, durationMs: number, op: (i: number) => Promise<unknown>): Promise<Measured> {
   let i = 0;
+  return workers(concurrency, durationMs, () => {
+    const n = i++;
+    return () => op(n);
+  });
+}
+
+/**
+ * Runs `op` once per item from `concurrency` workers until all are done, or
+ * until `durationMs` has passed; returns the figures and the items not run.
+ */
+export async function drain<T>(items: readonly T[], concurrency: number, op: (item: T) => Promise<unknown>, durationMs = Infinity): Promise<Measured & { left: T[] }> {
+  let next = 0;
+  const measured = await workers(concurrency, durationMs, () => {
+    if (next >= items.length) return undefined;
+    const item = items[next++]!;
+    return () => op(item);
+  });
+  return { ...measured, left: items.slice(next) };
+}
+
+/** `concurrency` workers each take the next call and time it, until there is none or `durationMs` has passed. */
+async function workers(concurrency: number, durationMs: number, take: () => (() => Promise<unknown>) | undefined): Promise<Measured> {
+  const samples: number[] = [];
   let errors = 0;
   let firstError: string | undefined;
   const started = performance.now();
   const end = started + durationMs;
   await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (performance.now() < end) {
+    for (let call = performance.now() < end ? take() : undefined; call; call = performance.now() < end ? take() : undefined) {
       const t0 = performance.now();
       try {
-        await op(i++);
+        await call();
         samples.push(performance.now() - t0);
       } catch (err) {
         errors++;
@@ -45,33 +67,6 @@ export async function closedLoop(concurrency: number, durationMs: number, op: (i
   }));
   const seconds = (performance.now() - started) / 1000;
   return { ops: samples.length, opsPerSec: samples.length / seconds, errors, firstError, ...latency(samples) };
-}
-
-/**
- * Runs `op` once per item from `concurrency` workers until all are done, or
- * until `durationMs` has passed; returns the figures and the items not run.
- */
-export async function drain<T>(items: readonly T[], concurrency: number, op: (item: T) => Promise<unknown>, durationMs = Infinity): Promise<Measured & { left: T[] }> {
-  const samples: number[] = [];
-  let next = 0;
-  let errors = 0;
-  let firstError: string | undefined;
-  const started = performance.now();
-  const end = started + durationMs;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    for (let i = next++; i < items.length && performance.now() < end; i = next++) {
-      const t0 = performance.now();
-      try {
-        await op(items[i]!);
-        samples.push(performance.now() - t0);
-      } catch (err) {
-        errors++;
-        firstError ??= String(err);
-      }
-    }
-  }));
-  const seconds = (performance.now() - started) / 1000;
-  return { ops: samples.length, opsPerSec: samples.length / seconds, errors, firstError, ...latency(samples), left: items.slice(Math.min(next, items.length)) };
 }
 
 /**
