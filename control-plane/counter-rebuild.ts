@@ -104,8 +104,21 @@ export class CounterRebuild {
     return false;
   }
 
+  /**
+   * A lease expired (charged its estimate) in `generation`, but the ledger holds a
+   * settle's usage for it (written by a replica that died before it could settle the
+   * lease): moves the meters from the estimate to that usage, if the generation is
+   * still the tenant's (otherwise its rebuild counted the row as it is).
+   */
+  async correctExpired(claims: ReservationClaims, estimate: LeaseUsage, recorded: LeaseUsage, generation: string): Promise<void> {
+    const recordedCharges = this.lateCharges(claims, recorded);
+    const estimated = new Map(this.lateCharges(claims, estimate).map((c) => [c.key, c.amount]));
+    const deltas = recordedCharges.map((c) => ({ ...c, amount: c.amount - (estimated.get(c.key) ?? 0) })).filter((c) => c.amount !== 0);
+    if (deltas.length > 0) await this.deps.counters.charge(claims.tenant, deltas, generation);
+  }
+
   /** A settled lease's usage on the meters of the windows it was reserved in (concurrency aside). */
-  private lateCharges(claims: ReservationClaims, usage: LeaseUsage): MeterCharge[] {
+  private lateCharges(claims: ReservationClaims, usage: Pick<LeaseUsage, "inputTokens" | "outputTokens" | "costMicros">): MeterCharge[] {
     const snapshot = this.deps.policy();
     const ctx = snapshot.tenantContext(claims.tenant);
     if (!ctx) return [];

@@ -183,7 +183,13 @@ export class Settlement {
     }
     const expired = lease.state === "expired" && !lease.usage;
     const usage = expired ? expiredUsage(claims, nowMs) : lease.usage!;
-    const { inserted, xid } = await this.record(ledgerRow(claims, usage), { generation: lease.generation });
+    const { inserted, row, xid } = await this.record(ledgerRow(claims, usage), { generation: lease.generation });
+    if (expired && !inserted && lease.generation !== undefined) {
+      // A settle was recorded for it, but never reached the counters (its replica died while the store was away).
+      await this.deps.rebuild.correctExpired(claims, usage, usageOfRow(row), lease.generation).catch((err) => {
+        this.deps.logger.warn({ err: String(err), tenant: claims.tenant }, "could not correct an expired lease's meters to its recorded settle");
+      });
+    }
     await this.confirm({ claims, usage, resettle: false, appliedIn: lease.generation, xid }, true);
     if (expired && inserted) {
       this.deps.metrics.activeReservations.dec();

@@ -270,3 +270,33 @@ for (const race of [
     }
   });
 }
+
+test("a settle recorded while the counter store was away, by a replica that died before applying it: the lease's expiry moves the meters to the recorded usage", async () => {
+  let now = Date.UTC(2026, 6, 1, 12);
+  const flaky = new FlakyCounterStore(new MemoryCounterStore({ clock: () => now, housekeepingMs: 0 }));
+  const dataDir = mkdtempSync(join(tmpdir(), "adm-died-"));
+  try {
+    const first = await startTestControlPlane({ dataDir, deps: { counters: flaky, clock: () => now } });
+    await first.policy.applyBundle({ bundle: scenario({ id: "d", limits: [{ kind: "TOKENS", window: "MONTH", per: "TENANT", value: 1_000_000 }], keys: [{ id: "kd" }] }) }, admin);
+    const d = await first.admission.admit({ credential: secretOf("kd"), task: "DRAFT", inputTokens: 10n, maxOutputTokens: 90n });
+    flaky.down = true;
+    assert.equal((await first.admission.settle({ reservationId: d.reservationId, inputTokens: 10n, outputTokens: 3n })).duplicate, false, "recorded and acknowledged");
+    assert.equal(first.cp.settlement.deferredCount(), 1);
+    await first.stop(); // its deferred counter update dies with it
+    flaky.down = false;
+
+    const second = await startTestControlPlane({ dataDir, deps: { counters: flaky, clock: () => now } });
+    try {
+      assert.equal(await meterUsed(second, "d", LimitKind.TOKENS, Window.MONTH), 100n, "the open lease still holds its estimate");
+      now += 24 * 3_600_000;
+      await second.cp.settlement.sweep();
+      const ledger = await second.policy.getUsage({ tenant: "d" }, admin);
+      assert.deepEqual([ledger.requests, ledger.inputTokens, ledger.outputTokens], [1n, 10n, 3n], "the acknowledged settle stands in the ledger");
+      assert.equal(await meterUsed(second, "d", LimitKind.TOKENS, Window.MONTH), 13n, "the meter follows the ledger, not the estimate");
+    } finally {
+      await second.close();
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
