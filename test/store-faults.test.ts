@@ -35,12 +35,8 @@ const admitReq = { credential: secretOf("kf"), task: "DRAFT", inputTokens: 10n, 
 
 describe("store faults", () => {
   test("PostgreSQL cut off mid-load: Settles are spooled, acknowledged and replayed once it is back — the ledger holds exactly the acknowledged settles", { skip: missingService("PostgreSQL", "DATABASE_URL") }, async () => {
-    const db = await scratchDatabase();
-    const url = new URL(db.url);
-    const proxy = new TcpProxy(url.hostname, Number(url.port || 5432));
-    await proxy.start();
-    url.host = `127.0.0.1:${proxy.port}`;
-    const t = await startTestControlPlane({ config: { databaseUrl: url.toString() } });
+    const { db, proxy, databaseUrl } = await proxiedDatabase();
+    const t = await startTestControlPlane({ config: { databaseUrl } });
     const traffic = new Traffic(t, [{ tenant: "f", key: "kf" }]);
     try {
       await t.policy.applyBundle({ bundle: bundle() }, admin);
@@ -73,13 +69,9 @@ describe("store faults", () => {
   });
 
   test("counters lost while a settle waits in the spool: when the row is replayed after the rebuild, it is charged to the new generation", { skip: missingService("PostgreSQL", "DATABASE_URL") }, async () => {
-    const db = await scratchDatabase();
-    const url = new URL(db.url);
-    const proxy = new TcpProxy(url.hostname, Number(url.port || 5432));
-    await proxy.start();
-    url.host = `127.0.0.1:${proxy.port}`;
+    const { db, proxy, databaseUrl } = await proxiedDatabase();
     const counters = new LosableCounterStore();
-    const t = await startTestControlPlane({ config: { databaseUrl: url.toString() }, deps: { counters } });
+    const t = await startTestControlPlane({ config: { databaseUrl }, deps: { counters } });
     try {
       await t.cp.settlement.stop(); // the test decides when spooled rows are replayed
       await t.policy.applyBundle({ bundle: bundle() }, admin);
@@ -162,6 +154,16 @@ describe("store faults", () => {
     });
   }
 });
+
+/** A scratch database reached through a TCP proxy the test can cut and restore. */
+async function proxiedDatabase(): Promise<{ db: Awaited<ReturnType<typeof scratchDatabase>>; proxy: TcpProxy; databaseUrl: string }> {
+  const db = await scratchDatabase();
+  const url = new URL(db.url);
+  const proxy = new TcpProxy(url.hostname, Number(url.port || 5432));
+  await proxy.start();
+  url.host = `127.0.0.1:${proxy.port}`;
+  return { db, proxy, databaseUrl: url.toString() };
+}
 
 /** A private redis-server without persistence (never the shared one), once it answers. */
 async function startRedis(port: number): Promise<ChildProcess> {
