@@ -117,7 +117,7 @@ export class Settlement {
       // The first settle may have died before confirming its row (a replica killed mid-settle, the
       // data plane replaying): confirm it now rather than leave the lease to the sweeper's grace period.
       // An expired lease stays the sweeper's to record (it audits the expiry).
-      await this.confirm({ claims, usage: first, resettle: false, appliedIn: result.generation, xid }, settled);
+      await this.confirm({ claims, usage: usageOfRow(row), resettle: false, appliedIn: result.generation, xid }, settled);
       this.deps.metrics.settles.inc({ result: "duplicate" });
       return settleResponse(req.reservationId, row, true);
     }
@@ -190,7 +190,7 @@ export class Settlement {
         this.deps.logger.warn({ err: String(err), tenant: claims.tenant }, "could not correct an expired lease's meters to its recorded settle");
       });
     }
-    await this.confirm({ claims, usage, resettle: false, appliedIn: lease.generation, xid }, true);
+    await this.confirm({ claims, usage: usageOfRow(row), resettle: false, appliedIn: lease.generation, xid }, true);
     if (expired && inserted) {
       this.deps.metrics.activeReservations.dec();
       this.deps.metrics.expiries.inc();
