@@ -87,7 +87,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   }
   const snapshot = () => policy.snapshot();
 
-  const rebuild = new CounterRebuild({ counters, ledger, policy: snapshot, logger, clock });
+  const rebuild = new CounterRebuild({ counters, ledger, policy: snapshot, metrics, logger, clock });
   const engine = new DecisionEngine({
     policy: snapshot, credentials, counters, rebuild, signer, audit, metrics, logger, clock,
     settings: { leaseTtlMs: config.leaseTtlMs, defaultMaxOutputTokens: config.defaultMaxOutputTokens, alertThresholds: config.alertThresholds },
@@ -97,13 +97,13 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     settings: { leaseTtlMs: config.leaseTtlMs, maxLeaseTtlMs: config.maxLeaseTtlMs, recordGraceMs: 30_000, sweepIntervalMs: 1_000 },
   });
   // Every tenant's counters in one read of the ledger, rather than one query per tenant on its first call.
-  const warm = (tenants: string[]) =>
-    rebuild.warmAll(tenants).catch((err) => logger.error({ err: String(err) }, "counter rebuild failed; each tenant rebuilds on its first call"));
-  await warm(snapshot().tenantIds());
+  const warm = (tenants: string[], trigger: "start" | "bundle") =>
+    rebuild.warmAll(tenants, trigger).catch((err) => logger.error({ err: String(err) }, "counter rebuild failed; each tenant rebuilds on its first call"));
+  await warm(snapshot().tenantIds(), "start");
   // Tenants a bundle adds are warmed in bulk too (in the background; a call meanwhile rebuilds its own tenant).
   policy.onSwap((previous, next) => {
     const added = next.tenantIds().filter((t) => !previous.tenants.has(t));
-    if (added.length > 0) void warm(added);
+    if (added.length > 0) void warm(added, "bundle");
   });
   settlement.start();
   const partitions = setInterval(() => {

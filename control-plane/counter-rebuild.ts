@@ -4,6 +4,7 @@ import { LimitKind } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore, LeaseUsage, MeterCharge } from "./counter-store.js";
 import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js";
 import { bindMeters } from "./meters.js";
+import type { Metrics } from "./metrics.js";
 import type { PolicySnapshot } from "./policy/policy-snapshot.js";
 import type { ReservationClaims } from "./reservation-id.js";
 import type { Ledger, WindowSum } from "./store/ledger.js";
@@ -14,6 +15,7 @@ export interface CounterRebuildDeps {
   readonly counters: CounterStore;
   readonly ledger: Pick<Ledger, "rebuildSums" | "xidOf">;
   readonly policy: () => PolicySnapshot;
+  readonly metrics: Pick<Metrics, "counterRebuilds" | "counterReconciles">;
   readonly logger: Logger;
   readonly clock: () => number;
 }
@@ -53,7 +55,7 @@ export class CounterRebuild {
    * one statement instead of one per tenant on its first call). Returns how many
    * were cold.
    */
-  async warmAll(tenants: readonly string[]): Promise<number> {
+  async warmAll(tenants: readonly string[], trigger: "start" | "bundle"): Promise<number> {
     const nowMs = this.deps.clock();
     const { snapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(null, this.windowStarts(nowMs)));
     const generation = newGeneration(snapshot);
@@ -71,7 +73,8 @@ export class CounterRebuild {
       if (this.running.has(tenant)) continue;
       if (await this.deps.counters.rebuild(tenant, generation, this.chargesOf(tenant, byTenant.get(tenant) ?? none, nowMs))) rebuilt++;
     }
-    this.deps.logger.info({ tenants: tenants.length, rebuilt }, "counters rebuilt from the ledger");
+    this.deps.metrics.counterRebuilds.inc({ trigger }, rebuilt);
+    this.deps.logger.info({ tenants: tenants.length, rebuilt, trigger }, "counters rebuilt from the ledger");
     return rebuilt;
   }
 
@@ -97,10 +100,17 @@ export class CounterRebuild {
         continue;
       }
       if (xid === undefined) xid = await this.ledgerCall(() => this.deps.ledger.xidOf(claims.leaseId));
-      if (xid === undefined) return false;
-      if (visibleIn(snapshotOf(current), xid)) return true;
-      if (await this.deps.counters.charge(claims.tenant, this.lateCharges(claims, usage), current)) return true;
+      if (xid === undefined) break;
+      if (visibleIn(snapshotOf(current), xid)) {
+        this.deps.metrics.counterReconciles.inc({ result: "counted" });
+        return true;
+      }
+      if (await this.deps.counters.charge(claims.tenant, this.lateCharges(claims, usage), current)) {
+        this.deps.metrics.counterReconciles.inc({ result: "charged" });
+        return true;
+      }
     }
+    this.deps.metrics.counterReconciles.inc({ result: "pending" });
     return false;
   }
 
@@ -133,6 +143,7 @@ export class CounterRebuild {
     const { snapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(tenant, this.windowStarts(nowMs)));
     const charges = this.chargesOf(tenant, sums, nowMs);
     if (await this.deps.counters.rebuild(tenant, newGeneration(snapshot), charges)) {
+      this.deps.metrics.counterRebuilds.inc({ trigger: "cold" });
       this.deps.logger.info({ tenant, charges: charges.length }, "tenant counters rebuilt from the ledger");
     }
   }

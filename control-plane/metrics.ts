@@ -12,6 +12,8 @@ export interface Metrics {
   readonly wouldDeny: Counter<"mode" | "kind">;
   readonly alerts: Counter<"kind" | "threshold">;
   readonly storeErrors: Counter<"op">;
+  readonly counterRebuilds: Counter<"trigger">;
+  readonly counterReconciles: Counter<"result">;
   readonly policyReloads: Counter<"result">;
   readonly policyVersion: Gauge;
   readonly rpcs: Counter<"method" | "code">;
@@ -43,6 +45,18 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     wouldDeny: new Counter({ name: "admission_would_deny_total", help: "Requests over a SOFT or SHADOW limit that ENFORCE would have denied", labelNames: ["mode", "kind"], registers }),
     alerts: new Counter({ name: "admission_alerts_total", help: "Threshold alerts raised (once per meter and window)", labelNames: ["kind", "threshold"], registers }),
     storeErrors: new Counter({ name: "admission_counter_store_errors_total", help: "Counter store calls that failed", labelNames: ["op"], registers }),
+    counterRebuilds: new Counter({
+      name: "admission_counter_rebuilds_total",
+      help: "Tenants whose counters were rebuilt from the ledger, by trigger (start, bundle: added tenants; cold: the store had lost them)",
+      labelNames: ["trigger"],
+      registers,
+    }),
+    counterReconciles: new Counter({
+      name: "admission_counter_reconciles_total",
+      help: "Settles checked against a newer counter generation than the one their usage went into, by result (charged, counted: the rebuild had it, pending)",
+      labelNames: ["result"],
+      registers,
+    }),
     policyReloads: new Counter({ name: "admission_policy_reloads_total", help: "Policy snapshot reloads by result", labelNames: ["result"], registers }),
     policyVersion: new Gauge({ name: "admission_policy_version", help: "Version of the policy snapshot in use", registers }),
     rpcs: new Counter({ name: "admission_rpcs_total", help: "RPCs by method and status code", labelNames: ["method", "code"], registers }),

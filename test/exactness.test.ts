@@ -227,11 +227,13 @@ for (const race of [
     title: "counters lost and rebuilt between a settle's counter update and its ledger commit: the settle charges the new generation itself",
     lostAfter: "settle" as const,
     lease: "open" as const,
+    reconciled: "charged",
   },
   {
     title: "counters lost and rebuilt between a late settle's ledger commit and its charge: the rebuild counted it, the settle does not again",
     lostAfter: "generation" as const,
     lease: "lost" as const,
+    reconciled: "counted",
   },
 ]) {
   test(race.title, async () => {
@@ -265,6 +267,9 @@ for (const race of [
       // The ledger's settled tokens plus the one open lease (the hook's Admit: 10 in + 10 reserved out).
       const expected = ledger.inputTokens + ledger.outputTokens + 20n;
       assert.equal(await meterUsed(t, "g", LimitKind.TOKENS, Window.MONTH), expected, "the meter holds every settled token once, and the open lease");
+      const metrics = await (await fetch(`http://127.0.0.1:${t.cp.httpPort}/metrics`)).text();
+      assert.match(metrics, new RegExp(`admission_counter_reconciles_total\\{result="${race.reconciled}"\\} 1\\b`), "the reconcile shows in /metrics");
+      assert.match(metrics, /admission_counter_rebuilds_total\{trigger="cold"\} [1-9]/);
     } finally {
       await t.close();
     }
