@@ -98,7 +98,7 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
  * | variable | meaning | default |
  * |---|---|---|
  * | `PROXY_PORT`, `PROXY_HOST` | where the proxy listens | `8080`, `0.0.0.0` |
- * | `CONTROL_PLANE_ADDR` | control plane gRPC host:port | `127.0.0.1:50051` |
+ * | `CONTROL_PLANE_ADDR` | control plane gRPC `host:port`, or a target naming several replicas (`dns:///name:port`, `ipv4:a:port,b:port`) | `127.0.0.1:50051` |
  * | `PROVIDERS_FILE` | JSON `{"providers":[{"name","baseUrl","apiKeyEnv"?,"headers"?}]}` | built-in mock provider |
  * | `PROXY_FAILURE_POLICY` | control plane unreachable: `FAIL_CLOSED` (503) or `FAIL_OPEN` | `FAIL_CLOSED` |
  * | `PROXY_MAX_BODY_BYTES` | request body limit (413 above) | 4 MiB |
@@ -222,9 +222,10 @@ function task(name: string, value: string): string {
   return value;
 }
 
+/** host:port, or a gRPC target: dns: (every address of a name), ipv4:/ipv6: (a list), unix:. */
 function address(value: string): string {
-  if (!/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/.test(value) && !value.startsWith("unix:") && !value.startsWith("dns:")) {
-    throw new DataPlaneConfigError(`CONTROL_PLANE_ADDR must be host:port, got "${value}"`);
+  if (!/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/.test(value) && !/^(unix|dns|ipv4|ipv6):\S+$/.test(value)) {
+    throw new DataPlaneConfigError(`CONTROL_PLANE_ADDR must be host:port or a gRPC target (dns:///name:port, ipv4:a:port,b:port, unix:path), got "${value}"`);
   }
   return value;
 }

@@ -13,7 +13,11 @@ import { SessionStream, StreamClosedError, type SessionCall } from "./session-st
 export { ControlPlaneError } from "./control-plane-error.js";
 
 export interface ControlPlaneClientOptions {
-  /** host:port of the control plane. */
+  /**
+   * host:port of the control plane, or a gRPC target naming several replicas
+   * (dns:///name:port, ipv4:a:port,b:port): calls go round-robin over the
+   * reachable ones, and a Session stream cut by a replica going away reopens on another.
+   */
   readonly address: string;
   /** Channel credentials (TLS); plaintext when absent. */
   readonly credentials?: grpc.ChannelCredentials;
@@ -61,6 +65,8 @@ export class ControlPlaneClient {
       "grpc.keepalive_permit_without_calls": 1,
       "grpc.initial_reconnect_backoff_ms": options.reconnectMinMs ?? 100,
       "grpc.max_reconnect_backoff_ms": options.reconnectMaxMs ?? 5_000,
+      // A target naming several replicas: every one connected, calls spread, no wait to fail over.
+      ...(namesSeveral(options.address) ? { "grpc.service_config": JSON.stringify({ loadBalancingConfig: [{ round_robin: {} }] }) } : {}),
     }) as grpc.Client & Record<string, Function>;
     this.timeoutMs = options.timeoutMs ?? 2_000;
     this.settleTimeoutMs = options.settleTimeoutMs ?? 5_000;
@@ -177,4 +183,9 @@ export class ControlPlaneClient {
     this.options.logger?.info({ address: this.options.address }, up ? "control plane link up" : "control plane link down");
     for (const listener of this.listeners) listener(up);
   }
+}
+
+/** A gRPC target that may resolve to several addresses (dns:, or an ipv4:/ipv6: list), rather than one host:port. */
+function namesSeveral(address: string): boolean {
+  return /^(dns|ipv4|ipv6):/.test(address);
 }

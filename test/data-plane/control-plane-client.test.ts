@@ -143,4 +143,24 @@ describe("data plane: the control-plane client (Session stream)", () => {
     assert.equal((await client.admit(admitReq("back"))).message, "session");
     assert.equal(revived.sessions, 1);
   });
+
+  test("several replicas behind one target: a replica going away moves the Session stream to another; every call is answered", async () => {
+    const replicas = [new FakeControlPlane(), new FakeControlPlane()];
+    for (const r of replicas) {
+      await r.start();
+      fakes.push(r);
+    }
+    const client = new ControlPlaneClient({ address: `ipv4:127.0.0.1:${replicas[0]!.port},127.0.0.1:${replicas[1]!.port}`, timeoutMs: 5_000, reconnectMinMs: 10, reconnectMaxMs: 50 });
+    clients.push(client);
+    await waitFor(() => client.connected(), "the link");
+    assert.equal((await client.admit(admitReq("first"))).message, "session");
+    const serving = replicas.findIndex((r) => r.sessions === 1);
+    assert.ok(serving >= 0, "the stream is on one of them");
+    replicas[serving]!.kill();
+    for (let i = 0; i < 20; i++) assert.ok((await client.admit(admitReq(`after-${i}`))).allowed, "every call is answered");
+    const other = replicas[1 - serving]!;
+    await waitFor(() => other.sessions >= 1, "the stream on the other replica");
+    assert.equal((await client.admit(admitReq("moved"))).message, "session");
+    await waitFor(() => client.connected(), "the link, on the other replica");
+  });
 });

@@ -74,6 +74,10 @@ describe("data plane: request shaping, headers and configuration", () => {
     assert.deepEqual([d.port, d.controlPlaneAddr, d.failurePolicy, d.providers], [8080, "127.0.0.1:50051", "FAIL_CLOSED", undefined]);
     assert.equal(loadDataPlaneConfig({ PROXY_FAILURE_POLICY: "fail_open" }).failurePolicy, "FAIL_OPEN");
     assert.throws(() => loadDataPlaneConfig({ PROXY_PORT: "http" }), /PROXY_PORT/);
+    for (const target of ["cp:50051", "[::1]:50051", "dns:///cp-headless.admission.svc:50051", "ipv4:10.0.0.5:50051,10.0.0.6:50051", "unix:/run/cp.sock"]) {
+      assert.equal(loadDataPlaneConfig({ CONTROL_PLANE_ADDR: target }).controlPlaneAddr, target);
+    }
+    for (const bad of ["cp", "http://cp:50051", "cp:port", "ipv4:"]) assert.throws(() => loadDataPlaneConfig({ CONTROL_PLANE_ADDR: bad }), /CONTROL_PLANE_ADDR/);
     assert.throws(() => loadDataPlaneConfig({ PROXY_DEFAULT_TASK: "a b" }), /PROXY_DEFAULT_TASK/);
     const providers = parseProviders({ providers: [{ name: "openai", baseUrl: "https://api.openai.com/v1/", apiKeyEnv: "OPENAI_API_KEY" }, { name: "ollama", baseUrl: "http://localhost:11434/v1" }] }, { OPENAI_API_KEY: "sk-1" });
     assert.deepEqual(providers.map((p) => [p.name, p.baseUrl, p.apiKey]), [["openai", "https://api.openai.com/v1", "sk-1"], ["ollama", "http://localhost:11434/v1", ""]]);
