@@ -11,6 +11,7 @@ import { defaultDataPlaneConfig } from "../../data-plane/config.js";
 import { startDataPlane, type RunningDataPlane } from "../../data-plane/server.js";
 import { policyClient } from "../support/grpc-clients.js";
 import { adminToken, admin } from "./support/stack.js";
+import { seedPgliteDir } from "../support/pglite-template.js";
 
 /** What `npm start` runs: the demo bundle, and no PROVIDERS_FILE, so the built-in mock provider answers. */
 describe("data plane: the npm start setup (demo bundle, built-in mock provider)", () => {
@@ -18,9 +19,11 @@ describe("data plane: the npm start setup (demo bundle, built-in mock provider)"
   let dp: RunningDataPlane;
   let client: OpenAI;
   const spoolDir = mkdtempSync(join(tmpdir(), "dp-demo-spool-"));
+  const dataDir = mkdtempSync(join(tmpdir(), "dp-demo-cp-"));
 
   before(async () => {
-    cp = await startControlPlane({ ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken, dataDir: "memory://", demo: true, logLevel: "silent" }, { logger: pino({ level: "silent" }) });
+    await seedPgliteDir(dataDir);
+    cp = await startControlPlane({ ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken, dataDir, spoolDir: join(dataDir, "spool"), demo: true, logLevel: "silent" }, { logger: pino({ level: "silent" }) });
     dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${cp.grpcPort}`, spoolDir, defaultTask: "LLM2_DRAFT" }, { logger: pino({ level: "silent" }) });
     client = new OpenAI({ baseURL: `http://127.0.0.1:${dp.port}/v1`, apiKey: cp.demoApiKey!, maxRetries: 0 });
   });
@@ -28,6 +31,7 @@ describe("data plane: the npm start setup (demo bundle, built-in mock provider)"
     await dp.close();
     await cp.stop();
     rmSync(spoolDir, { recursive: true, force: true });
+    rmSync(dataDir, { recursive: true, force: true });
   });
 
   test("the demo key gets completions, streams and embeddings from the mock, and the ledger holds exactly the usage it reported", async () => {
