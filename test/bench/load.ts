@@ -1,5 +1,6 @@
 /** Load shapes and the figures the benchmark reports. Latencies in milliseconds. */
 import { readFileSync } from "node:fs";
+import { openLoopSchedule } from "../support/load.js";
 
 export interface Latency {
   readonly p50: number;
@@ -79,17 +80,14 @@ export async function openLoop<K extends string>(rate: number, durationMs: numbe
   const inflight: Promise<void>[] = [];
   let errors = 0;
   let firstError: string | undefined;
-  const total = Math.round((rate * durationMs) / 1000);
-  const period = 1000 / rate;
   const started = performance.now();
-  for (let i = 0; i < total; i++) {
-    const wait = started + i * period - performance.now();
-    if (wait >= 1) await new Promise((r) => setTimeout(r, wait));
+  const fire = () => {
     inflight.push(op().then((r) => void rows.push(r), (err) => {
       errors++;
       firstError ??= String(err);
     }));
-  }
+  };
+  await openLoopSchedule(rate, fire, Math.round((rate * durationMs) / 1000)).finished;
   await Promise.all(inflight);
   return { rows, errors, firstError, opsPerSec: rows.length / ((performance.now() - started) / 1000) };
 }

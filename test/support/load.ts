@@ -34,6 +34,35 @@ export interface LoadOptions {
 }
 
 /**
+ * Calls `fire(i)` for i = 0, 1, … at `rate` per second from now, whatever the
+ * earlier calls are doing (an open loop): call i is due at start + i / rate, and
+ * calls a busy event loop missed are made as soon as it is free, so the rate holds
+ * on average. Ends after `count` calls, or at stop(); `finished` says how many.
+ */
+export function openLoopSchedule(rate: number, fire: (i: number) => void, count = Infinity): { stop(): void; finished: Promise<number> } {
+  const periodMs = 1000 / rate;
+  const started = performance.now();
+  let sent = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let finish!: (sent: number) => void;
+  const finished = new Promise<number>((r) => (finish = r));
+  const tick = () => {
+    const due = Math.min(count, Math.floor((performance.now() - started) / periodMs) + 1);
+    while (sent < due) fire(sent++);
+    if (sent >= count) return finish(sent);
+    timer = setTimeout(tick, Math.max(0, started + sent * periodMs - performance.now()));
+  };
+  tick();
+  return {
+    stop: () => {
+      clearTimeout(timer);
+      finish(sent);
+    },
+    finished,
+  };
+}
+
+/**
  * Open-loop load at a fixed rate through the data plane with plain fetch: a
  * request starts every 1/rate seconds whatever the previous ones are doing, so
  * a stalled server shows up as errors and latency, not as a slower load.
@@ -41,24 +70,17 @@ export interface LoadOptions {
 export class Load {
   readonly results: LoadResult[] = [];
   private readonly inFlight = new Set<Promise<void>>();
-  private timer: NodeJS.Timeout | undefined;
-  private sent = 0;
+  private schedule: { stop(): void } | undefined;
 
   constructor(private readonly options: LoadOptions) {}
 
   start(): void {
-    const periodMs = 1000 / this.options.ratePerSec;
-    const startedAt = performance.now();
-    // Catch up on ticks the timer missed (a busy machine), so the rate holds on average.
-    this.timer = setInterval(() => {
-      const due = Math.floor((performance.now() - startedAt) / periodMs);
-      while (this.sent < due) this.fire(this.sent++);
-    }, Math.max(1, Math.floor(periodMs)));
+    this.schedule = openLoopSchedule(this.options.ratePerSec, (i) => this.fire(i));
   }
 
   /** Stops sending and waits for the requests under way. */
   async stop(): Promise<void> {
-    clearInterval(this.timer);
+    this.schedule?.stop();
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
   }
 
