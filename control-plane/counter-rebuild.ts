@@ -51,13 +51,27 @@ export class CounterRebuild {
   }
 
   /**
-   * Rebuilds every cold tenant of `tenants` from one read of the ledger (at start:
-   * one statement instead of one per tenant on its first call). Returns how many
-   * were cold.
+   * Runs a counter-store call for a tenant; when the store answers that the tenant
+   * is cold, rebuilds it and runs the call once more (that answer stands, cold or not).
+   */
+  async afterWarming<R extends { readonly status: string }>(tenant: string, call: () => Promise<R>): Promise<R> {
+    const result = await call();
+    if (result.status !== "cold") return result;
+    await this.warm(tenant);
+    return call();
+  }
+
+  /**
+   * Rebuilds the cold tenants of `tenants` from one read of their ledger rows (at
+   * start: one statement instead of one per tenant on its first call; nothing to
+   * read when the store kept them all). Returns how many were rebuilt.
    */
   async warmAll(tenants: readonly string[], trigger: "start" | "bundle"): Promise<number> {
+    const generations = await Promise.all(tenants.map((t) => this.deps.counters.generation(t)));
+    const cold = tenants.filter((t, i) => generations[i] === undefined && !this.running.has(t));
+    if (cold.length === 0) return 0;
     const nowMs = this.deps.clock();
-    const { snapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(null, this.windowStarts(nowMs)));
+    const { snapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(cold, this.windowStarts(nowMs)));
     const generation = newGeneration(snapshot);
     const byTenant = new Map<string, WindowSum[][]>();
     sums.forEach((window, i) => {
@@ -69,8 +83,7 @@ export class CounterRebuild {
     });
     const none = sums.map(() => []);
     let rebuilt = 0;
-    for (const tenant of tenants) {
-      if (this.running.has(tenant)) continue;
+    for (const tenant of cold) {
       if (await this.deps.counters.rebuild(tenant, generation, this.chargesOf(tenant, byTenant.get(tenant) ?? none, nowMs))) rebuilt++;
     }
     this.deps.metrics.counterRebuilds.inc({ trigger }, rebuilt);
@@ -140,7 +153,7 @@ export class CounterRebuild {
 
   private async rebuild(tenant: string): Promise<void> {
     const nowMs = this.deps.clock();
-    const { snapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(tenant, this.windowStarts(nowMs)));
+    const { snapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums([tenant], this.windowStarts(nowMs)));
     const charges = this.chargesOf(tenant, sums, nowMs);
     if (await this.deps.counters.rebuild(tenant, newGeneration(snapshot), charges)) {
       this.deps.metrics.counterRebuilds.inc({ trigger: "cold" });

@@ -134,13 +134,9 @@ export class DecisionEngine {
     const reserve = { tenant: who.tenant, leaseId, reservationId, requestId: req.requestId, meters: ops, leaseExpiresAtMs, nowMs };
     let result;
     try {
-      result = await this.deps.counters.reserve(reserve);
-      if (result.status === "cold") {
-        // The store has no counters for this tenant yet (started empty, or lost them): rebuild from the ledger.
-        await this.deps.rebuild.warm(who.tenant);
-        result = await this.deps.counters.reserve(reserve);
-        if (result.status === "cold") throw new CounterStoreUnavailableError("tenant counters lost again while rebuilding");
-      }
+      // A store without counters for this tenant (started empty, or lost them) has them rebuilt from the ledger first.
+      result = await this.deps.rebuild.afterWarming(who.tenant, () => this.deps.counters.reserve(reserve));
+      if (result.status === "cold") throw new CounterStoreUnavailableError("tenant counters lost again while rebuilding");
     } catch (err) {
       if (!(err instanceof CounterStoreUnavailableError)) throw err;
       return this.storeUnavailable(ctx, who, req, { ...base, reservationId, leaseExpiresAt: msTimestamp(leaseExpiresAtMs) }, err);

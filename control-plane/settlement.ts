@@ -259,11 +259,7 @@ export class Settlement {
   private async settleLease(claims: ReservationClaims, usage: LeaseUsage, nowMs: number): Promise<Exclude<SettleLeaseResult, { status: "cold" }> | undefined> {
     const request = { tenant: claims.tenant, leaseId: claims.leaseId, usage, nowMs, graceMs: this.deps.settings.recordGraceMs };
     try {
-      let result = await this.deps.counters.settle(request);
-      if (result.status === "cold") {
-        await this.deps.rebuild.warm(claims.tenant);
-        result = await this.deps.counters.settle(request);
-      }
+      const result = await this.deps.rebuild.afterWarming(claims.tenant, () => this.deps.counters.settle(request));
       return result.status === "cold" ? undefined : result;
     } catch (err) {
       if (err instanceof CounterStoreUnavailableError) return undefined;

@@ -342,12 +342,12 @@ export class Ledger {
 
   /**
    * What counters are rebuilt from: for each of `sinceMs` (window starts), the sums by
-   * tenant, subject and task of the rows reserved at or after it, for one tenant or (null)
-   * all — one statement, so one snapshot, which is returned with them.
+   * tenant, subject and task of the rows of `tenants` reserved at or after it — one
+   * statement, so one snapshot, which is returned with them.
    */
-  async rebuildSums(tenant: string | null, sinceMs: readonly number[]): Promise<RebuildSums> {
+  async rebuildSums(tenants: readonly string[], sinceMs: readonly number[]): Promise<RebuildSums> {
     if (sinceMs.length === 0) throw new RangeError("rebuildSums needs at least one window start");
-    const params: unknown[] = [tenant, ...sinceMs.map((ms) => new Date(ms).toISOString())];
+    const params: unknown[] = [tenants, ...sinceMs.map((ms) => new Date(ms).toISOString())];
     const oldest = 2 + sinceMs.indexOf(Math.min(...sinceMs));
     const perWindow = sinceMs.map((_, i) => {
       const since = `FILTER (WHERE reserved_at >= $${i + 2})`;
@@ -358,7 +358,7 @@ export class Ledger {
       `SELECT pg_current_snapshot()::text AS snapshot, s.*
        FROM (SELECT 1) AS one LEFT JOIN (
          SELECT tenant, user_id, key_id, task, ${perWindow.join(", ")}
-         FROM usage_ledger WHERE ($1::text IS NULL OR tenant = $1) AND reserved_at >= $${oldest}
+         FROM usage_ledger WHERE tenant = ANY($1::text[]) AND reserved_at >= $${oldest}
          GROUP BY tenant, user_id, key_id, task
          ORDER BY tenant COLLATE "C", user_id COLLATE "C", key_id COLLATE "C", task COLLATE "C") AS s ON true`,
       params,

@@ -196,7 +196,7 @@ for (const backend of backends()) {
           ledger.append(row(2, { tenant: "beta" })),
           ledger.append(row(3, { reservedAtMs: nov10 - 1 })), // before the second window
         ]);
-        const { snapshot, sums } = await ledger.rebuildSums("acme", [nov10 - 60_000, nov10, Date.UTC(2027, 0, 1)]);
+        const { snapshot, sums } = await ledger.rebuildSums(["acme"], [nov10 - 60_000, nov10, Date.UTC(2027, 0, 1)]);
         assert.deepEqual(sums, [
           [
             { tenant: "acme", user: "alice", keyId: "k0", task: "DRAFT", requests: 1, tokens: 30, costMicros: 3 },
@@ -210,7 +210,7 @@ for (const backend of backends()) {
         assert.equal(visibleIn(snapshot, later.xid!), false, "a row committed after the snapshot is not in it");
         assert.equal(await ledger.xidOf(row(9).reservationId), later.xid);
         assert.equal(await ledger.xidOf("never-written"), undefined);
-        const nobody = await ledger.rebuildSums("nobody", [0]);
+        const nobody = await ledger.rebuildSums(["nobody"], [0]);
         assert.deepEqual(nobody.sums, [[]], "a tenant without rows still gets its snapshot");
         assert.match(nobody.snapshot, /^\d+:\d+:/);
       }));
