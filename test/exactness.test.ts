@@ -10,16 +10,10 @@ import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore } from "../control-plane/counter-store.js";
 import { CounterStoreUnavailableError } from "../control-plane/counter-store.js";
 import { MemoryCounterStore } from "../control-plane/memory-counter-store.js";
-import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
+import { admin, startTestControlPlane } from "./support/control-plane.js";
 import { LosableCounterStore } from "./support/losable-counter-store.js";
 import { scenario, secretOf } from "./support/scenario.js";
-
-async function meterUsed(t: TestControlPlane, tenant: string, kind: LimitKind, window: Window): Promise<bigint> {
-  const explained = await t.admission.getEffectivePolicy({ tenant }, admin);
-  const limit = explained.limits.find((l) => l.kind === kind && l.window === window && l.task === "");
-  assert.ok(limit, `${LimitKind[kind]}/${Window[window]} applies`);
-  return limit.used;
-}
+import { meterUsed } from "./support/meter-used.js";
 
 test("1,000 concurrent Admits against a limit of 137 admit exactly 137; ledger, GetUsage and meters agree", async () => {
   const t = await startTestControlPlane();
@@ -58,9 +52,9 @@ test("1,000 concurrent Admits against a limit of 137 admit exactly 137; ledger, 
     assert.equal(usage.inputTokens, inputTokens);
     assert.equal(usage.outputTokens, outputTokens);
     assert.equal(usage.costMicros, costMicros);
-    assert.equal(await meterUsed(t, "exact", LimitKind.TOKENS, Window.MONTH), inputTokens + outputTokens);
-    assert.equal(await meterUsed(t, "exact", LimitKind.BUDGET_MICROS, Window.MONTH), costMicros);
-    assert.equal(await meterUsed(t, "exact", LimitKind.REQUESTS, Window.DAY), 137n);
+    assert.equal(await meterUsed(t.admission, "exact", LimitKind.TOKENS, Window.MONTH), inputTokens + outputTokens);
+    assert.equal(await meterUsed(t.admission, "exact", LimitKind.BUDGET_MICROS, Window.MONTH), costMicros);
+    assert.equal(await meterUsed(t.admission, "exact", LimitKind.REQUESTS, Window.DAY), 137n);
   } finally {
     await t.close();
   }
@@ -80,10 +74,10 @@ test("after a restart, config and current-window usage are back, and a settle of
     const second = await startTestControlPlane({ dataDir });
     try {
       assert.equal((await second.policy.exportBundle({}, admin)).version, version, "config is back");
-      assert.equal(await meterUsed(second, "r", LimitKind.TOKENS, Window.MONTH), 1234n, "usage rebuilt from the ledger");
+      assert.equal(await meterUsed(second.admission, "r", LimitKind.TOKENS, Window.MONTH), 1234n, "usage rebuilt from the ledger");
       const late = await second.admission.settle({ reservationId: open.reservationId, inputTokens: 11n, outputTokens: 22n });
       assert.equal(late.duplicate, false);
-      assert.equal(await meterUsed(second, "r", LimitKind.TOKENS, Window.MONTH), 1234n + 33n);
+      assert.equal(await meterUsed(second.admission, "r", LimitKind.TOKENS, Window.MONTH), 1234n + 33n);
       assert.equal((await second.admission.settle({ reservationId: open.reservationId, inputTokens: 99n, outputTokens: 99n })).duplicate, true);
       assert.equal((await second.policy.getUsage({ tenant: "r" }, admin)).inputTokens, 1011n);
     } finally {
@@ -109,7 +103,7 @@ test("month rollover: quotas reset; a lease granted before the boundary charges 
     now = Date.UTC(2026, 1, 1, 0, 0, 5);
     assert.equal((await t.admission.admit(req)).allowed, true, "February starts empty");
     await t.admission.settle({ reservationId: january.reservationId, inputTokens: 100n, outputTokens: 200n });
-    assert.equal(await meterUsed(t, "m", LimitKind.TOKENS, Window.MONTH), 150n, "the January lease does not touch February");
+    assert.equal(await meterUsed(t.admission, "m", LimitKind.TOKENS, Window.MONTH), 150n, "the January lease does not touch February");
     const jan = await t.policy.getUsage({ tenant: "m", start: timestampFromMs(Date.UTC(2026, 0, 1)), end: timestampFromMs(Date.UTC(2026, 1, 1)) }, admin);
     assert.equal(jan.requests, 1n);
     assert.equal(jan.outputTokens, 200n);
@@ -205,8 +199,8 @@ test("counter store down: FAIL_CLOSED denies with 503, FAIL_OPEN allows unmetere
 
     flaky.down = false;
     await t.cp.settlement.sweep();
-    assert.equal(await meterUsed(t, "closed", LimitKind.TOKENS, Window.MONTH), 15n, "the deferred settle replaced the estimate");
-    assert.equal(await meterUsed(t, "open", LimitKind.TOKENS, Window.MONTH), 17n, "the unmetered request is counted once the store is back");
+    assert.equal(await meterUsed(t.admission, "closed", LimitKind.TOKENS, Window.MONTH), 15n, "the deferred settle replaced the estimate");
+    assert.equal(await meterUsed(t.admission, "open", LimitKind.TOKENS, Window.MONTH), 17n, "the unmetered request is counted once the store is back");
     assert.equal((await fetch(`http://127.0.0.1:${t.cp.httpPort}/readyz`)).status, 200);
   } finally {
     await t.close();
@@ -266,7 +260,7 @@ for (const race of [
       const ledger = await t.policy.getUsage({ tenant: "g" }, admin);
       // The ledger's settled tokens plus the one open lease (the hook's Admit: 10 in + 10 reserved out).
       const expected = ledger.inputTokens + ledger.outputTokens + 20n;
-      assert.equal(await meterUsed(t, "g", LimitKind.TOKENS, Window.MONTH), expected, "the meter holds every settled token once, and the open lease");
+      assert.equal(await meterUsed(t.admission, "g", LimitKind.TOKENS, Window.MONTH), expected, "the meter holds every settled token once, and the open lease");
       const metrics = await (await fetch(`http://127.0.0.1:${t.cp.httpPort}/metrics`)).text();
       assert.match(metrics, new RegExp(`admission_counter_reconciles_total\\{result="${race.reconciled}"\\} 1\\b`), "the reconcile shows in /metrics");
       assert.match(metrics, /admission_counter_rebuilds_total\{trigger="cold"\} [1-9]/);
@@ -292,12 +286,12 @@ test("a settle recorded while the counter store was away, by a replica that died
 
     const second = await startTestControlPlane({ dataDir, deps: { counters: flaky, clock: () => now } });
     try {
-      assert.equal(await meterUsed(second, "d", LimitKind.TOKENS, Window.MONTH), 100n, "the open lease still holds its estimate");
+      assert.equal(await meterUsed(second.admission, "d", LimitKind.TOKENS, Window.MONTH), 100n, "the open lease still holds its estimate");
       now += 24 * 3_600_000;
       await second.cp.settlement.sweep();
       const ledger = await second.policy.getUsage({ tenant: "d" }, admin);
       assert.deepEqual([ledger.requests, ledger.inputTokens, ledger.outputTokens], [1n, 10n, 3n], "the acknowledged settle stands in the ledger");
-      assert.equal(await meterUsed(second, "d", LimitKind.TOKENS, Window.MONTH), 13n, "the meter follows the ledger, not the estimate");
+      assert.equal(await meterUsed(second.admission, "d", LimitKind.TOKENS, Window.MONTH), 13n, "the meter follows the ledger, not the estimate");
     } finally {
       await second.close();
     }

@@ -7,6 +7,7 @@ import { CheckResponseSchema, type CheckResponse } from "../gen/envoy/service/au
 import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { scenario, secretOf } from "./support/scenario.js";
+import { meterUsed } from "./support/meter-used.js";
 
 /**
  * Encodes a CheckRequest field by field with Envoy's numbers, including fields
@@ -63,8 +64,7 @@ describe("Envoy ext_authz Check", () => {
       );
     });
   const headersOf = (list: Array<{ header?: { key: string; value: string } }>) => Object.fromEntries(list.map((h) => [h.header!.key, h.header!.value]));
-  const used = async (tenant: string) =>
-    (await t.admission.getEffectivePolicy({ tenant }, admin)).limits.find((l) => l.kind === LimitKind.TOKENS && l.window === Window.MONTH)!.used;
+  const used = (tenant: string) => meterUsed(t.admission, tenant, LimitKind.TOKENS, Window.MONTH);
 
   before(async () => {
     t = await startTestControlPlane({ deps: { clock: () => now } });

@@ -10,6 +10,7 @@ import { startReplica, type Replica } from "./support/replicas.js";
 import { scenario, secretOf } from "./support/scenario.js";
 import { missingService } from "./support/services.js";
 import { deleteKeysWithPrefix } from "./support/redis-keys.js";
+import { meterUsed } from "./support/meter-used.js";
 
 const skip = missingService("PostgreSQL", "DATABASE_URL") || missingService("Redis", "REDIS_URL");
 
@@ -42,10 +43,7 @@ describe("three control-plane processes on one Redis and one PostgreSQL", { skip
     await db?.drop();
   });
 
-  const meter = async (r: Replica, kind: LimitKind, window: Window) => {
-    const explained = await r.admission.getEffectivePolicy({ tenant: "shared" }, admin);
-    return explained.limits.find((l) => l.kind === kind && l.window === window && l.task === "")!.used;
-  };
+  const meter = (r: Replica, kind: LimitKind, window: Window) => meterUsed(r.admission, "shared", kind, window);
 
   test("a bundle applied on one replica reaches the others within a second", async () => {
     await replicas[0]!.policy.applyBundle({

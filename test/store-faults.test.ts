@@ -12,11 +12,9 @@ import { missingService } from "./support/services.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
 import { freePort } from "./support/free-port.js";
 import { LosableCounterStore } from "./support/losable-counter-store.js";
+import { meterUsed } from "./support/meter-used.js";
 
-async function tokensUsed(t: TestControlPlane, tenant: string): Promise<bigint> {
-  const e = await t.admission.getEffectivePolicy({ tenant }, admin);
-  return e.limits.find((l) => l.kind === LimitKind.TOKENS && l.window === Window.MONTH)!.used;
-}
+const tokensUsed = (t: TestControlPlane, tenant: string) => meterUsed(t.admission, tenant, LimitKind.TOKENS, Window.MONTH);
 
 async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

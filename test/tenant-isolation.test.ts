@@ -9,6 +9,7 @@ import { ControlPlaneClient } from "../data-plane/control-plane-client.js";
 import { admin, adminToken, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { grpcCode } from "./support/grpc-clients.js";
 import { scenario, secretOf } from "./support/scenario.js";
+import { meterUsed } from "./support/meter-used.js";
 
 /**
  * Tenant A's credential against tenant B's data, over every AdmissionService
@@ -24,8 +25,7 @@ describe("tenant isolation and the admin boundary", () => {
   let reservationOfB = "";
   let reservationOfA = "";
 
-  const concurrencyUsed = async (tenant: string) =>
-    (await t.admission.getEffectivePolicy({ tenant }, admin)).limits.find((l) => l.kind === LimitKind.CONCURRENCY)!.used;
+  const concurrencyUsed = (tenant: string) => meterUsed(t.admission, tenant, LimitKind.CONCURRENCY);
   const connect = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
     const res = await fetch(`http://127.0.0.1:${t.cp.httpPort}${path}`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
     return { status: res.status, body: (await res.json()) as { code?: string; message?: string } };

@@ -11,6 +11,7 @@ import { quickDatabase } from "./support/databases.js";
 import { deleteKeysWithPrefix } from "./support/redis-keys.js";
 import { scenario, secretOf } from "./support/scenario.js";
 import { missingService } from "./support/services.js";
+import { meterUsed } from "./support/meter-used.js";
 
 test("calendar windows are aligned in UTC", () => {
   const t = Date.UTC(2026, 0, 31, 23, 59, 59, 999);
@@ -74,8 +75,7 @@ for (const backend of counterBackends) {
     });
 
     const req = { credential: secretOf("kw"), task: "DRAFT", inputTokens: 100n, maxOutputTokens: 50n };
-    const used = async (kind: LimitKind, window: Window) =>
-      (await t.admission.getEffectivePolicy({ tenant: "w" }, admin)).limits.find((l) => l.kind === kind && l.window === window && l.task === "")!.used;
+    const used = (kind: LimitKind, window: Window) => meterUsed(t.admission, "w", kind, window);
 
     test("minute boundary: a new minute starts empty; a lease reserved in the old minute and settled in the new one charges the old", async () => {
       const boundary = Date.UTC(2031, 4, 6, 12, 1);
