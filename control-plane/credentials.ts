@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as jose from "jose";
 import type { PolicySnapshot } from "./policy/policy-snapshot.js";
@@ -41,7 +41,7 @@ export function generateApiKeySecret(random: (n: number) => Buffer = randomBytes
 }
 
 export function sha256Hex(secret: string): string {
-  return createHash("sha256").update(secret, "utf8").digest("hex");
+  return hash("sha256", secret, "hex");
 }
 
 function looksLikeJwt(credential: string): boolean {
@@ -80,7 +80,7 @@ export class CredentialVerifier {
     if (!key || !timingSafeEqual(key.hash, Buffer.from(hashHex, "hex"))) return { ok: false, message: "invalid API key" };
     if (key.revoked) return { ok: false, message: `API key "${key.id}" is revoked` };
     if (key.expiresAtMs > 0 && this.clock() >= key.expiresAtMs) return { ok: false, message: `API key "${key.id}" expired` };
-    return { ok: true, principal: { tenant: key.tenant, user: key.user, keyId: key.id, tasks: key.tasks } };
+    return key.authenticated;
   }
 
   private async authenticateJwt(token: string, snapshot: PolicySnapshot): Promise<AuthResult> {

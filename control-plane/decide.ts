@@ -62,10 +62,12 @@ export class DecisionEngine {
   private readonly clock: () => number;
   private readonly random: (bytes: number) => Buffer;
   private readonly boundMeters = new BoundMeterCache();
+  private readonly lowestThreshold: number;
 
   constructor(private readonly deps: DecisionDeps) {
     this.clock = deps.clock ?? Date.now;
     this.random = deps.random ?? pooledRandomBytes();
+    this.lowestThreshold = Math.min(...deps.settings.alertThresholds);
   }
 
   async admit(req: AdmitRequest): Promise<AdmitResponse> {
@@ -88,7 +90,7 @@ export class DecisionEngine {
     const principal = auth.principal;
     const ctx = snapshot.tenantContext(principal.tenant);
     if (!ctx) return deny(DenyReason.UNAUTHENTICATED, `unknown tenant "${principal.tenant}"`, req.requestId);
-    const who = { tenant: principal.tenant, user: principal.user, keyId: principal.keyId };
+    const who: MeterWho = principal;
 
     const inactive = snapshot.inactiveReason(ctx, principal.user, nowMs);
     if (inactive) {
@@ -118,7 +120,7 @@ export class DecisionEngine {
       const model = snapshot.models.get(route.model)!;
       reservedCost = Math.max(reservedCost, costMicros(inputTokens, maxOutputTokens, model.inputMicrosPerMtok, model.outputMicrosPerMtok));
     }
-    const meters = this.boundMeters.bind(limits, who, task.code, nowMs);
+    const meters = this.boundMeters.bind(limits, who, nowMs);
     const ops = meterOps(meters, { tokens: inputTokens + maxOutputTokens, costMicros: reservedCost });
     const leaseId = this.random(16).toString("base64url");
     const requestId = req.requestId || `req_${leaseId}`;
@@ -251,15 +253,18 @@ export class DecisionEngine {
     const limit = m.limit.value;
     if (limit <= 0) return;
     const mode = m.limit.mode;
-    const label = `${LimitKind[m.limit.kind]}/${Window[m.limit.window]}${m.limit.task ? `/${m.limit.task}` : ""} ${m.subject}`;
+    // Nearly every decision ends here: within the limit and below every threshold, nothing to say.
+    if (used <= limit && used < limit * this.lowestThreshold) return;
+    const thresholds = this.deps.settings.alertThresholds;
+    const before = used - amount;
+    const label = meterLabel(m);
     if (used > limit && mode !== Mode.ENFORCE) {
       this.deps.metrics.wouldDeny.inc({ mode: mode === Mode.SHADOW ? "shadow" : "soft", kind: LimitKind[m.limit.kind] });
       if (mode === Mode.SOFT) warnings.push(`soft limit exceeded: ${label} at ${used}/${limit}`);
-    } else if (mode !== Mode.SHADOW && used >= limit * this.deps.settings.alertThresholds[0]!) {
+    } else if (mode !== Mode.SHADOW && used >= limit * thresholds[0]!) {
       warnings.push(`${label} at ${Math.floor((used * 100) / limit)}% (${used}/${limit})`);
     }
-    const before = used - amount;
-    for (const threshold of this.deps.settings.alertThresholds) {
+    for (const threshold of thresholds) {
       const at = limit * threshold;
       if (before < at && used >= at) {
         this.deps.metrics.alerts.inc({ kind: LimitKind[m.limit.kind], threshold: String(threshold) });
@@ -353,6 +358,11 @@ export class DecisionEngine {
 }
 
 type MeterWho = { readonly tenant: string; readonly user: string; readonly keyId: string };
+
+/** How warnings and alerts name a meter, e.g. "TOKENS/DAY/DRAFT alice". */
+function meterLabel(m: BoundMeter): string {
+  return `${LimitKind[m.limit.kind]}/${Window[m.limit.window]}${m.limit.task ? `/${m.limit.task}` : ""} ${m.subject}`;
+}
 
 function actorOf(who: MeterWho): string {
   return who.keyId ? `key:${who.keyId}` : who.user ? `user:${who.user}` : "anonymous";
@@ -449,13 +459,22 @@ export function validateAdmit(req: AdmitRequest): string | undefined {
   if (req.task.length > 64) return "task is longer than 64 characters";
   if (req.model.length > 128) return "model is longer than 128 characters";
   if (req.requestId && !printable.test(req.requestId)) return "request_id must be 1-128 printable ASCII characters";
-  for (const [field, value] of [["input_tokens", req.inputTokens], ["max_output_tokens", req.maxOutputTokens], ["files", req.files], ["agent_steps", req.agentSteps], ["api_calls", req.apiCalls]] as const) {
-    if (value < 0n) return `${field} must not be negative`;
-    if (value > BigInt(maxCount)) return `${field} ${value} is beyond the maximum of ${maxCount}`;
+  const count = countProblem("input_tokens", req.inputTokens) ?? countProblem("max_output_tokens", req.maxOutputTokens) ?? countProblem("files", req.files)
+    ?? countProblem("agent_steps", req.agentSteps) ?? countProblem("api_calls", req.apiCalls);
+  if (count) return count;
+  let attributes = 0;
+  for (const k in req.attributes) {
+    if (++attributes > 32) return "at most 32 attributes";
+    if (k.length > 64 || req.attributes[k]!.length > 256) return "attribute keys are at most 64 and values 256 characters";
   }
-  const attributes = Object.entries(req.attributes);
-  if (attributes.length > 32) return "at most 32 attributes";
-  for (const [k, v] of attributes) if (k.length > 64 || v.length > 256) return "attribute keys are at most 64 and values 256 characters";
+  return undefined;
+}
+
+const maxCountBigInt = BigInt(maxCount);
+
+function countProblem(field: string, value: bigint): string | undefined {
+  if (value < 0n) return `${field} must not be negative`;
+  if (value > maxCountBigInt) return `${field} ${value} is beyond the maximum of ${maxCount}`;
   return undefined;
 }
 

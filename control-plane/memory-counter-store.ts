@@ -9,10 +9,9 @@ interface MeterCell {
 }
 
 interface MutableLease {
-  tenant: string;
-  leaseId: string;
-  reservationId: string;
-  requestId: string;
+  readonly tenant: string;
+  readonly leaseId: string;
+  readonly reservationId: string;
   meters: LeaseRecord["meters"];
   expiresAtMs: number;
   state: LeaseState;
@@ -21,6 +20,17 @@ interface MutableLease {
   dueAtMs: number;
   /** When the record may be forgotten (after it was recorded). */
   forgetAtMs: number;
+}
+
+/** Everything the store holds for one tenant: lookups by the callers' own strings, no keys built per call. */
+interface TenantState {
+  /** The tenant's generation; undefined while cold (see CounterStore). */
+  generation: string | undefined;
+  /** Meter cells by meter key. */
+  readonly cells: Map<string, MeterCell>;
+  readonly leases: Map<string, MutableLease>;
+  /** Admit request id → lease id, for idempotent retries. */
+  readonly requests: Map<string, { readonly leaseId: string; readonly expiresAtMs: number }>;
 }
 
 export interface MemoryCounterStoreOptions {
@@ -32,20 +42,18 @@ export interface MemoryCounterStoreOptions {
   housekeepingMs?: number;
 }
 
+const noMeters: LeaseRecord["meters"] = [];
+
 /**
  * Counters and leases in this process: the embedded default for a single
  * control plane. Each method runs without awaiting, so it is atomic in the
  * event loop. Starts empty, so every tenant starts cold (see CounterStore).
  */
 export class MemoryCounterStore implements CounterStore {
-  /** Per tenant, by meter key: lookups reuse the callers' key strings rather than concatenating new ones. */
-  private readonly meters = new Map<string, Map<string, MeterCell>>();
-  private readonly leases = new Map<string, MutableLease>();
-  private readonly requestLeases = new Map<string, { leaseKey: string; expiresAtMs: number }>();
+  private readonly tenants = new Map<string, TenantState>();
   private readonly clock: () => number;
   private readonly tombstoneMs: number;
   private readonly timer: NodeJS.Timeout | undefined;
-  private readonly generations = new Map<string, string>();
 
   constructor(options: MemoryCounterStoreOptions = {}) {
     this.clock = options.clock ?? Date.now;
@@ -58,51 +66,52 @@ export class MemoryCounterStore implements CounterStore {
   }
 
   async reserve(request: ReserveRequest): Promise<ReserveResult> {
-    const { tenant, nowMs } = request;
-    if (!this.generations.has(tenant)) return { status: "cold" };
+    const { nowMs, meters } = request;
+    const t = this.tenants.get(request.tenant);
+    if (t?.generation === undefined) return { status: "cold" };
     if (request.requestId) {
-      const seen = this.requestLeases.get(`${tenant}\u0000${request.requestId}`);
-      const lease = seen && seen.expiresAtMs > nowMs ? this.leases.get(seen.leaseKey) : undefined;
+      const seen = t.requests.get(request.requestId);
+      const lease = seen && seen.expiresAtMs > nowMs ? t.leases.get(seen.leaseId) : undefined;
       if (lease) return { status: "duplicate", lease: snapshotLease(lease) };
     }
-    const cells = this.cellsOf(tenant);
-    const used = request.meters.map((op) => valueOf(cells.get(op.key), nowMs));
-    for (let i = 0; i < request.meters.length; i++) {
-      const op = request.meters[i]!;
-      if (op.enforce && used[i]! + op.amount > op.limit) return { status: "blocked", index: i, used };
+    const used = new Array<number>(meters.length);
+    for (let i = 0; i < meters.length; i++) {
+      const op = meters[i]!;
+      used[i] = valueOf(t.cells.get(op.key), nowMs);
+      if (op.enforce && used[i]! + op.amount > op.limit) {
+        for (let j = i + 1; j < meters.length; j++) used[j] = valueOf(t.cells.get(meters[j]!.key), nowMs);
+        return { status: "blocked", index: i, used };
+      }
     }
-    for (let i = 0; i < request.meters.length; i++) {
-      const op = request.meters[i]!;
-      used[i] = addTo(cells, op.key, op.amount, op.expiresAtMs, nowMs);
+    for (let i = 0; i < meters.length; i++) {
+      const op = meters[i]!;
+      used[i] = addTo(t.cells, op.key, op.amount, op.expiresAtMs, nowMs);
     }
-    const leaseKey = `${tenant}\u0000${request.leaseId}`;
-    this.leases.set(leaseKey, {
-      tenant,
+    t.leases.set(request.leaseId, {
+      tenant: request.tenant,
       leaseId: request.leaseId,
       reservationId: request.reservationId,
-      requestId: request.requestId,
       // The request's own (immutable) ops serve as the lease's meters: no copy per lease held.
-      meters: request.meters,
+      meters,
       expiresAtMs: request.leaseExpiresAtMs,
       state: "open",
       dueAtMs: request.leaseExpiresAtMs,
       forgetAtMs: Number.MAX_SAFE_INTEGER,
     });
-    if (request.requestId) {
-      this.requestLeases.set(`${tenant}\u0000${request.requestId}`, { leaseKey, expiresAtMs: request.leaseExpiresAtMs + this.tombstoneMs });
-    }
+    if (request.requestId) t.requests.set(request.requestId, { leaseId: request.leaseId, expiresAtMs: request.leaseExpiresAtMs + this.tombstoneMs });
     return { status: "reserved", used };
   }
 
   async settle(request: SettleLeaseRequest): Promise<SettleLeaseResult> {
-    const generation = this.generations.get(request.tenant);
+    const t = this.tenants.get(request.tenant);
+    const generation = t?.generation;
     if (generation === undefined) return { status: "cold" };
-    const lease = this.leases.get(`${request.tenant}\u0000${request.leaseId}`);
+    const lease = t!.leases.get(request.leaseId);
     if (!lease) return { status: "missing", generation };
     if (lease.state !== "open") return { status: "already", lease: snapshotLease(lease), generation };
     for (const m of lease.meters) {
       const delta = m.unit === "concurrency" ? -m.amount : settledAmount(m.unit, request.usage) - m.amount;
-      if (delta !== 0) this.add(lease.tenant, m.key, delta, m.expiresAtMs, request.nowMs);
+      if (delta !== 0) addTo(t!.cells, m.key, delta, m.expiresAtMs, request.nowMs);
     }
     lease.state = "settled";
     lease.usage = request.usage;
@@ -111,7 +120,7 @@ export class MemoryCounterStore implements CounterStore {
   }
 
   async renew(tenant: string, leaseId: string, expiresAtMs: number): Promise<LeaseRecord | undefined> {
-    const lease = this.leases.get(`${tenant}\u0000${leaseId}`);
+    const lease = this.tenants.get(tenant)?.leases.get(leaseId);
     if (!lease || lease.state !== "open") return undefined;
     lease.expiresAtMs = expiresAtMs;
     lease.dueAtMs = expiresAtMs;
@@ -119,55 +128,64 @@ export class MemoryCounterStore implements CounterStore {
   }
 
   async markRecorded(tenant: string, leaseId: string): Promise<string | undefined> {
-    const lease = this.leases.get(`${tenant}\u0000${leaseId}`);
+    const t = this.tenants.get(tenant);
+    const lease = t?.leases.get(leaseId);
     if (lease && lease.state !== "open") {
       lease.dueAtMs = 0;
       lease.forgetAtMs = this.clock() + this.tombstoneMs;
+      // Kept only to answer repeats (an Admit's or a settle's) with the first result: the meters are done with.
+      lease.meters = noMeters;
     }
-    return this.generations.get(tenant);
+    return t?.generation;
   }
 
   async claimDue(nowMs: number, graceMs: number, limit: number): Promise<LeaseRecord[]> {
     const claimed: LeaseRecord[] = [];
-    for (const lease of this.leases.values()) {
-      if (claimed.length >= limit) break;
-      if (lease.dueAtMs === 0 || lease.dueAtMs > nowMs) continue;
-      if (lease.state === "open") {
-        // Expired: the estimate stands as the charge; only concurrency is released.
-        for (const m of lease.meters) if (m.unit === "concurrency") this.add(lease.tenant, m.key, -m.amount, 0, nowMs);
-        lease.state = "expired";
+    for (const t of this.tenants.values()) {
+      for (const lease of t.leases.values()) {
+        if (claimed.length >= limit) return claimed;
+        if (lease.dueAtMs === 0 || lease.dueAtMs > nowMs) continue;
+        if (lease.state === "open") {
+          // Expired: the estimate stands as the charge; only concurrency is released.
+          for (const m of lease.meters) if (m.unit === "concurrency") addTo(t.cells, m.key, -m.amount, 0, nowMs);
+          lease.state = "expired";
+        }
+        lease.dueAtMs = nowMs + graceMs;
+        claimed.push({ ...snapshotLease(lease), generation: t.generation });
       }
-      lease.dueAtMs = nowMs + graceMs;
-      claimed.push({ ...snapshotLease(lease), generation: this.generations.get(lease.tenant) });
     }
     return claimed;
   }
 
   async charge(tenant: string, charges: readonly MeterCharge[], generation: string): Promise<boolean> {
-    if (this.generations.get(tenant) !== generation) return false;
+    const t = this.tenants.get(tenant);
+    if (t?.generation !== generation) return false;
     const nowMs = this.clock();
-    for (const c of charges) this.add(tenant, c.key, c.amount, c.expiresAtMs, nowMs);
+    for (const c of charges) addTo(t.cells, c.key, c.amount, c.expiresAtMs, nowMs);
     return true;
   }
 
   async rebuild(tenant: string, generation: string, charges: readonly MeterCharge[]): Promise<boolean> {
-    if (this.generations.has(tenant)) return false;
-    this.generations.set(tenant, generation);
+    const t = this.stateOf(tenant);
+    if (t.generation !== undefined) return false;
+    t.generation = generation;
     return this.charge(tenant, charges, generation);
   }
 
   async generation(tenant: string): Promise<string | undefined> {
-    return this.generations.get(tenant);
+    return this.tenants.get(tenant)?.generation;
   }
 
   async read(tenant: string, keys: readonly string[]): Promise<number[]> {
     const nowMs = this.clock();
-    return keys.map((key) => this.value(tenant, key, nowMs));
+    const cells = this.tenants.get(tenant)?.cells;
+    return keys.map((key) => valueOf(cells?.get(key), nowMs));
   }
 
   async reset(tenant: string, key: string): Promise<number> {
-    const previous = this.value(tenant, key, this.clock());
-    this.meters.get(tenant)?.delete(key);
+    const cells = this.tenants.get(tenant)?.cells;
+    const previous = valueOf(cells?.get(key), this.clock());
+    cells?.delete(key);
     return previous;
   }
 
@@ -179,36 +197,24 @@ export class MemoryCounterStore implements CounterStore {
 
   /** Drops expired meters, forgotten leases and stale request ids. */
   housekeep(nowMs: number): void {
-    for (const [tenant, cells] of this.meters) {
-      for (const [key, cell] of cells) if (cell.expiresAtMs > 0 && cell.expiresAtMs <= nowMs) cells.delete(key);
-      if (cells.size === 0) this.meters.delete(tenant);
+    for (const t of this.tenants.values()) {
+      for (const [key, cell] of t.cells) if (cell.expiresAtMs > 0 && cell.expiresAtMs <= nowMs) t.cells.delete(key);
+      for (const [id, lease] of t.leases) if (lease.dueAtMs === 0 && lease.forgetAtMs <= nowMs) t.leases.delete(id);
+      for (const [id, entry] of t.requests) if (entry.expiresAtMs <= nowMs) t.requests.delete(id);
     }
-    for (const [key, lease] of this.leases) if (lease.dueAtMs === 0 && lease.forgetAtMs <= nowMs) this.leases.delete(key);
-    for (const [key, entry] of this.requestLeases) if (entry.expiresAtMs <= nowMs) this.requestLeases.delete(key);
   }
 
   /** Number of leases still tracked (open, or settled and not yet recorded). */
   activeLeases(): number {
     let n = 0;
-    for (const lease of this.leases.values()) if (lease.dueAtMs !== 0) n++;
+    for (const t of this.tenants.values()) for (const lease of t.leases.values()) if (lease.dueAtMs !== 0) n++;
     return n;
   }
 
-  private value(tenant: string, key: string, nowMs: number): number {
-    return valueOf(this.meters.get(tenant)?.get(key), nowMs);
-  }
-
-  private add(tenant: string, key: string, amount: number, expiresAtMs: number, nowMs: number): number {
-    return addTo(this.cellsOf(tenant), key, amount, expiresAtMs, nowMs);
-  }
-
-  private cellsOf(tenant: string): Map<string, MeterCell> {
-    let cells = this.meters.get(tenant);
-    if (!cells) {
-      cells = new Map();
-      this.meters.set(tenant, cells);
-    }
-    return cells;
+  private stateOf(tenant: string): TenantState {
+    let t = this.tenants.get(tenant);
+    if (!t) this.tenants.set(tenant, (t = { generation: undefined, cells: new Map(), leases: new Map(), requests: new Map() }));
+    return t;
   }
 }
 

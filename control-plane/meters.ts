@@ -80,7 +80,6 @@ export function bindMeters(limits: readonly EffectiveLimit[], subject: MeterSubj
 }
 
 interface BoundEntry {
-  readonly limits: readonly EffectiveLimit[];
   readonly meters: readonly BoundMeter[];
   /** The meters hold for instants in [validFromMs, validUntilMs): their windows' common span. */
   readonly validFromMs: number;
@@ -94,15 +93,23 @@ interface BoundEntry {
  * it starts over.
  */
 export class BoundMeterCache {
-  private readonly entries = new Map<string, BoundEntry>();
+  /**
+   * By limit list (which already names the tenant, user record and task, and
+   * dies with its snapshot), then by who within it: the key id, or the user for
+   * a JWT (users missing from the bundle share one limit list).
+   */
+  private entries = new WeakMap<readonly EffectiveLimit[], Map<string, BoundEntry>>();
+  private size = 0;
 
   constructor(private readonly maxEntries = 20_000) {}
 
   /** `limits` must be the snapshot's list for (subject, task): a new list (a new snapshot) rebinds. */
-  bind(limits: readonly EffectiveLimit[], subject: MeterSubject, task: string, atMs: number): readonly BoundMeter[] {
-    const key = `${subject.tenant}\u0000${subject.user}\u0000${subject.keyId}\u0000${task}`;
-    const cached = this.entries.get(key);
-    if (cached && cached.limits === limits && atMs >= cached.validFromMs && atMs < cached.validUntilMs) return cached.meters;
+  bind(limits: readonly EffectiveLimit[], subject: MeterSubject, atMs: number): readonly BoundMeter[] {
+    let bySubject = this.entries.get(limits);
+    if (!bySubject) this.entries.set(limits, (bySubject = new Map()));
+    const who = subject.keyId || `\u0000${subject.user}`;
+    const cached = bySubject.get(who);
+    if (cached && atMs >= cached.validFromMs && atMs < cached.validUntilMs) return cached.meters;
     const meters = bindMeters(limits, subject, atMs);
     let validFromMs = -Infinity;
     let validUntilMs = Infinity;
@@ -111,8 +118,15 @@ export class BoundMeterCache {
       validFromMs = Math.max(validFromMs, windowSpan(m.limit.window, atMs).startMs);
       validUntilMs = Math.min(validUntilMs, m.resetAtMs);
     }
-    if (!cached && this.entries.size >= this.maxEntries) this.entries.clear();
-    this.entries.set(key, { limits, meters, validFromMs, validUntilMs });
+    if (!cached) {
+      if (this.size >= this.maxEntries) {
+        this.entries = new WeakMap();
+        this.entries.set(limits, (bySubject = new Map()));
+        this.size = 0;
+      }
+      this.size++;
+    }
+    bySubject.set(who, { meters, validFromMs, validUntilMs });
     return meters;
   }
 }
@@ -148,6 +162,12 @@ export function meterOps(meters: readonly BoundMeter[], amounts: Amounts): Meter
 
 /** Cost in micro-USD, rounded up (prices are per million tokens); exact in integers. */
 export function costMicros(inputTokens: number, outputTokens: number, inputMicrosPerMTok: bigint, outputMicrosPerMTok: bigint): number {
-  const total = BigInt(inputTokens) * inputMicrosPerMTok + BigInt(outputTokens) * outputMicrosPerMTok;
-  return Number((total + 999_999n) / 1_000_000n);
+  // In doubles while every product and the sum stay exact integers (any realistic price and count), else in BigInt.
+  const total = inputTokens * Number(inputMicrosPerMTok) + outputTokens * Number(outputMicrosPerMTok);
+  if (total <= Number.MAX_SAFE_INTEGER) {
+    const rest = total % 1_000_000;
+    return (total - rest) / 1_000_000 + (rest > 0 ? 1 : 0);
+  }
+  const exact = BigInt(inputTokens) * inputMicrosPerMTok + BigInt(outputTokens) * outputMicrosPerMTok;
+  return Number((exact + 999_999n) / 1_000_000n);
 }

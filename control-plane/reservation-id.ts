@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from "node:crypto";
 
 /**
  * What a reservation id carries. The id is signed, so a Settle that reaches a
@@ -24,11 +24,11 @@ export interface ReservationClaims {
 const version = "r1";
 
 export class ReservationSigner {
-  private readonly key: Buffer;
+  private readonly key: KeyObject;
 
   constructor(secret: string) {
     if (secret.length < 32) throw new Error("reservation signing secret must be at least 32 characters");
-    this.key = Buffer.from(secret, "utf8");
+    this.key = createSecretKey(Buffer.from(secret, "utf8"));
   }
 
   sign(c: ReservationClaims): string {
@@ -59,6 +59,7 @@ export class ReservationSigner {
   }
 
   private mac(payload: string): string {
-    return createHmac("sha256", this.key).update(payload).digest().subarray(0, 18).toString("base64url");
+    // The first 18 bytes of the HMAC-SHA256, in base64url: the first 24 characters of the whole digest's.
+    return createHmac("sha256", this.key).update(payload).digest("base64url").slice(0, 24);
   }
 }

@@ -18,15 +18,15 @@ const t0 = Date.UTC(2026, 10, 23, 10, 15, 30);
 
 test("bound meters are reused within their windows and equal a fresh binding", () => {
   const cache = new BoundMeterCache();
-  const first = cache.bind(limits, alice, "DRAFT", t0);
+  const first = cache.bind(limits, alice, t0);
   assert.deepEqual(first, bindMeters(limits, alice, t0));
-  assert.equal(cache.bind(limits, alice, "DRAFT", t0 + 29_000), first, "same minute: the same meters");
+  assert.equal(cache.bind(limits, alice, t0 + 29_000), first, "same minute: the same meters");
 });
 
 test("a window rolling over rebinds: the minute's key moves, the month's stays", () => {
   const cache = new BoundMeterCache();
-  const before = cache.bind(limits, alice, "DRAFT", t0);
-  const after = cache.bind(limits, alice, "DRAFT", Date.UTC(2026, 10, 23, 10, 16));
+  const before = cache.bind(limits, alice, t0);
+  const after = cache.bind(limits, alice, Date.UTC(2026, 10, 23, 10, 16));
   assert.notEqual(after, before);
   assert.deepEqual(after, bindMeters(limits, alice, Date.UTC(2026, 10, 23, 10, 16)));
   const key = (ms: readonly { key: string; limit: EffectiveLimit }[], kind: LimitKind, window: Window) => ms.find((m) => m.limit.kind === kind && m.limit.window === window)!.key;
@@ -36,31 +36,54 @@ test("a window rolling over rebinds: the minute's key moves, the month's stays",
 
 test("a clock moved back before the cached windows rebinds", () => {
   const cache = new BoundMeterCache();
-  cache.bind(limits, alice, "DRAFT", t0);
+  cache.bind(limits, alice, t0);
   const earlier = t0 - 60_000;
-  assert.deepEqual(cache.bind(limits, alice, "DRAFT", earlier), bindMeters(limits, alice, earlier));
+  assert.deepEqual(cache.bind(limits, alice, earlier), bindMeters(limits, alice, earlier));
 });
 
-test("another limit list (a new policy snapshot), subject or task binds afresh", () => {
+test("another limit list (a new policy snapshot, another task) or subject binds afresh", () => {
   const cache = new BoundMeterCache();
-  const first = cache.bind(limits, alice, "DRAFT", t0);
+  const first = cache.bind(limits, alice, t0);
   const reloaded = limits.map((l) => ({ ...l, value: l.value * 2 }));
-  const again = cache.bind(reloaded, alice, "DRAFT", t0);
+  const again = cache.bind(reloaded, alice, t0);
   assert.notEqual(again, first);
   assert.equal(again.find((m) => m.limit.kind === LimitKind.CONCURRENCY)!.limit.value, 20);
-  const otherKey = cache.bind(limits, { ...alice, keyId: "k2" }, "DRAFT", t0);
+  const otherKey = cache.bind(limits, { ...alice, keyId: "k2" }, t0);
   assert.deepEqual(otherKey, bindMeters(limits, { ...alice, keyId: "k2" }, t0));
   assert.notEqual(otherKey.find((m) => m.limit.per === Per.KEY)!.key, first.find((m) => m.limit.per === Per.KEY)!.key);
-  assert.notEqual(cache.bind(limits, alice, "DIAGRAM", t0), first);
+});
+
+test("JWT subjects (no key id) sharing one limit list get their own meters", () => {
+  const cache = new BoundMeterCache();
+  const bob = { tenant: "acme", user: "bob", keyId: "" };
+  const carol = { tenant: "acme", user: "carol", keyId: "" };
+  const b = cache.bind(limits, bob, t0);
+  const c = cache.bind(limits, carol, t0);
+  assert.deepEqual(c, bindMeters(limits, carol, t0));
+  assert.notEqual(c.find((m) => m.limit.per === Per.USER)!.key, b.find((m) => m.limit.per === Per.USER)!.key);
+  assert.equal(cache.bind(limits, bob, t0 + 1_000), b);
 });
 
 test("concurrency only: no window, valid at any time; a full cache starts over and still binds right", () => {
   const cache = new BoundMeterCache(2);
   const only = [limits[0]!];
-  const a = cache.bind(only, alice, "DRAFT", t0);
-  assert.equal(cache.bind(only, alice, "DRAFT", t0 + 400 * 86_400_000), a);
+  const a = cache.bind(only, alice, t0);
+  assert.equal(cache.bind(only, alice, t0 + 400 * 86_400_000), a);
   for (let i = 0; i < 5; i++) {
     const who = { ...alice, keyId: `k${i}` };
-    assert.deepEqual(cache.bind(limits, who, "DRAFT", t0), bindMeters(limits, who, t0));
+    assert.deepEqual(cache.bind(limits, who, t0), bindMeters(limits, who, t0));
   }
+});
+
+test("costMicros rounds up exactly, in doubles and past 2^53 in BigInt", async () => {
+  const { costMicros } = await import("../control-plane/meters.js");
+  const exact = (i: number, o: number, ip: bigint, op: bigint) => Number((BigInt(i) * ip + BigInt(o) * op + 999_999n) / 1_000_000n);
+  const cases: Array<[number, number, bigint, bigint]> = [
+    [0, 0, 0n, 0n], [1, 0, 1n, 0n], [400, 500, 2_500_000n, 10_000_000n], [1_000_000_000, 1_000_000_000, 100_000_000n, 400_000_000n],
+    [999_999, 1, 1n, 0n], [1_000_000, 0, 1n, 0n], [9_007_199, 0, 1_000_000_000n, 0n], [1, 1, 4_503_599_627_370_496n, 4_503_599_627_370_495n],
+  ];
+  let seed = 7;
+  const rand = (n: number) => (seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648) % n;
+  for (let i = 0; i < 2_000; i++) cases.push([rand(1_000_000_001), rand(1_000_000_001), BigInt(rand(200_000_000)), BigInt(rand(200_000_000))]);
+  for (const [i, o, ip, op] of cases) assert.equal(costMicros(i, o, ip, op), exact(i, o, ip, op), `${i} ${o} ${ip} ${op}`);
 });

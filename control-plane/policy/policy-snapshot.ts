@@ -4,6 +4,7 @@ import type { ApiKey, AtiToken, Bundle, Limit, Model, Plan, Task, Tenant, User }
 import { AccountStatus, FailurePolicy, LimitKind, LimitSource, Mode, Per, TokenStatus, Window } from "../../gen/admission/v1/policy_pb.js";
 import { BundleValidationError, isPerRequestKind, normalizedPer, normalizedWindow, validateBundle } from "./validate-bundle.js";
 import { timestampMs } from "../timestamps.js";
+import type { Principal } from "../credentials.js";
 
 /** One limit after precedence (user > tenant > plan) for a subject and task. */
 export interface EffectiveLimit {
@@ -28,10 +29,14 @@ export interface CompiledApiKey {
   readonly tasks: ReadonlySet<string> | null;
   readonly expiresAtMs: number;
   readonly revoked: boolean;
+  /** What authenticating with this key yields: one object per key and snapshot, not one per call. */
+  readonly authenticated: { readonly ok: true; readonly principal: Principal };
 }
 
 export interface TenantContext {
   readonly tenant: Tenant;
+  /** The tenant's users by id. */
+  readonly users: ReadonlyMap<string, User>;
   readonly token: AtiToken;
   readonly plan: Plan;
   readonly features: ReadonlySet<string>;
@@ -52,13 +57,13 @@ export class PolicySnapshot {
   readonly plans = new Map<string, Plan>();
   readonly atiTokens = new Map<string, AtiToken>();
   readonly tenants = new Map<string, Tenant>();
-  /** Keyed "tenant/user". */
-  readonly users = new Map<string, User>();
   readonly apiKeys = new Map<string, CompiledApiKey>();
   readonly apiKeysByHash = new Map<string, CompiledApiKey>();
   private readonly modelsByClass = new Map<string, Model[]>();
   private readonly tenantContexts = new Map<string, TenantContext>();
-  private readonly limitCache = new Map<string, readonly EffectiveLimit[]>();
+  /** Effective limits by tenant, user ("" for none) and task: nested maps, so a lookup builds no key string. */
+  private readonly limitCache = new Map<string, Map<string, Map<string, readonly EffectiveLimit[]>>>();
+  private limitCacheSize = 0;
   private readonly routeCache = new Map<string, Route[]>();
 
   private constructor(readonly bundle: Bundle, readonly version: number, private readonly defaultFailurePolicy: FailurePolicy) {}
@@ -78,16 +83,23 @@ export class PolicySnapshot {
     for (const p of bundle.plans) s.plans.set(p.code, p);
     for (const t of bundle.atiTokens) s.atiTokens.set(t.id, t);
     for (const t of bundle.tenants) s.tenants.set(t.id, t);
-    for (const u of bundle.users) s.users.set(`${u.tenant}/${u.id}`, u);
+    const usersByTenant = new Map<string, Map<string, User>>();
+    for (const u of bundle.users) {
+      let users = usersByTenant.get(u.tenant);
+      if (!users) usersByTenant.set(u.tenant, (users = new Map()));
+      users.set(u.id, u);
+    }
     for (const k of bundle.apiKeys) {
+      const tasks = k.tasks.length > 0 ? new Set(k.tasks) : null;
       const compiled: CompiledApiKey = {
         id: k.id,
         tenant: k.tenant,
         user: k.user,
         hash: Buffer.from(k.secretSha256, "hex"),
-        tasks: k.tasks.length > 0 ? new Set(k.tasks) : null,
+        tasks,
         expiresAtMs: timestampMs(k.expiresAt),
         revoked: k.revoked,
+        authenticated: { ok: true, principal: { tenant: k.tenant, user: k.user, keyId: k.id, tasks } },
       };
       s.apiKeys.set(k.id, compiled);
       s.apiKeysByHash.set(k.secretSha256, compiled);
@@ -97,6 +109,7 @@ export class PolicySnapshot {
       const plan = s.plans.get(token.plan)!;
       s.tenantContexts.set(tenant.id, {
         tenant,
+        users: usersByTenant.get(tenant.id) ?? new Map(),
         token,
         plan,
         features: new Set(plan.features),
@@ -117,13 +130,13 @@ export class PolicySnapshot {
   }
 
   user(tenantId: string, userId: string): User | undefined {
-    return this.users.get(`${tenantId}/${userId}`);
+    return this.tenantContexts.get(tenantId)?.users.get(userId);
   }
 
   /** Why the tenant (or its token, or the user) may not run requests now, or undefined. */
   inactiveReason(ctx: TenantContext, userId: string, nowMs: number): { reason: "tenant" | "token"; message: string } | undefined {
     if (ctx.tenant.status === AccountStatus.SUSPENDED) return { reason: "tenant", message: `tenant "${ctx.tenant.id}" is suspended` };
-    if (userId && this.user(ctx.tenant.id, userId)?.status === AccountStatus.SUSPENDED) {
+    if (userId && ctx.users.get(userId)?.status === AccountStatus.SUSPENDED) {
       return { reason: "tenant", message: `user "${userId}" is suspended` };
     }
     if (ctx.token.status === TokenStatus.REVOKED) return { reason: "token", message: `ATI token "${ctx.token.id}" is revoked` };
@@ -137,9 +150,12 @@ export class PolicySnapshot {
    * Lifted limits (-1) are included so explanations can show them.
    */
   effectiveLimits(ctx: TenantContext, userId: string, task: string): readonly EffectiveLimit[] {
-    const user = userId ? this.user(ctx.tenant.id, userId) : undefined;
-    const cacheKey = `${ctx.tenant.id}\u0000${user ? userId : ""}\u0000${task}`;
-    const cached = this.limitCache.get(cacheKey);
+    const user = userId ? ctx.users.get(userId) : undefined;
+    let byUser = this.limitCache.get(ctx.tenant.id);
+    if (!byUser) this.limitCache.set(ctx.tenant.id, (byUser = new Map()));
+    let byTask = byUser.get(user ? userId : "");
+    if (!byTask) byUser.set(user ? userId : "", (byTask = new Map()));
+    const cached = byTask.get(task);
     if (cached) return cached;
 
     const winners = new Map<string, { limit: Limit; source: LimitSource; overrides: string[] }>();
@@ -171,7 +187,10 @@ export class PolicySnapshot {
       });
     }
     result.sort(compareLimits);
-    if (this.limitCache.size < 100_000) this.limitCache.set(cacheKey, result);
+    if (this.limitCacheSize < 100_000) {
+      byTask.set(task, result);
+      this.limitCacheSize++;
+    }
     return result;
   }
 
