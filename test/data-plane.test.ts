@@ -220,12 +220,14 @@ describe("data plane with the openai SDK", () => {
 
   test("the control plane restarted mid-load loses no settle (spooled, then replayed)", async () => {
     const before = await usage();
+    const received = primary.received.length;
     primary.mode = "slow";
     const inflight = Array.from({ length: 5 }, (_, i) => (async () => {
       const stream = await client().chat.completions.create({ model: "m-pro", stream: true, messages: [{ role: "user", content: `load ${i}` }] });
       for await (const _c of stream);
     })());
-    await new Promise((r) => setTimeout(r, 150));
+    // All five admitted and streaming (not a fixed wait: on a loaded machine an Admit can take longer).
+    await waitFor(async () => primary.received.length >= received + 5, 5_000);
     await cp.stop();
     await Promise.all(inflight);
     primary.mode = "ok";

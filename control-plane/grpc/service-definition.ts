@@ -1,40 +1,30 @@
-import type { DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { DescService } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 import { statusMessage } from "../rpc-error.js";
+import { messageCodec } from "./message-codec.js";
 
 /**
  * Builds a grpc-js service definition from a protobuf-es service descriptor, so
- * the server, the data plane and tests all (de)serialize with the generated
- * schemas in gen/ (no proto-loader, no hand-written codecs).
+ * the server, the data plane and tests all (de)serialize the generated schemas
+ * in gen/ (no proto-loader), with codecs compiled from them (message-codec.ts).
  */
 export function grpcServiceDefinition(service: DescService, options: { tolerateMalformedRequests?: boolean } = {}): ServiceDefinition {
   const definition: Record<string, MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
-    const requestDeserialize = deserializer(method.input);
+    const input = messageCodec(method.input);
+    const output = messageCodec(method.output);
     definition[method.localName] = {
       path: `/${service.typeName}/${method.name}`,
       requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
       responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
-      requestSerialize: serializer(method.input) as (value: unknown) => Buffer,
-      requestDeserialize: options.tolerateMalformedRequests ? tolerant(requestDeserialize) : requestDeserialize,
-      responseSerialize: serializer(method.output) as (value: unknown) => Buffer,
-      responseDeserialize: deserializer(method.output),
+      requestSerialize: input.encode as (value: unknown) => Buffer,
+      requestDeserialize: options.tolerateMalformedRequests ? tolerant(input.decode) : input.decode,
+      responseSerialize: output.encode as (value: unknown) => Buffer,
+      responseDeserialize: output.decode,
       originalName: method.name,
     };
   }
   return definition as ServiceDefinition;
-}
-
-function serializer<D extends DescMessage>(schema: D): (message: MessageShape<D>) => Buffer {
-  return (message) => {
-    const bytes = toBinary(schema, message);
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  };
-}
-
-function deserializer<D extends DescMessage>(schema: D): (bytes: Buffer) => MessageShape<D> {
-  return (bytes) => fromBinary(schema, bytes);
 }
 
 /**

@@ -81,8 +81,9 @@ function scalar(type: ScalarType, rng: Prng, maxChars: number): any {
     case ScalarType.BOOL:
       return rng.chance(0.5);
     case ScalarType.DOUBLE:
-    case ScalarType.FLOAT:
       return edge ? rng.pick([0, -0, 1e308, -1e308, Number.NaN, Infinity, -Infinity, 1e-300]) : (rng.next() - 0.5) * 1e6;
+    case ScalarType.FLOAT:
+      return edge ? rng.pick([0, -0, 3.4e38, -3.4e38, Number.NaN, Infinity, -Infinity, 1e-38]) : Math.fround((rng.next() - 0.5) * 1e6);
     case ScalarType.INT64:
     case ScalarType.SINT64:
     case ScalarType.SFIXED64:
