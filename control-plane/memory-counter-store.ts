@@ -12,14 +12,13 @@ interface MutableLease {
   readonly tenant: string;
   readonly leaseId: string;
   readonly reservationId: string;
-  meters: LeaseRecord["meters"];
+  readonly requestId: string;
+  readonly meters: LeaseRecord["meters"];
   expiresAtMs: number;
   state: LeaseState;
   usage?: LeaseUsage;
-  /** When the sweeper should look at it; 0 once recorded. */
+  /** When the sweeper should look at it. */
   dueAtMs: number;
-  /** When the record may be forgotten (after it was recorded). */
-  forgetAtMs: number;
 }
 
 /** Everything the store holds for one tenant: lookups by the callers' own strings, no keys built per call. */
@@ -29,35 +28,35 @@ interface TenantState {
   /** Meter cells by meter key. */
   readonly cells: Map<string, MeterCell>;
   readonly leases: Map<string, MutableLease>;
-  /** Admit request id → lease id, for idempotent retries. */
-  readonly requests: Map<string, { readonly leaseId: string; readonly expiresAtMs: number }>;
+  /** Admit request id → lease id, for idempotent retries while the lease is held. */
+  readonly requests: Map<string, string>;
 }
 
 export interface MemoryCounterStoreOptions {
   /** Clock for housekeeping only; decisions pass their own `nowMs`. */
   clock?: () => number;
-  /** How long a recorded lease is remembered for duplicate settles. */
-  tombstoneMs?: number;
   /** Housekeeping period; 0 disables the timer (tests call sweep()). */
   housekeepingMs?: number;
 }
-
-const noMeters: LeaseRecord["meters"] = [];
 
 /**
  * Counters and leases in this process: the embedded default for a single
  * control plane. Each method runs without awaiting, so it is atomic in the
  * event loop. Starts empty, so every tenant starts cold (see CounterStore).
+ *
+ * A lease is held from its reservation until its ledger row is recorded, and no
+ * longer: the ledger answers a later repeat of its settle (the settlement finds
+ * the lease missing and the row already there), and a retried Admit after that
+ * is a new request. So memory holds the requests in flight, not every request
+ * of the last hour.
  */
 export class MemoryCounterStore implements CounterStore {
   private readonly tenants = new Map<string, TenantState>();
   private readonly clock: () => number;
-  private readonly tombstoneMs: number;
   private readonly timer: NodeJS.Timeout | undefined;
 
   constructor(options: MemoryCounterStoreOptions = {}) {
     this.clock = options.clock ?? Date.now;
-    this.tombstoneMs = options.tombstoneMs ?? 3_600_000;
     const every = options.housekeepingMs ?? 10_000;
     if (every > 0) {
       this.timer = setInterval(() => this.housekeep(this.clock()), every);
@@ -71,7 +70,7 @@ export class MemoryCounterStore implements CounterStore {
     if (t?.generation === undefined) return { status: "cold" };
     if (request.requestId) {
       const seen = t.requests.get(request.requestId);
-      const lease = seen && seen.expiresAtMs > nowMs ? t.leases.get(seen.leaseId) : undefined;
+      const lease = seen === undefined ? undefined : t.leases.get(seen);
       if (lease) return { status: "duplicate", lease: snapshotLease(lease) };
     }
     const used = new Array<number>(meters.length);
@@ -91,14 +90,14 @@ export class MemoryCounterStore implements CounterStore {
       tenant: request.tenant,
       leaseId: request.leaseId,
       reservationId: request.reservationId,
+      requestId: request.requestId,
       // The request's own (immutable) ops serve as the lease's meters: no copy per lease held.
       meters,
       expiresAtMs: request.leaseExpiresAtMs,
       state: "open",
       dueAtMs: request.leaseExpiresAtMs,
-      forgetAtMs: Number.MAX_SAFE_INTEGER,
     });
-    if (request.requestId) t.requests.set(request.requestId, { leaseId: request.leaseId, expiresAtMs: request.leaseExpiresAtMs + this.tombstoneMs });
+    if (request.requestId) t.requests.set(request.requestId, request.leaseId);
     return { status: "reserved", used };
   }
 
@@ -131,10 +130,8 @@ export class MemoryCounterStore implements CounterStore {
     const t = this.tenants.get(tenant);
     const lease = t?.leases.get(leaseId);
     if (lease && lease.state !== "open") {
-      lease.dueAtMs = 0;
-      lease.forgetAtMs = this.clock() + this.tombstoneMs;
-      // Kept only to answer repeats (an Admit's or a settle's) with the first result: the meters are done with.
-      lease.meters = noMeters;
+      t!.leases.delete(leaseId);
+      if (lease.requestId && t!.requests.get(lease.requestId) === leaseId) t!.requests.delete(lease.requestId);
     }
     return t?.generation;
   }
@@ -144,7 +141,7 @@ export class MemoryCounterStore implements CounterStore {
     for (const t of this.tenants.values()) {
       for (const lease of t.leases.values()) {
         if (claimed.length >= limit) return claimed;
-        if (lease.dueAtMs === 0 || lease.dueAtMs > nowMs) continue;
+        if (lease.dueAtMs > nowMs) continue;
         if (lease.state === "open") {
           // Expired: the estimate stands as the charge; only concurrency is released.
           for (const m of lease.meters) if (m.unit === "concurrency") addTo(t.cells, m.key, -m.amount, 0, nowMs);
@@ -195,19 +192,17 @@ export class MemoryCounterStore implements CounterStore {
     if (this.timer) clearInterval(this.timer);
   }
 
-  /** Drops expired meters, forgotten leases and stale request ids. */
+  /** Drops expired meters. */
   housekeep(nowMs: number): void {
     for (const t of this.tenants.values()) {
       for (const [key, cell] of t.cells) if (cell.expiresAtMs > 0 && cell.expiresAtMs <= nowMs) t.cells.delete(key);
-      for (const [id, lease] of t.leases) if (lease.dueAtMs === 0 && lease.forgetAtMs <= nowMs) t.leases.delete(id);
-      for (const [id, entry] of t.requests) if (entry.expiresAtMs <= nowMs) t.requests.delete(id);
     }
   }
 
   /** Number of leases still tracked (open, or settled and not yet recorded). */
   activeLeases(): number {
     let n = 0;
-    for (const t of this.tenants.values()) for (const lease of t.leases.values()) if (lease.dueAtMs !== 0) n++;
+    for (const t of this.tenants.values()) n += t.leases.size;
     return n;
   }
 
