@@ -2,10 +2,10 @@ import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { countTokens } from "gpt-tokenizer";
 import type { Logger } from "pino";
-import type { AdmitResponse } from "../../gen/admission/v1/admission_pb.js";
-import { AdmitRequestSchema, AdmitResponseSchema, DenyReason } from "../../gen/admission/v1/admission_pb.js";
+import type { AdmitRequest, AdmitResponse } from "../../gen/admission/v1/admission_pb.js";
+import { AdmitResponseSchema, DenyReason } from "../../gen/admission/v1/admission_pb.js";
 import type { HeaderValueOption } from "../../gen/envoy/config/core/v3/base_pb.js";
-import { HeaderValueOption_HeaderAppendAction, HeaderValueOptionSchema } from "../../gen/envoy/config/core/v3/base_pb.js";
+import { HeaderValueOption_HeaderAppendAction } from "../../gen/envoy/config/core/v3/base_pb.js";
 import type { CheckRequest, CheckResponse } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
 import { Authorization, CheckResponseSchema } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { DecisionEngine } from "../decide.js";
@@ -45,15 +45,20 @@ export function checkHandler(engine: DecisionEngine): (req: CheckRequest) => Pro
     if (!credential) return deny(DenyReason.UNAUTHENTICATED, 401, "missing 'authorization: Bearer <API key or JWT>'");
     if (!task) return deny(DenyReason.INVALID_REQUEST, 400, "no task: send x-llm-task or set the route's context_extensions task");
     if (maxTokens < 0 || inputTokens < 0) return deny(DenyReason.INVALID_REQUEST, 400, "token counts must not be negative");
-    const decision = await engine.admit(create(AdmitRequestSchema, {
+    // Messages on this path are literals, as create() would build them: create() is measurable per Check.
+    const decision = await engine.admit({
+      $typeName: "admission.v1.AdmitRequest",
       requestId: http?.id && /^[\x21-\x7e]{1,128}$/.test(http.id) ? http.id : "",
       credential,
       task: task.slice(0, 65),
       model: model.slice(0, 129),
       inputTokens: BigInt(Math.min(inputTokens, 1_000_000_000)),
       maxOutputTokens: BigInt(Math.min(maxTokens, 1_000_000_000)),
+      files: 0n,
+      agentSteps: 0n,
+      apiCalls: 0n,
       attributes: { gateway: "envoy", path: (http?.path ?? "").slice(0, 200) },
-    }));
+    } satisfies AdmitRequest);
     return decision.allowed ? allow(decision) : denied(decision);
   };
 }
@@ -119,37 +124,46 @@ function integer(value: unknown): number | undefined {
   return typeof n === "number" && Number.isSafeInteger(n) ? n : undefined;
 }
 
-function header(key: string, value: string): HeaderValueOption {
-  return create(HeaderValueOptionSchema, {
-    header: { key, value },
-    appendAction: HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
-  });
+const noBytes = new Uint8Array(0);
+
+function headers(values: Record<string, string>): HeaderValueOption[] {
+  const options: HeaderValueOption[] = [];
+  for (const key in values) {
+    options.push({
+      $typeName: "envoy.config.core.v3.HeaderValueOption",
+      header: { $typeName: "envoy.config.core.v3.HeaderValue", key, value: values[key]!, rawValue: noBytes },
+      appendAction: HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+      keepEmptyValue: false,
+    });
+  }
+  return options;
 }
 
 function allow(d: AdmitResponse): CheckResponse {
-  const upstream = upstreamDecisionHeaders(d);
-  return create(CheckResponseSchema, {
-    status: { code: grpc.status.OK, message: "" },
+  return {
+    $typeName: "envoy.service.auth.v3.CheckResponse",
+    status: { $typeName: "google.rpc.Status", code: grpc.status.OK, message: "", details: [] },
     httpResponse: {
       case: "okResponse",
       value: {
-        headers: Object.entries(upstream).map(([k, v]) => header(k, v)),
+        $typeName: "envoy.service.auth.v3.OkHttpResponse",
+        headers: headers(upstreamDecisionHeaders(d)),
         // The upstream (the provider) must never see the client's credential.
         headersToRemove: ["authorization"],
-        responseHeadersToAdd: Object.entries(rateLimitHeaders(d)).map(([k, v]) => header(k, v)),
+        responseHeadersToAdd: headers(rateLimitHeaders(d)),
       },
     },
-  });
+  };
 }
 
 function denied(d: AdmitResponse): CheckResponse {
   const mapping = reasonMapping(d.reason);
-  const headers = { "content-type": "application/json", ...rateLimitHeaders(d) };
+  const responseHeaders = { "content-type": "application/json", ...rateLimitHeaders(d) };
   return create(CheckResponseSchema, {
     status: { code: mapping.grpcCode, message: d.message },
     httpResponse: {
       case: "deniedResponse",
-      value: { status: { code: d.httpStatus }, headers: Object.entries(headers).map(([k, v]) => header(k, v)), body: denialBody(d, mapping.code) },
+      value: { status: { code: d.httpStatus }, headers: headers(responseHeaders), body: denialBody(d, mapping.code) },
     },
   });
 }
