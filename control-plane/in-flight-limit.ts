@@ -29,17 +29,31 @@ export class InFlightLimit {
 
   /** Runs the call in a slot; rejects without running it when no slot is free, the deadline passed or the caller left. */
   async run<T>(state: CallState, call: () => Promise<T>): Promise<T> {
-    if (state.cancelled) throw new RpcError(Code.CANCELLED, "the caller cancelled the call before it ran");
-    if (state.deadlineMs <= this.clock()) throw new RpcError(Code.DEADLINE_EXCEEDED, "the call's deadline passed before it ran");
-    if (this.current >= this.max) throw new RpcError(Code.RESOURCE_EXHAUSTED, "control plane overloaded; retry with backoff");
-    this.current++;
-    this.gauge?.set(this.current);
+    const refused = this.enter(state);
+    if (refused) throw refused;
     try {
       return await call();
     } finally {
-      this.current--;
-      this.gauge?.set(this.current);
+      this.leave();
     }
+  }
+
+  /**
+   * Takes a slot for a call about to run, or answers why it may not run. The
+   * caller runs it and calls leave() once it is done (run() does both).
+   */
+  enter(state: CallState): RpcError | undefined {
+    if (state.cancelled) return new RpcError(Code.CANCELLED, "the caller cancelled the call before it ran");
+    if (state.deadlineMs !== Infinity && state.deadlineMs <= this.clock()) return new RpcError(Code.DEADLINE_EXCEEDED, "the call's deadline passed before it ran");
+    if (this.current >= this.max) return new RpcError(Code.RESOURCE_EXHAUSTED, "control plane overloaded; retry with backoff");
+    this.current++;
+    this.gauge?.set(this.current);
+    return undefined;
+  }
+
+  leave(): void {
+    this.current--;
+    this.gauge?.set(this.current);
   }
 }
 

@@ -68,6 +68,10 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
     const answer = (id: bigint, result: SessionResponse["result"]) => {
       if (!call.cancelled && !call.destroyed && !call.writableEnded) call.write({ $typeName: "admission.v1.SessionResponse", id, result } satisfies SessionResponse);
     };
+    const failed = (msg: SessionRequest, err: unknown) => {
+      const e = fail(`Session.${msg.call.case ?? "none"}`, err);
+      answer(msg.id, { case: "error", value: create(SessionErrorSchema, { code: e.code, message: e.details }) });
+    };
     call.on("data", (msg: SessionRequest | MalformedRequest) => {
       if (call.writableEnded || malformed) return;
       if (msg instanceof MalformedRequest) {
@@ -76,30 +80,38 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
         finish();
         return;
       }
-      pending++;
-      const run = async (): Promise<SessionResponse["result"]> => {
-        switch (msg.call.case) {
-          case "admit":
-            return { case: "admit", value: await a.admit(msg.call.value) };
-          case "settle":
-            return { case: "settle", value: await a.settle(msg.call.value) };
-          case "renew":
-            return { case: "renew", value: await a.renew(msg.call.value) };
-          default:
-            throw new RpcError(grpc.status.INVALID_ARGUMENT, "session request carries no call (admit, settle or renew)");
-        }
-      };
       // Each message takes its own slot: a stream cannot queue more work than unary calls could.
-      limit.run({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled }, run).then(
-        (result) => answer(msg.id, result),
-        (err) => {
-          const e = fail(`Session.${msg.call.case ?? "none"}`, err);
-          answer(msg.id, { case: "error", value: create(SessionErrorSchema, { code: e.code, message: e.details }) });
+      const refused = limit.enter({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled });
+      if (refused) return failed(msg, refused);
+      pending++;
+      let result: Promise<SessionResponse["result"]>;
+      switch (msg.call.case) {
+        case "admit":
+          result = a.admit(msg.call.value).then((value) => ({ case: "admit", value }));
+          break;
+        case "settle":
+          result = a.settle(msg.call.value).then((value) => ({ case: "settle", value }));
+          break;
+        case "renew":
+          result = a.renew(msg.call.value).then((value) => ({ case: "renew", value }));
+          break;
+        default:
+          result = Promise.reject(new RpcError(grpc.status.INVALID_ARGUMENT, "session request carries no call (admit, settle or renew)"));
+      }
+      result.then(
+        (answered) => {
+          limit.leave();
+          pending--;
+          answer(msg.id, answered);
+          finish();
         },
-      ).finally(() => {
-        pending--;
-        finish();
-      });
+        (err) => {
+          limit.leave();
+          pending--;
+          failed(msg, err);
+          finish();
+        },
+      );
     });
     call.on("end", () => {
       ended = true;
