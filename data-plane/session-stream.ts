@@ -10,8 +10,12 @@ export type SessionResult = Exclude<SessionResponse["result"], { case: undefined
 interface Pending {
   readonly resolve: (result: SessionResult) => void;
   readonly reject: (err: ControlPlaneError) => void;
-  readonly timer: NodeJS.Timeout;
+  readonly deadlineMs: number;
+  readonly timeoutMs: number;
 }
+
+/** How often calls past their deadline are failed: one timer per stream rather than one per call. */
+const deadlineSweepMs = 25;
 
 /** Raised for calls in flight when their stream closes: safe to retry elsewhere (Admit and Settle are idempotent). */
 export class StreamClosedError extends ControlPlaneError {
@@ -27,14 +31,18 @@ export class StreamClosedError extends ControlPlaneError {
  * in flight fails at once with StreamClosedError and `onClosed` fires once.
  */
 export class SessionStream {
-  private readonly pending = new Map<bigint, Pending>();
-  private nextId = 1n;
+  /** Calls in flight by correlation id (a number here, an int64 on the wire). */
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
   private state: "open" | "draining" | "closed" = "open";
+  private readonly sweeper: NodeJS.Timeout;
 
   constructor(
     private readonly call: ClientDuplexStream<SessionRequest, SessionResponse>,
     private readonly onClosed: (stream: SessionStream, why: string) => void,
   ) {
+    this.sweeper = setInterval(() => this.failOverdue(), deadlineSweepMs);
+    this.sweeper.unref();
     call.on("data", (msg: SessionResponse) => this.answer(msg));
     call.on("error", (err: Error & { code?: number }) => this.close(err.message));
     call.on("status", (s: { code: number; details: string }) => this.close(s.code === Code.OK ? "ended by the control plane" : s.details || `status ${s.code}`));
@@ -55,12 +63,8 @@ export class SessionStream {
     if (this.state !== "open") return Promise.reject(new StreamClosedError("not accepting calls"));
     const id = this.nextId++;
     return new Promise<SessionResult>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new ControlPlaneError(Code.DEADLINE_EXCEEDED, `control plane did not answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
-      this.call.write({ $typeName: "admission.v1.SessionRequest", id, call } satisfies SessionRequest);
+      this.pending.set(id, { resolve, reject, deadlineMs: performance.now() + timeoutMs, timeoutMs });
+      this.call.write({ $typeName: "admission.v1.SessionRequest", id: BigInt(id), call } satisfies SessionRequest);
     });
   }
 
@@ -80,23 +84,33 @@ export class SessionStream {
   }
 
   private answer(msg: SessionResponse): void {
-    const p = this.pending.get(msg.id);
+    const id = Number(msg.id);
+    const p = this.pending.get(id);
     if (!p) return; // timed out already
-    this.pending.delete(msg.id);
-    clearTimeout(p.timer);
+    this.pending.delete(id);
     if (msg.result.case === undefined) p.reject(new ControlPlaneError(Code.INTERNAL, "empty session response"));
     else p.resolve(msg.result);
+    if (this.state === "draining" && this.pending.size === 0) this.cancel("drained");
+  }
+
+  /** Fails the calls whose deadline passed (late by at most deadlineSweepMs). */
+  private failOverdue(): void {
+    if (this.pending.size === 0) return;
+    const now = performance.now();
+    for (const [id, p] of this.pending) {
+      if (p.deadlineMs > now) continue;
+      this.pending.delete(id);
+      p.reject(new ControlPlaneError(Code.DEADLINE_EXCEEDED, `control plane did not answer within ${p.timeoutMs} ms`));
+    }
     if (this.state === "draining" && this.pending.size === 0) this.cancel("drained");
   }
 
   private close(why: string): void {
     if (this.state === "closed") return;
     this.state = "closed";
+    clearInterval(this.sweeper);
     const err = new StreamClosedError(why);
-    for (const p of this.pending.values()) {
-      clearTimeout(p.timer);
-      p.reject(err);
-    }
+    for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
     this.onClosed(this, why);
   }
