@@ -472,7 +472,8 @@ export function validateAdmit(req: AdmitRequest): string | undefined {
 
 const maxCountBigInt = BigInt(maxCount);
 
-function countProblem(field: string, value: bigint): string | undefined {
+/** Why a count in a request is out of range (negative, or beyond maxCount), if it is. */
+export function countProblem(field: string, value: bigint): string | undefined {
   if (value < 0n) return `${field} must not be negative`;
   if (value > maxCountBigInt) return `${field} ${value} is beyond the maximum of ${maxCount}`;
   return undefined;

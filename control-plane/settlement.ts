@@ -2,12 +2,12 @@ import { create } from "@bufbuild/protobuf";
 import { status as Code } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { RenewRequest, RenewResponse, SettleRequest, SettleResponse } from "../gen/admission/v1/admission_pb.js";
-import { Outcome, RenewResponseSchema, SettleResponseSchema } from "../gen/admission/v1/admission_pb.js";
+import { Outcome, RenewResponseSchema } from "../gen/admission/v1/admission_pb.js";
 import type { CounterStore, LeaseRecord, LeaseUsage, SettleLeaseResult } from "./counter-store.js";
 import { CounterStoreUnavailableError } from "./counter-store.js";
 import type { CounterRebuild } from "./counter-rebuild.js";
 import type { CredentialVerifier } from "./credentials.js";
-import { maxCount } from "./decide.js";
+import { countProblem } from "./decide.js";
 import { costMicros } from "./meters.js";
 import type { Metrics } from "./metrics.js";
 import type { PolicySnapshot } from "./policy/policy-snapshot.js";
@@ -404,8 +404,10 @@ function ledgerRow(claims: ReservationClaims, usage: LeaseUsage): LedgerRow {
   };
 }
 
+/** A literal with every field, as create() would build it: one per Settle. */
 function settleResponse(reservationId: string, row: LedgerRow, duplicate: boolean): SettleResponse {
-  return create(SettleResponseSchema, {
+  return {
+    $typeName: "admission.v1.SettleResponse",
     reservationId,
     duplicate,
     inputTokens: BigInt(row.inputTokens),
@@ -413,14 +415,12 @@ function settleResponse(reservationId: string, row: LedgerRow, duplicate: boolea
     costMicros: BigInt(row.costMicros),
     outcome: Outcome[row.outcome as keyof typeof Outcome] ?? Outcome.SUCCESS,
     estimated: row.estimated,
-  });
+  };
 }
 
 function validateSettle(req: SettleRequest): string | undefined {
-  for (const [field, value] of [["input_tokens", req.inputTokens], ["output_tokens", req.outputTokens]] as const) {
-    if (value < 0n) return `${field} must not be negative`;
-    if (value > BigInt(maxCount)) return `${field} ${value} is beyond the maximum of ${maxCount}`;
-  }
+  const count = countProblem("input_tokens", req.inputTokens) ?? countProblem("output_tokens", req.outputTokens);
+  if (count) return count;
   if (req.latencyMs < 0n || req.latencyMs > 86_400_000n) return "latency_ms must be between 0 and 86400000";
   if (Outcome[req.outcome] === undefined) return `unknown outcome ${req.outcome}`;
   if (req.outcome === Outcome.EXPIRED || req.outcome === Outcome.UNMETERED) return `outcome ${Outcome[req.outcome]} is set by the control plane only`;
