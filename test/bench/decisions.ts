@@ -6,14 +6,14 @@
  * (rate-limiter-flexible) on the same Redis.
  */
 import { randomBytes } from "node:crypto";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Redis } from "ioredis";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 import { ControlPlaneClient } from "../../data-plane/control-plane-client.js";
 import { AdmitRequestSchema, AdmitResponseSchema, Outcome, SettleRequestSchema, type AdmitRequest } from "../../gen/admission/v1/admission_pb.js";
-import { Authorization, CheckRequestSchema, CheckResponseSchema, type CheckRequest } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
+import { Authorization, CheckRequestSchema, CheckResponseSchema, type CheckResponse } from "../../gen/envoy/service/auth/v3/external_auth_pb.js";
 import { scratchDatabase } from "../support/databases.js";
-import { unaryClient } from "../support/grpc-clients.js";
+import { grpcFrame, RawGrpcClient } from "../support/raw-grpc.js";
 import { deleteKeysWithPrefix } from "../support/redis-keys.js";
 import { secretOf } from "../support/scenario.js";
 import { keyId, metersPerDecision } from "./bundle.js";
@@ -33,10 +33,30 @@ function admitRequests(keys: number): AdmitRequest[] {
   return Array.from({ length: keys }, (_, i) => create(AdmitRequestSchema, { credential: secretOf(keyId(i)), task: "DRAFT", model: "m-pro", inputTokens: 400n, maxOutputTokens: 500n }));
 }
 
-function checkRequests(keys: number): CheckRequest[] {
-  return Array.from({ length: keys }, (_, i) => create(CheckRequestSchema, {
+/** Check requests as gRPC frames, ready to send. */
+function checkRequests(keys: number): Buffer[] {
+  return Array.from({ length: keys }, (_, i) => grpcFrame(toBinary(CheckRequestSchema, create(CheckRequestSchema, {
     attributes: { request: { http: { method: "POST", path: "/v1/chat/completions", headers: { authorization: `Bearer ${secretOf(keyId(i))}`, "x-llm-task": "DRAFT", "content-type": "application/json" }, body: chatBody } } },
-  }));
+  }))));
+}
+
+const checkPath = `/${Authorization.typeName}/${Authorization.method.check.name}`;
+
+/**
+ * ext_authz Check as Envoy sends it: pre-encoded requests over plain HTTP/2. A
+ * grpc-js client costs the load process ~3x the server's CPU per unary call,
+ * which on two cores would measure the client; Envoy's is C++.
+ */
+function checkClient(address: string): { check(frame: Buffer): Promise<CheckResponse>; close(): void } {
+  const raw = new RawGrpcClient(address);
+  return {
+    async check(frame) {
+      const answer = await raw.call(checkPath, { body: frame, timeoutMs: 10_000 });
+      if (answer.kind !== "status" || answer.grpcStatus !== 0 || !answer.messages[0]) throw new Error(`Check failed: ${JSON.stringify(answer)}`);
+      return fromBinary(CheckResponseSchema, answer.messages[0]);
+    },
+    close: () => raw.close(),
+  };
 }
 
 const settleOf = (reservationId: string) => create(SettleRequestSchema, { reservationId, inputTokens: 400n, outputTokens: 310n, provider: "p1", model: "m-pro", outcome: Outcome.SUCCESS, latencyMs: 900n });
@@ -55,7 +75,7 @@ async function onBackend(bench: Bench, backend: "memory" | "redis"): Promise<voi
   const address = `127.0.0.1:${cp.info.grpcPort}`;
   const unary = new ControlPlaneClient({ address, unary: true });
   const session = new ControlPlaneClient({ address });
-  const authz = unaryClient(Authorization, address);
+  const authz = checkClient(address);
   const admits = admitRequests(sizes.keys);
   const checks = checkRequests(sizes.keys);
   const admitVia = (client: ControlPlaneClient, reservations: string[]) => async (i: number) => {
@@ -142,12 +162,12 @@ async function checkAtFixedRate(bench: Bench, scenario: string, pids: Record<str
  * Admit response's bytes to the same requests, and ext_authz Check with a
  * constant (the bytes of a real allowed CheckResponse).
  */
-async function echoBaselines(bench: Bench, response: Uint8Array, checked: Uint8Array, admits: AdmitRequest[], checks: CheckRequest[]): Promise<void> {
+async function echoBaselines(bench: Bench, response: Uint8Array, checked: Uint8Array, admits: AdmitRequest[], checks: Buffer[]): Promise<void> {
   const echo = await spawn("echo", { response: Buffer.from(response).toString("base64"), check: Buffer.from(checked).toString("base64") });
   const address = `127.0.0.1:${echo.info.port}`;
   const unary = new ControlPlaneClient({ address, unary: true });
   const stream = new ControlPlaneClient({ address });
-  const authz = unaryClient(Authorization, address);
+  const authz = checkClient(address);
   const via = (client: ControlPlaneClient) => (i: number) => client.admit(admits[i % admits.length]!);
   const check = async (i: number) => void (await authz.check(checks[i % checks.length]!));
   try {
