@@ -79,10 +79,13 @@ import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js"
  * master for :due zsets and republishes their minimum. So even then a lease is claimed
  * at most about `dueRescanMs` late, never stranded.
  *
- * Cost. Each call is one script (one round trip) doing as few redis.call as it can: the
- * reads a script starts with (generation, due-hint, the meters) are one MGET, a lease is
- * written with one HSET, and a settle reads it with one HMGET. Replies carry a lease as
- * its stored fields; this process parses its meters only if someone reads them.
+ * Cost. Each operation is one script doing as few redis.call as it can: the reads a
+ * script starts with (generation, due-hint, the meters) are one MGET, a lease is written
+ * with one HSET, and a settle reads it with one HMGET. Replies carry a lease as its stored
+ * fields; this process decodes its meters only if someone reads them. The hot operations
+ * (reserve, settle, markRecorded) that concurrent requests issue within one tick go to
+ * Redis as one command running them in turn (see RedisCounterStore.run), and on a single
+ * Redis everything sent within a tick leaves in one write (coalesceWrites).
  *
  * Requires `maxmemory-policy noeviction`: an evicted meter undercounts, an evicted
  * generation key makes a rebuild add the ledger to intact counters.
@@ -92,14 +95,11 @@ import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js"
 const recordLayout = ">c1Bc0Bc0Hc0";
 
 /**
- * Lua shared by the tenant scripts, which each take the parts they use (a helper is a
- * closure made on every call). In every tenant script ARGV[1] is the tenant's key prefix,
- * KEYS[1] its :due and KEYS[2] its :due-hint.
+ * Lua helpers of the tenant scripts. They are made (as closures) once per script call, so
+ * a script takes only those it uses, and they take the tenant's key prefix `p` and KEYS as
+ * arguments, so that a batch (see batchScript) makes them once for all its operations.
  */
-const lua = {
-  prelude: `
-local p, call = ARGV[1], redis.call
-`,
+const helpers = {
   serverNow: `
 local function server_now()
   local t = call('TIME')
@@ -110,7 +110,7 @@ end
 -- Adds \`amount\` (a number) to a meter. Its expiry (\`exp\`, decimal; '0': never) is set when
 -- the key is created (the value is then the amount), as in memory: later additions to the
 -- same window carry the same expiry.
-local function add(key, amount, exp)
+local function add(p, key, amount, exp)
   if amount == 0 then return end
   local mk = p .. 'm:' .. key
   if call('INCRBY', mk, amount) == amount and exp ~= '0' then call('PEXPIREAT', mk, exp) end
@@ -129,7 +129,7 @@ end
 `,
   pushLease: `
 -- Appends a lease as replies carry it (see leaseAt): id, state, rid, exp, meters, usage.
-local function push_lease(out, id)
+local function push_lease(p, out, id)
   local h = call('HMGET', p .. 'lease:' .. id, 'state', 'rid', 'exp', 'meters', 'usage')
   out[#out + 1] = id
   for i = 1, 5 do out[#out + 1] = h[i] or '' end
@@ -137,9 +137,10 @@ local function push_lease(out, id)
 end
 `,
   track: `
--- Puts a lease on the tenant's due zset at \`score\`; \`hint\` is :due-hint as read at the
--- start of the script. Returns the score to publish in the index (a number), or ''.
-local function track(id, score, hint)
+-- Puts a lease on the tenant's due zset (KEYS[1]) at \`score\`; \`hint\` is :due-hint (KEYS[2])
+-- as read at the start of the script. Returns the score to publish in the index (a
+-- number), or ''.
+local function track(KEYS, id, score, hint)
   call('ZADD', KEYS[1], score, id)
   if hint and tonumber(hint) <= tonumber(score) then return '' end
   call('SET', KEYS[2], score)
@@ -147,6 +148,17 @@ local function track(id, score, hint)
 end
 `,
 };
+
+/** A tenant script: its body and the helpers it uses. In a body, `p` is ARGV[1], the tenant's key prefix. */
+interface TenantScript {
+  readonly uses: ReadonlyArray<keyof typeof helpers>;
+  readonly body: string;
+}
+
+/** The Lua of a tenant script run on its own. */
+function tenantLua(script: TenantScript): string {
+  return `local call = redis.call\n${script.uses.map((h) => helpers[h]).join("")}local p = ARGV[1]\n${script.body}`;
+}
 
 /**
  * KEYS: due, hint. ARGV: prefix, leaseId, requestId, requestIdExpiresAtMs, leaseExpiresAtMs,
@@ -157,7 +169,9 @@ end
  * (duplicate); just 'cold' while the tenant has no generation.
  * Values are integer replies (a Lua number becomes a 64-bit integer: exact, as it is below 2^53).
  */
-const reserveScript = `${lua.prelude}${lua.pushLease}${lua.track}
+const reserve: TenantScript = {
+  uses: ["pushLease", "track"],
+  body: `
 local id, req, records, limits = ARGV[2], ARGV[3], ARGV[7], ARGV[8]
 -- Without a request id, the third key read (':req:') is one that is never written.
 local keys = {p .. 'gen', KEYS[2], p .. 'req:' .. req}
@@ -172,8 +186,8 @@ end
 local got = call('MGET', unpack(keys))
 if not got[1] then return {'cold'} end
 local seen = req ~= '' and got[3]
-if seen and seen ~= id and call('EXISTS', p .. 'lease:' .. seen) == 1 then return push_lease({'duplicate', ''}, seen) end
-if call('EXISTS', p .. 'lease:' .. id) == 1 then return push_lease({'duplicate', ''}, id) end
+if seen and seen ~= id and call('EXISTS', p .. 'lease:' .. seen) == 1 then return push_lease(p, {'duplicate', ''}, seen) end
+if call('EXISTS', p .. 'lease:' .. id) == 1 then return push_lease(p, {'duplicate', ''}, id) end
 local used = {}
 for i = 1, count do used[i] = tonumber(got[3 + i] or '0') end
 for i = 1, count do
@@ -190,17 +204,20 @@ for i = 1, count do
   end
 end
 call('HSET', p .. 'lease:' .. id, 'state', 'open', 'exp', ARGV[5], 'rid', ARGV[6], 'meters', records)
-out[2] = track(id, ARGV[5], got[2])
+out[2] = track(KEYS, id, ARGV[5], got[2])
 if req ~= '' then call('SET', p .. 'req:' .. req, id, 'PXAT', ARGV[4]) end
 return out
-`;
+`,
+};
 
 /**
  * KEYS: due, hint. ARGV: prefix, leaseId, caller's nowMs, graceMs, usage JSON, then the
  * settled amount of a requests, tokens and cost meter. Reply: status, publish, generation,
  * then the lease's rid, exp and meters (settled) or the lease (already).
  */
-const settleScript = `${lua.prelude}${lua.serverNow}${lua.add}${lua.eachMeter}${lua.pushLease}${lua.track}
+const settle: TenantScript = {
+  uses: ["serverNow", "add", "eachMeter", "pushLease", "track"],
+  body: `
 local got = call('MGET', p .. 'gen', KEYS[2])
 local gen = got[1]
 if not gen then return {'cold'} end
@@ -208,28 +225,21 @@ local id = ARGV[2]
 local lk = p .. 'lease:' .. id
 local h = call('HMGET', lk, 'state', 'rid', 'exp', 'meters')
 if not h[1] then return {'missing', '', gen} end
-if h[1] ~= 'open' then return push_lease({'already', '', gen}, id) end
+if h[1] ~= 'open' then return push_lease(p, {'already', '', gen}, id) end
 local settled = {r = tonumber(ARGV[6]), t = tonumber(ARGV[7]), c = tonumber(ARGV[8]), n = 0}
-each_meter(h[4], function(unit, amount, exp, key) add(key, settled[unit] - tonumber(amount), exp) end)
+each_meter(h[4], function(unit, amount, exp, key) add(p, key, settled[unit] - tonumber(amount), exp) end)
 call('HSET', lk, 'state', 'settled', 'usage', ARGV[5])
 -- Due for the sweeper graceMs after the settle: by the earlier of both clocks, so a
 -- replica running ahead cannot push it out; one running behind only makes it earlier.
-local publish = track(id, math.min(server_now(), tonumber(ARGV[3])) + tonumber(ARGV[4]), got[2])
+local publish = track(KEYS, id, math.min(server_now(), tonumber(ARGV[3])) + tonumber(ARGV[4]), got[2])
 return {'settled', publish, gen, h[2], h[3], h[4]}
-`;
+`,
+};
 
-/** KEYS: due, hint. ARGV: prefix, leaseId, expiresAtMs. Reply: 'renewed', publish, rid, meters; or 'missing'. */
-const renewScript = `${lua.prelude}${lua.track}
-local id = ARGV[2]
-local lk = p .. 'lease:' .. id
-local h = call('HMGET', lk, 'state', 'rid', 'meters')
-if h[1] ~= 'open' then return {'missing'} end
-call('HSET', lk, 'exp', ARGV[3])
-return {'renewed', track(id, ARGV[3], call('GET', KEYS[2])), h[2], h[3]}
-`;
-
-/** KEYS: due. ARGV: prefix, leaseId, tombstoneMs. Reply: the tenant's generation ('' while cold). */
-const recordedScript = `${lua.prelude}
+/** KEYS: due, hint (unused). ARGV: prefix, leaseId, tombstoneMs. Reply: the tenant's generation ('' while cold). */
+const recorded: TenantScript = {
+  uses: [],
+  body: `
 local id = ARGV[2]
 local lk = p .. 'lease:' .. id
 local state = call('HGET', lk, 'state')
@@ -238,14 +248,30 @@ if state and state ~= 'open' then
   call('PEXPIRE', lk, ARGV[3])
 end
 return call('GET', p .. 'gen') or ''
-`;
+`,
+};
+
+/** KEYS: due, hint. ARGV: prefix, leaseId, expiresAtMs. Reply: 'renewed', publish, rid, meters; or 'missing'. */
+const renew: TenantScript = {
+  uses: ["track"],
+  body: `
+local id = ARGV[2]
+local lk = p .. 'lease:' .. id
+local h = call('HMGET', lk, 'state', 'rid', 'meters')
+if h[1] ~= 'open' then return {'missing'} end
+call('HSET', lk, 'exp', ARGV[3])
+return {'renewed', track(KEYS, id, ARGV[3], call('GET', KEYS[2])), h[2], h[3]}
+`,
+};
 
 /**
  * KEYS: due, hint. ARGV: prefix, graceMs, limit. Claims this tenant's due leases by the
  * server's clock and re-scores them now + graceMs. Reply: the tenant's next due score
  * ('' when nothing is left), its generation, then 6 fields per claimed lease.
  */
-const claimScript = `${lua.prelude}${lua.serverNow}${lua.add}${lua.eachMeter}${lua.pushLease}
+const claim: TenantScript = {
+  uses: ["serverNow", "add", "eachMeter", "pushLease"],
+  body: `
 local now = server_now()
 local out = {'', call('GET', p .. 'gen') or ''}
 for _, id in ipairs(call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))) do
@@ -256,11 +282,11 @@ for _, id in ipairs(call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonu
   else
     if h[1] == 'open' then
       -- Expired: the estimate stands as the charge; only concurrency is released.
-      each_meter(h[2], function(unit, amount, exp, key) if unit == 'n' then add(key, -tonumber(amount), '0') end end)
+      each_meter(h[2], function(unit, amount, exp, key) if unit == 'n' then add(p, key, -tonumber(amount), '0') end end)
       call('HSET', lk, 'state', 'expired')
     end
     call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
-    push_lease(out, id)
+    push_lease(p, out, id)
   end
 end
 local first = call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -271,14 +297,17 @@ else
   call('DEL', KEYS[2])
 end
 return out
-`;
+`,
+};
 
 /**
  * KEYS: due (routing only). ARGV: prefix, mode, generation, count, then per charge: key,
  * amount, expiresAtMs. Mode 'charge' adds only while the tenant is in that generation;
  * 'rebuild' adds only while it is cold, and makes it that generation. Reply: 1 if applied.
  */
-const chargeScript = `${lua.prelude}${lua.add}
+const charge: TenantScript = {
+  uses: ["add"],
+  body: `
 local gen = call('GET', p .. 'gen')
 if ARGV[2] == 'rebuild' then
   if gen then return 0 end
@@ -288,9 +317,37 @@ elseif gen ~= ARGV[3] then
 end
 for i = 0, tonumber(ARGV[4]) - 1 do
   local b = 5 + i * 3
-  add(ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2])
+  add(p, ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2])
 end
 return 1
+`,
+};
+
+/** The tenant scripts a batch can carry (see RedisCounterStore.flush), by name. */
+const batchable = { reserve, settle, recorded };
+type BatchableOp = keyof typeof batchable;
+
+/**
+ * KEYS: a due key (routing only). ARGV: per operation: its name (a key of batchable), its
+ * argument count, its arguments (the first is its tenant's prefix, which names its due and
+ * due-hint keys). Runs each as its own script would, in order; reply: one reply per
+ * operation, an error reply for one that failed (its writes so far stay, as they would
+ * in a script of its own).
+ */
+const batchLua = `local call = redis.call
+${Object.values(helpers).join("")}
+local ops = {
+${Object.entries(batchable).map(([name, s]) => `${name} = function(KEYS, ARGV)\nlocal p = ARGV[1]\n${s.body}\nend,`).join("\n")}
+}
+local out, i = {}, 1
+while i <= #ARGV do
+  local op, n = ARGV[i], tonumber(ARGV[i + 1])
+  local args = {unpack(ARGV, i + 2, i + 1 + n)}
+  local ok, reply = pcall(ops[op], {args[1] .. 'due', args[1] .. 'due-hint'}, args)
+  out[#out + 1] = ok and reply or {err = reply}
+  i = i + 2 + n
+end
+return out
 `;
 
 /** KEYS: index, gen, seq. ARGV: pairs of tenant, score. Lowers (or adds) each tenant's index score. */
@@ -341,10 +398,11 @@ type Client = Redis | Cluster;
  * the replies that can carry a lease's meter records, which are binary.
  */
 interface Scripts {
-  admReserveBuffer(due: string, hint: string, args: Array<string | Buffer>): Promise<Reply>;
-  admSettleBuffer(due: string, hint: string, args: string[]): Promise<Reply>;
+  admReserveBuffer(due: string, hint: string, args: ReadonlyArray<string | Buffer>): Promise<Reply>;
+  admSettleBuffer(due: string, hint: string, args: ReadonlyArray<string | Buffer>): Promise<Reply>;
+  admRecordedBuffer(due: string, hint: string, args: ReadonlyArray<string | Buffer>): Promise<Buffer>;
+  admBatchBuffer(due: string, args: Array<string | Buffer>): Promise<Array<Reply | Buffer | Error>>;
   admRenewBuffer(due: string, hint: string, args: string[]): Promise<Reply>;
-  admRecorded(due: string, args: string[]): Promise<string>;
   admClaimBuffer(due: string, hint: string, args: string[]): Promise<Reply>;
   admCharge(due: string, args: string[]): Promise<number>;
   admPublish(index: string, gen: string, seq: string, ...args: string[]): Promise<number>;
@@ -356,12 +414,13 @@ interface Scripts {
 type Reply = Array<Buffer | number>;
 
 const scripts: ReadonlyArray<[name: string, numberOfKeys: number, lua: string]> = [
-  ["admReserve", 2, reserveScript],
-  ["admSettle", 2, settleScript],
-  ["admRenew", 2, renewScript],
-  ["admRecorded", 1, recordedScript],
-  ["admClaim", 2, claimScript],
-  ["admCharge", 1, chargeScript],
+  ["admReserve", 2, tenantLua(reserve)],
+  ["admSettle", 2, tenantLua(settle)],
+  ["admRecorded", 2, tenantLua(recorded)],
+  ["admBatch", 1, batchLua],
+  ["admRenew", 2, tenantLua(renew)],
+  ["admClaim", 2, tenantLua(claim)],
+  ["admCharge", 1, tenantLua(charge)],
   ["admPublish", 3, publishScript],
   ["admDueTenants", 2, dueTenantsScript],
   ["admAfterClaim", 2, afterClaimScript],
@@ -439,6 +498,9 @@ const transientReply = /^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|READONLY|BUSY|
 /** Publications that failed (connection trouble) are retried by the next claimDue; beyond this many, the SCAN finds them. */
 const maxUnpublished = 100_000;
 
+/** Operations in one call of the batch script, at most (bounds how long one call holds Redis). */
+const maxBatch = 100;
+
 /** Tenants one claimDue call looks at, at most. */
 const dueTenantsPerClaim = 1_000;
 
@@ -461,6 +523,7 @@ export class RedisCounterStore implements CounterStore {
   private offsetMs = 0;
   private reachable = true;
   private corked = false;
+  private queue: Queued[] = [];
 
   constructor(options: RedisCounterStoreOptions) {
     this.client = options.client as Client & Scripts;
@@ -532,7 +595,7 @@ export class RedisCounterStore implements CounterStore {
     const args = [
       prefix, r.leaseId, r.requestId, String(instant(r.leaseExpiresAtMs) + this.requestIdTtlMs), String(r.leaseExpiresAtMs), r.reservationId, records, limits,
     ];
-    const reply = await this.call(() => this.client.admReserveBuffer(`${prefix}due`, `${prefix}due-hint`, args));
+    const reply = (await this.run("reserve", prefix, args)) as Reply;
     switch (text(reply[0])) {
       case "reserved":
         if (typeof reply[1] === "number") await this.publish(r.tenant, reply[1]);
@@ -553,7 +616,7 @@ export class RedisCounterStore implements CounterStore {
       prefix, r.leaseId, String(r.nowMs), String(r.graceMs), JSON.stringify(u),
       String(integer(settledAmount("requests", u), "requests")), String(integer(settledAmount("tokens", u), "tokens")), String(integer(settledAmount("cost", u), "cost")),
     ];
-    const reply = await this.call(() => this.client.admSettleBuffer(`${prefix}due`, `${prefix}due-hint`, args));
+    const reply = (await this.run("settle", prefix, args)) as Reply;
     const status = text(reply[0]);
     if (status === "cold") return { status: "cold" };
     const generation = text(reply[2]);
@@ -573,8 +636,7 @@ export class RedisCounterStore implements CounterStore {
 
   async markRecorded(tenant: string, leaseId: string): Promise<string | undefined> {
     const prefix = this.tenantPrefix(tenant);
-    const generation = await this.call(() => this.client.admRecorded(`${prefix}due`, [prefix, leaseId, String(this.tombstoneMs)]));
-    return generation || undefined;
+    return text((await this.run("recorded", prefix, [prefix, leaseId, String(this.tombstoneMs)])) as Buffer) || undefined;
   }
 
   async claimDue(nowMs: number, graceMs: number, limit: number): Promise<LeaseRecord[]> {
@@ -733,19 +795,98 @@ export class RedisCounterStore implements CounterStore {
     });
   }
 
+  /**
+   * Runs a tenant script at the end of this tick, with the others queued in the tick: the
+   * hot operations (reserve, settle, markRecorded) of concurrent requests share one
+   * command and one script call instead of one each (see flush).
+   */
+  private run(op: BatchableOp, prefix: string, args: ReadonlyArray<string | Buffer>): Promise<Reply | Buffer> {
+    return new Promise((resolve, reject) => {
+      if (this.queue.push({ op, prefix, args, resolve, reject }) === 1) process.nextTick(() => this.flush());
+    });
+  }
+
+  /**
+   * Sends the tick's queued operations: a lone one as its own script, several as one call
+   * of the batch script (at most maxBatch each). On a Cluster a script must stay in one
+   * slot, so a batch holds one tenant's operations; on a single Redis it holds the tick's.
+   */
+  private flush(): void {
+    const queue = this.queue;
+    this.queue = [];
+    let groups: Iterable<Queued[]> = [queue];
+    if (this.client instanceof Cluster) {
+      const byTenant = new Map<string, Queued[]>();
+      for (const q of queue) {
+        const group = byTenant.get(q.prefix);
+        if (group) group.push(q);
+        else byTenant.set(q.prefix, [q]);
+      }
+      groups = byTenant.values();
+    }
+    for (const group of groups) {
+      for (let i = 0; i < group.length; i += maxBatch) this.send(group.slice(i, i + maxBatch));
+    }
+  }
+
+  private send(batch: readonly Queued[]): void {
+    if (batch.length === 1) {
+      const q = batch[0]!;
+      this.call(() => this.alone(q)).then(q.resolve, q.reject);
+      return;
+    }
+    const args: Array<string | Buffer> = [];
+    for (const q of batch) args.push(q.op, String(q.args.length), ...q.args);
+    this.call(() => this.client.admBatchBuffer(`${batch[0]!.prefix}due`, args)).then(
+      (replies) => batch.forEach((q, i) => {
+        const reply = replies[i]!;
+        if (reply instanceof Error) q.reject(failure(reply));
+        else q.resolve(reply);
+      }),
+      (err) => batch.forEach((q) => q.reject(err)),
+    );
+  }
+
+  /** A queued operation as its own script. */
+  private alone({ op, prefix, args }: Queued): Promise<Reply | Buffer> {
+    const [due, hint] = [`${prefix}due`, `${prefix}due-hint`];
+    switch (op) {
+      case "reserve":
+        return this.client.admReserveBuffer(due, hint, args);
+      case "settle":
+        return this.client.admSettleBuffer(due, hint, args);
+      case "recorded":
+        return this.client.admRecordedBuffer(due, hint, args);
+    }
+  }
+
   /** Connection trouble becomes CounterStoreUnavailableError; script bugs stay errors. */
   private async call<T>(fn: () => Promise<T>): Promise<T> {
     this.coalesceWrites();
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof TypeError || err instanceof RangeError) throw err;
-      const message = err instanceof Error ? err.message : String(err);
-      const isReply = (err as { name?: string } | null)?.name === "ReplyError";
-      if (isReply && !transientReply.test(message)) throw err;
-      throw new CounterStoreUnavailableError(`redis: ${message}`, { cause: err });
+      throw failure(err);
     }
   }
+}
+
+/** Connection trouble (and replies that mean the backend cannot serve now) as CounterStoreUnavailableError; anything else as it is. */
+function failure(err: unknown): unknown {
+  if (err instanceof TypeError || err instanceof RangeError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  const isReply = (err as { name?: string } | null)?.name === "ReplyError";
+  if (isReply && !transientReply.test(message)) return err;
+  return new CounterStoreUnavailableError(`redis: ${message}`, { cause: err });
+}
+
+/** A tenant script waiting for the end of its tick (see RedisCounterStore.run). */
+interface Queued {
+  readonly op: BatchableOp;
+  readonly prefix: string;
+  readonly args: ReadonlyArray<string | Buffer>;
+  readonly resolve: (reply: Reply | Buffer) => void;
+  readonly reject: (err: unknown) => void;
 }
 
 /** A meter record's unit byte (see "Meter records" at the top of this file). */
