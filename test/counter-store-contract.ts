@@ -248,7 +248,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       for (const t of odd) assert.deepEqual(await store.read(t, ["m"]), [2]);
     });
 
-    withStore("a lease hands back the meters it reserved (settled, repeated, expired), whatever their keys hold", async (store) => {
+    withStore("a lease hands back the meters it reserved and its first usage (settled, repeated, expired), whatever the keys hold", async (store) => {
       const t = await fresh(store);
       const inAnHour = Date.now() + 3_600_000;
       const meters: MeterOp[] = [
@@ -264,13 +264,14 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       const again = await reserve(store, t, meters, { requestId: "req-M" });
       assert.equal(again.status, "duplicate");
       assert.deepEqual(again.status === "duplicate" && asReserved(again.lease), reserved);
-      const settled = await store.settle({ tenant: t, leaseId: "M", usage: usage(1, 2, 3), nowMs: Date.now(), graceMs: 30_000 });
+      const first: LeaseUsage = { ...usage(1, 2, 3), outcome: 3, estimated: true, provider: "prov ✓", model: "m\"odel", latencyMs: 1234 };
+      const settled = await store.settle({ tenant: t, leaseId: "M", usage: first, nowMs: Date.now(), graceMs: 30_000 });
       assert.equal(settled.status, "settled");
       assert.deepEqual(settled.status === "settled" && asReserved(settled.lease), reserved);
       assert.equal(settled.status === "settled" && settled.lease.reservationId, "rid-M");
       const repeated = await store.settle({ tenant: t, leaseId: "M", usage: usage(9, 9), nowMs: Date.now(), graceMs: 30_000 });
       assert.deepEqual(repeated.status === "already" && asReserved(repeated.lease), reserved);
-      assert.equal(repeated.status === "already" && repeated.lease.usage?.costMicros, 3);
+      assert.deepEqual(repeated.status === "already" && repeated.lease.usage, first, "the first usage, every field of it");
       assert.deepEqual(await store.read(t, meters.map((m) => m.key)), [3, 3, 1, 0]);
 
       assert.equal((await reserve(store, t, meters, { leaseId: "X", leaseExpiresAtMs: Date.now() - 1 })).status, "reserved");
