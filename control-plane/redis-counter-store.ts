@@ -8,7 +8,8 @@ import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js"
 
 /*
  * Key layout (prefix "adm", tenant "acme"). Every key of a tenant carries the hash tag
- * {acme}, so each script touches one slot and runs unchanged on Redis Cluster:
+ * {acme}, so each tenant script touches one slot and runs unchanged on Redis Cluster (where
+ * a batch of them, see RedisCounterStore.run, holds one tenant's operations):
  *   adm:{acme}:m:<meter key>     meter value (integer string), PEXPIREAT its window's end
  *   adm:{acme}:lease:<lease id>  hash: state (open | settled | expired), exp, rid (the
  *                                reservation id), meters (binary records, below) and, once
@@ -32,7 +33,7 @@ import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js"
  *   amount    1 byte length, then the amount reserved in decimal
  *   expiry    1 byte length, then expiresAtMs of the meter's key in decimal (0: never)
  *   key       2 bytes length (big-endian), then the meter key (UTF-8, any bytes)
- * e.g. "t" 3 "900" 13 "1767225720000" 0 44 "TOKENS|MINUTE|*|TENANT|acme|1767225600000".
+ * e.g. "t", 3, "900", 13, "1767225720000", 0, 41, "TOKENS|MINUTE|*|TENANT|acme|1767225600000".
  * Reserve gets them as one argument, with the limits as another (a big-endian float64 per
  * meter, +Infinity for a meter that does not enforce), and stores the records as they
  * came: the meters cross the wire once, one struct.unpack reads a record in Lua (settle,
@@ -97,7 +98,7 @@ const recordLayout = ">c1Bc0Bc0Hc0";
 /**
  * Lua helpers of the tenant scripts. They are made (as closures) once per script call, so
  * a script takes only those it uses, and they take the tenant's key prefix `p` and KEYS as
- * arguments, so that a batch (see batchScript) makes them once for all its operations.
+ * arguments, so that a batch (see batchLua) makes them once for all its operations.
  */
 const helpers = {
   serverNow: `
@@ -323,7 +324,7 @@ return 1
 `,
 };
 
-/** The tenant scripts a batch can carry (see RedisCounterStore.flush), by name. */
+/** The tenant scripts a batch can carry (see RedisCounterStore.run), by name. */
 const batchable = { reserve, settle, recorded };
 type BatchableOp = keyof typeof batchable;
 
