@@ -1,15 +1,19 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 import type {
-  CounterStore, LeaseMeter, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, ReserveRequest, ReserveResult, SettleLeaseRequest, SettleLeaseResult,
+  CounterStore, LeaseMeter, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, MeterOp, MeterUnit, ReserveRequest, ReserveResult,
+  SettleLeaseRequest, SettleLeaseResult,
 } from "./counter-store.js";
 import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js";
 
 /*
  * Key layout (prefix "adm", tenant "acme"). Every key of a tenant carries the hash tag
- * {acme}, so each script touches one slot and runs unchanged on Redis Cluster:
+ * {acme}, so each tenant script touches one slot and runs unchanged on Redis Cluster (where
+ * a batch of them, see RedisCounterStore.run, holds one tenant's operations):
  *   adm:{acme}:m:<meter key>     meter value (integer string), PEXPIREAT its window's end
- *   adm:{acme}:lease:<lease id>  hash: rid, meters (JSON), exp, state, usage (JSON), req
+ *   adm:{acme}:lease:<lease id>  hash: state (open | settled | expired), exp, rid (the
+ *                                reservation id), meters (binary records, below) and, once
+ *                                settled, usage (a JSON array, see encodeUsage)
  *   adm:{acme}:req:<request id>  lease id of an Admit's request id (idempotent retries)
  *   adm:{acme}:due               zset lease id → when the sweeper should look at it
  *   adm:{acme}:due-hint          a score at or below the lowest of :due that is published
@@ -23,11 +27,27 @@ import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js"
  *   adm:{~index}:due-seq         counter for those sequence numbers
  *   adm:{~index}:rescan          lock: one replica per period runs the safety-net SCAN
  *
- * Numbers: Lua numbers are doubles, exact to 2^53 (amounts are checked to be safe
- * integers). Amounts travel as decimal strings, deltas computed in Lua are written with
- * %.0f (never "1e+15"), INCRBY does the adding, and values come back as integer replies:
- * meters are exact far beyond 2^32. Meter lists are JSON written by this process and
- * only decoded in Lua (cjson's encoder would round to 14 digits).
+ * Meter records. A lease's meters are one binary string written by this process (see
+ * encodeMeters), one record per meter, read in Lua by struct.unpack('>c1Bc0Bc0Hc0'):
+ *   unit      1 byte: r (requests), t (tokens), c (cost) or n (concurrency)
+ *   amount    1 byte length, then the amount reserved in decimal
+ *   expiry    1 byte length, then expiresAtMs of the meter's key in decimal (0: never)
+ *   key       2 bytes length (big-endian), then the meter key (UTF-8, any bytes)
+ * e.g. "t", 3, "900", 13, "1767225720000", 0, 41, "TOKENS|MINUTE|*|TENANT|acme|1767225600000".
+ * Reserve gets them as one argument, with the limits as another (a big-endian float64 per
+ * meter, +Infinity for a meter that does not enforce), and stores the records as they
+ * came: the meters cross the wire once, one struct.unpack reads a record in Lua (settle,
+ * expiry), and neither side encodes or decodes JSON for them. Numbers stay decimal
+ * strings where Lua only passes them on (to INCRBY, SET PXAT, ZADD): a Lua number given to
+ * redis.call costs a round of %.17g formatting and parsing.
+ *
+ * Numbers: Lua numbers are doubles, exact to 2^53 (amounts and instants are checked to be
+ * safe integers). Decimal strings are read with tonumber; INCRBY does the adding; a number
+ * computed in Lua (a settle's delta, a due score) is handed to redis.call as a number,
+ * which Redis formats with %.17g, exact for every integer below 2^53; values come back as
+ * integer replies. Lua never turns a number into a string itself (tostring and .. use
+ * %.14g and would round), and cjson is not used (its encoder rounds to 14 digits): meters
+ * are exact far beyond 2^32.
  *
  * Time: windows and lease expiries are absolute instants chosen by the caller (whose
  * clock is synchronised to the server's, see `now`). A meter key gets its expiry when it
@@ -60,190 +80,275 @@ import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js"
  * master for :due zsets and republishes their minimum. So even then a lease is claimed
  * at most about `dueRescanMs` late, never stranded.
  *
+ * Cost. Each operation is one script doing as few redis.call as it can: the reads a
+ * script starts with (generation, due-hint, the meters) are one MGET, a lease is written
+ * with one HSET, and a settle reads it with one HMGET. Replies carry a lease as its stored
+ * fields; this process decodes its meters only if someone reads them. The hot operations
+ * (reserve, settle, markRecorded) that concurrent requests issue within one tick go to
+ * Redis as one command running them in turn (see RedisCounterStore.run), and on a single
+ * Redis everything sent within a tick leaves in one write (coalesceWrites).
+ *
  * Requires `maxmemory-policy noeviction`: an evicted meter undercounts, an evicted
  * generation key makes a rebuild add the ledger to intact counters.
  */
 
-const common = `
-local p = ARGV[1]
-local function n(x) if x == 0 then return '0' end return string.format('%.0f', x) end
-local function generation() return redis.call('GET', p .. 'gen') end
-local function server_now()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- Adds to a meter. Its expiry is set when the key is created (the value is then the
--- amount), as in memory: later additions to the same window carry the same expiry.
-local function add(key, amount, exp)
-  if amount == 0 then return end
-  local mk = p .. 'm:' .. key
-  if redis.call('INCRBY', mk, n(amount)) == amount and exp > 0 then redis.call('PEXPIREAT', mk, n(exp)) end
-end
-local function lease_reply(out, id, rid, meters, exp, state, usage)
-  out[#out + 1] = id
-  out[#out + 1] = rid or ''
-  out[#out + 1] = meters or '[]'
-  out[#out + 1] = exp or '0'
-  out[#out + 1] = state or 'open'
-  out[#out + 1] = usage or ''
-  return out
-end
-local function push_lease(out, id)
-  local h = redis.call('HMGET', p .. 'lease:' .. id, 'rid', 'meters', 'exp', 'state', 'usage')
-  return lease_reply(out, id, h[1], h[2], h[3], h[4], h[5])
-end
--- Puts a lease on the tenant's due zset; returns the score to publish in the index, or ''.
-local function track(id, score)
-  redis.call('ZADD', KEYS[1], n(score), id)
-  local hint = redis.call('GET', KEYS[2])
-  if hint and tonumber(hint) <= score then return '' end
-  redis.call('SET', KEYS[2], n(score))
-  return n(score)
-end
-`;
+/** The layout of a meter record for Lua's struct.unpack (see "Meter records" above). */
+const recordLayout = ">c1Bc0Bc0Hc0";
 
 /**
- * KEYS: due, hint. ARGV: prefix, leaseId, reservationId, requestId, leaseExpiresAtMs,
- * requestIdExpiresAtMs, meters JSON, count, then per meter: key, amount, limit, enforce, expiresAtMs.
- * A lease id that already exists is a duplicate too, so a retried call cannot reserve twice.
+ * Lua helpers of the tenant scripts. They are made (as closures) once per script call, so
+ * a script takes only those it uses, and they take the tenant's key prefix `p` and KEYS as
+ * arguments, so that a batch (see batchLua) makes them once for all its operations.
+ */
+const helpers = {
+  serverNow: `
+local function server_now()
+  local t = call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`,
+  add: `
+-- Adds \`amount\` (a number) to a meter. Its expiry (\`exp\`, decimal; '0': never) is set when
+-- the key is created (the value is then the amount), as in memory: later additions to the
+-- same window carry the same expiry.
+local function add(p, key, amount, exp)
+  if amount == 0 then return end
+  local mk = p .. 'm:' .. key
+  if call('INCRBY', mk, amount) == amount and exp ~= '0' then call('PEXPIREAT', mk, exp) end
+end
+`,
+  eachMeter: `
+-- Calls fn(unit, amount, exp, key) for each of a lease's meter records (amount, exp: decimal).
+local function each_meter(records, fn)
+  local pos, size = 1, #records
+  while pos <= size do
+    local unit, amount, exp, key
+    unit, amount, exp, key, pos = struct.unpack('${recordLayout}', records, pos)
+    fn(unit, amount, exp, key)
+  end
+end
+`,
+  pushLease: `
+-- Appends a lease as replies carry it (see leaseAt): id, state, rid, exp, meters, usage.
+local function push_lease(p, out, id)
+  local h = call('HMGET', p .. 'lease:' .. id, 'state', 'rid', 'exp', 'meters', 'usage')
+  out[#out + 1] = id
+  for i = 1, 5 do out[#out + 1] = h[i] or '' end
+  return out
+end
+`,
+  track: `
+-- Puts a lease on the tenant's due zset (KEYS[1]) at \`score\`; \`hint\` is :due-hint (KEYS[2])
+-- as read at the start of the script. Returns the score to publish in the index (a
+-- number), or ''.
+local function track(KEYS, id, score, hint)
+  call('ZADD', KEYS[1], score, id)
+  if hint and tonumber(hint) <= tonumber(score) then return '' end
+  call('SET', KEYS[2], score)
+  return tonumber(score)
+end
+`,
+};
+
+/** A tenant script: its body and the helpers it uses. In a body, `p` is ARGV[1], the tenant's key prefix. */
+interface TenantScript {
+  readonly uses: ReadonlyArray<keyof typeof helpers>;
+  readonly body: string;
+}
+
+/** The Lua of a tenant script run on its own. */
+function tenantLua(script: TenantScript): string {
+  return `local call = redis.call\n${script.uses.map((h) => helpers[h]).join("")}local p = ARGV[1]\n${script.body}`;
+}
+
+/**
+ * KEYS: due, hint. ARGV: prefix, leaseId, requestId, requestIdExpiresAtMs, leaseExpiresAtMs,
+ * reservationId, meter records, limits. One MGET reads the generation, the hint, the request
+ * id's lease and every meter. A lease id that already exists is a duplicate too, so a
+ * retried call cannot reserve twice.
  * Reply: status, publish, then used values (reserved), index + used (blocked) or a lease
  * (duplicate); just 'cold' while the tenant has no generation.
  * Values are integer replies (a Lua number becomes a 64-bit integer: exact, as it is below 2^53).
  */
-const reserveScript = `${common}
-if not generation() then return {'cold', ''} end
-local id, req = ARGV[2], ARGV[4]
-local seen = id
-if req ~= '' then seen = redis.call('GET', p .. 'req:' .. req) or id end
-if redis.call('EXISTS', p .. 'lease:' .. seen) == 1 then return push_lease({'duplicate', ''}, seen) end
-if seen ~= id and redis.call('EXISTS', p .. 'lease:' .. id) == 1 then return push_lease({'duplicate', ''}, id) end
-local count = tonumber(ARGV[8])
+const reserve: TenantScript = {
+  uses: ["pushLease", "track"],
+  body: `
+local id, req, records, limits = ARGV[2], ARGV[3], ARGV[7], ARGV[8]
+-- Without a request id, the third key read (':req:') is one that is never written.
+local keys = {p .. 'gen', KEYS[2], p .. 'req:' .. req}
+local amounts, exps = {}, {}
+local count, pos = 0, 1
+while pos <= #records do
+  count = count + 1
+  local unit, key
+  unit, amounts[count], exps[count], key, pos = struct.unpack('${recordLayout}', records, pos)
+  keys[3 + count] = p .. 'm:' .. key
+end
+local got = call('MGET', unpack(keys))
+if not got[1] then return {'cold'} end
+local seen = req ~= '' and got[3]
+if seen and seen ~= id and call('EXISTS', p .. 'lease:' .. seen) == 1 then return push_lease(p, {'duplicate', ''}, seen) end
+if call('EXISTS', p .. 'lease:' .. id) == 1 then return push_lease(p, {'duplicate', ''}, id) end
+local used = {}
+for i = 1, count do used[i] = tonumber(got[3 + i] or '0') end
+for i = 1, count do
+  if used[i] + tonumber(amounts[i]) > struct.unpack('>d', limits, 8 * i - 7) then return {'blocked', '', i - 1, unpack(used)} end
+end
 local out = {'reserved', ''}
-if count > 0 then
-  local keys = {}
-  for i = 1, count do keys[i] = p .. 'm:' .. ARGV[4 + i * 5] end
-  local used = redis.call('MGET', unpack(keys))
-  for i = 1, count do
-    used[i] = tonumber(used[i] or '0')
-    local b = 4 + i * 5
-    if ARGV[b + 3] == '1' and used[i] + tonumber(ARGV[b + 1]) > tonumber(ARGV[b + 2]) then
-      local blocked = {'blocked', '', tostring(i - 1)}
-      for j = 1, count do blocked[j + 3] = tonumber(used[j] or '0') end
-      return blocked
-    end
-  end
-  for i = 1, count do
-    local b = 4 + i * 5
-    local amount = tonumber(ARGV[b + 1])
-    local value = redis.call('INCRBY', keys[i], ARGV[b + 1])
-    if value == amount and ARGV[b + 4] ~= '0' then redis.call('PEXPIREAT', keys[i], ARGV[b + 4]) end
-    out[i + 2] = value
+for i = 1, count do
+  if not got[3 + i] and exps[i] ~= '0' then
+    -- A new window: created with its expiry in one write.
+    call('SET', keys[3 + i], amounts[i], 'PXAT', exps[i])
+    out[2 + i] = tonumber(amounts[i])
+  else
+    out[2 + i] = call('INCRBY', keys[3 + i], amounts[i])
   end
 end
-redis.call('HSET', p .. 'lease:' .. id, 'rid', ARGV[3], 'meters', ARGV[7], 'exp', ARGV[5], 'state', 'open', 'req', req)
-out[2] = track(id, tonumber(ARGV[5]))
-if req ~= '' then redis.call('SET', p .. 'req:' .. req, id, 'PXAT', ARGV[6]) end
+call('HSET', p .. 'lease:' .. id, 'state', 'open', 'exp', ARGV[5], 'rid', ARGV[6], 'meters', records)
+out[2] = track(KEYS, id, ARGV[5], got[2])
+if req ~= '' then call('SET', p .. 'req:' .. req, id, 'PXAT', ARGV[4]) end
 return out
-`;
+`,
+};
 
 /**
- * KEYS: due, hint. ARGV: prefix, leaseId, caller's nowMs, graceMs, usage JSON, then the
- * settled amount of a requests, tokens and cost meter. Reply: status, publish, generation, lease.
+ * KEYS: due, hint. ARGV: prefix, leaseId, caller's nowMs, graceMs, encoded usage, then the
+ * settled amount of a requests, tokens and cost meter. Reply: status, publish, generation,
+ * then the lease's rid, exp and meters (settled) or the lease (already).
  */
-const settleScript = `${common}
-local gen = generation()
-if not gen then return {'cold', ''} end
+const settle: TenantScript = {
+  uses: ["serverNow", "add", "eachMeter", "pushLease", "track"],
+  body: `
+local got = call('MGET', p .. 'gen', KEYS[2])
+local gen = got[1]
+if not gen then return {'cold'} end
 local id = ARGV[2]
 local lk = p .. 'lease:' .. id
-local h = redis.call('HMGET', lk, 'state', 'rid', 'meters', 'exp')
+local h = call('HMGET', lk, 'state', 'rid', 'exp', 'meters')
 if not h[1] then return {'missing', '', gen} end
-if h[1] ~= 'open' then return push_lease({'already', '', gen}, id) end
-local settled = {requests = tonumber(ARGV[6]), tokens = tonumber(ARGV[7]), cost = tonumber(ARGV[8])}
-for _, m in ipairs(cjson.decode(h[3])) do
-  if m.unit == 'concurrency' then add(m.key, -m.amount, 0)
-  else add(m.key, settled[m.unit] - m.amount, m.expiresAtMs) end
-end
-redis.call('HSET', lk, 'state', 'settled', 'usage', ARGV[5])
+if h[1] ~= 'open' then return push_lease(p, {'already', '', gen}, id) end
+local settled = {r = tonumber(ARGV[6]), t = tonumber(ARGV[7]), c = tonumber(ARGV[8]), n = 0}
+each_meter(h[4], function(unit, amount, exp, key) add(p, key, settled[unit] - tonumber(amount), exp) end)
+call('HSET', lk, 'state', 'settled', 'usage', ARGV[5])
 -- Due for the sweeper graceMs after the settle: by the earlier of both clocks, so a
 -- replica running ahead cannot push it out; one running behind only makes it earlier.
-local publish = track(id, math.min(server_now(), tonumber(ARGV[3])) + tonumber(ARGV[4]))
-return lease_reply({'settled', publish, gen}, id, h[2], h[3], h[4], 'settled', ARGV[5])
-`;
+local publish = track(KEYS, id, math.min(server_now(), tonumber(ARGV[3])) + tonumber(ARGV[4]), got[2])
+return {'settled', publish, gen, h[2], h[3], h[4]}
+`,
+};
 
-/** KEYS: due, hint. ARGV: prefix, leaseId, expiresAtMs. Reply: status, publish, lease. */
-const renewScript = `${common}
+/** KEYS: due, hint (unused). ARGV: prefix, leaseId, tombstoneMs. Reply: the tenant's generation ('' while cold). */
+const recorded: TenantScript = {
+  uses: [],
+  body: `
 local id = ARGV[2]
 local lk = p .. 'lease:' .. id
-local h = redis.call('HMGET', lk, 'state', 'rid', 'meters')
-if h[1] ~= 'open' then return {'missing', ''} end
-redis.call('HSET', lk, 'exp', ARGV[3])
-return lease_reply({'renewed', track(id, tonumber(ARGV[3]))}, id, h[2], h[3], ARGV[3], 'open', '')
-`;
-
-/** KEYS: due, hint. ARGV: prefix, leaseId, tombstoneMs. Reply: the tenant's generation ('' while cold). */
-const recordedScript = `${common}
-local lk = p .. 'lease:' .. ARGV[2]
-local state = redis.call('HGET', lk, 'state')
+local state = call('HGET', lk, 'state')
 if state and state ~= 'open' then
-  redis.call('ZREM', KEYS[1], ARGV[2])
-  redis.call('PEXPIRE', lk, ARGV[3])
+  call('ZREM', KEYS[1], id)
+  call('PEXPIRE', lk, ARGV[3])
 end
-return generation() or ''
-`;
+return call('GET', p .. 'gen') or ''
+`,
+};
+
+/** KEYS: due, hint. ARGV: prefix, leaseId, expiresAtMs. Reply: 'renewed', publish, rid, meters; or 'missing'. */
+const renew: TenantScript = {
+  uses: ["track"],
+  body: `
+local id = ARGV[2]
+local lk = p .. 'lease:' .. id
+local h = call('HMGET', lk, 'state', 'rid', 'meters')
+if h[1] ~= 'open' then return {'missing'} end
+call('HSET', lk, 'exp', ARGV[3])
+return {'renewed', track(KEYS, id, ARGV[3], call('GET', KEYS[2])), h[2], h[3]}
+`,
+};
 
 /**
  * KEYS: due, hint. ARGV: prefix, graceMs, limit. Claims this tenant's due leases by the
  * server's clock and re-scores them now + graceMs. Reply: the tenant's next due score
  * ('' when nothing is left), its generation, then 6 fields per claimed lease.
  */
-const claimScript = `${common}
+const claim: TenantScript = {
+  uses: ["serverNow", "add", "eachMeter", "pushLease"],
+  body: `
 local now = server_now()
-local out = {'', generation() or ''}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', n(now), 'LIMIT', 0, tonumber(ARGV[3]))) do
+local out = {'', call('GET', p .. 'gen') or ''}
+for _, id in ipairs(call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))) do
   local lk = p .. 'lease:' .. id
-  local state = redis.call('HGET', lk, 'state')
-  if not state then
-    redis.call('ZREM', KEYS[1], id)
+  local h = call('HMGET', lk, 'state', 'meters')
+  if not h[1] then
+    call('ZREM', KEYS[1], id)
   else
-    if state == 'open' then
+    if h[1] == 'open' then
       -- Expired: the estimate stands as the charge; only concurrency is released.
-      for _, m in ipairs(cjson.decode(redis.call('HGET', lk, 'meters'))) do
-        if m.unit == 'concurrency' then add(m.key, -m.amount, 0) end
-      end
-      redis.call('HSET', lk, 'state', 'expired')
+      each_meter(h[2], function(unit, amount, exp, key) if unit == 'n' then add(p, key, -tonumber(amount), '0') end end)
+      call('HSET', lk, 'state', 'expired')
     end
-    redis.call('ZADD', KEYS[1], n(now + tonumber(ARGV[2])), id)
-    push_lease(out, id)
+    call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
+    push_lease(p, out, id)
   end
 end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local first = call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then
-  out[1] = n(tonumber(first[2]))
-  redis.call('SET', KEYS[2], out[1])
+  out[1] = first[2]
+  call('SET', KEYS[2], first[2])
 else
-  redis.call('DEL', KEYS[2])
+  call('DEL', KEYS[2])
 end
 return out
-`;
+`,
+};
 
 /**
  * KEYS: due (routing only). ARGV: prefix, mode, generation, count, then per charge: key,
  * amount, expiresAtMs. Mode 'charge' adds only while the tenant is in that generation;
  * 'rebuild' adds only while it is cold, and makes it that generation. Reply: 1 if applied.
  */
-const chargeScript = `${common}
-local gen = generation()
+const charge: TenantScript = {
+  uses: ["add"],
+  body: `
+local gen = call('GET', p .. 'gen')
 if ARGV[2] == 'rebuild' then
   if gen then return 0 end
-  redis.call('SET', p .. 'gen', ARGV[3])
+  call('SET', p .. 'gen', ARGV[3])
 elseif gen ~= ARGV[3] then
   return 0
 end
 for i = 0, tonumber(ARGV[4]) - 1 do
   local b = 5 + i * 3
-  add(ARGV[b], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]))
+  add(p, ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2])
 end
 return 1
+`,
+};
+
+/** The tenant scripts a batch can carry (see RedisCounterStore.run), by name. */
+const batchable = { reserve, settle, recorded };
+type BatchableOp = keyof typeof batchable;
+
+/**
+ * KEYS: a due key (routing only). ARGV: per operation: its name (a key of batchable), its
+ * argument count, its arguments (the first is its tenant's prefix, which names its due and
+ * due-hint keys). Runs each as its own script would, in order; reply: one reply per
+ * operation, an error reply for one that failed (its writes so far stay, as they would
+ * in a script of its own).
+ */
+const batchLua = `local call = redis.call
+${Object.values(helpers).join("")}
+local ops = {
+${Object.entries(batchable).map(([name, s]) => `${name} = function(KEYS, ARGV)\nlocal p = ARGV[1]\n${s.body}\nend,`).join("\n")}
+}
+local out, i = {}, 1
+while i <= #ARGV do
+  local op, n = ARGV[i], tonumber(ARGV[i + 1])
+  local args = {unpack(ARGV, i + 2, i + 1 + n)}
+  local ok, reply = pcall(ops[op], {args[1] .. 'due', args[1] .. 'due-hint'}, args)
+  out[#out + 1] = ok and reply or {err = reply}
+  i = i + 2 + n
+end
+return out
 `;
 
 /** KEYS: index, gen, seq. ARGV: pairs of tenant, score. Lowers (or adds) each tenant's index score. */
@@ -288,25 +393,35 @@ return 1
 
 type Client = Redis | Cluster;
 
+/**
+ * A script's arguments after its keys go as one array, which ioredis flattens into the
+ * command. The *Buffer variants (made by defineCommand) reply with bulk strings as Buffers:
+ * the replies that can carry a lease's meter records, which are binary.
+ */
 interface Scripts {
-  admReserve(due: string, hint: string, ...args: string[]): Promise<Array<string | number>>;
-  admSettle(due: string, hint: string, ...args: string[]): Promise<string[]>;
-  admRenew(due: string, hint: string, ...args: string[]): Promise<string[]>;
-  admRecorded(due: string, hint: string, ...args: string[]): Promise<string>;
-  admClaim(due: string, hint: string, ...args: string[]): Promise<string[]>;
-  admCharge(due: string, ...args: string[]): Promise<number>;
+  admReserveBuffer(due: string, hint: string, args: ReadonlyArray<string | Buffer>): Promise<Reply>;
+  admSettleBuffer(due: string, hint: string, args: ReadonlyArray<string | Buffer>): Promise<Reply>;
+  admRecordedBuffer(due: string, hint: string, args: ReadonlyArray<string | Buffer>): Promise<Buffer>;
+  admBatchBuffer(due: string, args: Array<string | Buffer>): Promise<Array<Reply | Buffer | Error>>;
+  admRenewBuffer(due: string, hint: string, args: string[]): Promise<Reply>;
+  admClaimBuffer(due: string, hint: string, args: string[]): Promise<Reply>;
+  admCharge(due: string, args: string[]): Promise<number>;
   admPublish(index: string, gen: string, seq: string, ...args: string[]): Promise<number>;
   admDueTenants(index: string, gen: string, ...args: string[]): Promise<string[]>;
   admAfterClaim(index: string, gen: string, ...args: string[]): Promise<number>;
 }
 
-const scripts: ReadonlyArray<[name: keyof Scripts, numberOfKeys: number, lua: string]> = [
-  ["admReserve", 2, reserveScript],
-  ["admSettle", 2, settleScript],
-  ["admRenew", 2, renewScript],
-  ["admRecorded", 2, recordedScript],
-  ["admClaim", 2, claimScript],
-  ["admCharge", 1, chargeScript],
+/** A reply of a *Buffer script: bulk strings as Buffers, integers as numbers. */
+type Reply = Array<Buffer | number>;
+
+const scripts: ReadonlyArray<[name: string, numberOfKeys: number, lua: string]> = [
+  ["admReserve", 2, tenantLua(reserve)],
+  ["admSettle", 2, tenantLua(settle)],
+  ["admRecorded", 2, tenantLua(recorded)],
+  ["admBatch", 1, batchLua],
+  ["admRenew", 2, tenantLua(renew)],
+  ["admClaim", 2, tenantLua(claim)],
+  ["admCharge", 1, tenantLua(charge)],
   ["admPublish", 3, publishScript],
   ["admDueTenants", 2, dueTenantsScript],
   ["admAfterClaim", 2, afterClaimScript],
@@ -349,8 +464,9 @@ export interface RedisConnectOptions {
 export const failFastRedisOptions: RedisOptions = {
   enableOfflineQueue: false,
   // Measured on Admit over Session (64 in flight, 8 meters): autopipelining cost ~15 µs of
-  // control-plane CPU per decision in its batching machinery and lowered throughput; commands
-  // are written as they come instead (the socket coalesces writes under load anyway).
+  // control-plane CPU per decision in its batching machinery and lowered throughput. The store
+  // batches its hot operations per tick itself and writes a tick's commands at once (see
+  // RedisCounterStore.run and coalesceWrites).
   enableAutoPipelining: false,
   autoResendUnfulfilledCommands: false,
   maxRetriesPerRequest: 1,
@@ -384,13 +500,17 @@ const transientReply = /^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|READONLY|BUSY|
 /** Publications that failed (connection trouble) are retried by the next claimDue; beyond this many, the SCAN finds them. */
 const maxUnpublished = 100_000;
 
+/** Operations in one call of the batch script, at most (bounds how long one call holds Redis). */
+const maxBatch = 100;
+
 /** Tenants one claimDue call looks at, at most. */
 const dueTenantsPerClaim = 1_000;
 
 /**
  * Counters and leases in Redis or Redis Cluster, shared by every control-plane
  * replica. Each operation is one Lua script over one tenant's slot (plus, rarely,
- * a publication in the due index; see the notes at the top of this file).
+ * a publication in the due index; see the notes at the top of this file); the hot
+ * ones of a tick share a command (see run).
  */
 export class RedisCounterStore implements CounterStore {
   private readonly client: Client & Scripts;
@@ -405,6 +525,8 @@ export class RedisCounterStore implements CounterStore {
   private lastRescanCheckMs = Number.NEGATIVE_INFINITY;
   private offsetMs = 0;
   private reachable = true;
+  private corked = false;
+  private queue: Queued[] = [];
 
   constructor(options: RedisCounterStoreOptions) {
     this.client = options.client as Client & Scripts;
@@ -471,52 +593,53 @@ export class RedisCounterStore implements CounterStore {
   }
 
   async reserve(r: ReserveRequest): Promise<ReserveResult> {
-    const meters: LeaseMeter[] = r.meters.map((m) => ({ key: m.key, unit: m.unit, amount: integer(m.amount, "amount"), expiresAtMs: m.expiresAtMs }));
+    const prefix = this.tenantPrefix(r.tenant);
+    const [records, limits] = encodeMeters(r.meters);
     const args = [
-      this.tenantPrefix(r.tenant), r.leaseId, r.reservationId, r.requestId, String(r.leaseExpiresAtMs),
-      String(r.leaseExpiresAtMs + this.requestIdTtlMs), JSON.stringify(meters), String(meters.length),
+      prefix, r.leaseId, r.requestId, String(instant(r.leaseExpiresAtMs) + this.requestIdTtlMs), String(r.leaseExpiresAtMs), r.reservationId, records, limits,
     ];
-    for (const m of r.meters) args.push(m.key, String(m.amount), String(m.limit), m.enforce ? "1" : "0", String(m.expiresAtMs));
-    const reply = await this.call(() => this.client.admReserve(this.dueKey(r.tenant), this.hintKey(r.tenant), ...args));
-    switch (reply[0]) {
-      case "cold":
-        return { status: "cold" };
-      case "duplicate":
-        return { status: "duplicate", lease: parseLease(r.tenant, reply as string[], 2) };
+    const reply = (await this.run("reserve", prefix, args)) as Reply;
+    switch (text(reply[0])) {
+      case "reserved":
+        if (typeof reply[1] === "number") await this.publish(r.tenant, reply[1]);
+        return { status: "reserved", used: reply.slice(2) as number[] };
       case "blocked":
-        return { status: "blocked", index: Number(reply[2]), used: reply.slice(3).map(Number) };
+        return { status: "blocked", index: reply[2] as number, used: reply.slice(3) as number[] };
+      case "duplicate":
+        return { status: "duplicate", lease: leaseAt(r.tenant, reply, 2) };
       default:
-        await this.publish(r.tenant, String(reply[1]));
-        return { status: "reserved", used: reply.slice(2).map(Number) };
+        return { status: "cold" };
     }
   }
 
   async settle(r: SettleLeaseRequest): Promise<SettleLeaseResult> {
-    const reply = await this.call(() =>
-      this.client.admSettle(
-        this.dueKey(r.tenant), this.hintKey(r.tenant), this.tenantPrefix(r.tenant), r.leaseId, String(r.nowMs), String(r.graceMs), JSON.stringify(r.usage),
-        String(settledAmount("requests", r.usage)), String(settledAmount("tokens", r.usage)), String(settledAmount("cost", r.usage)),
-      ),
-    );
-    if (reply[0] === "cold") return { status: "cold" };
-    const generation = reply[2]!;
-    if (reply[0] === "missing") return { status: "missing", generation };
-    await this.publish(r.tenant, reply[1]!);
-    return { status: reply[0] === "settled" ? "settled" : "already", lease: parseLease(r.tenant, reply, 3), generation };
+    const prefix = this.tenantPrefix(r.tenant);
+    const u = r.usage;
+    const args = [
+      prefix, r.leaseId, String(r.nowMs), String(r.graceMs), encodeUsage(u),
+      String(integer(settledAmount("requests", u), "requests")), String(integer(settledAmount("tokens", u), "tokens")), String(integer(settledAmount("cost", u), "cost")),
+    ];
+    const reply = (await this.run("settle", prefix, args)) as Reply;
+    const status = text(reply[0]);
+    if (status === "cold") return { status: "cold" };
+    const generation = text(reply[2]);
+    if (status === "missing") return { status: "missing", generation };
+    if (typeof reply[1] === "number") await this.publish(r.tenant, reply[1]);
+    if (status === "already") return { status: "already", lease: leaseAt(r.tenant, reply, 3), generation };
+    return { status: "settled", lease: leaseOf(r.tenant, r.leaseId, "settled", text(reply[3]), text(reply[4]), reply[5] as Buffer, u), generation };
   }
 
   async renew(tenant: string, leaseId: string, expiresAtMs: number): Promise<LeaseRecord | undefined> {
-    const reply = await this.call(() => this.client.admRenew(this.dueKey(tenant), this.hintKey(tenant), this.tenantPrefix(tenant), leaseId, String(expiresAtMs)));
-    if (reply[0] === "missing") return undefined;
-    await this.publish(tenant, reply[1]!);
-    return parseLease(tenant, reply, 2);
+    const prefix = this.tenantPrefix(tenant);
+    const reply = await this.call(() => this.client.admRenewBuffer(`${prefix}due`, `${prefix}due-hint`, [prefix, leaseId, String(instant(expiresAtMs))]));
+    if (text(reply[0]) === "missing") return undefined;
+    if (typeof reply[1] === "number") await this.publish(tenant, reply[1]);
+    return leaseOf(tenant, leaseId, "open", text(reply[2]), expiresAtMs, reply[3] as Buffer, undefined);
   }
 
   async markRecorded(tenant: string, leaseId: string): Promise<string | undefined> {
-    const generation = await this.call(() =>
-      this.client.admRecorded(this.dueKey(tenant), this.hintKey(tenant), this.tenantPrefix(tenant), leaseId, String(this.tombstoneMs)),
-    );
-    return generation || undefined;
+    const prefix = this.tenantPrefix(tenant);
+    return text((await this.run("recorded", prefix, [prefix, leaseId, String(this.tombstoneMs)])) as Buffer) || undefined;
   }
 
   async claimDue(nowMs: number, graceMs: number, limit: number): Promise<LeaseRecord[]> {
@@ -527,11 +650,11 @@ export class RedisCounterStore implements CounterStore {
     const after: string[] = [];
     for (let i = 0; i + 1 < listed.length && claimed.length < limit; i += 2) {
       const tenant = listed[i]!;
-      const reply = await this.call(() =>
-        this.client.admClaim(this.dueKey(tenant), this.hintKey(tenant), this.tenantPrefix(tenant), String(graceMs), String(limit - claimed.length)),
-      );
-      for (let j = 2; j + 5 < reply.length; j += 6) claimed.push({ ...parseLease(tenant, reply, j), generation: reply[1] || undefined });
-      after.push(tenant, listed[i + 1]!, reply[0]!);
+      const prefix = this.tenantPrefix(tenant);
+      const reply = await this.call(() => this.client.admClaimBuffer(`${prefix}due`, `${prefix}due-hint`, [prefix, String(graceMs), String(limit - claimed.length)]));
+      const generation = text(reply[1]) || undefined;
+      for (let j = 2; j + 5 < reply.length; j += 6) claimed.push(leaseAt(tenant, reply, j, generation));
+      after.push(tenant, listed[i + 1]!, text(reply[0]));
     }
     if (after.length > 0) await this.call(() => this.client.admAfterClaim(this.indexKey, this.genKey, ...after));
     return claimed;
@@ -551,9 +674,10 @@ export class RedisCounterStore implements CounterStore {
 
   private async chargeIn(mode: "charge" | "rebuild", tenant: string, generation: string, charges: readonly MeterCharge[]): Promise<boolean> {
     if (generation === "") throw new TypeError("generation must not be empty");
-    const args = [this.tenantPrefix(tenant), mode, generation, String(charges.length)];
-    for (const c of charges) args.push(c.key, String(integer(c.amount, "amount")), String(c.expiresAtMs));
-    return (await this.call(() => this.client.admCharge(this.dueKey(tenant), ...args))) === 1;
+    const prefix = this.tenantPrefix(tenant);
+    const args = [prefix, mode, generation, String(charges.length)];
+    for (const c of charges) args.push(c.key, String(integer(c.amount, "amount")), String(instant(c.expiresAtMs)));
+    return (await this.call(() => this.client.admCharge(`${prefix}due`, args))) === 1;
   }
 
   async read(tenant: string, keys: readonly string[]): Promise<number[]> {
@@ -583,14 +707,6 @@ export class RedisCounterStore implements CounterStore {
     return `${this.prefix}:{${tenant}}:`;
   }
 
-  private dueKey(tenant: string): string {
-    return `${this.tenantPrefix(tenant)}due`;
-  }
-
-  private hintKey(tenant: string): string {
-    return `${this.tenantPrefix(tenant)}due-hint`;
-  }
-
   private get indexKey(): string {
     return `${this.prefix}:{~index}:due-tenants`;
   }
@@ -604,17 +720,17 @@ export class RedisCounterStore implements CounterStore {
   }
 
   /**
-   * Publishes a tenant's lowered due minimum in the index. The tenant script has
-   * already happened, so a failure must not fail the caller: it is kept and retried.
+   * Publishes a tenant's lowered due minimum (a script's "publish" reply, when it is a
+   * number) in the index. The tenant script has already happened, so a failure must not
+   * fail the caller: it is kept and retried.
    */
-  private async publish(tenant: string, score: string): Promise<void> {
-    if (score === "") return;
+  private async publish(tenant: string, score: number): Promise<void> {
     try {
-      await this.call(() => this.client.admPublish(this.indexKey, this.genKey, this.seqKey, tenant, score));
+      await this.call(() => this.client.admPublish(this.indexKey, this.genKey, this.seqKey, tenant, String(score)));
     } catch (err) {
       if (!(err instanceof CounterStoreUnavailableError)) throw err;
       const known = this.unpublished.get(tenant);
-      if (known !== undefined || this.unpublished.size < maxUnpublished) this.unpublished.set(tenant, Math.min(known ?? Infinity, Number(score)));
+      if (known !== undefined || this.unpublished.size < maxUnpublished) this.unpublished.set(tenant, Math.min(known ?? Infinity, score));
     }
   }
 
@@ -664,37 +780,228 @@ export class RedisCounterStore implements CounterStore {
     this.reachable = false;
   }
 
+  /**
+   * On a single Redis, the commands this process sends within one tick leave in one write
+   * (the socket is corked until the tick ends) instead of one syscall each: under
+   * concurrent traffic most of a command's cost here was its own write. (A Cluster client
+   * batches per node itself: autopipelining, see failFastClusterOptions.)
+   */
+  private coalesceWrites(): void {
+    if (this.corked || !(this.client instanceof Redis)) return;
+    const stream = this.client.stream;
+    if (!stream?.writable) return;
+    stream.cork();
+    this.corked = true;
+    process.nextTick(() => {
+      this.corked = false;
+      stream.uncork();
+    });
+  }
+
+  /**
+   * Runs a tenant script at the end of this tick, with the others queued in the tick: the
+   * hot operations (reserve, settle, markRecorded) of concurrent requests share one
+   * command and one script call instead of one each (see flush).
+   */
+  private run(op: BatchableOp, prefix: string, args: ReadonlyArray<string | Buffer>): Promise<Reply | Buffer> {
+    return new Promise((resolve, reject) => {
+      if (this.queue.push({ op, prefix, args, resolve, reject }) === 1) process.nextTick(() => this.flush());
+    });
+  }
+
+  /**
+   * Sends the tick's queued operations: a lone one as its own script, several as one call
+   * of the batch script (at most maxBatch each). On a Cluster a script must stay in one
+   * slot, so a batch holds one tenant's operations; on a single Redis it holds the tick's.
+   */
+  private flush(): void {
+    const queue = this.queue;
+    this.queue = [];
+    let groups: Iterable<Queued[]> = [queue];
+    if (this.client instanceof Cluster) {
+      const byTenant = new Map<string, Queued[]>();
+      for (const q of queue) {
+        const group = byTenant.get(q.prefix);
+        if (group) group.push(q);
+        else byTenant.set(q.prefix, [q]);
+      }
+      groups = byTenant.values();
+    }
+    for (const group of groups) {
+      for (let i = 0; i < group.length; i += maxBatch) this.send(group.slice(i, i + maxBatch));
+    }
+  }
+
+  private send(batch: readonly Queued[]): void {
+    if (batch.length === 1) {
+      const q = batch[0]!;
+      this.call(() => this.alone(q)).then(q.resolve, q.reject);
+      return;
+    }
+    const args: Array<string | Buffer> = [];
+    for (const q of batch) args.push(q.op, String(q.args.length), ...q.args);
+    this.call(() => this.client.admBatchBuffer(`${batch[0]!.prefix}due`, args)).then(
+      (replies) => batch.forEach((q, i) => {
+        const reply = replies[i]!;
+        if (reply instanceof Error) q.reject(failure(reply));
+        else q.resolve(reply);
+      }),
+      (err) => batch.forEach((q) => q.reject(err)),
+    );
+  }
+
+  /** A queued operation as its own script. */
+  private alone({ op, prefix, args }: Queued): Promise<Reply | Buffer> {
+    const [due, hint] = [`${prefix}due`, `${prefix}due-hint`];
+    switch (op) {
+      case "reserve":
+        return this.client.admReserveBuffer(due, hint, args);
+      case "settle":
+        return this.client.admSettleBuffer(due, hint, args);
+      case "recorded":
+        return this.client.admRecordedBuffer(due, hint, args);
+    }
+  }
+
   /** Connection trouble becomes CounterStoreUnavailableError; script bugs stay errors. */
   private async call<T>(fn: () => Promise<T>): Promise<T> {
+    this.coalesceWrites();
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof TypeError || err instanceof RangeError) throw err;
-      const message = err instanceof Error ? err.message : String(err);
-      const isReply = (err as { name?: string } | null)?.name === "ReplyError";
-      if (isReply && !transientReply.test(message)) throw err;
-      throw new CounterStoreUnavailableError(`redis: ${message}`, { cause: err });
+      throw failure(err);
     }
   }
 }
 
-/** Reads a lease from a reply: leaseId, reservationId, meters JSON, exp, state, usage JSON at `at`. */
-function parseLease(tenant: string, reply: readonly string[], at: number): LeaseRecord {
-  const [leaseId, reservationId, meters, exp, state, usage] = reply.slice(at, at + 6);
+/** Connection trouble (and replies that mean the backend cannot serve now) as CounterStoreUnavailableError; anything else as it is. */
+function failure(err: unknown): unknown {
+  if (err instanceof TypeError || err instanceof RangeError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  const isReply = (err as { name?: string } | null)?.name === "ReplyError";
+  if (isReply && !transientReply.test(message)) return err;
+  return new CounterStoreUnavailableError(`redis: ${message}`, { cause: err });
+}
+
+/** A tenant script waiting for the end of its tick (see RedisCounterStore.run). */
+interface Queued {
+  readonly op: BatchableOp;
+  readonly prefix: string;
+  readonly args: ReadonlyArray<string | Buffer>;
+  readonly resolve: (reply: Reply | Buffer) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+/** A meter record's unit byte (see "Meter records" at the top of this file). */
+const unitCodes: Readonly<Record<MeterUnit, number>> = { requests: 0x72 /* r */, tokens: 0x74 /* t */, cost: 0x63 /* c */, concurrency: 0x6e /* n */ };
+const unitsByCode: Readonly<Record<number, MeterUnit>> = Object.fromEntries(Object.entries(unitCodes).map(([unit, code]) => [code, unit as MeterUnit]));
+const stateNames: Readonly<Record<string, LeaseState>> = { open: "open", settled: "settled", expired: "expired" };
+
+/** Reads a lease from a reply: id, then its fields state, rid, exp, meters, usage (see push_lease), at `at`. */
+function leaseAt(tenant: string, reply: Reply, at: number, generation?: string): LeaseRecord {
+  const usage = text(reply[at + 5]);
+  return leaseOf(
+    tenant, text(reply[at]), stateNames[text(reply[at + 1])] ?? "open", text(reply[at + 2]), text(reply[at + 3]), reply[at + 4] as Buffer,
+    usage ? decodeUsage(usage) : undefined, generation,
+  );
+}
+
+/** A lease from its stored fields; its meter records are decoded only if `meters` is read. */
+function leaseOf(
+  tenant: string, leaseId: string, state: LeaseState, reservationId: string, expiresAtMs: string | number, records: Buffer, usage: LeaseUsage | undefined,
+  generation?: string,
+): LeaseRecord {
+  let meters: LeaseMeter[] | undefined;
   return {
     tenant,
-    leaseId: leaseId!,
-    reservationId: reservationId ?? "",
-    meters: JSON.parse(meters || "[]") as LeaseMeter[],
-    expiresAtMs: Number(exp),
-    state: (state || "open") as LeaseState,
-    usage: usage ? (JSON.parse(usage) as LeaseUsage) : undefined,
+    leaseId,
+    reservationId,
+    get meters() {
+      return (meters ??= decodeMeters(records));
+    },
+    expiresAtMs: Number(expiresAtMs),
+    state,
+    usage,
+    generation,
   };
+}
+
+/** A reply's bulk string as text. */
+function text(value: Buffer | number | undefined): string {
+  return value === undefined ? "" : value.toString();
+}
+
+/** The meter records and the limits of a reserve (see "Meter records" at the top of this file). */
+function encodeMeters(meters: readonly MeterOp[]): [records: Buffer, limits: Buffer] {
+  // At most: unit, 1 + 17 (amount), 1 + 16 (expiry), 2 + 3 bytes per UTF-16 unit of the key.
+  let most = 0;
+  for (const m of meters) most += 38 + 3 * m.key.length;
+  const records = Buffer.allocUnsafe(most);
+  const limits = Buffer.allocUnsafe(8 * meters.length);
+  let at = 0;
+  for (let i = 0; i < meters.length; i++) {
+    const m = meters[i]!;
+    if (Number.isNaN(m.limit)) throw new RangeError(`limit of meter ${m.key} is not a number`);
+    records[at++] = unitCodes[m.unit];
+    at = writeShort(records, at, String(integer(m.amount, "amount")));
+    at = writeShort(records, at, String(instant(m.expiresAtMs)));
+    const keyBytes = records.write(m.key, at + 2, "utf8");
+    if (keyBytes > 0xffff) throw new RangeError(`meter key of ${keyBytes} bytes is longer than 65535`);
+    records.writeUInt16BE(keyBytes, at);
+    at += 2 + keyBytes;
+    limits.writeDoubleBE(m.enforce ? m.limit : Infinity, 8 * i);
+  }
+  return [records.subarray(0, at), limits];
+}
+
+/** Writes a 1-byte length and an ASCII string (a decimal) at `at`; returns where it ends. */
+function writeShort(buffer: Buffer, at: number, ascii: string): number {
+  buffer[at] = ascii.length;
+  return at + 1 + buffer.write(ascii, at + 1, "latin1");
+}
+
+function decodeMeters(records: Buffer): LeaseMeter[] {
+  const meters: LeaseMeter[] = [];
+  for (let at = 0; at < records.length; ) {
+    const unit = unitsByCode[records[at]!]!;
+    const amountEnd = at + 2 + records[at + 1]!;
+    const expiryEnd = amountEnd + 1 + records[amountEnd]!;
+    const keyEnd = expiryEnd + 2 + records.readUInt16BE(expiryEnd);
+    meters.push({
+      key: records.toString("utf8", expiryEnd + 2, keyEnd),
+      unit,
+      amount: Number(records.toString("latin1", at + 2, amountEnd)),
+      expiresAtMs: Number(records.toString("latin1", amountEnd + 1, expiryEnd)),
+    });
+    at = keyEnd;
+  }
+  return meters;
+}
+
+/**
+ * A settled lease's usage as stored: a JSON array in a fixed order, a third of the size of
+ * the object (it stays with the lease until its tombstone expires). Lua never reads it.
+ */
+function encodeUsage(u: LeaseUsage): string {
+  return JSON.stringify([u.inputTokens, u.outputTokens, u.costMicros, u.outcome, u.estimated, u.provider, u.model, u.latencyMs, u.settledAtMs]);
+}
+
+function decodeUsage(stored: string): LeaseUsage {
+  const [inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs] = JSON.parse(stored) as [
+    number, number, number, number, boolean, string, string, number, number,
+  ];
+  return { inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs };
 }
 
 function integer(value: number, what: string): number {
   if (!Number.isSafeInteger(value)) throw new RangeError(`${what} ${value} is not a safe integer`);
   return value;
+}
+
+/** An instant in ms since the epoch (0: never, for meters): a safe, non-negative integer. */
+function instant(ms: number): number {
+  if (!Number.isSafeInteger(ms) || ms < 0) throw new RangeError(`instant ${ms} is not a safe, non-negative integer`);
+  return ms;
 }
 
 function parseHostPort(hostPort: string): { host: string; port: number } {

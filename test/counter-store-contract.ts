@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
-import type { CounterStore, LeaseUsage, MeterOp, ReserveRequest } from "../control-plane/counter-store.js";
+import type { CounterStore, LeaseRecord, LeaseUsage, MeterOp, ReserveRequest } from "../control-plane/counter-store.js";
 
 /**
  * One behaviour suite for every CounterStore implementation (memory, Redis,
@@ -246,6 +246,37 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       const claimed = (await store.claimDue(Date.now(), 600_000, 1000)).filter((l) => odd.includes(l.tenant));
       assert.deepEqual(claimed.map((l) => l.tenant).sort(), [...odd].sort());
       for (const t of odd) assert.deepEqual(await store.read(t, ["m"]), [2]);
+    });
+
+    withStore("a lease hands back the meters it reserved and its first usage (settled, repeated, expired), whatever the keys hold", async (store) => {
+      const t = await fresh(store);
+      const inAnHour = Date.now() + 3_600_000;
+      const meters: MeterOp[] = [
+        op("TOKENS|MINUTE|*|USER|ünï|cödé ✓|0", 1_234, 1e15, { expiresAtMs: inAnHour }),
+        op("odd\n:key\u0000 with | and 17 bytes", 5_000_000_000_123, 9e15, { unit: "cost", enforce: false, expiresAtMs: inAnHour }),
+        op("REQUESTS|DAY", 1, 10, { unit: "requests", expiresAtMs: inAnHour }),
+        op("CONCURRENCY", 1, 5, { unit: "concurrency", expiresAtMs: 0 }),
+      ];
+      const reserved = meters.map(({ key, unit, amount, expiresAtMs }) => ({ key, unit, amount, expiresAtMs }));
+      const asReserved = (lease: LeaseRecord) => lease.meters.map(({ key, unit, amount, expiresAtMs }) => ({ key, unit, amount, expiresAtMs }));
+
+      assert.equal((await reserve(store, t, meters, { leaseId: "M", requestId: "req-M", reservationId: "rid-M" })).status, "reserved");
+      const again = await reserve(store, t, meters, { requestId: "req-M" });
+      assert.equal(again.status, "duplicate");
+      assert.deepEqual(again.status === "duplicate" && asReserved(again.lease), reserved);
+      const first: LeaseUsage = { ...usage(1, 2, 3), outcome: 3, estimated: true, provider: "prov ✓", model: "m\"odel", latencyMs: 1234 };
+      const settled = await store.settle({ tenant: t, leaseId: "M", usage: first, nowMs: Date.now(), graceMs: 30_000 });
+      assert.equal(settled.status, "settled");
+      assert.deepEqual(settled.status === "settled" && asReserved(settled.lease), reserved);
+      assert.equal(settled.status === "settled" && settled.lease.reservationId, "rid-M");
+      const repeated = await store.settle({ tenant: t, leaseId: "M", usage: usage(9, 9), nowMs: Date.now(), graceMs: 30_000 });
+      assert.deepEqual(repeated.status === "already" && asReserved(repeated.lease), reserved);
+      assert.deepEqual(repeated.status === "already" && repeated.lease.usage, first, "the first usage, every field of it");
+      assert.deepEqual(await store.read(t, meters.map((m) => m.key)), [3, 3, 1, 0]);
+
+      assert.equal((await reserve(store, t, meters, { leaseId: "X", leaseExpiresAtMs: Date.now() - 1 })).status, "reserved");
+      const expired = (await store.claimDue(Date.now(), 60_000, 1000)).filter((l) => l.tenant === t);
+      assert.deepEqual(expired.map((l) => [l.leaseId, l.state, asReserved(l)]), [["X", "expired", reserved]]);
     });
 
     withStore("values beyond 2^32 stay exact", async (store) => {

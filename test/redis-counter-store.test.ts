@@ -86,6 +86,50 @@ describe("Redis specifics", { skip }, () => {
     }
   });
 
+  test("the operations of one tick go to Redis as one command; one that fails fails alone", async () => {
+    const admin = new Redis(url);
+    const sent: string[] = [];
+    const client = new Proxy(new Redis(url, failFastRedisOptions), {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target) as unknown;
+        if (typeof value !== "function") return value;
+        if (typeof prop === "string" && prop.startsWith("adm")) sent.push(prop);
+        return value.bind(target);
+      },
+    });
+    const store = new RedisCounterStore({ client, keyPrefix: prefix, dueRescanMs: 0 });
+    try {
+      await eventually(() => store.ping(), 10_000, "connection");
+      const t = `batch-${randomBytes(3).toString("hex")}`;
+      const other = `batch-other-${randomBytes(3).toString("hex")}`;
+      await store.rebuild(t, "g/1:1:", []);
+      await store.rebuild(other, "g/1:1:", []);
+      // A meter key holding something that is not a number makes that reserve's script fail.
+      await admin.set(`${prefix}:{${t}}:m:broken`, "not a number");
+      const exp = Date.now() + 60_000;
+      sent.length = 0;
+      const results = await Promise.allSettled([
+        reserveAsIs(store, t, "A", exp, [tokens("tok", 1)]),
+        reserveAsIs(store, t, "B", exp, [tokens("tok", 1), tokens("broken", 1)]),
+        reserveAsIs(store, other, "C", exp, [tokens("tok", 1)]),
+        store.settle({ tenant: t, leaseId: "nope", usage: usage(1), nowMs: Date.now(), graceMs: 1 }),
+        store.markRecorded(other, "nope"),
+      ]);
+      // (The new tenants' first leases are published in the due index afterwards.)
+      assert.deepEqual(sent.filter((name) => name !== "admPublish"), ["admBatchBuffer"], "one command for the tick");
+      assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "fulfilled", "fulfilled", "fulfilled"]);
+      const failed = (results[1] as PromiseRejectedResult).reason as Error;
+      assert.ok(!(failed instanceof CounterStoreUnavailableError), `a script error is a bug, not an outage: ${failed.message}`);
+      const statusOf = (r: PromiseSettledResult<unknown>) => (r.status === "fulfilled" ? (r.value as { status?: string } | undefined)?.status ?? r.value : undefined);
+      assert.deepEqual(results.map(statusOf), ["reserved", undefined, "reserved", "missing", "g/1:1:"]);
+      assert.deepEqual(await store.read(t, ["tok"]), [1], "B failed before writing anything");
+      assert.deepEqual(await store.read(other, ["tok"]), [1]);
+    } finally {
+      await store.close();
+      await admin.quit();
+    }
+  });
+
   test("replicas racing reservations against each other's sweeps leave no lease behind, with no safety-net scan", async () => {
     const p = `${prefix}:race`;
     await withStores(3, { keyPrefix: p, dueRescanMs: 0 }, async (replicas) => {
