@@ -12,9 +12,12 @@ import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js"
  * a batch of them, see RedisCounterStore.run, holds one tenant's operations):
  *   adm:{acme}:m:<meter key>     meter value (integer string), PEXPIREAT its window's end
  *   adm:{acme}:lease:<lease id>  hash: state (open | settled | expired), exp, rid (the
- *                                reservation id), meters (binary records, below) and, once
- *                                settled, usage (a JSON array, see encodeUsage)
- *   adm:{acme}:req:<request id>  lease id of an Admit's request id (idempotent retries)
+ *                                reservation id), req (the Admit's request id), meters
+ *                                (binary records, below) and, once settled, usage (a JSON
+ *                                array, see encodeUsage); deleted once its ledger row is
+ *                                recorded: the ledger answers a repeated settle from then on
+ *   adm:{acme}:req:<request id>  lease id of an Admit's request id (idempotent retries),
+ *                                deleted with its lease
  *   adm:{acme}:due               zset lease id → when the sweeper should look at it
  *   adm:{acme}:due-hint          a score at or below the lowest of :due that is published
  *                                in the index (see "Finding due leases" below)
@@ -204,7 +207,7 @@ for i = 1, count do
     out[2 + i] = call('INCRBY', keys[3 + i], amounts[i])
   end
 end
-call('HSET', p .. 'lease:' .. id, 'state', 'open', 'exp', ARGV[5], 'rid', ARGV[6], 'meters', records)
+call('HSET', p .. 'lease:' .. id, 'state', 'open', 'exp', ARGV[5], 'rid', ARGV[6], 'req', req, 'meters', records)
 out[2] = track(KEYS, id, ARGV[5], got[2])
 if req ~= '' then call('SET', p .. 'req:' .. req, id, 'PXAT', ARGV[4]) end
 return out
@@ -237,16 +240,21 @@ return {'settled', publish, gen, h[2], h[3], h[4]}
 `,
 };
 
-/** KEYS: due, hint (unused). ARGV: prefix, leaseId, tombstoneMs. Reply: the tenant's generation ('' while cold). */
+/**
+ * KEYS: due, hint (unused). ARGV: prefix, leaseId. The ledger row of a settled or expired
+ * lease is durable: the lease and its request id go (a repeated settle is answered from
+ * the ledger, a repeated Admit is a new request). Reply: the tenant's generation ('' while cold).
+ */
 const recorded: TenantScript = {
   uses: [],
   body: `
 local id = ARGV[2]
 local lk = p .. 'lease:' .. id
-local state = call('HGET', lk, 'state')
-if state and state ~= 'open' then
+local h = call('HMGET', lk, 'state', 'req')
+if h[1] and h[1] ~= 'open' then
   call('ZREM', KEYS[1], id)
-  call('PEXPIRE', lk, ARGV[3])
+  call('DEL', lk)
+  if h[2] and h[2] ~= '' and call('GET', p .. 'req:' .. h[2]) == id then call('DEL', p .. 'req:' .. h[2]) end
 end
 return call('GET', p .. 'gen') or ''
 `,
@@ -433,9 +441,7 @@ export interface RedisCounterStoreOptions {
   /** Prefix of every key, e.g. "adm". */
   readonly keyPrefix: string;
   readonly logger?: Logger;
-  /** How long a recorded lease is kept for duplicate settles (default 1 h). */
-  readonly tombstoneMs?: number;
-  /** How long a request id keeps its lease beyond the lease's expiry (default 1 h). */
+  /** How long a request id outlives its lease's expiry if the lease is never recorded (default 10 min). */
   readonly requestIdTtlMs?: number;
   /** Period of the safety-net SCAN for due leases, run by one replica at a time (default 60 s). */
   readonly dueRescanMs?: number;
@@ -516,7 +522,6 @@ export class RedisCounterStore implements CounterStore {
   private readonly client: Client & Scripts;
   private readonly prefix: string;
   private readonly logger: Logger | undefined;
-  private readonly tombstoneMs: number;
   private readonly requestIdTtlMs: number;
   private readonly dueRescanMs: number;
   private readonly localClock: () => number;
@@ -532,8 +537,7 @@ export class RedisCounterStore implements CounterStore {
     this.client = options.client as Client & Scripts;
     this.prefix = options.keyPrefix;
     this.logger = options.logger;
-    this.tombstoneMs = options.tombstoneMs ?? 3_600_000;
-    this.requestIdTtlMs = options.requestIdTtlMs ?? 3_600_000;
+    this.requestIdTtlMs = options.requestIdTtlMs ?? 600_000;
     this.dueRescanMs = options.dueRescanMs ?? 60_000;
     this.localClock = options.localClock ?? Date.now;
     for (const [name, numberOfKeys, lua] of scripts) this.client.defineCommand(name, { numberOfKeys, lua });
@@ -639,7 +643,7 @@ export class RedisCounterStore implements CounterStore {
 
   async markRecorded(tenant: string, leaseId: string): Promise<string | undefined> {
     const prefix = this.tenantPrefix(tenant);
-    return text((await this.run("recorded", prefix, [prefix, leaseId, String(this.tombstoneMs)])) as Buffer) || undefined;
+    return text((await this.run("recorded", prefix, [prefix, leaseId])) as Buffer) || undefined;
   }
 
   async claimDue(nowMs: number, graceMs: number, limit: number): Promise<LeaseRecord[]> {
@@ -980,7 +984,7 @@ function decodeMeters(records: Buffer): LeaseMeter[] {
 
 /**
  * A settled lease's usage as stored: a JSON array in a fixed order, a third of the size of
- * the object (it stays with the lease until its tombstone expires). Lua never reads it.
+ * the object (it stays with the lease until its ledger row is recorded). Lua never reads it.
  */
 function encodeUsage(u: LeaseUsage): string {
   return JSON.stringify([u.inputTokens, u.outputTokens, u.costMicros, u.outcome, u.estimated, u.provider, u.model, u.latencyMs, u.settledAtMs]);
