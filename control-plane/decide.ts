@@ -421,7 +421,7 @@ function meterView(m: BoundMeter, used: number, nowMs: number): Meter {
     per: m.limit.per,
     subject: m.subject,
     task: m.limit.task,
-    limit: BigInt(m.limit.value),
+    limit: m.limitBig,
     used: BigInt(used),
     remaining: BigInt(Math.max(0, m.limit.value - used)),
     resetMs: BigInt(m.resetAtMs > 0 ? Math.max(0, m.resetAtMs - nowMs) : 0),

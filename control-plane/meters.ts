@@ -13,6 +13,8 @@ export interface MeterSubject {
 /** A metered limit bound to its subject and current window. */
 export interface BoundMeter {
   readonly limit: EffectiveLimit;
+  /** limit.value as the int64 decisions report it. */
+  readonly limitBig: bigint;
   readonly key: string;
   readonly unit: MeterUnit;
   readonly subject: string;
@@ -68,6 +70,7 @@ export function bindMeters(limits: readonly EffectiveLimit[], subject: MeterSubj
     const span = limit.kind === LimitKind.CONCURRENCY ? undefined : windowSpan(limit.window, atMs);
     bound.push({
       limit,
+      limitBig: BigInt(limit.value),
       unit,
       subject: id,
       key: meterKey(limit.kind, limit.window, limit.task, limit.per, id, span?.startMs ?? 0),
