@@ -78,7 +78,9 @@ export function addExtAuthz(server: grpc.Server, deps: { engine: DecisionEngine;
         metrics.rpcs.inc({ method: "Check", code: "INVALID_ARGUMENT" });
         return callback({ code: grpc.status.INVALID_ARGUMENT, details: request.message });
       }
-      deps.limit.run({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled }, () => check(call.request)).then(
+      const refused = deps.limit.enter({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled });
+      const answered = refused ? Promise.reject(refused) : check(call.request).finally(() => deps.limit.leave());
+      answered.then(
         (res) => {
           metrics.rpcs.inc({ method: "Check", code: "OK" });
           callback(null, res);

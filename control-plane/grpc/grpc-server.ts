@@ -44,12 +44,24 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
   const unary = <Req, Res>(method: string, handler: Handler<Req, Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
     const request: unknown = call.request;
     if (request instanceof MalformedRequest) return callback(fail(method, new RpcError(grpc.status.INVALID_ARGUMENT, request.message)));
-    limit.run({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled }, () => handler(call.request, metadataContext(call.metadata))).then(
+    const refused = limit.enter({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled });
+    if (refused) return callback(fail(method, refused));
+    let answered: Promise<Res>;
+    try {
+      answered = handler(call.request, metadataContext(call.metadata));
+    } catch (err) {
+      answered = Promise.reject(err);
+    }
+    answered.then(
       (response) => {
+        limit.leave();
         metrics.rpcs.inc({ method, code: "OK" });
         callback(null, response);
       },
-      (err) => callback(fail(method, err)),
+      (err) => {
+        limit.leave();
+        callback(fail(method, err));
+      },
     );
   };
 
