@@ -51,18 +51,27 @@ export interface CounterStore {
 /** What a meter counts per unit of a lease. */
 export type MeterUnit = "requests" | "tokens" | "cost" | "concurrency";
 
+/**
+ * A meter a reservation charges. Its amount follows from its unit and the
+ * reservation's amounts (see reservedAmount), so one request's meters can be the
+ * same objects request after request.
+ */
 export interface MeterOp {
   /** Meter key within the tenant, including the window start. */
   readonly key: string;
   readonly unit: MeterUnit;
-  /** Amount to reserve. */
-  readonly amount: number;
   /** The limit; ignored when `enforce` is false. */
   readonly limit: number;
   /** False for SOFT/SHADOW meters and lifted limits: counted, never blocking. */
   readonly enforce: boolean;
   /** When the key may be dropped (window end + slack); 0: never (concurrency). */
   readonly expiresAtMs: number;
+}
+
+/** What one reservation reserves: its tokens and cost; a requests or concurrency meter counts 1. */
+export interface ReservedAmounts {
+  readonly tokens: number;
+  readonly costMicros: number;
 }
 
 export interface MeterCharge {
@@ -79,6 +88,7 @@ export interface ReserveRequest {
   /** Request id for idempotent retries; empty: none. */
   readonly requestId: string;
   readonly meters: readonly MeterOp[];
+  readonly amounts: ReservedAmounts;
   readonly leaseExpiresAtMs: number;
   readonly nowMs: number;
 }
@@ -152,6 +162,23 @@ export class CounterStoreUnavailableError extends Error {
     super(message, options);
     this.name = "CounterStoreUnavailableError";
   }
+}
+
+/** The amount a reservation holds on a meter of the given unit. */
+export function reservedAmount(unit: MeterUnit, amounts: ReservedAmounts): number {
+  switch (unit) {
+    case "tokens":
+      return amounts.tokens;
+    case "cost":
+      return amounts.costMicros;
+    default:
+      return 1;
+  }
+}
+
+/** A lease's meters with the amount each holds. */
+export function leaseMeters(meters: readonly MeterOp[], amounts: ReservedAmounts): LeaseMeter[] {
+  return meters.map((m) => ({ key: m.key, unit: m.unit, amount: reservedAmount(m.unit, amounts), expiresAtMs: m.expiresAtMs }));
 }
 
 /** The amount a settled lease charges a meter of the given unit. */

@@ -6,12 +6,12 @@ import {
 } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind, Mode, Window } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore } from "./counter-store.js";
-import { CounterStoreUnavailableError } from "./counter-store.js";
+import { CounterStoreUnavailableError, reservedAmount, type ReservedAmounts } from "./counter-store.js";
 import type { CounterRebuild } from "./counter-rebuild.js";
 import type { CredentialVerifier, Principal } from "./credentials.js";
 import { reasonMapping, reasonName } from "./deny-reasons.js";
 import type { BoundMeter } from "./meters.js";
-import { bindMeters, BoundMeterCache, costMicros, meterOps } from "./meters.js";
+import { bindMeters, BoundMeterCache, costMicros } from "./meters.js";
 import type { Metrics } from "./metrics.js";
 import type { EffectiveLimit, PolicySnapshot, TenantContext } from "./policy/policy-snapshot.js";
 import type { ReservationSigner } from "./reservation-id.js";
@@ -120,8 +120,9 @@ export class DecisionEngine {
       const model = snapshot.models.get(route.model)!;
       reservedCost = Math.max(reservedCost, costMicros(inputTokens, maxOutputTokens, model.inputMicrosPerMtok, model.outputMicrosPerMtok));
     }
-    const meters = this.boundMeters.bind(limits, who, nowMs);
-    const ops = meterOps(meters, { tokens: inputTokens + maxOutputTokens, costMicros: reservedCost });
+    const bound = this.boundMeters.bind(limits, who, nowMs);
+    const meters = bound.meters;
+    const amounts: ReservedAmounts = { tokens: inputTokens + maxOutputTokens, costMicros: reservedCost };
     const leaseId = this.random(16).toString("base64url");
     const requestId = req.requestId || `req_${leaseId}`;
     const reservationId = this.deps.signer.sign({
@@ -133,7 +134,7 @@ export class DecisionEngine {
     const base = {
       tenant: who.tenant, user: who.user, keyId: who.keyId, requestId, maxOutputTokens: BigInt(maxOutputTokens), routes,
     };
-    const reserve = { tenant: who.tenant, leaseId, reservationId, requestId: req.requestId, meters: ops, leaseExpiresAtMs, nowMs };
+    const reserve = { tenant: who.tenant, leaseId, reservationId, requestId: req.requestId, meters: bound.ops, amounts, leaseExpiresAtMs, nowMs };
     let result;
     try {
       // A store without counters for this tenant (started empty, or lost them) has them rebuilt from the ledger first.
@@ -159,7 +160,7 @@ export class DecisionEngine {
     }
     if (result.status === "blocked") {
       const m = meters[result.index]!;
-      const denial = limitDenial(m, result.used[result.index]!, ops[result.index]!.amount, nowMs);
+      const denial = limitDenial(m, result.used[result.index]!, reservedAmount(m.unit, amounts), nowMs);
       denial.meters = meters.map((bm, i) => meterView(bm, result.used[i]!, nowMs));
       Object.assign(denial, base, { maxOutputTokens: 0n, routes: [] });
       return this.denied(who, req, denial);
@@ -170,7 +171,7 @@ export class DecisionEngine {
       const m = meters[i]!;
       const used = result.used[i]!;
       views[i] = meterView(m, used, nowMs);
-      this.checkThresholds(m, used, ops[i]!.amount, warnings, who);
+      this.checkThresholds(m, used, reservedAmount(m.unit, amounts), warnings, who);
     }
     this.deps.metrics.activeReservations.inc();
     // The answer to nearly every call: a literal with every field, as create() would build it.

@@ -1,7 +1,7 @@
 import type {
-  CounterStore, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, ReserveRequest, ReserveResult, SettleLeaseRequest, SettleLeaseResult,
+  CounterStore, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, MeterOp, ReservedAmounts, ReserveRequest, ReserveResult, SettleLeaseRequest, SettleLeaseResult,
 } from "./counter-store.js";
-import { settledAmount } from "./counter-store.js";
+import { leaseMeters, reservedAmount, settledAmount } from "./counter-store.js";
 
 interface MeterCell {
   value: number;
@@ -13,7 +13,9 @@ interface MutableLease {
   readonly leaseId: string;
   readonly reservationId: string;
   readonly requestId: string;
-  readonly meters: LeaseRecord["meters"];
+  /** The reservation's own meters and amounts (the caller's objects, not copies). */
+  readonly meters: readonly MeterOp[];
+  readonly amounts: ReservedAmounts;
   expiresAtMs: number;
   state: LeaseState;
   usage?: LeaseUsage;
@@ -65,7 +67,7 @@ export class MemoryCounterStore implements CounterStore {
   }
 
   async reserve(request: ReserveRequest): Promise<ReserveResult> {
-    const { nowMs, meters } = request;
+    const { nowMs, meters, amounts } = request;
     const t = this.tenants.get(request.tenant);
     if (t?.generation === undefined) return { status: "cold" };
     if (request.requestId) {
@@ -77,22 +79,22 @@ export class MemoryCounterStore implements CounterStore {
     for (let i = 0; i < meters.length; i++) {
       const op = meters[i]!;
       used[i] = valueOf(t.cells.get(op.key), nowMs);
-      if (op.enforce && used[i]! + op.amount > op.limit) {
+      if (op.enforce && used[i]! + reservedAmount(op.unit, amounts) > op.limit) {
         for (let j = i + 1; j < meters.length; j++) used[j] = valueOf(t.cells.get(meters[j]!.key), nowMs);
         return { status: "blocked", index: i, used };
       }
     }
     for (let i = 0; i < meters.length; i++) {
       const op = meters[i]!;
-      used[i] = addTo(t.cells, op.key, op.amount, op.expiresAtMs, nowMs);
+      used[i] = addTo(t.cells, op.key, reservedAmount(op.unit, amounts), op.expiresAtMs, nowMs);
     }
     t.leases.set(request.leaseId, {
       tenant: request.tenant,
       leaseId: request.leaseId,
       reservationId: request.reservationId,
       requestId: request.requestId,
-      // The request's own (immutable) ops serve as the lease's meters: no copy per lease held.
       meters,
+      amounts,
       expiresAtMs: request.leaseExpiresAtMs,
       state: "open",
       dueAtMs: request.leaseExpiresAtMs,
@@ -109,7 +111,8 @@ export class MemoryCounterStore implements CounterStore {
     if (!lease) return { status: "missing", generation };
     if (lease.state !== "open") return { status: "already", lease: snapshotLease(lease), generation };
     for (const m of lease.meters) {
-      const delta = m.unit === "concurrency" ? -m.amount : settledAmount(m.unit, request.usage) - m.amount;
+      const reserved = reservedAmount(m.unit, lease.amounts);
+      const delta = m.unit === "concurrency" ? -reserved : settledAmount(m.unit, request.usage) - reserved;
       if (delta !== 0) addTo(t!.cells, m.key, delta, m.expiresAtMs, request.nowMs);
     }
     lease.state = "settled";
@@ -144,7 +147,7 @@ export class MemoryCounterStore implements CounterStore {
         if (lease.dueAtMs > nowMs) continue;
         if (lease.state === "open") {
           // Expired: the estimate stands as the charge; only concurrency is released.
-          for (const m of lease.meters) if (m.unit === "concurrency") addTo(t.cells, m.key, -m.amount, 0, nowMs);
+          for (const m of lease.meters) if (m.unit === "concurrency") addTo(t.cells, m.key, -reservedAmount(m.unit, lease.amounts), 0, nowMs);
           lease.state = "expired";
         }
         lease.dueAtMs = nowMs + graceMs;
@@ -229,12 +232,15 @@ function addTo(cells: Map<string, MeterCell>, key: string, amount: number, expir
   return cell.value;
 }
 
+/** What callers see of a lease; its meters with their amounts are made only if read. */
 function snapshotLease(lease: MutableLease): LeaseRecord {
   return {
     tenant: lease.tenant,
     leaseId: lease.leaseId,
     reservationId: lease.reservationId,
-    meters: lease.meters,
+    get meters() {
+      return leaseMeters(lease.meters, lease.amounts);
+    },
     expiresAtMs: lease.expiresAtMs,
     state: lease.state,
     usage: lease.usage,

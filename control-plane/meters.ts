@@ -82,18 +82,21 @@ export function bindMeters(limits: readonly EffectiveLimit[], subject: MeterSubj
   return bound;
 }
 
-interface BoundEntry {
+/** A subject's bound meters with the counter store's view of each, valid for instants in [validFromMs, validUntilMs). */
+export interface BoundMeters {
   readonly meters: readonly BoundMeter[];
-  /** The meters hold for instants in [validFromMs, validUntilMs): their windows' common span. */
+  /** ops[i] is meters[i] as the counter store charges it. */
+  readonly ops: readonly MeterOp[];
+  /** Their windows' common span. */
   readonly validFromMs: number;
   readonly validUntilMs: number;
 }
 
 /**
  * bindMeters, remembered per subject and limit list until the first of their
- * windows ends: a decision then reuses the same meter objects and key strings
- * instead of formatting eight keys and window spans again. Bounded: when full
- * it starts over.
+ * windows ends: a decision then reuses the same meter objects, key strings and
+ * counter-store ops instead of formatting nine keys and window spans again.
+ * Bounded: when full it starts over.
  */
 export class BoundMeterCache {
   /**
@@ -101,18 +104,18 @@ export class BoundMeterCache {
    * dies with its snapshot), then by who within it: the key id, or the user for
    * a JWT (users missing from the bundle share one limit list).
    */
-  private entries = new WeakMap<readonly EffectiveLimit[], Map<string, BoundEntry>>();
+  private entries = new WeakMap<readonly EffectiveLimit[], Map<string, BoundMeters>>();
   private size = 0;
 
   constructor(private readonly maxEntries = 20_000) {}
 
   /** `limits` must be the snapshot's list for (subject, task): a new list (a new snapshot) rebinds. */
-  bind(limits: readonly EffectiveLimit[], subject: MeterSubject, atMs: number): readonly BoundMeter[] {
+  bind(limits: readonly EffectiveLimit[], subject: MeterSubject, atMs: number): BoundMeters {
     let bySubject = this.entries.get(limits);
     if (!bySubject) this.entries.set(limits, (bySubject = new Map()));
     const who = subject.keyId || `\u0000${subject.user}`;
     const cached = bySubject.get(who);
-    if (cached && atMs >= cached.validFromMs && atMs < cached.validUntilMs) return cached.meters;
+    if (cached && atMs >= cached.validFromMs && atMs < cached.validUntilMs) return cached;
     const meters = bindMeters(limits, subject, atMs);
     let validFromMs = -Infinity;
     let validUntilMs = Infinity;
@@ -129,38 +132,15 @@ export class BoundMeterCache {
       }
       this.size++;
     }
-    bySubject.set(who, { meters, validFromMs, validUntilMs });
-    return meters;
+    const bound: BoundMeters = {
+      meters,
+      ops: meters.map((m) => ({ key: m.key, unit: m.unit, limit: m.limit.value, enforce: m.enforce, expiresAtMs: m.expiresAtMs })),
+      validFromMs,
+      validUntilMs,
+    };
+    bySubject.set(who, bound);
+    return bound;
   }
-}
-
-export interface Amounts {
-  readonly tokens: number;
-  readonly costMicros: number;
-}
-
-export function amountFor(unit: MeterUnit, amounts: Amounts): number {
-  switch (unit) {
-    case "requests":
-      return 1;
-    case "tokens":
-      return amounts.tokens;
-    case "cost":
-      return amounts.costMicros;
-    case "concurrency":
-      return 1;
-  }
-}
-
-export function meterOps(meters: readonly BoundMeter[], amounts: Amounts): MeterOp[] {
-  return meters.map((m) => ({
-    key: m.key,
-    unit: m.unit,
-    amount: amountFor(m.unit, amounts),
-    limit: m.limit.value,
-    enforce: m.enforce,
-    expiresAtMs: m.expiresAtMs,
-  }));
 }
 
 /** Cost in micro-USD, rounded up (prices are per million tokens); exact in integers. */

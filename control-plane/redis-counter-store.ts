@@ -1,10 +1,10 @@
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 import type {
-  CounterStore, LeaseMeter, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, MeterOp, MeterUnit, ReserveRequest, ReserveResult,
+  CounterStore, LeaseMeter, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, MeterOp, MeterUnit, ReservedAmounts, ReserveRequest, ReserveResult,
   SettleLeaseRequest, SettleLeaseResult,
 } from "./counter-store.js";
-import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js";
+import { CounterStoreUnavailableError, reservedAmount, settledAmount } from "./counter-store.js";
 
 /*
  * Key layout (prefix "adm", tenant "acme"). Every key of a tenant carries the hash tag
@@ -598,7 +598,7 @@ export class RedisCounterStore implements CounterStore {
 
   async reserve(r: ReserveRequest): Promise<ReserveResult> {
     const prefix = this.tenantPrefix(r.tenant);
-    const [records, limits] = encodeMeters(r.meters);
+    const [records, limits] = encodeMeters(r.meters, r.amounts);
     const args = [
       prefix, r.leaseId, r.requestId, String(instant(r.leaseExpiresAtMs) + this.requestIdTtlMs), String(r.leaseExpiresAtMs), r.reservationId, records, limits,
     ];
@@ -936,7 +936,7 @@ function text(value: Buffer | number | undefined): string {
 }
 
 /** The meter records and the limits of a reserve (see "Meter records" at the top of this file). */
-function encodeMeters(meters: readonly MeterOp[]): [records: Buffer, limits: Buffer] {
+function encodeMeters(meters: readonly MeterOp[], amounts: ReservedAmounts): [records: Buffer, limits: Buffer] {
   // At most: unit, 1 + 17 (amount), 1 + 16 (expiry), 2 + 3 bytes per UTF-16 unit of the key.
   let most = 0;
   for (const m of meters) most += 38 + 3 * m.key.length;
@@ -947,7 +947,7 @@ function encodeMeters(meters: readonly MeterOp[]): [records: Buffer, limits: Buf
     const m = meters[i]!;
     if (Number.isNaN(m.limit)) throw new RangeError(`limit of meter ${m.key} is not a number`);
     records[at++] = unitCodes[m.unit];
-    at = writeShort(records, at, String(integer(m.amount, "amount")));
+    at = writeShort(records, at, String(integer(reservedAmount(m.unit, amounts), "amount")));
     at = writeShort(records, at, String(instant(m.expiresAtMs)));
     const keyBytes = records.write(m.key, at + 2, "utf8");
     if (keyBytes > 0xffff) throw new RangeError(`meter key of ${keyBytes} bytes is longer than 65535`);

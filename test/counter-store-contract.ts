@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
-import type { CounterStore, LeaseRecord, LeaseUsage, MeterOp, ReserveRequest } from "../control-plane/counter-store.js";
+import type { CounterStore, LeaseRecord, LeaseUsage, ReserveRequest } from "../control-plane/counter-store.js";
+import { reservationOf, type MeterSpec } from "./support/meter-specs.js";
 
 /**
  * One behaviour suite for every CounterStore implementation (memory, Redis,
@@ -17,13 +18,13 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       assert.equal(await store.rebuild(id, generation, []), true);
       return id;
     };
-    const op = (key: string, amount: number, limit: number, extra: Partial<MeterOp> = {}): MeterOp => ({
+    const op = (key: string, amount: number, limit: number, extra: Partial<MeterSpec> = {}): MeterSpec => ({
       key, unit: "tokens", amount, limit, enforce: true, expiresAtMs: Date.now() + 60_000, ...extra,
     });
-    const reserve = (store: CounterStore, t: string, meters: MeterOp[], extra: Partial<ReserveRequest> = {}) =>
+    const reserve = (store: CounterStore, t: string, meters: MeterSpec[], extra: Partial<ReserveRequest> = {}) =>
       store.reserve({
         tenant: t, leaseId: randomBytes(8).toString("hex"), reservationId: `rid-${randomBytes(4).toString("hex")}`, requestId: "",
-        meters, leaseExpiresAtMs: Date.now() + 60_000, nowMs: Date.now(), ...extra,
+        ...reservationOf(meters), leaseExpiresAtMs: Date.now() + 60_000, nowMs: Date.now(), ...extra,
       });
     const usage = (inputTokens: number, outputTokens: number, costMicros = 0): LeaseUsage => ({
       inputTokens, outputTokens, costMicros, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 5, settledAtMs: Date.now(),
@@ -40,10 +41,10 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
 
     withStore("reserves every meter or none", async (store) => {
       const t = await fresh(store);
-      const first = await reserve(store, t, [op("a", 5, 10), op("b", 5, 10)]);
+      const first = await reserve(store, t, [op("a", 5, 10), op("b", 5, 10, { unit: "cost" })]);
       assert.equal(first.status, "reserved");
       assert.deepEqual(first.status === "reserved" && first.used, [5, 5]);
-      const blocked = await reserve(store, t, [op("a", 3, 10), op("b", 6, 10)]);
+      const blocked = await reserve(store, t, [op("a", 3, 10), op("b", 6, 10, { unit: "cost" })]);
       assert.equal(blocked.status, "blocked");
       assert.equal(blocked.status === "blocked" && blocked.index, 1);
       assert.deepEqual(blocked.status === "blocked" && blocked.used, [5, 5], "a denial reports every meter's value");
@@ -59,7 +60,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
 
     withStore("meters that do not enforce count but never block", async (store) => {
       const t = await fresh(store);
-      const r = await reserve(store, t, [op("soft", 50, 10, { enforce: false }), op("hard", 1, 10)]);
+      const r = await reserve(store, t, [op("soft", 50, 10, { enforce: false }), op("hard", 1, 10, { unit: "requests" })]);
       assert.equal(r.status, "reserved");
       assert.deepEqual(await store.read(t, ["soft", "hard"]), [50, 1]);
     });
@@ -251,7 +252,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
     withStore("a lease hands back the meters it reserved and its first usage (settled, repeated, expired), whatever the keys hold", async (store) => {
       const t = await fresh(store);
       const inAnHour = Date.now() + 3_600_000;
-      const meters: MeterOp[] = [
+      const meters: MeterSpec[] = [
         op("TOKENS|MINUTE|*|USER|ünï|cödé ✓|0", 1_234, 1e15, { expiresAtMs: inAnHour }),
         op("odd\n:key\u0000 with | and 17 bytes", 5_000_000_000_123, 9e15, { unit: "cost", enforce: false, expiresAtMs: inAnHour }),
         op("REQUESTS|DAY", 1, 10, { unit: "requests", expiresAtMs: inAnHour }),

@@ -16,17 +16,18 @@ const limits: readonly EffectiveLimit[] = [
 const alice = { tenant: "acme", user: "alice", keyId: "k1" };
 const t0 = Date.UTC(2026, 10, 23, 10, 15, 30);
 
-test("bound meters are reused within their windows and equal a fresh binding", () => {
+test("bound meters are reused within their windows and equal a fresh binding; their ops are what the counter store charges", () => {
   const cache = new BoundMeterCache();
-  const first = cache.bind(limits, alice, t0);
+  const first = cache.bind(limits, alice, t0).meters;
   assert.deepEqual(first, bindMeters(limits, alice, t0));
-  assert.equal(cache.bind(limits, alice, t0 + 29_000), first, "same minute: the same meters");
+  assert.deepEqual(cache.bind(limits, alice, t0).ops, first.map((m) => ({ key: m.key, unit: m.unit, limit: m.limit.value, enforce: m.enforce, expiresAtMs: m.expiresAtMs })));
+  assert.equal(cache.bind(limits, alice, t0 + 29_000).meters, first, "same minute: the same meters");
 });
 
 test("a window rolling over rebinds: the minute's key moves, the month's stays", () => {
   const cache = new BoundMeterCache();
-  const before = cache.bind(limits, alice, t0);
-  const after = cache.bind(limits, alice, Date.UTC(2026, 10, 23, 10, 16));
+  const before = cache.bind(limits, alice, t0).meters;
+  const after = cache.bind(limits, alice, Date.UTC(2026, 10, 23, 10, 16)).meters;
   assert.notEqual(after, before);
   assert.deepEqual(after, bindMeters(limits, alice, Date.UTC(2026, 10, 23, 10, 16)));
   const key = (ms: readonly { key: string; limit: EffectiveLimit }[], kind: LimitKind, window: Window) => ms.find((m) => m.limit.kind === kind && m.limit.window === window)!.key;
@@ -36,19 +37,19 @@ test("a window rolling over rebinds: the minute's key moves, the month's stays",
 
 test("a clock moved back before the cached windows rebinds", () => {
   const cache = new BoundMeterCache();
-  cache.bind(limits, alice, t0);
+  cache.bind(limits, alice, t0).meters;
   const earlier = t0 - 60_000;
-  assert.deepEqual(cache.bind(limits, alice, earlier), bindMeters(limits, alice, earlier));
+  assert.deepEqual(cache.bind(limits, alice, earlier).meters, bindMeters(limits, alice, earlier));
 });
 
 test("another limit list (a new policy snapshot, another task) or subject binds afresh", () => {
   const cache = new BoundMeterCache();
-  const first = cache.bind(limits, alice, t0);
+  const first = cache.bind(limits, alice, t0).meters;
   const reloaded = limits.map((l) => ({ ...l, value: l.value * 2 }));
-  const again = cache.bind(reloaded, alice, t0);
+  const again = cache.bind(reloaded, alice, t0).meters;
   assert.notEqual(again, first);
   assert.equal(again.find((m) => m.limit.kind === LimitKind.CONCURRENCY)!.limit.value, 20);
-  const otherKey = cache.bind(limits, { ...alice, keyId: "k2" }, t0);
+  const otherKey = cache.bind(limits, { ...alice, keyId: "k2" }, t0).meters;
   assert.deepEqual(otherKey, bindMeters(limits, { ...alice, keyId: "k2" }, t0));
   assert.notEqual(otherKey.find((m) => m.limit.per === Per.KEY)!.key, first.find((m) => m.limit.per === Per.KEY)!.key);
 });
@@ -57,21 +58,21 @@ test("JWT subjects (no key id) sharing one limit list get their own meters", () 
   const cache = new BoundMeterCache();
   const bob = { tenant: "acme", user: "bob", keyId: "" };
   const carol = { tenant: "acme", user: "carol", keyId: "" };
-  const b = cache.bind(limits, bob, t0);
-  const c = cache.bind(limits, carol, t0);
+  const b = cache.bind(limits, bob, t0).meters;
+  const c = cache.bind(limits, carol, t0).meters;
   assert.deepEqual(c, bindMeters(limits, carol, t0));
   assert.notEqual(c.find((m) => m.limit.per === Per.USER)!.key, b.find((m) => m.limit.per === Per.USER)!.key);
-  assert.equal(cache.bind(limits, bob, t0 + 1_000), b);
+  assert.equal(cache.bind(limits, bob, t0 + 1_000).meters, b);
 });
 
 test("concurrency only: no window, valid at any time; a full cache starts over and still binds right", () => {
   const cache = new BoundMeterCache(2);
   const only = [limits[0]!];
-  const a = cache.bind(only, alice, t0);
-  assert.equal(cache.bind(only, alice, t0 + 400 * 86_400_000), a);
+  const a = cache.bind(only, alice, t0).meters;
+  assert.equal(cache.bind(only, alice, t0 + 400 * 86_400_000).meters, a);
   for (let i = 0; i < 5; i++) {
     const who = { ...alice, keyId: `k${i}` };
-    assert.deepEqual(cache.bind(limits, who, t0), bindMeters(limits, who, t0));
+    assert.deepEqual(cache.bind(limits, who, t0).meters, bindMeters(limits, who, t0));
   }
 });
 

@@ -29,11 +29,11 @@ describe("Redis Cluster (3 masters on loopback)", { skip }, () => {
   counterStoreContract("redis-cluster", () => RedisCounterStore.connect({ clusterNodes: nodes(), keyPrefix: "admcluster" }));
 
   describe("cluster specifics", () => {
-    const op: MeterOp = { key: "conc", unit: "concurrency", amount: 1, limit: 1_000_000, enforce: true, expiresAtMs: 0 };
+    const op: MeterOp = { key: "conc", unit: "concurrency", limit: 1_000_000, enforce: true, expiresAtMs: 0 };
     /** Reserves on a tenant made warm first (a no-op when it is), as the decision path does. */
     const reserve = async (store: RedisCounterStore, tenant: string, leaseId: string, leaseExpiresAtMs: number) => {
       await store.rebuild(tenant, "g/1:1:", []);
-      return store.reserve({ tenant, leaseId, reservationId: `rid-${leaseId}`, requestId: `req-${leaseId}`, meters: [op], leaseExpiresAtMs, nowMs: Date.now() });
+      return store.reserve({ tenant, leaseId, reservationId: `rid-${leaseId}`, requestId: `req-${leaseId}`, meters: [op], amounts: { tokens: 0, costMicros: 0 }, leaseExpiresAtMs, nowMs: Date.now() });
     };
 
     test("scripts recover after SCRIPT FLUSH on every master", async () => {

@@ -3,7 +3,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { after, describe, test } from "node:test";
 import { Redis } from "ioredis";
-import type { LeaseRecord, MeterOp } from "../control-plane/counter-store.js";
+import type { LeaseRecord } from "../control-plane/counter-store.js";
+import { reservationOf, type MeterSpec } from "./support/meter-specs.js";
 import { CounterStoreUnavailableError } from "../control-plane/counter-store.js";
 import { failFastRedisOptions, RedisCounterStore } from "../control-plane/redis-counter-store.js";
 import { counterStoreContract } from "./counter-store-contract.js";
@@ -31,19 +32,19 @@ after(async () => {
 counterStoreContract("redis", () => RedisCounterStore.connect({ url, keyPrefix: prefix }), { skip });
 
 const hour = 3_600_000;
-const tokens = (key: string, amount: number, extra: Partial<MeterOp> = {}): MeterOp => ({
+const tokens = (key: string, amount: number, extra: Partial<MeterSpec> = {}): MeterSpec => ({
   key, unit: "tokens", amount, limit: 1_000_000, enforce: true, expiresAtMs: Date.now() + 60_000, ...extra,
 });
-const conc: MeterOp = { key: "conc", unit: "concurrency", amount: 1, limit: 1_000_000, enforce: true, expiresAtMs: 0 };
+const conc: MeterSpec = { key: "conc", unit: "concurrency", amount: 1, limit: 1_000_000, enforce: true, expiresAtMs: 0 };
 
 /** Reserves on a tenant made warm first (a no-op when it is), as the decision path does. */
-async function reserve(store: RedisCounterStore, tenant: string, leaseId: string, leaseExpiresAtMs: number, meters: MeterOp[] = [tokens("tok", 10), conc]) {
+async function reserve(store: RedisCounterStore, tenant: string, leaseId: string, leaseExpiresAtMs: number, meters: MeterSpec[] = [tokens("tok", 10), conc]) {
   await store.rebuild(tenant, "g/1:1:", []);
   return reserveAsIs(store, tenant, leaseId, leaseExpiresAtMs, meters);
 }
 
-function reserveAsIs(store: RedisCounterStore, tenant: string, leaseId: string, leaseExpiresAtMs: number, meters: MeterOp[] = [tokens("tok", 10), conc]) {
-  return store.reserve({ tenant, leaseId, reservationId: `rid-${leaseId}`, requestId: "", meters, leaseExpiresAtMs, nowMs: Date.now() });
+function reserveAsIs(store: RedisCounterStore, tenant: string, leaseId: string, leaseExpiresAtMs: number, meters: MeterSpec[] = [tokens("tok", 10), conc]) {
+  return store.reserve({ tenant, leaseId, reservationId: `rid-${leaseId}`, requestId: "", ...reservationOf(meters), leaseExpiresAtMs, nowMs: Date.now() });
 }
 
 function usage(outputTokens: number) {

@@ -34,13 +34,15 @@ function meters(nowMs: number): MeterOp[] {
   const minute = nowMs - (nowMs % 60_000);
   const inAMinute = minute + 60_000 + 120_000;
   return [
-    { key: `REQUESTS|MINUTE|*|TENANT|t|${minute}`, unit: "requests", amount: 1, limit: 1e12, enforce: true, expiresAtMs: inAMinute },
-    { key: `TOKENS|MINUTE|*|TENANT|t|${minute}`, unit: "tokens", amount: 1_200, limit: 1e15, enforce: true, expiresAtMs: inAMinute },
-    { key: "TOKENS|MONTH|*|USER|u|0", unit: "tokens", amount: 1_200, limit: 1e15, enforce: true, expiresAtMs: nowMs + 40 * 86_400_000 },
-    { key: "BUDGET_MICROS|MONTH|*|TENANT|t|0", unit: "cost", amount: 9_000, limit: 1e15, enforce: false, expiresAtMs: nowMs + 40 * 86_400_000 },
-    { key: "CONCURRENCY|*|USER|u", unit: "concurrency", amount: 1, limit: 1e9, enforce: true, expiresAtMs: 0 },
+    { key: `REQUESTS|MINUTE|*|TENANT|t|${minute}`, unit: "requests", limit: 1e12, enforce: true, expiresAtMs: inAMinute },
+    { key: `TOKENS|MINUTE|*|TENANT|t|${minute}`, unit: "tokens", limit: 1e15, enforce: true, expiresAtMs: inAMinute },
+    { key: "TOKENS|MONTH|*|USER|u|0", unit: "tokens", limit: 1e15, enforce: true, expiresAtMs: nowMs + 40 * 86_400_000 },
+    { key: "BUDGET_MICROS|MONTH|*|TENANT|t|0", unit: "cost", limit: 1e15, enforce: false, expiresAtMs: nowMs + 40 * 86_400_000 },
+    { key: "CONCURRENCY|*|USER|u", unit: "concurrency", limit: 1e9, enforce: true, expiresAtMs: 0 },
   ];
 }
+
+const amounts = { tokens: 1_200, costMicros: 9_000 };
 
 const usage = (nowMs: number): LeaseUsage => ({
   inputTokens: 200, outputTokens: 731, costMicros: 7_412, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 900, settledAtMs: nowMs,
@@ -58,7 +60,7 @@ async function measure(store: CounterStore): Promise<number> {
       const tenant = tenants[i % tenants.length]!;
       const leaseId = `${run}-${i}`;
       const nowMs = Date.now();
-      const r = await store.reserve({ tenant, leaseId, reservationId: leaseId, requestId: "", meters: meters(nowMs), leaseExpiresAtMs: nowMs + 300_000, nowMs });
+      const r = await store.reserve({ tenant, leaseId, reservationId: leaseId, requestId: "", meters: meters(nowMs), amounts, leaseExpiresAtMs: nowMs + 300_000, nowMs });
       if (r.status !== "reserved") throw new Error(`unexpected ${r.status}`);
       const s = await store.settle({ tenant, leaseId, usage: usage(nowMs), nowMs: Date.now(), graceMs: 30_000 });
       if (s.status !== "settled") throw new Error(`unexpected ${s.status}`);

@@ -180,11 +180,11 @@ async function memory(o: Roles["memory"]["options"]) {
     const key = `bk${i % o.sizes.keys}-${Math.floor(i / o.sizes.keys)}`;
     const meters = windows.map(([kind, w], j) => ({
       key: meterKey(kind, w, "", Per.KEY, key, spans[j]!.startMs), unit: kind === LimitKind.REQUESTS ? "requests" as const : kind === LimitKind.TOKENS ? "tokens" as const : "cost" as const,
-      amount: kind === LimitKind.REQUESTS ? 1 : 1_000, limit: 1e15, enforce: true, expiresAtMs: spans[j]!.endMs + 120_000,
+      limit: 1e15, enforce: true, expiresAtMs: spans[j]!.endMs + 120_000,
     }));
     const tenant = `bt${i % o.sizes.tenants}`;
     if (i < o.sizes.tenants) await cp.counters.rebuild(tenant, "bench/1:1:", []);
-    const r = await cp.counters.reserve({ tenant, leaseId: `l${i}`, reservationId: `l${i}`, requestId: "", meters, leaseExpiresAtMs: now + 300_000, nowMs: now });
+    const r = await cp.counters.reserve({ tenant, leaseId: `l${i}`, reservationId: `l${i}`, requestId: "", meters, amounts: { tokens: 1_000, costMicros: 1_000 }, leaseExpiresAtMs: now + 300_000, nowMs: now });
     if (r.status !== "reserved") throw new Error(`reserve: ${r.status}`);
     await cp.counters.settle({ tenant, leaseId: `l${i}`, nowMs: now, graceMs: 30_000, usage: { inputTokens: 400, outputTokens: 500, costMicros: 1_400, outcome: 1, estimated: false, provider: "p1", model: "m-pro", latencyMs: 900, settledAtMs: now } });
     await cp.counters.markRecorded(tenant, `l${i}`);
