@@ -935,27 +935,49 @@ function text(value: Buffer | number | undefined): string {
   return value === undefined ? "" : value.toString();
 }
 
-/** The meter records and the limits of a reserve (see "Meter records" at the top of this file). */
+/**
+ * The meter records and the limits of a reserve (see "Meter records" at the top of this
+ * file). A request's meters are the same objects request after request (bound once per
+ * subject and window), so what does not depend on the amounts (unit, expiry, key; the
+ * limits) is encoded once per meter list and only the amounts per reserve.
+ */
 function encodeMeters(meters: readonly MeterOp[], amounts: ReservedAmounts): [records: Buffer, limits: Buffer] {
-  // At most: unit, 1 + 17 (amount), 1 + 16 (expiry), 2 + 3 bytes per UTF-16 unit of the key.
-  let most = 0;
-  for (const m of meters) most += 38 + 3 * m.key.length;
-  const records = Buffer.allocUnsafe(most);
-  const limits = Buffer.allocUnsafe(8 * meters.length);
+  let fixed = encodedMeters.get(meters);
+  if (!fixed) encodedMeters.set(meters, (fixed = encodeFixed(meters)));
+  const amountText: Record<MeterUnit, string> = {
+    requests: "1", concurrency: "1", tokens: String(integer(amounts.tokens, "amount")), cost: String(integer(amounts.costMicros, "amount")),
+  };
+  let size = 0;
+  for (let i = 0; i < meters.length; i++) size += 2 + amountText[meters[i]!.unit].length + fixed.tails[i]!.length;
+  const records = Buffer.allocUnsafe(size);
   let at = 0;
   for (let i = 0; i < meters.length; i++) {
-    const m = meters[i]!;
-    if (Number.isNaN(m.limit)) throw new RangeError(`limit of meter ${m.key} is not a number`);
-    records[at++] = unitCodes[m.unit];
-    at = writeShort(records, at, String(integer(reservedAmount(m.unit, amounts), "amount")));
-    at = writeShort(records, at, String(instant(m.expiresAtMs)));
-    const keyBytes = records.write(m.key, at + 2, "utf8");
-    if (keyBytes > 0xffff) throw new RangeError(`meter key of ${keyBytes} bytes is longer than 65535`);
-    records.writeUInt16BE(keyBytes, at);
-    at += 2 + keyBytes;
-    limits.writeDoubleBE(m.enforce ? m.limit : Infinity, 8 * i);
+    const unit = meters[i]!.unit;
+    records[at++] = unitCodes[unit];
+    at = writeShort(records, at, amountText[unit]);
+    at += fixed.tails[i]!.copy(records, at);
   }
-  return [records.subarray(0, at), limits];
+  return [records, fixed.limits];
+}
+
+const encodedMeters = new WeakMap<readonly MeterOp[], { readonly tails: readonly Buffer[]; readonly limits: Buffer }>();
+
+/** Per meter its record after the amount (expiry, key length, key), and the limits. */
+function encodeFixed(meters: readonly MeterOp[]): { tails: Buffer[]; limits: Buffer } {
+  const limits = Buffer.allocUnsafe(8 * meters.length);
+  const tails = meters.map((m, i) => {
+    if (Number.isNaN(m.limit)) throw new RangeError(`limit of meter ${m.key} is not a number`);
+    limits.writeDoubleBE(m.enforce ? m.limit : Infinity, 8 * i);
+    const expiry = String(instant(m.expiresAtMs));
+    const key = Buffer.from(m.key, "utf8");
+    if (key.length > 0xffff) throw new RangeError(`meter key of ${key.length} bytes is longer than 65535`);
+    const tail = Buffer.allocUnsafe(1 + expiry.length + 2 + key.length);
+    const at = writeShort(tail, 0, expiry);
+    tail.writeUInt16BE(key.length, at);
+    key.copy(tail, at + 2);
+    return tail;
+  });
+  return { tails, limits };
 }
 
 /** Writes a 1-byte length and an ASCII string (a decimal) at `at`; returns where it ends. */
