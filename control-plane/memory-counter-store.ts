@@ -1,5 +1,5 @@
 import type {
-  CounterStore, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, MeterOp, ReservedAmounts, ReserveRequest, ReserveResult, SettleLeaseRequest, SettleLeaseResult,
+  CounterStore, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, ReserveRequest, ReserveResult, SettleLeaseRequest, SettleLeaseResult,
 } from "./counter-store.js";
 import { leaseMeters, reservedAmount, settledAmount } from "./counter-store.js";
 
@@ -8,14 +8,8 @@ interface MeterCell {
   expiresAtMs: number;
 }
 
-interface MutableLease {
-  readonly tenant: string;
-  readonly leaseId: string;
-  readonly reservationId: string;
-  readonly requestId: string;
-  /** The reservation's own meters and amounts (the caller's objects, not copies). */
-  readonly meters: readonly MeterOp[];
-  readonly amounts: ReservedAmounts;
+/** A lease holds its reservation's own meters and amounts (the caller's objects, not copies). */
+interface MutableLease extends Pick<ReserveRequest, "tenant" | "leaseId" | "reservationId" | "requestId" | "meters" | "amounts"> {
   expiresAtMs: number;
   state: LeaseState;
   usage?: LeaseUsage;
