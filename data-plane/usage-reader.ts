@@ -1,6 +1,7 @@
 import { StringDecoder } from "node:string_decoder";
 import type { Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
+import { joined } from "./read-body.js";
 import { countTextTokens } from "./token-counter.js";
 
 export { countInputTokens } from "./token-counter.js";
@@ -33,7 +34,9 @@ export class UsageReader {
   private text = "";
   /** SSE: the start of a line whose end has not arrived yet. */
   private pending = "";
-  private body = "";
+  /** JSON: the body as it came (decoded once, at the end), up to maxTextChars bytes. */
+  private body: Buffer[] = [];
+  private bodyBytes = 0;
   private bodyCut = false;
   private unreadableBody = false;
   /** SSE: the data lines of the event being received. */
@@ -46,29 +49,31 @@ export class UsageReader {
   constructor(private readonly sse: boolean) {}
 
   push(chunk: Buffer): void {
-    const s = this.decoder.write(chunk);
     if (!this.sse) {
-      if (this.body.length < maxTextChars) this.body += s;
-      else this.bodyCut = true;
+      if (this.bodyBytes < maxTextChars) {
+        this.body.push(chunk);
+        this.bodyBytes += chunk.length;
+      } else this.bodyCut = true;
       return;
     }
+    const s = this.decoder.write(chunk);
     this.lines(this.pending ? this.pending + s : s);
   }
 
   /** Call at the end of the response. A JSON body that is not JSON is counted as generated text. */
   finish(): void {
-    const rest = this.decoder.end();
     if (!this.sse) {
-      this.body += rest;
-      const json = this.body ? parse(this.body) : undefined;
+      const body = joined(this.body, this.bodyBytes).toString();
+      this.body = [];
+      const json = body ? parse(body) : undefined;
       if (json) this.read(json);
-      else if (this.body) {
-        this.text = this.body.slice(0, maxTextChars);
+      else if (body) {
+        this.text = body.slice(0, maxTextChars);
         this.unreadableBody = !this.bodyCut;
       }
       return;
     }
-    this.lines(this.pending + rest);
+    this.lines(this.pending + this.decoder.end());
     const last = this.pending;
     this.pending = "";
     if (last) this.line(last, last.endsWith("\r") ? last.length - 1 : last.length);
