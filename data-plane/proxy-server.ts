@@ -22,7 +22,7 @@ import { answerClientError, parserRefusal } from "../control-plane/http-server.j
 import { clientErrorBody, refusalResponse, sendDenial, sendError, sendErrorResponse, unavailableResponse } from "./openai-error.js";
 import { admitRequestFor, llmPaths, parseLlmRequest, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
-import { joined, readBody } from "./read-body.js";
+import { joinChunks, readBody } from "./read-body.js";
 import { matchRoute } from "./routes.js";
 import type { Settler } from "./settler.js";
 import { clientHeaders, upstreamHeaders } from "./upstream-headers.js";
@@ -144,7 +144,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
         }
         if (held && !res.destroyed) {
           writeHead();
-          res.end(joined(held, heldBytes));
+          res.end(joinChunks(held, heldBytes));
         }
         settle(flight, status < 400 ? Outcome.SUCCESS : Outcome.UPSTREAM_ERROR);
       });

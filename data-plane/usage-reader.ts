@@ -1,7 +1,7 @@
 import { StringDecoder } from "node:string_decoder";
 import type { Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
-import { joined } from "./read-body.js";
+import { joinChunks } from "./read-body.js";
 import { countTextTokens } from "./token-counter.js";
 
 export { countInputTokens } from "./token-counter.js";
@@ -63,7 +63,7 @@ export class UsageReader {
   /** Call at the end of the response. A JSON body that is not JSON is counted as generated text. */
   finish(): void {
     if (!this.sse) {
-      const body = joined(this.body, this.bodyBytes).toString();
+      const body = joinChunks(this.body, this.bodyBytes).toString();
       this.body = [];
       const json = body ? parse(body) : undefined;
       if (json) this.read(json);
