@@ -26,8 +26,9 @@ const usageObject = /"usage"\s*:\s*\{/;
  *
  * A stream that reports usage never needs its text, so SSE events are parsed
  * as they pass only when they carry a usage object; the others are kept as
- * they came (bounded) and read only if their text is asked for — then any
- * usage among them is read too, so a usage the quick check missed still counts.
+ * they came (bounded) and parsed only if their text is asked for, or no usage
+ * was seen — so a usage written in a form the quick check does not recognise
+ * is still read.
  */
 export class UsageReader {
   private usage: ProviderUsage | undefined;
