@@ -42,6 +42,13 @@ const requestIdPattern = /^[\x21-\x7e]{1,128}$/;
 /** A successful non-streamed answer up to this size is held until it is known to be JSON. */
 const maxHeldBytes = 8 * 1024 * 1024;
 
+/**
+ * The flight a request is on, kept on the request (http-proxy's events hand back only the request):
+ * a WeakMap would cost an ephemeron entry per request, which every young-generation GC has to revisit.
+ */
+const flightOf = Symbol("flight");
+type OnFlight = IncomingMessage & { [flightOf]?: Flight };
+
 const unmeteredWarning = "control plane unreachable: allowed unmetered (FAIL_OPEN), usage recorded later";
 
 /**
@@ -51,17 +58,16 @@ const unmeteredWarning = "control plane unreachable: allowed unmetered (FAIL_OPE
  */
 export function createProxyServer(deps: ProxyDeps): Server {
   const { config, logger, metrics } = deps;
-  const flights = new WeakMap<IncomingMessage, Flight>();
   const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
   const upstreams = new Map([...deps.providers].map(([name, provider]) => [name, new Upstream(provider, provider.baseUrl.startsWith("https:") ? agents.https : agents.http)]));
   const proxy = httpProxy.createProxyServer({ selfHandleResponse: true, proxyTimeout: config.upstreamTimeoutMs, changeOrigin: true });
 
   proxy.on("proxyReq", (proxyReq, req) => {
-    const flight = flights.get(req);
+    const flight = (req as OnFlight)[flightOf];
     if (flight) flight.proxyReq = proxyReq;
   });
   proxy.on("proxyRes", (proxyRes, req, res: ServerResponse) => {
-    const flight = flights.get(req);
+    const flight = (req as OnFlight)[flightOf];
     if (!flight || flight.done) {
       proxyRes.resume();
       return;
@@ -307,7 +313,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       return badGateway(res, flight, "the decision carries no route");
     }
     if (res.destroyed || req.socket.destroyed) return settle(flight, Outcome.CLIENT_ABORTED);
-    flights.set(req, flight);
+    (req as OnFlight)[flightOf] = flight;
     res.on("close", () => {
       if (res.writableFinished || flight.done) return;
       flight.proxyRes?.destroy();
