@@ -60,7 +60,8 @@ export class FailOpen {
   /** Remembers the routes of an allowed decision, for use during an outage. */
   remember(task: string, model: string, routes: readonly Route[]): void {
     const key = `${task}\u0000${model}`;
-    if (this.routes.get(key) === routes || routes.length === 0) return;
+    const known = this.routes.get(key);
+    if (routes.length === 0 || (known && sameRoutes(known, routes))) return;
     if (this.routes.size >= 10_000) this.routes.clear();
     this.routes.set(key, routes);
   }
@@ -134,4 +135,9 @@ export class FailOpen {
       }), { requestId: u.requestId, tenant: decision.tenant });
     }
   }
+}
+
+/** The same candidates in the same order (every decision decodes new objects). */
+function sameRoutes(a: readonly Route[], b: readonly Route[]): boolean {
+  return a.length === b.length && a.every((r, i) => r.provider === b[i]!.provider && r.model === b[i]!.model && r.providerModel === b[i]!.providerModel && r.modelClass === b[i]!.modelClass);
 }

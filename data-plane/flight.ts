@@ -1,5 +1,5 @@
 import type { ClientRequest, IncomingMessage } from "node:http";
-import type { AdmitResponse, Route } from "../gen/admission/v1/admission_pb.js";
+import type { Route } from "../gen/admission/v1/admission_pb.js";
 import { Outcome } from "../gen/admission/v1/admission_pb.js";
 import type { LeaseRenewer } from "./lease-renewer.js";
 import type { LlmRequest } from "./openai-request.js";
@@ -44,8 +44,8 @@ export class Flight {
     readonly routes: readonly Route[];
     /** The clamped output cap; undefined leaves the client's value (FAIL_OPEN). */
     readonly maxOutputTokens: number | undefined;
-    /** The decision, for the answer's headers (a stand-in carrying a warning under FAIL_OPEN). */
-    readonly view: AdmitResponse;
+    /** The decision's headers for the answer: request id, x-ratelimit-*, warnings (a FAIL_OPEN warning when unadmitted). */
+    readonly headers: Readonly<Record<string, string>>;
     readonly startedAt: number;
     /** The Admit round trip (0 when there was none). */
     readonly admitMs: number;

@@ -22,6 +22,8 @@ export class LeaseRenewer {
     readonly reservationId: string;
     readonly leaseExpiresAtMs: number;
     readonly logger: Logger;
+    /** The request it serves, for the log. */
+    readonly requestId: string;
     readonly clock?: () => number;
   }) {
     this.schedule(options.leaseExpiresAtMs);
@@ -46,7 +48,7 @@ export class LeaseRenewer {
     } catch (raw) {
       const err = asControlPlaneError(raw);
       if (err.code === Code.NOT_FOUND) return; // settled or expired: nothing left to keep alive
-      this.options.logger.warn({ err: err.message }, "lease renewal failed; retrying");
+      this.options.logger.warn({ requestId: this.options.requestId, err: err.message }, "lease renewal failed; retrying");
       this.schedule(expiresAtMs);
     }
   }

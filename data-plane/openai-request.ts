@@ -1,5 +1,4 @@
-import { create } from "@bufbuild/protobuf";
-import { AdmitRequestSchema, type AdmitRequest } from "../gen/admission/v1/admission_pb.js";
+import type { AdmitRequest } from "../gen/admission/v1/admission_pb.js";
 import { countInputTokens } from "./token-counter.js";
 
 /** The OpenAI routes the proxy meters, as paths after `/v1`. */
@@ -91,12 +90,20 @@ export function reservedOutputTokens(request: LlmRequest): number {
 
 /** The Admit for a parsed request: its model, counted input tokens and reserved output cap. */
 export function admitRequestFor(request: LlmRequest, who: { requestId: string; credential: string; task: string; attributes: Record<string, string> }): AdmitRequest {
-  return create(AdmitRequestSchema, {
-    ...who,
+  // Built once per request: a literal with every field, as create() would build it (without its reflection).
+  return {
+    $typeName: "admission.v1.AdmitRequest",
+    requestId: who.requestId,
+    credential: who.credential,
+    task: who.task,
     model: request.model,
     inputTokens: BigInt(request.inputTokens),
     maxOutputTokens: BigInt(reservedOutputTokens(request)),
-  });
+    files: 0n,
+    agentSteps: 0n,
+    apiCalls: 0n,
+    attributes: who.attributes,
+  };
 }
 
 /**

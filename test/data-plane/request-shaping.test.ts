@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { create } from "@bufbuild/protobuf";
-import { AdmitResponseSchema, MeterSchema } from "../../gen/admission/v1/admission_pb.js";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { AdmitRequestSchema, AdmitResponseSchema, MeterSchema } from "../../gen/admission/v1/admission_pb.js";
 import { LimitKind, Window } from "../../gen/admission/v1/policy_pb.js";
 import { DataPlaneConfigError, loadDataPlaneConfig, parseProviders, parseTaskRoutes } from "../../data-plane/config.js";
-import { parseLlmRequest, rewriteBody, type LlmRequest } from "../../data-plane/openai-request.js";
+import { admitRequestFor, parseLlmRequest, rewriteBody, type LlmRequest } from "../../data-plane/openai-request.js";
 import { matchRoute } from "../../data-plane/routes.js";
 import { decisionHeaders } from "../../data-plane/rate-limit-headers.js";
 import { countInputTokens, countTextTokens } from "../../data-plane/token-counter.js";
@@ -31,6 +31,15 @@ describe("data plane: request shaping, headers and configuration", () => {
     const embedding = parse("/embeddings", { input: "x", stream: true }) as LlmRequest;
     assert.equal(embedding.stream, false);
     assert.equal(JSON.parse(rewriteBody(embedding, { providerModel: "e", maxOutputTokens: 5 }).toString()).max_tokens, undefined);
+  });
+
+  test("the Admit of a request: what create() would build, every field set", () => {
+    const req = parse("/chat/completions", { model: "gpt-a", n: 2, max_tokens: 100, messages: [{ role: "user", content: "hi" }] }) as LlmRequest;
+    const who = { requestId: "dp-1", credential: "sk-1", task: "DRAFT", attributes: { route: "/chat/completions" } };
+    const admit = admitRequestFor(req, who);
+    const expected = create(AdmitRequestSchema, { ...who, model: "gpt-a", inputTokens: BigInt(req.inputTokens), maxOutputTokens: 200n });
+    assert.deepEqual(admit, expected);
+    assert.deepEqual(toBinary(AdmitRequestSchema, admit), toBinary(AdmitRequestSchema, expected));
   });
 
   test("validation names the field", () => {

@@ -34,6 +34,30 @@ describe("data plane: reading usage from provider answers", () => {
     assert.equal(r.generatedText(), 'lookup{"q":1}done');
   });
 
+  test("SSE: `\"usage\": null` in every chunk (OpenAI with include_usage) and the usage chunk last", () => {
+    const text = event({ ...delta("one"), usage: null }) + event({ ...delta(" two"), usage: null }) + event({ choices: [], usage: { prompt_tokens: 4, completion_tokens: 2 } }) + "data: [DONE]\n\n";
+    const r = readSplit(text, true, 9);
+    assert.deepEqual(r.reported(), { inputTokens: 4, outputTokens: 2 });
+    assert.equal(r.generatedText(), "one two");
+  });
+
+  test("SSE: a usage key the quick check does not recognise is still read once the events are", () => {
+    const escaped = `data: {"choices":[],"\\u0075sage":{"prompt_tokens":6,"completion_tokens":1}}\n\n`;
+    const r = readSplit(event(delta("hi")) + escaped, true, 1000);
+    assert.deepEqual(r.reported(), { inputTokens: 6, outputTokens: 1 });
+    assert.equal(r.generatedText(), "hi");
+  });
+
+  test("SSE: a long stream (more unread events than are held) keeps all its text and its last usage", () => {
+    const piece = "lorem ipsum ".repeat(20);
+    const pieces = 2_000;
+    const text = Array.from({ length: pieces }, () => event(delta(piece))).join("") + event({ choices: [], usage: { prompt_tokens: 1, completion_tokens: 2 } })
+      + event({ choices: [], usage: { prompt_tokens: 3, completion_tokens: 4 } });
+    const r = readSplit(text, true, 4096);
+    assert.deepEqual(r.reported(), { inputTokens: 3, outputTokens: 4 }, "the last usage reported");
+    assert.equal(r.generatedText(), piece.repeat(pieces));
+  });
+
   test("no usage: output estimated with the tokenizer from the streamed text", () => {
     const r = readSplit(event(delta("one two three")) + event({ choices: [{ index: 0, text: " four" }] }), true, 4);
     assert.equal(r.reported(), undefined);
