@@ -1,15 +1,16 @@
 import type { AdmitResponse, Meter } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind } from "../gen/admission/v1/policy_pb.js";
 
-const headerKinds: Partial<Record<LimitKind, string>> = {
-  [LimitKind.REQUESTS]: "requests",
-  [LimitKind.TOKENS]: "tokens",
-  [LimitKind.BUDGET_MICROS]: "budget-micros",
-  [LimitKind.CONCURRENCY]: "concurrency",
-};
+/** Header names per metered kind, in the order headers are written. */
+const headerKinds: ReadonlyArray<readonly [LimitKind, string]> = [
+  [LimitKind.REQUESTS, "requests"],
+  [LimitKind.TOKENS, "tokens"],
+  [LimitKind.BUDGET_MICROS, "budget-micros"],
+  [LimitKind.CONCURRENCY, "concurrency"],
+];
 
 /** Every `x-ratelimit-*` name a decision may carry (a gateway in front of a provider drops the provider's own). */
-export const rateLimitHeaderNames: readonly string[] = Object.values(headerKinds).flatMap((kind) => ["limit", "remaining", "reset"].map((what) => `x-ratelimit-${what}-${kind}`));
+export const rateLimitHeaderNames: readonly string[] = headerKinds.flatMap(([, kind]) => ["limit", "remaining", "reset"].map((what) => `x-ratelimit-${what}-${kind}`));
 
 /**
  * `x-ratelimit-{limit,remaining,reset}-{requests,tokens,budget-micros,concurrency}`
@@ -18,18 +19,14 @@ export const rateLimitHeaderNames: readonly string[] = Object.values(headerKinds
  */
 export function rateLimitHeaders(d: AdmitResponse): Record<string, string> {
   const headers: Record<string, string> = {};
-  const tightest = new Map<string, Meter>();
-  for (const m of d.meters) {
-    const kind = headerKinds[m.kind];
-    if (!kind) continue;
-    const current = tightest.get(kind);
-    if (!current || m.remaining < current.remaining) tightest.set(kind, m);
-  }
-  for (const [kind, m] of tightest) {
-    headers[`x-ratelimit-limit-${kind}`] = String(m.limit);
-    headers[`x-ratelimit-remaining-${kind}`] = String(m.remaining);
+  for (const [kind, name] of headerKinds) {
+    let tightest: Meter | undefined;
+    for (const m of d.meters) if (m.kind === kind && (!tightest || m.remaining < tightest.remaining)) tightest = m;
+    if (!tightest) continue;
+    headers[`x-ratelimit-limit-${name}`] = String(tightest.limit);
+    headers[`x-ratelimit-remaining-${name}`] = String(tightest.remaining);
     // A concurrency slot has no window: it frees when a request ends, so there is no reset to announce.
-    if (m.kind !== LimitKind.CONCURRENCY) headers[`x-ratelimit-reset-${kind}`] = `${(Number(m.resetMs) / 1000).toFixed(3)}s`;
+    if (kind !== LimitKind.CONCURRENCY) headers[`x-ratelimit-reset-${name}`] = `${(Number(tightest.resetMs) / 1000).toFixed(3)}s`;
   }
   if (!d.allowed && d.retryAfterMs > 0n) headers["retry-after"] = String(Math.max(1, Math.ceil(Number(d.retryAfterMs) / 1000)));
   if (d.warnings.length > 0) headers["x-admission-warnings"] = d.warnings.join("; ").replace(/[^\x20-\x7e]/g, "?").slice(0, 2000);

@@ -153,7 +153,10 @@ export class Plugin {
     const feed = new UsageFeed(reader, contentEncoding);
     feed.push(body);
     await feed.finish();
-    state.upstream = { status, reported: reader.reported(), estimatedOutputTokens: reader.estimatedOutputTokens(), latencyMs: Math.max(0, Date.now() - state.forwardedAt) };
+    const reported = reader.reported();
+    // The tokenizer runs over the generated text only when the provider reported no usage.
+    const estimatedOutputTokens = reported ? 0 : reader.estimatedOutputTokens();
+    state.upstream = { status, reported, estimatedOutputTokens, latencyMs: Math.max(0, Date.now() - state.forwardedAt) };
     await writeState(kong, state);
   }
 
