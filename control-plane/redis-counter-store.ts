@@ -471,8 +471,8 @@ export const failFastRedisOptions: RedisOptions = {
   enableOfflineQueue: false,
   // Measured on Admit over Session (64 in flight, 8 meters): autopipelining cost ~15 µs of
   // control-plane CPU per decision in its batching machinery and lowered throughput. The store
-  // batches its hot operations per tick itself and writes a tick's commands at once (see
-  // RedisCounterStore.run and coalesceWrites).
+  // batches its hot operations per turn of the event loop itself and writes a tick's commands
+  // at once (see RedisCounterStore.run and coalesceWrites).
   enableAutoPipelining: false,
   autoResendUnfulfilledCommands: false,
   maxRetriesPerRequest: 1,
@@ -803,20 +803,23 @@ export class RedisCounterStore implements CounterStore {
   }
 
   /**
-   * Runs a tenant script at the end of this tick, with the others queued in the tick: the
-   * hot operations (reserve, settle, markRecorded) of concurrent requests share one
-   * command and one script call instead of one each (see flush).
+   * Runs a tenant script once the I/O of this turn of the event loop is handled, with the
+   * others queued meanwhile: the hot operations (reserve, settle, markRecorded) of
+   * concurrent requests share one command and one script call instead of one each (see
+   * flush). Not at the end of the tick: grpc-js hands a stream's messages over one tick
+   * each, so a tick holds one decision (measured: 1.0 operation per flush at concurrency
+   * 64, against ~7 per turn), and each one was a command and a socket write of its own.
    */
   private run(op: BatchableOp, prefix: string, args: ReadonlyArray<string | Buffer>): Promise<Reply | Buffer> {
     return new Promise((resolve, reject) => {
-      if (this.queue.push({ op, prefix, args, resolve, reject }) === 1) process.nextTick(() => this.flush());
+      if (this.queue.push({ op, prefix, args, resolve, reject }) === 1) setImmediate(() => this.flush());
     });
   }
 
   /**
-   * Sends the tick's queued operations: a lone one as its own script, several as one call
-   * of the batch script (at most maxBatch each). On a Cluster a script must stay in one
-   * slot, so a batch holds one tenant's operations; on a single Redis it holds the tick's.
+   * Sends the queued operations: a lone one as its own script, several as one call of the
+   * batch script (at most maxBatch each). On a Cluster a script must stay in one slot, so a
+   * batch holds one tenant's operations; on a single Redis it holds them all.
    */
   private flush(): void {
     const queue = this.queue;

@@ -264,14 +264,14 @@ describe("Redis lost, unreachable, back (own redis-server)", { skip: skipOwnServ
         store.claimDue(Date.now(), 1, 10),
         store.rebuild("t", "g/1:1:", []),
       ];
-      for (const call of calls()) await assert.rejects(call, CounterStoreUnavailableError);
+      await Promise.all(calls().map((call) => assert.rejects(call, CounterStoreUnavailableError)));
 
       server = await startRedisServer(port);
       await eventually(() => store.ping(), 15_000, "the store reconnects by itself");
       assert.equal((await reserve(store, "t", "L1", Date.now() + 60_000)).status, "reserved");
 
       await server.stop();
-      for (const call of calls()) await assert.rejects(call, CounterStoreUnavailableError);
+      await Promise.all(calls().map((call) => assert.rejects(call, CounterStoreUnavailableError)));
 
       server = await startRedisServer(port); // empty again: no persistence
       await eventually(() => store.ping(), 15_000, "the store reconnects after a restart");
