@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import type { AdmitRequest, AdmitResponse, GetEffectivePolicyResponse, Meter } from "../gen/admission/v1/admission_pb.js";
+import type { AdmitRequest, AdmitResponse, GetEffectivePolicyResponse, Meter, Route } from "../gen/admission/v1/admission_pb.js";
 import {
   AdmitResponseSchema, DenyReason, EffectiveLimitSchema, GetEffectivePolicyResponseSchema, MeterSchema, TaskPolicySchema,
 } from "../gen/admission/v1/admission_pb.js";
+import type { Model, Task } from "../gen/admission/v1/policy_pb.js";
 import { LimitKind, Mode, Window } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore } from "./counter-store.js";
 import { CounterStoreUnavailableError, reservedAmount, type ReservedAmounts } from "./counter-store.js";
@@ -44,6 +45,20 @@ export interface DecisionDeps {
   readonly random?: (bytes: number) => Buffer;
 }
 
+/** See DecisionEngine.planFor. */
+interface AdmitPlan {
+  readonly task: Task;
+  readonly routes: Route[];
+  /** The model of each route, in order. */
+  readonly models: readonly Model[];
+  readonly limits: readonly EffectiveLimit[];
+  /** The per-request caps among the limits (REQUEST window, not lifted). */
+  readonly caps: readonly EffectiveLimit[];
+}
+
+/** Plans kept per snapshot at the most (a plan per principal, task and model asked for). */
+const maxPlans = 200_000;
+
 /** Upper bound of any count in a request: far above real use, far below 2^53. */
 export const maxCount = 1_000_000_000;
 
@@ -63,6 +78,10 @@ export class DecisionEngine {
   private readonly random: (bytes: number) => Buffer;
   private readonly boundMeters = new BoundMeterCache();
   private readonly lowestThreshold: number;
+  /** Plans by principal, task and model, for the snapshot `plansOf` (see planFor). */
+  private plans = new WeakMap<Principal, Map<string, Map<string, AdmitPlan>>>();
+  private plansOf: PolicySnapshot | undefined;
+  private planCount = 0;
 
   constructor(private readonly deps: DecisionDeps) {
     this.clock = deps.clock ?? Date.now;
@@ -96,28 +115,18 @@ export class DecisionEngine {
     if (inactive) {
       return this.denied(who, req, deny(inactive.reason === "tenant" ? DenyReason.TENANT_INACTIVE : DenyReason.TOKEN_INACTIVE, inactive.message, req.requestId));
     }
-    const task = snapshot.tasks.get(req.task);
-    if (!task) return this.denied(who, req, deny(DenyReason.TASK_UNKNOWN, `unknown task "${req.task}"`, req.requestId));
-    if (principal.tasks && !principal.tasks.has(task.code)) {
-      return this.denied(who, req, deny(DenyReason.FEATURE_NOT_IN_PLAN, `API key "${principal.keyId}" is not scoped to task "${task.code}"`, req.requestId));
-    }
-    if (!ctx.features.has(task.feature)) {
-      return this.denied(who, req, deny(DenyReason.FEATURE_NOT_IN_PLAN, `feature "${task.feature}" of task "${task.code}" is not in plan "${ctx.plan.code}"`, req.requestId));
-    }
-    const routed = snapshot.routes(ctx.plan, task.code, req.model);
-    if (!routed.ok) return this.denied(who, req, deny(DenyReason.MODEL_NOT_ALLOWED, routed.message, req.requestId));
-    const routes = routed.routes;
+    const plan = this.planFor(snapshot, ctx, principal, req);
+    if ("denial" in plan) return this.denied(who, req, plan.denial);
+    const { task, routes, limits } = plan;
 
-    const limits = snapshot.effectiveLimits(ctx, principal.user, task.code);
     const warnings: string[] = [];
-    const caps = this.applyCaps(limits, req, warnings, who);
+    const caps = this.applyCaps(plan.caps, req, warnings, who);
     if ("denial" in caps) return this.denied(who, req, caps.denial);
     const maxOutputTokens = caps.maxOutputTokens;
 
     const inputTokens = Number(req.inputTokens);
     let reservedCost = 0;
-    for (const route of routes) {
-      const model = snapshot.models.get(route.model)!;
+    for (const model of plan.models) {
       reservedCost = Math.max(reservedCost, costMicros(inputTokens, maxOutputTokens, model.inputMicrosPerMtok, model.outputMicrosPerMtok));
     }
     const bound = this.boundMeters.bind(limits, who, nowMs);
@@ -199,13 +208,57 @@ export class DecisionEngine {
     };
   }
 
+  /**
+   * What a decision needs about a principal, task and model that only a new policy
+   * snapshot changes: the task, its routes and their models, the effective limits and
+   * among them the per-request caps. Built on the first request and kept per snapshot;
+   * a request the plan would deny gets its denial (not kept).
+   */
+  private planFor(snapshot: PolicySnapshot, ctx: TenantContext, principal: Principal, req: AdmitRequest): AdmitPlan | { denial: AdmitResponse } {
+    if (this.plansOf !== snapshot) {
+      this.plans = new WeakMap();
+      this.plansOf = snapshot;
+      this.planCount = 0;
+    }
+    let byTask = this.plans.get(principal);
+    if (!byTask) this.plans.set(principal, (byTask = new Map()));
+    let byModel = byTask.get(req.task);
+    const cached = byModel?.get(req.model);
+    if (cached) return cached;
+
+    const task = snapshot.tasks.get(req.task);
+    if (!task) return { denial: deny(DenyReason.TASK_UNKNOWN, `unknown task "${req.task}"`, req.requestId) };
+    if (principal.tasks && !principal.tasks.has(task.code)) {
+      return { denial: deny(DenyReason.FEATURE_NOT_IN_PLAN, `API key "${principal.keyId}" is not scoped to task "${task.code}"`, req.requestId) };
+    }
+    if (!ctx.features.has(task.feature)) {
+      return { denial: deny(DenyReason.FEATURE_NOT_IN_PLAN, `feature "${task.feature}" of task "${task.code}" is not in plan "${ctx.plan.code}"`, req.requestId) };
+    }
+    const routed = snapshot.routes(ctx.plan, task.code, req.model);
+    if (!routed.ok) return { denial: deny(DenyReason.MODEL_NOT_ALLOWED, routed.message, req.requestId) };
+    const limits = snapshot.effectiveLimits(ctx, principal.user, task.code);
+    const plan: AdmitPlan = {
+      task,
+      routes: routed.routes,
+      models: routed.routes.map((r) => snapshot.models.get(r.model)!),
+      limits,
+      caps: limits.filter((l) => l.window === Window.REQUEST && l.value >= 0),
+    };
+    // Bounded like the snapshot's own caches: past the bound, plans are built per request.
+    if (this.planCount < maxPlans) {
+      if (!byModel) byTask.set(req.task, (byModel = new Map()));
+      byModel.set(req.model, plan);
+      this.planCount++;
+    }
+    return plan;
+  }
+
   /** Per-request caps: input, files, steps and API calls deny; output tokens clamp. */
-  private applyCaps(limits: readonly EffectiveLimit[], req: AdmitRequest, warnings: string[], who: MeterWho): { maxOutputTokens: number } | { denial: AdmitResponse } {
+  private applyCaps(caps: readonly EffectiveLimit[], req: AdmitRequest, warnings: string[], who: MeterWho): { maxOutputTokens: number } | { denial: AdmitResponse } {
     const requestedOut = Number(req.maxOutputTokens);
     let maxOutputTokens = requestedOut > 0 ? requestedOut : this.deps.settings.defaultMaxOutputTokens;
     let outputCapped = false;
-    for (const limit of limits) {
-      if (limit.window !== Window.REQUEST || limit.value < 0) continue;
+    for (const limit of caps) {
       if (limit.kind === LimitKind.OUTPUT_TOKENS) {
         if (requestedOut > 0 && requestedOut <= limit.value) continue;
         if (limit.mode === Mode.ENFORCE) {

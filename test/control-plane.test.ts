@@ -77,6 +77,16 @@ describe("control plane over gRPC", () => {
     await t.admission.settle({ reservationId: d.reservationId, inputTokens: 100n, outputTokens: 10n });
   });
 
+  test("a policy change applies to the next Admit of a subject already decided (plans and meters are per snapshot)", async () => {
+    assert.equal((await admit(t, "k-globex")).allowed, true);
+    const capped = scenario({ id: "globex", limits: [{ kind: "INPUT_TOKENS", window: "REQUEST", value: 10 }], keys: [{ id: "k-globex" }] });
+    await t.policy.applyBundle({ bundle: capped }, admin);
+    const denied = await admit(t, "k-globex");
+    assert.equal(DenyReason[denied.reason], DenyReason[DenyReason.REQUEST_TOO_LARGE], denied.message);
+    await t.policy.applyBundle({ bundle: scenario({ id: "globex", keys: [{ id: "k-globex" }] }) }, admin);
+    assert.equal((await admit(t, "k-globex")).allowed, true, "and lifting it too");
+  });
+
   test("every deny reason has its HTTP status", async () => {
     const cases: Array<[string, Record<string, unknown>, DenyReason, number]> = [
       ["k-nope", {}, DenyReason.UNAUTHENTICATED, 401],
