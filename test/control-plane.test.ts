@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import * as grpc from "@grpc/grpc-js";
+import * as jose from "jose";
 import { create } from "@bufbuild/protobuf";
 import { DenyReason, Outcome } from "../gen/admission/v1/admission_pb.js";
 import { BundleSchema, LimitKind, LimitSource, Window } from "../gen/admission/v1/policy_pb.js";
@@ -8,6 +9,8 @@ import { ChangeAction } from "../gen/admission/v1/policy_service_pb.js";
 import { grpcCode } from "./support/grpc-clients.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { scenario, secretOf } from "./support/scenario.js";
+
+const jwtSecret = "control-plane-test-hs256-secret-0123456789";
 
 const admit = (t: TestControlPlane, keyId: string, extra: Record<string, unknown> = {}) =>
   t.admission.admit({ credential: secretOf(keyId), task: "DRAFT", inputTokens: 100n, maxOutputTokens: 50n, ...extra });
@@ -17,7 +20,7 @@ describe("control plane over gRPC", () => {
   let now = Date.UTC(2026, 10, 23, 12, 0, 0);
 
   before(async () => {
-    t = await startTestControlPlane({ deps: { clock: () => now } });
+    t = await startTestControlPlane({ deps: { clock: () => now }, config: { jwt: { algorithms: ["HS256"], hs256Secret: jwtSecret, clockToleranceSec: 0 } } });
     await t.policy.applyBundle({
       bundle: scenario(
         { id: "acme", users: [{ id: "alice" }, { id: "sam", status: "SUSPENDED" }], keys: [{ id: "k-alice", user: "alice" }, { id: "k-sam", user: "sam" }, { id: "k-scoped", user: "alice", tasks: ["PRIOR"] }, { id: "k-revoked", revoked: true }] },
@@ -77,14 +80,18 @@ describe("control plane over gRPC", () => {
     await t.admission.settle({ reservationId: d.reservationId, inputTokens: 100n, outputTokens: 10n });
   });
 
-  test("a policy change applies to the next Admit of a subject already decided (plans and meters are per snapshot)", async () => {
+  test("a policy change applies to the next Admit of a subject already decided, by API key or JWT (decision plans are per snapshot)", async () => {
+    const token = await new jose.SignJWT({ tenant_id: "globex" }).setProtectedHeader({ alg: "HS256" }).setSubject("gina")
+      .setExpirationTime(Math.floor(now / 1000) + 3600).sign(new TextEncoder().encode(jwtSecret));
+    const byJwt = (extra: Record<string, unknown> = {}) => t.admission.admit({ credential: token, task: "DRAFT", inputTokens: 100n, maxOutputTokens: 50n, ...extra });
     assert.equal((await admit(t, "k-globex")).allowed, true);
+    assert.equal((await byJwt()).allowed, true);
     const capped = scenario({ id: "globex", limits: [{ kind: "INPUT_TOKENS", window: "REQUEST", value: 10 }], keys: [{ id: "k-globex" }] });
     await t.policy.applyBundle({ bundle: capped }, admin);
-    const denied = await admit(t, "k-globex");
-    assert.equal(DenyReason[denied.reason], DenyReason[DenyReason.REQUEST_TOO_LARGE], denied.message);
+    for (const denied of [await admit(t, "k-globex"), await byJwt()]) assert.equal(DenyReason[denied.reason], DenyReason[DenyReason.REQUEST_TOO_LARGE], denied.message);
     await t.policy.applyBundle({ bundle: scenario({ id: "globex", keys: [{ id: "k-globex" }] }) }, admin);
     assert.equal((await admit(t, "k-globex")).allowed, true, "and lifting it too");
+    assert.equal((await byJwt()).allowed, true);
   });
 
   test("every deny reason has its HTTP status", async () => {
