@@ -1,9 +1,10 @@
 /**
  * Decisions: Admit over Session and unary, Settle and ext_authz Check at
  * concurrency 1 and 64 against a control plane in its own process (in-memory
- * counters, then Redis), with a bare grpc-js echo server answering the same
- * Admit messages as the baseline; Check at a fixed rate; and a peer limiter
- * (rate-limiter-flexible) on the same Redis.
+ * counters, then Redis), each row measured in slices alternating with its
+ * baseline's: a bare grpc-js echo server answering the same Admit messages
+ * with a real answer's bytes, and Check with a constant; Check at a fixed
+ * rate; and a peer limiter (rate-limiter-flexible) on the same Redis.
  */
 import { randomBytes } from "node:crypto";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -17,8 +18,8 @@ import { grpcFrame, RawGrpcClient } from "../support/raw-grpc.js";
 import { deleteKeysWithPrefix } from "../support/redis-keys.js";
 import { secretOf } from "../support/scenario.js";
 import { keyId, metersPerDecision } from "./bundle.js";
-import { closedLoop, drain, latency, openLoop, withCpu } from "./load.js";
-import { spawn } from "./processes.js";
+import { alternating, closedLoop, drain, latency, openLoop, withCpu } from "./load.js";
+import { spawn, type Child, type Roles } from "./processes.js";
 import type { Bench } from "./report.js";
 
 const section = "Decisions (control plane)";
@@ -64,10 +65,19 @@ const settleOf = (reservationId: string) => create(SettleRequestSchema, { reserv
 export async function decisions(bench: Bench): Promise<void> {
   const backends: Array<"memory" | "redis"> = ["memory", ...(bench.redisUrl ? ["redis" as const] : [])];
   if (!bench.redisUrl) bench.report.add({ section, scenario: "Redis rows", note: "skipped: REDIS_URL not set" });
-  for (const backend of backends) await onBackend(bench, backend);
+  // The baseline server runs through every row: each subject row alternates with its baseline.
+  const echo: { server?: Child<Roles["echo"]["info"]> } = {};
+  try {
+    for (const backend of backends) await onBackend(bench, backend, echo);
+  } finally {
+    await echo.server?.stop();
+  }
 }
 
-async function onBackend(bench: Bench, backend: "memory" | "redis"): Promise<void> {
+/** Each of these rows is measured in slices alternating with its baseline's (see `alternating`). */
+const sliceMs = 1_000;
+
+async function onBackend(bench: Bench, backend: "memory" | "redis", echo: { server?: Child<Roles["echo"]["info"]> }): Promise<void> {
   const { report, durationMs, sizes } = bench;
   const keyPrefix = `admbench:${randomBytes(4).toString("hex")}`;
   const db = bench.databaseUrl ? await scratchDatabase() : undefined;
@@ -87,10 +97,11 @@ async function onBackend(bench: Bench, backend: "memory" | "redis"): Promise<voi
     const r = await client.settle(settleOf(id));
     if (r.duplicate) throw new Error(`settled twice: ${id}`);
   };
-  const check = async (i: number) => {
-    const r = await authz.check(checks[i % checks.length]!);
+  const checkVia = (client: ReturnType<typeof checkClient>) => async (i: number) => {
+    const r = await client.check(checks[i % checks.length]!);
     if (r.status?.code) throw new Error(`Check denied: ${r.status.message}`);
   };
+  let baseline: ReturnType<typeof baselineClients> | undefined;
   try {
     // The decision is the realistic one: every meter of the plan, checked in the answer.
     const sample = await unary.admit(admits[0]!);
@@ -98,40 +109,49 @@ async function onBackend(bench: Bench, backend: "memory" | "redis"): Promise<voi
     await unary.settle(settleOf(sample.reservationId));
     const note = `${sizes.tenants} tenants, ${sizes.keys} keys, ${sample.meters.length} meters per decision; bundle applied in ${(cp.info.applyMs / 1000).toFixed(1)} s`;
     report.add({ section, scenario: `control plane, ${backend} counters`, note });
-
-    if (backend === "memory") {
+    // The bare grpc-js server answers the same requests with a real answer's bytes.
+    if (!echo.server) {
       const checked = await authz.check(checks[0]!);
-      await echoBaselines(bench, toBinary(AdmitResponseSchema, sample), toBinary(CheckResponseSchema, checked), admits, checks);
+      echo.server = await spawn("echo", { response: Buffer.from(toBinary(AdmitResponseSchema, sample)).toString("base64"), check: Buffer.from(toBinary(CheckResponseSchema, checked)).toString("base64") });
     }
+    baseline = baselineClients(`127.0.0.1:${echo.server.info.port}`, admits);
+    const echoPids = { echo: echo.server.pid };
+    const cpPids = { "control plane": cp.pid };
 
     const warm: string[] = [];
     await closedLoop(64, bench.warmupMs, admitVia(session, warm));
     await closedLoop(64, bench.warmupMs, admitVia(unary, warm));
-    await closedLoop(64, bench.warmupMs, check);
+    await closedLoop(64, bench.warmupMs, checkVia(authz));
+    await closedLoop(64, bench.warmupMs, baseline.admitVia(baseline.stream));
+    await closedLoop(64, bench.warmupMs, baseline.admitVia(baseline.unary));
+    await closedLoop(64, bench.warmupMs, checkVia(baseline.authz));
     await drain(warm, 64, settleVia(session));
 
+    const slices = Math.max(2, Math.round(durationMs / sliceMs));
+    const echoNote = `bare grpc-js, ${toBinary(AdmitResponseSchema, sample).length}-byte response; measured in ${slices} slices alternating with the row below`;
     for (const c of concurrencies) {
       const reservations: string[] = [];
-      const onServer = <T extends object>(work: () => Promise<T>) => withCpu({ "control plane": cp.pid }, work);
-      report.measured(section, `Admit Session ${backend} c${c}`, await onServer(() => closedLoop(c, durationMs, admitVia(session, reservations))), {
-        versus: `echo stream c${c}`, atLeast: backend === "memory" ? 0.7 : 0.5,
-      });
-      report.measured(section, `Admit unary ${backend} c${c}`, await onServer(() => closedLoop(c, durationMs, admitVia(unary, reservations))), {
-        versus: `echo unary c${c}`, ...(backend === "memory" ? { atLeast: 0.8 } : {}),
-      });
-      const settled = await onServer(() => drain(reservations, c, settleVia(session), durationMs));
+      const [echoStream, viaSession] = await alternating(c, durationMs, slices, { op: baseline.admitVia(baseline.stream), pids: echoPids }, { op: admitVia(session, reservations), pids: cpPids });
+      const streamRow = report.measured(section, `echo stream c${c}`, echoStream, { note: echoNote });
+      report.measured(section, `Admit Session ${backend} c${c}`, viaSession, { versus: streamRow, atLeast: backend === "memory" ? 0.7 : 0.5 });
+      const [echoUnary, viaUnary] = await alternating(c, durationMs, slices, { op: baseline.admitVia(baseline.unary), pids: echoPids }, { op: admitVia(unary, reservations), pids: cpPids });
+      const unaryRow = report.measured(section, `echo unary c${c}`, echoUnary, { note: echoNote });
+      report.measured(section, `Admit unary ${backend} c${c}`, viaUnary, { versus: unaryRow, ...(backend === "memory" ? { atLeast: 0.8 } : {}) });
+      const settled = await withCpu(cpPids, () => drain(reservations, c, settleVia(session), durationMs));
       report.measured(section, `Settle Session ${backend} c${c}`, settled, {
-        versus: `echo stream c${c}`, note: `reservations of the Admit rows above; ${db ? "ledger on PostgreSQL" : "ledger on PGlite in memory"}`,
+        versus: streamRow, note: `reservations of the Admit rows above; ${db ? "ledger on PostgreSQL" : "ledger on PGlite in memory"}`,
       });
       await drain(settled.left, 64, settleVia(session));
-      report.measured(section, `ext_authz Check ${backend} c${c}`, await onServer(() => closedLoop(c, durationMs, check)), {
-        versus: `constant Check c${c}`, note: "body parsed and tokens counted; leases expire (Envoy does not settle)",
-      });
+      const [constant, checked] = await alternating(c, durationMs, slices, { op: checkVia(baseline.authz), pids: echoPids }, { op: checkVia(authz), pids: cpPids });
+      const checkRow = report.measured(section, `constant Check c${c}`, constant, { note: "bare grpc-js answering Check with a constant allowed response; alternating with the row below" });
+      report.measured(section, `ext_authz Check ${backend} c${c}`, checked, { versus: checkRow, note: "body parsed and tokens counted; leases expire (Envoy does not settle)" });
     }
-    await checkAtFixedRate(bench, `ext_authz Check ${backend}`, { "control plane": cp.pid }, check);
+    await checkAtFixedRate(bench, "constant Check", echoPids, checkVia(baseline.authz), false);
+    await checkAtFixedRate(bench, `ext_authz Check ${backend}`, cpPids, checkVia(authz));
 
     if (backend === "redis") await peer(bench, keyPrefix);
   } finally {
+    baseline?.close();
     unary.close();
     session.close();
     authz.close();
@@ -158,37 +178,22 @@ async function checkAtFixedRate(bench: Bench, scenario: string, pids: Record<str
 }
 
 /**
- * The bare grpc-js echo server, in its own process, answering with a real
- * Admit response's bytes to the same requests, and ext_authz Check with a
- * constant (the bytes of a real allowed CheckResponse).
+ * Clients of the bare grpc-js server (the echo role) answering Admit (unary and
+ * Session) with a real Admit answer's bytes and ext_authz Check with a constant.
  */
-async function echoBaselines(bench: Bench, response: Uint8Array, checked: Uint8Array, admits: AdmitRequest[], checks: Buffer[]): Promise<void> {
-  const echo = await spawn("echo", { response: Buffer.from(response).toString("base64"), check: Buffer.from(checked).toString("base64") });
-  const address = `127.0.0.1:${echo.info.port}`;
+function baselineClients(address: string, admits: readonly AdmitRequest[]) {
   const unary = new ControlPlaneClient({ address, unary: true });
   const stream = new ControlPlaneClient({ address });
   const authz = checkClient(address);
-  const via = (client: ControlPlaneClient) => (i: number) => client.admit(admits[i % admits.length]!);
-  const check = async (i: number) => void (await authz.check(checks[i % checks.length]!));
-  try {
-    await closedLoop(64, bench.warmupMs, via(unary));
-    await closedLoop(64, bench.warmupMs, via(stream));
-    await closedLoop(64, bench.warmupMs, check);
-    for (const c of concurrencies) {
-      const note = `bare grpc-js, ${response.length}-byte response`;
-      bench.report.measured(section, `echo unary c${c}`, await withCpu({ echo: echo.pid }, () => closedLoop(c, bench.durationMs, via(unary))), { note });
-      bench.report.measured(section, `echo stream c${c}`, await withCpu({ echo: echo.pid }, () => closedLoop(c, bench.durationMs, via(stream))), { note });
-      bench.report.measured(section, `constant Check c${c}`, await withCpu({ echo: echo.pid }, () => closedLoop(c, bench.durationMs, check)), {
-        note: `bare grpc-js answering Check with a constant ${checked.length}-byte allowed response`,
-      });
-    }
-    await checkAtFixedRate(bench, "constant Check", { echo: echo.pid }, check, false);
-  } finally {
-    unary.close();
-    stream.close();
-    authz.close();
-    await echo.stop();
-  }
+  return {
+    unary, stream, authz,
+    admitVia: (client: ControlPlaneClient) => (i: number) => client.admit(admits[i % admits.length]!),
+    close() {
+      unary.close();
+      stream.close();
+      authz.close();
+    },
+  };
 }
 
 /**

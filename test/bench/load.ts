@@ -47,27 +47,74 @@ export async function drain<T>(items: readonly T[], concurrency: number, op: (it
   return { ...measured, left: items.slice(next) };
 }
 
+/** A side of an alternating measurement: its operation and the server processes whose CPU it reports. */
+export interface Side {
+  readonly op: (i: number) => Promise<unknown>;
+  readonly pids: Record<string, number>;
+}
+
+/**
+ * Closed loops of `a` and `b` at the same concurrency, in `slices` alternating
+ * slices (a, b, a, b, ...) of durationMs / slices each: on a shared machine
+ * whose speed drifts over minutes, a baseline measured minutes before its
+ * subject skews their ratio, while alternating slices see the same drift.
+ */
+export async function alternating(concurrency: number, durationMs: number, slices: number, a: Side, b: Side): Promise<[Measured & { cpu: string }, Measured & { cpu: string }]> {
+  const sides = [a, b].map((side) => ({ side, tally: newTally(), cpu: new Map<string, number>(), seconds: 0, next: 0 }));
+  for (let k = 0; k < slices; k++) {
+    for (const s of sides) {
+      const all = { ...s.side.pids, load: process.pid };
+      const before = Object.fromEntries(Object.entries(all).map(([name, pid]) => [name, cpuSeconds(pid)]));
+      const t0 = performance.now();
+      await run(concurrency, durationMs / slices, () => {
+        const n = s.next++;
+        return () => s.side.op(n);
+      }, s.tally);
+      s.seconds += (performance.now() - t0) / 1000;
+      for (const [name, pid] of Object.entries(all)) s.cpu.set(name, (s.cpu.get(name) ?? 0) + cpuSeconds(pid) - before[name]!);
+    }
+  }
+  const [x, y] = sides.map((s) => ({
+    ...measuredOf(s.tally, s.seconds),
+    cpu: [...s.cpu].map(([name, seconds]) => `${name} ${Math.round((100 * seconds) / s.seconds)}%`).join(", "),
+  }));
+  return [x!, y!];
+}
+
+interface Tally {
+  readonly samples: number[];
+  errors: number;
+  firstError?: string;
+}
+
+const newTally = (): Tally => ({ samples: [], errors: 0 });
+
+function measuredOf(t: Tally, seconds: number): Measured {
+  return { ops: t.samples.length, opsPerSec: t.samples.length / seconds, errors: t.errors, firstError: t.firstError, ...latency(t.samples) };
+}
+
 /** `concurrency` workers each take the next call and time it, until there is none or `durationMs` has passed. */
 async function workers(concurrency: number, durationMs: number, take: () => (() => Promise<unknown>) | undefined): Promise<Measured> {
-  const samples: number[] = [];
-  let errors = 0;
-  let firstError: string | undefined;
+  const tally = newTally();
   const started = performance.now();
-  const end = started + durationMs;
+  await run(concurrency, durationMs, take, tally);
+  return measuredOf(tally, (performance.now() - started) / 1000);
+}
+
+async function run(concurrency: number, durationMs: number, take: () => (() => Promise<unknown>) | undefined, tally: Tally): Promise<void> {
+  const end = performance.now() + durationMs;
   await Promise.all(Array.from({ length: concurrency }, async () => {
     for (let call = performance.now() < end ? take() : undefined; call; call = performance.now() < end ? take() : undefined) {
       const t0 = performance.now();
       try {
         await call();
-        samples.push(performance.now() - t0);
+        tally.samples.push(performance.now() - t0);
       } catch (err) {
-        errors++;
-        firstError ??= String(err);
+        tally.errors++;
+        tally.firstError ??= String(err);
       }
     }
   }));
-  const seconds = (performance.now() - started) / 1000;
-  return { ops: samples.length, opsPerSec: samples.length / seconds, errors, firstError, ...latency(samples) };
 }
 
 /**

@@ -27,15 +27,18 @@ export class Report {
     return row;
   }
 
-  /** A measured row; `versus` compares ops/s with an earlier row, `atLeast` makes that ratio a target. */
-  measured(section: string, scenario: string, m: Measured, options: { versus?: string; atLeast?: number; note?: string } = {}): Row {
-    const base = options.versus ? this.find(options.versus) : undefined;
+  /**
+   * A measured row; `versus` compares ops/s with an earlier row (the row, or the first
+   * of that name), `atLeast` makes that ratio a target.
+   */
+  measured(section: string, scenario: string, m: Measured, options: { versus?: string | Row; atLeast?: number; note?: string } = {}): Row {
+    const base = typeof options.versus === "string" ? this.find(options.versus) : options.versus;
     const ratio = base?.opsPerSec ? m.opsPerSec / base.opsPerSec : undefined;
     const errors = m.errors ? `${m.errors} errors (${m.firstError})` : "";
     return this.add({
       section, scenario, opsPerSec: m.opsPerSec, p50: m.p50, p99: m.p99, p999: m.p999,
-      baseline: base ? options.versus : undefined, ratio, cpu: m.cpu,
-      ...(options.atLeast !== undefined && ratio !== undefined ? { target: `≥ ${options.atLeast}× ${options.versus}`, met: ratio >= options.atLeast && !m.errors } : {}),
+      baseline: base?.scenario, ratio, cpu: m.cpu,
+      ...(options.atLeast !== undefined && ratio !== undefined ? { target: `≥ ${options.atLeast}× ${base!.scenario}`, met: ratio >= options.atLeast && !m.errors } : {}),
       note: [options.note, errors].filter(Boolean).join("; ") || undefined,
     });
   }
