@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import { mockProviderName, type DataPlaneConfig, type ProviderConfig } from "./config.js";
 import { ControlPlaneClient } from "./control-plane-client.js";
 import { FailOpen } from "./fail-open.js";
-import { createLogger } from "./logger.js";
+import { createLogger } from "../control-plane/logger.js";
 import { createDataPlaneMetrics, type DataPlaneMetrics } from "./metrics.js";
 import { startMockProvider, type RunningMockProvider } from "./mock-provider.js";
 import { createProxyServer } from "./proxy-server.js";

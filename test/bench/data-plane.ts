@@ -98,6 +98,7 @@ export async function dataPlane(bench: Bench): Promise<void> {
       for (const path of Object.keys(ports) as Path[]) {
         let rssMaxMb = 0;
         const sampler = path === "data plane" ? setInterval(() => (rssMaxMb = Math.max(rssMaxMb, dp.rssMb())), 100) : undefined;
+        const logBytesBefore = dp.logBytes();
         const result = await withCpu(servers[path], () => autocannon({
           url: `http://127.0.0.1:${ports[path]}/v1/chat/completions`, method: "POST", connections, duration: bench.durationMs / 1000, sampleInt: 100,
           headers: { "content-type": "application/json" }, body: payload,
@@ -107,7 +108,8 @@ export async function dataPlane(bench: Bench): Promise<void> {
         clearInterval(sampler);
         const failed = result.errors + result.timeouts + result.non2xx;
         const measured = { ops: result.requests.total, opsPerSec: result.requests.total / result.duration, errors: failed, firstError: failed ? `${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts` : undefined, p50: result.latency.p50, p99: result.latency.p99, p999: result.latency.p99_9, cpu: result.cpu };
-        const notes = [`autocannon, ${connections} connections, ms resolution`, ...(path === "data plane" ? [`data-plane RSS max ${rssMaxMb.toFixed(0)} MB`] : [])].join("; ");
+        const logged = (dp.logBytes() - logBytesBefore) / Math.max(1, result.requests.total);
+        const notes = [`autocannon, ${connections} connections, ms resolution`, ...(path === "data plane" ? [`data-plane RSS max ${rssMaxMb.toFixed(0)} MB, log ${logged.toFixed(0)} bytes per request`] : [])].join("; ");
         bench.report.measured(section, `${path}, ${kind}, saturation`, measured, path === "data plane"
           ? { versus: `bare http-proxy, ${kind}, saturation`, atLeast: 0.6, note: notes }
           : { versus: path === "bare http-proxy" ? `direct, ${kind}, saturation` : undefined, note: notes });

@@ -3,10 +3,13 @@
  * (the parent) and the server under test, baseline or subject, get the same
  * CPU share. `spawn(role, options)` forks this module; the child starts the
  * role, reports what the parent needs (a port, figures) over IPC, and stops
- * gracefully on SIGTERM (so a --cpu-prof profile is written).
+ * gracefully on SIGTERM (so a --cpu-prof profile is written). The planes log
+ * as deployed: at their default level (info: the data plane writes a line per
+ * request), their stdout going to a file, as a container runtime's would; the
+ * file is removed when the child stops.
  */
 import { fork, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import { Agent } from "node:http";
 import { tmpdir } from "node:os";
@@ -15,7 +18,6 @@ import { fileURLToPath } from "node:url";
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import httpProxy from "http-proxy";
-import pino from "pino";
 import { startControlPlane } from "../../control-plane/app.js";
 import { defaultControlPlaneConfig } from "../../control-plane/config.js";
 import { grpcServiceDefinition } from "../../control-plane/grpc/service-definition.js";
@@ -66,18 +68,22 @@ export interface Child<I> {
   readonly pid: number;
   /** Resident set size now (from /proc), in MB. */
   rssMb(): number;
+  /** Bytes the child has written to its stdout (its log) so far. */
+  logBytes(): number;
   stop(): Promise<void>;
 }
 
-const silent = pino({ level: "silent" });
 const self = fileURLToPath(import.meta.url);
 
 /** Starts a role in a child process; `cpuProfDir` writes a V8 CPU profile there on exit. */
 export function spawn<R extends keyof Roles>(role: R, options: Roles[R]["options"], cpuProfDir?: string): Promise<Child<Roles[R]["info"]>> {
   return new Promise((resolve, reject) => {
     const execArgv = ["--expose-gc", ...(cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`, `--cpu-prof-name=${role}-${Date.now()}.cpuprofile`] : [])];
-    const child: ChildProcess = fork(self, [`--role=${role}`, JSON.stringify(options)], { stdio: ["ignore", "inherit", "inherit", "ipc"], execArgv });
-    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    const logFile = join(tmpdir(), `adm-bench-${role}-${process.pid}-${Date.now()}.log`);
+    const log = openSync(logFile, "w");
+    const child: ChildProcess = fork(self, [`--role=${role}`, JSON.stringify(options)], { stdio: ["ignore", log, "inherit", "ipc"], execArgv });
+    closeSync(log);
+    const exited = new Promise<void>((r) => child.once("exit", () => (rmSync(logFile, { force: true }), r())));
     const early = (code: number | null) => reject(new Error(`bench ${role} process exited with ${code} before it was ready`));
     child.once("exit", early);
     child.once("message", (info) => {
@@ -86,6 +92,7 @@ export function spawn<R extends keyof Roles>(role: R, options: Roles[R]["options
         info: info as Roles[R]["info"],
         pid: child.pid!,
         rssMb: () => rssOf(child.pid!),
+        logBytes: () => statSync(logFile, { throwIfNoEntry: false })?.size ?? 0,
         stop: async () => {
           if (child.exitCode === null) child.kill("SIGTERM");
           await exited;
@@ -105,10 +112,10 @@ const rssMb = () => process.memoryUsage().rss / 1024 / 1024;
 async function controlPlane(o: ControlPlaneRole) {
   const dir = mkdtempSync(join(tmpdir(), "adm-bench-"));
   const cp = await startControlPlane({
-    ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken: "bench-admin-token-0000", logLevel: "silent",
+    ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken: "bench-admin-token-0000",
     dataDir: o.databaseUrl ? dir : "memory://", databaseUrl: o.databaseUrl, spoolDir: join(dir, "spool"),
     redisUrl: o.redisUrl, redisKeyPrefix: o.redisKeyPrefix ?? defaultControlPlaneConfig.redisKeyPrefix, shutdownGraceMs: 2_000,
-  }, { logger: silent });
+  });
   const t0 = performance.now();
   await cp.policy.apply(benchBundle(o.sizes), { dryRun: false, actor: "bench" });
   const applyMs = performance.now() - t0;
@@ -147,8 +154,8 @@ async function bareProxy(o: Roles["bare-proxy"]["options"]) {
 
 async function dataPlane(o: Roles["data-plane"]["options"]) {
   const spoolDir = mkdtempSync(join(tmpdir(), "adm-bench-dp-"));
-  const dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: o.controlPlaneAddr, spoolDir, logLevel: "silent" }, {
-    logger: silent, providers: [{ name: "p1", baseUrl: o.upstream, apiKey: "" }, { name: "p2", baseUrl: o.upstream, apiKey: "" }],
+  const dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: o.controlPlaneAddr, spoolDir }, {
+    providers: [{ name: "p1", baseUrl: o.upstream, apiKey: "" }, { name: "p2", baseUrl: o.upstream, apiKey: "" }],
   });
   return { info: { port: dp.port }, stop: async () => (await dp.close(), rmSync(spoolDir, { recursive: true, force: true })) };
 }
@@ -157,9 +164,9 @@ async function dataPlane(o: Roles["data-plane"]["options"]) {
 async function memory(o: Roles["memory"]["options"]) {
   const dir = mkdtempSync(join(tmpdir(), "adm-bench-"));
   const cp = await startControlPlane({
-    ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken: "bench-admin-token-0000", logLevel: "silent",
+    ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken: "bench-admin-token-0000",
     dataDir: o.databaseUrl ? dir : "memory://", databaseUrl: o.databaseUrl, spoolDir: join(dir, "spool"),
-  }, { logger: silent });
+  });
   global.gc?.();
   const rssIdleMb = rssMb();
   let t0 = performance.now();

@@ -2,9 +2,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
-import pino from "pino";
+import pino, { type DestinationStream, type Logger } from "pino";
 import { startControlPlane, type RunningControlPlane } from "../../../control-plane/app.js";
 import { defaultControlPlaneConfig, type ControlPlaneConfig } from "../../../control-plane/config.js";
+import { createLogger } from "../../../control-plane/logger.js";
 import { parseProtoJson } from "../../../control-plane/policy/proto-json.js";
 import { BundleSchema } from "../../../gen/admission/v1/policy_pb.js";
 import { defaultDataPlaneConfig, type DataPlaneConfig } from "../../../data-plane/config.js";
@@ -51,6 +52,8 @@ export interface StackOptions {
   readonly controlPlane?: Partial<ControlPlaneConfig>;
   /** Keep the control plane's database on disk (to restart it); default in memory. */
   readonly persistent?: boolean;
+  /** Both planes log through the product's own logger (createLogger, at debug) into this stream; silent otherwise. */
+  readonly logs?: DestinationStream;
 }
 
 /** The real control plane in-process, two test providers, and the data plane in front of them. */
@@ -77,7 +80,7 @@ export class Stack {
       ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
       reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
     }, {
-      logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),
+      logger: stack.logger("data-plane"),
       providers: [
         { name: "up-a", baseUrl: stack.upA.baseUrl, apiKey: "sk-provider-a-SECRET" },
         { name: "up-b", baseUrl: stack.upB.baseUrl, apiKey: "sk-provider-b-SECRET" },
@@ -96,8 +99,13 @@ export class Stack {
     // Not persistent: every start gets an empty database, as an in-memory one would (seeded: much faster to create).
     const dataDir = this.options.persistent ? this.dataDir : mkdtempSync(join(this.dataDir, "run-"));
     await seedPgliteDir(dataDir);
-    this.cp = await startControlPlane({ ...this.cpConfig, dataDir }, { logger: pino({ level: "silent" }) });
+    this.cp = await startControlPlane({ ...this.cpConfig, dataDir }, { logger: this.logger("control-plane") });
     this.cpConfig = { ...this.cpConfig, grpcPort: this.cp.grpcPort };
+  }
+
+  private logger(service: string): Logger {
+    const { logs } = this.options;
+    return logs ? createLogger({ level: "debug", service, destination: logs }) : pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" });
   }
 
   async applyBundle(json: Record<string, unknown>): Promise<void> {
