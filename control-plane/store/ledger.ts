@@ -277,6 +277,7 @@ export class Ledger {
         rows.map((r) => r.outcome), rows.map((r) => r.estimated), rows.map((r) => clampLatencyMs(r.latencyMs)),
         rows.map((r) => new Date(r.reservedAtMs).toISOString()), rows.map((r) => new Date(r.settledAtMs).toISOString()),
       ],
+      { prepareAs: "ledger_insert" },
     );
     try {
       this.options.onBatchWritten?.(rows.length, performance.now() - started);
