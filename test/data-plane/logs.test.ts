@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
@@ -97,5 +97,23 @@ describe("logs: JSON lines with request id and tenant, never a secret", () => {
     const lines = stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { i: number });
     assert.equal(lines.length, 5000);
     assert.equal(lines.at(-1)!.i, 4999);
+  });
+
+  test("a lone line is written within about a second, though the buffer is far from full", async () => {
+    const logger = fileURLToPath(new URL("../../control-plane/logger.js", import.meta.url));
+    const script = `import { createLogger } from ${JSON.stringify(logger)};
+      createLogger({ level: "info", service: "lone-test" }).info("alone");
+      setInterval(() => undefined, 1000); // stays up: only the periodic flush can write the line`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        child.stdout.once("data", (chunk: Buffer) => resolve(chunk.toString()));
+        child.once("exit", (code) => reject(new Error(`exited with ${code} before writing`)));
+        setTimeout(() => reject(new Error("the line was never written while the process ran")), 30_000).unref();
+      });
+      assert.equal(JSON.parse(line).msg, "alone");
+    } finally {
+      child.kill("SIGKILL");
+    }
   });
 });
