@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
-import { countInputTokens, countTextTokens } from "./token-counter.js";
+import { countInputTokens, countTextTokens } from "../control-plane/token-counter.js";
 
 export interface MockProviderOptions {
   readonly port?: number;

@@ -1,5 +1,5 @@
 import type { AdmitRequest } from "../gen/admission/v1/admission_pb.js";
-import { countInputTokens } from "./token-counter.js";
+import { countInputTokens } from "../control-plane/token-counter.js";
 
 /** The OpenAI routes the proxy meters, as paths after `/v1`. */
 export type LlmPath = "/chat/completions" | "/completions" | "/embeddings";

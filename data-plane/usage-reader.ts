@@ -2,9 +2,9 @@ import { StringDecoder } from "node:string_decoder";
 import type { Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
 import { joinChunks } from "./read-body.js";
-import { countTextTokens } from "./token-counter.js";
+import { countTextTokens } from "../control-plane/token-counter.js";
 
-export { countInputTokens } from "./token-counter.js";
+export { countInputTokens } from "../control-plane/token-counter.js";
 
 export interface ProviderUsage {
   readonly inputTokens: number;

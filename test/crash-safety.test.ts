@@ -8,7 +8,7 @@ import { Redis } from "ioredis";
 import pg from "pg";
 import { BundleSchema, LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { parseProtoJson } from "../control-plane/policy/proto-json.js";
-import { countInputTokens } from "../data-plane/token-counter.js";
+import { countInputTokens } from "../control-plane/token-counter.js";
 import { bundleJson, secret, waitFor } from "./data-plane/support/stack.js";
 import { MockUpstream, reportedUsage } from "./data-plane/support/mock-upstream.js";
 import { admin } from "./support/control-plane.js";

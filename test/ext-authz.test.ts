@@ -8,6 +8,7 @@ import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { scenario, secretOf } from "./support/scenario.js";
 import { meterUsed } from "./support/meter-used.js";
+import { countInputTokens } from "../control-plane/token-counter.js";
 
 /**
  * Encodes a CheckRequest field by field with Envoy's numbers, including fields
@@ -103,6 +104,31 @@ describe("Envoy ext_authz Check", () => {
   test("the task may come from the route's context_extensions", async () => {
     const res = await check(envoyCheckRequest({ headers: { authorization: `Bearer ${secretOf("ke")}`, "x-llm-model": "m-pro", "x-llm-max-tokens": "10" }, contextExtensions: { task: "DRAFT" } }));
     assert.equal(res.httpResponse.case, "okResponse");
+  });
+
+  test("input tokens are counted from the body exactly as the data plane counts them (chat, completions, embeddings)", async () => {
+    const bodies: Array<[string, Record<string, unknown>]> = [
+      ["/chat/completions", {
+        model: "m-pro", max_tokens: 10,
+        messages: [
+          { role: "system", content: "You draft patent claims." },
+          { role: "user", name: "ann", content: [{ type: "text", text: "Claim a widget; <|endoftext|> is just text" }, { type: "image_url", image_url: { url: "data:," } }] },
+        ],
+        tools: [{ type: "function", function: { name: "lookup", parameters: { type: "object" } } }],
+      }],
+      ["/completions", { model: "m-pro", max_tokens: 10, prompt: ["Claim 1: a widget", "Claim 2: a hinge"] }],
+      ["/embeddings", { model: "m-pro", max_tokens: 10, input: "a widget with a spring-biased latch, a hinge, a detent and a lever that returns it to rest" }],
+    ];
+    for (const [endpoint, body] of bodies) {
+      const before = await used("env");
+      const res = await check(envoyCheckRequest({ headers: { authorization: `Bearer ${secretOf("ke")}`, "x-llm-task": "DRAFT" }, body: JSON.stringify(body) }));
+      assert.equal(res.httpResponse.case, "okResponse", endpoint);
+      const expected = countInputTokens(endpoint, body);
+      assert.ok(expected > 10, `${endpoint}: a real count`);
+      assert.equal(await used("env") - before, BigInt(expected + 10), `${endpoint}: input tokens + max_tokens reserved`);
+      const up = headersOf(res.httpResponse.case === "okResponse" ? res.httpResponse.value.headers : []);
+      await t.admission.settle({ reservationId: up["x-llm-reservation-id"]!, inputTokens: 1n, outputTokens: 1n });
+    }
   });
 
   test("denials: the design's HTTP status, google.rpc code, JSON body, Retry-After; a denial reserves nothing", async () => {

@@ -9,7 +9,7 @@ import { Outcome } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { closeControlPlaneClients, Plugin, Priority, Schema, stateKey, Version } from "../deploy/kong/admission-plugin.js";
 import { PluginConfigError } from "../deploy/kong/schema.js";
-import { countInputTokens, countTextTokens } from "../data-plane/token-counter.js";
+import { countInputTokens, countTextTokens } from "../control-plane/token-counter.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { KongRequest, phaseOrder, type ClientRequest, type RunOptions } from "./support/fake-kong.js";
 import { scenario, secretOf } from "./support/scenario.js";

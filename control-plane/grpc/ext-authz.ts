@@ -1,6 +1,5 @@
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import { countTokens } from "gpt-tokenizer";
 import type { Logger } from "pino";
 import type { AdmitRequest, AdmitResponse } from "../../gen/admission/v1/admission_pb.js";
 import { AdmitResponseSchema, DenyReason } from "../../gen/admission/v1/admission_pb.js";
@@ -14,6 +13,7 @@ import { deadlineMs, type InFlightLimit } from "../in-flight-limit.js";
 import type { Metrics } from "../metrics.js";
 import { RpcError } from "../rpc-error.js";
 import { denialBody, rateLimitHeaders, upstreamDecisionHeaders } from "../rate-limit-headers.js";
+import { countInputTokens } from "../token-counter.js";
 import { grpcServiceDefinition, MalformedRequest } from "./service-definition.js";
 
 /** Largest body parsed for model and token counts (Envoy's with_request_body max_request_bytes should be at most this). */
@@ -104,21 +104,20 @@ function parseBody(text: string): { json?: Record<string, any>; inputTokens: num
   if (text.length > maxBodyChars) return { inputTokens: Math.ceil(text.length / 4) };
   try {
     const json = JSON.parse(text);
-    if (json && typeof json === "object" && !Array.isArray(json)) return { json, inputTokens: countPromptTokens(json) };
+    if (json && typeof json === "object" && !Array.isArray(json)) return { json, inputTokens: countInputTokens(endpointOf(json), json) };
   } catch {
     // Not JSON, or truncated by Envoy (allow_partial_message): estimate from its size.
   }
   return { inputTokens: Math.ceil(text.length / 4) };
 }
 
-/** Tokens of the prompt of an OpenAI-style body (messages, prompt or input). */
-function countPromptTokens(body: Record<string, any>): number {
-  if (Array.isArray(body.messages)) {
-    return body.messages.reduce((n: number, m: any) => n + 4 + (typeof m?.content === "string" ? countTokens(m.content) : 0), 3);
-  }
-  const input = body.prompt ?? body.input;
-  if (typeof input === "string") return countTokens(input);
-  return 0;
+/**
+ * Which OpenAI endpoint a body is for, by its shape (routes name paths in many
+ * ways): its input tokens are then counted exactly as the data plane counts them.
+ */
+function endpointOf(body: Record<string, unknown>): string {
+  if (Array.isArray(body.messages)) return "/chat/completions";
+  return body.prompt === undefined && body.input !== undefined ? "/embeddings" : "/completions";
 }
 
 function integer(value: unknown): number | undefined {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import OpenAI from "openai";
-import { countInputTokens, countTextTokens } from "../../data-plane/token-counter.js";
+import { countInputTokens, countTextTokens } from "../../control-plane/token-counter.js";
 import { Stack, waitFor } from "./support/stack.js";
 
 /**

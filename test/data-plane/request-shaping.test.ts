@@ -7,7 +7,7 @@ import { DataPlaneConfigError, loadDataPlaneConfig, parseProviders, parseTaskRou
 import { admitRequestFor, parseLlmRequest, rewriteBody, type LlmRequest } from "../../data-plane/openai-request.js";
 import { matchRoute } from "../../data-plane/routes.js";
 import { decisionHeaders } from "../../data-plane/rate-limit-headers.js";
-import { countInputTokens, countTextTokens } from "../../data-plane/token-counter.js";
+import { countInputTokens, countTextTokens } from "../../control-plane/token-counter.js";
 
 const parse = (path: "/chat/completions" | "/completions" | "/embeddings", body: unknown) => parseLlmRequest(path, Buffer.from(JSON.stringify(body)));
 

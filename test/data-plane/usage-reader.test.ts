@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { gzipSync } from "node:zlib";
 import { UsageFeed, UsageReader } from "../../data-plane/usage-reader.js";
-import { countTextTokens } from "../../data-plane/token-counter.js";
+import { countTextTokens } from "../../control-plane/token-counter.js";
 
 const event = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`;
 const delta = (content: string) => ({ choices: [{ index: 0, delta: { content } }] });

@@ -1,6 +1,6 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { gzipSync } from "node:zlib";
-import { countInputTokens } from "../../../data-plane/token-counter.js";
+import { countInputTokens } from "../../../control-plane/token-counter.js";
 
 /**
  * Usage as a provider would report it for a body it received (a `usageOf` for
