@@ -10,7 +10,7 @@ import autocannon from "autocannon";
 import { scratchDatabase } from "../support/databases.js";
 import { secretOf } from "../support/scenario.js";
 import { keyId } from "./bundle.js";
-import { latency, openLoop, withCpu } from "./load.js";
+import { drain, latency, openLoop, withCpu } from "./load.js";
 import { spawn, type Child } from "./processes.js";
 import type { Bench } from "./report.js";
 
@@ -65,6 +65,10 @@ export async function dataPlane(bench: Bench): Promise<void> {
     let n = 0;
     // Every request on its own key, round robin over the bundle's keys.
     const headersFor = (path: Path): Record<string, string> => (path === "data plane" ? { authorization: `Bearer ${secretOf(keyId(n++ % bench.sizes.keys))}`, "x-llm-task": "DRAFT" } : {});
+
+    // Steady state, as the decision rows: every key has been seen once (its plan and meters built), as on a replica that has been serving.
+    const warm = await drain(Array.from({ length: bench.sizes.keys }, (_, i) => i), connections, () => post(agent, ports["data plane"], body(false), headersFor("data plane")));
+    if (warm.errors) throw new Error(`warming the data plane: ${warm.errors} failed requests (${warm.firstError})`);
 
     const fixedRate = bench.smoke ? 100 : rate;
     for (const stream of [false, true]) {
