@@ -29,7 +29,14 @@ export function createLogger(options: { level: string; service: string; destinat
 
 const flushEveryMs = 1_000;
 
+let stdoutDestination: DestinationStream | undefined;
+
+/**
+ * The process's one buffered stdout: both planes in one process (`npm start`) share it, so
+ * a line is never split by the other logger's write landing in the middle of a partial one.
+ */
 function stdout(): DestinationStream {
+  if (stdoutDestination) return stdoutDestination;
   const stream = pino.destination({ dest: 1, sync: false, minLength: 4096, maxLength: 16 * 1024 * 1024 });
   setInterval(() => {
     try {
@@ -38,5 +45,5 @@ function stdout(): DestinationStream {
       // closed: the process is exiting, and the exit hook flushed it
     }
   }, flushEveryMs).unref();
-  return stream;
+  return (stdoutDestination = stream);
 }

@@ -4,8 +4,6 @@ import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
 import { joinChunks } from "./read-body.js";
 import { countTextTokens } from "../control-plane/token-counter.js";
 
-export { countInputTokens } from "../control-plane/token-counter.js";
-
 export interface ProviderUsage {
   readonly inputTokens: number;
   readonly outputTokens: number;

@@ -87,16 +87,20 @@ describe("logs: JSON lines with request id and tenant, never a secret", () => {
     assert.equal((line!.providers as Array<Record<string, unknown>>)[0]!.name, "p");
   });
 
-  test("lines buffered by the asynchronous destination are all written when the process exits right after", async () => {
+  test("both planes' lines in one process (npm start) are all written, whole, when it exits right after", async () => {
     const logger = fileURLToPath(new URL("../../control-plane/logger.js", import.meta.url));
     const script = `import { createLogger } from ${JSON.stringify(logger)};
-      const log = createLogger({ level: "info", service: "exit-test" });
-      for (let i = 0; i < 5000; i++) log.info({ i }, "line");
+      const cp = createLogger({ level: "info", service: "control-plane" });
+      const dp = createLogger({ level: "info", service: "data-plane" });
+      for (let i = 0; i < 5000; i++) { cp.info({ i }, "line"); dp.info({ i, pad: "x".repeat(i % 300) }, "line"); }
       process.exit(3);`;
     const { stdout } = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], { maxBuffer: 64 * 1024 * 1024 }).catch((err) => err as { stdout: string });
-    const lines = stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { i: number });
-    assert.equal(lines.length, 5000);
-    assert.equal(lines.at(-1)!.i, 4999);
+    const lines = stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as { i: number; service: string });
+    for (const service of ["control-plane", "data-plane"]) {
+      const own = lines.filter((l) => l.service === service).map((l) => l.i);
+      assert.equal(own.length, 5000, service);
+      assert.deepEqual(own, Array.from({ length: 5000 }, (_, i) => i), `${service}: every line, in order`);
+    }
   });
 
   test("a lone line is written within about a second, though the buffer is far from full", async () => {
