@@ -63,21 +63,17 @@ export async function alternating(concurrency: number, durationMs: number, slice
   const sides = [a, b].map((side) => ({ side, tally: newTally(), cpu: new Map<string, number>(), seconds: 0, next: 0 }));
   for (let k = 0; k < slices; k++) {
     for (const s of sides) {
-      const all = { ...s.side.pids, load: process.pid };
-      const before = Object.fromEntries(Object.entries(all).map(([name, pid]) => [name, cpuSeconds(pid)]));
+      const used = cpuSince(s.side.pids);
       const t0 = performance.now();
       await run(concurrency, durationMs / slices, () => {
         const n = s.next++;
         return () => s.side.op(n);
       }, s.tally);
       s.seconds += (performance.now() - t0) / 1000;
-      for (const [name, pid] of Object.entries(all)) s.cpu.set(name, (s.cpu.get(name) ?? 0) + cpuSeconds(pid) - before[name]!);
+      for (const [name, seconds] of used()) s.cpu.set(name, (s.cpu.get(name) ?? 0) + seconds);
     }
   }
-  const [x, y] = sides.map((s) => ({
-    ...measuredOf(s.tally, s.seconds),
-    cpu: [...s.cpu].map(([name, seconds]) => `${name} ${Math.round((100 * seconds) / s.seconds)}%`).join(", "),
-  }));
+  const [x, y] = sides.map((s) => ({ ...measuredOf(s.tally, s.seconds), cpu: cpuShares(s.cpu, s.seconds) }));
   return [x!, y!];
 }
 
@@ -156,11 +152,20 @@ const clockTicks = 100;
  * server under test was saturated or starved.
  */
 export async function withCpu<T>(pids: Record<string, number>, work: () => Promise<T>): Promise<T & { cpu: string }> {
-  const all = { ...pids, load: process.pid };
-  const before = Object.fromEntries(Object.entries(all).map(([name, pid]) => [name, cpuSeconds(pid)]));
+  const used = cpuSince(pids);
   const t0 = performance.now();
   const result = await work();
-  const seconds = (performance.now() - t0) / 1000;
-  const cpu = Object.entries(all).map(([name, pid]) => `${name} ${Math.round((100 * (cpuSeconds(pid) - before[name]!)) / seconds)}%`).join(", ");
-  return { ...result, cpu };
+  return { ...result, cpu: cpuShares(used(), (performance.now() - t0) / 1000) };
+}
+
+/** A reading of the CPU seconds each process (and this one, as `load`) has used since the call. */
+function cpuSince(pids: Record<string, number>): () => Map<string, number> {
+  const all = Object.entries({ ...pids, load: process.pid });
+  const before = all.map(([, pid]) => cpuSeconds(pid));
+  return () => new Map(all.map(([name, pid], i) => [name, cpuSeconds(pid) - before[i]!]));
+}
+
+/** CPU seconds over `seconds` of wall time as each process's share of one core: "echo 45%, load 60%". */
+function cpuShares(used: ReadonlyMap<string, number>, seconds: number): string {
+  return [...used].map(([name, cpu]) => `${name} ${Math.round((100 * cpu) / seconds)}%`).join(", ");
 }
