@@ -105,10 +105,20 @@ export type ReserveResult =
 
 export type LeaseState = "open" | "settled" | "expired";
 
-/** Usage recorded for a lease. */
+/**
+ * Usage recorded for a lease, in the one usage record of every provider API:
+ * inputTokens includes the cache reads and writes, outputTokens the reasoning
+ * tokens (see admission.v1.SettleRequest).
+ */
 export interface LeaseUsage {
   readonly inputTokens: number;
   readonly outputTokens: number;
+  /** Part of inputTokens read from the provider's prompt cache. */
+  readonly cacheReadTokens: number;
+  /** Part of inputTokens written to the provider's prompt cache. */
+  readonly cacheWriteTokens: number;
+  /** Part of outputTokens spent reasoning. */
+  readonly reasoningTokens: number;
   readonly costMicros: number;
   readonly outcome: number;
   readonly estimated: boolean;

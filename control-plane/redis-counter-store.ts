@@ -1012,14 +1012,17 @@ function decodeMeters(records: Buffer): LeaseMeter[] {
  * the object (it stays with the lease until its ledger row is recorded). Lua never reads it.
  */
 function encodeUsage(u: LeaseUsage): string {
-  return JSON.stringify([u.inputTokens, u.outputTokens, u.costMicros, u.outcome, u.estimated, u.provider, u.model, u.latencyMs, u.settledAtMs]);
+  return JSON.stringify([
+    u.inputTokens, u.outputTokens, u.costMicros, u.outcome, u.estimated, u.provider, u.model, u.latencyMs, u.settledAtMs,
+    u.cacheReadTokens, u.cacheWriteTokens, u.reasoningTokens,
+  ]);
 }
 
+/** A lease settled before the cache and reasoning parts were stored has none (its usage predates them). */
 function decodeUsage(stored: string): LeaseUsage {
-  const [inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs] = JSON.parse(stored) as [
-    number, number, number, number, boolean, string, string, number, number,
-  ];
-  return { inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs };
+  const [inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs, cacheReadTokens = 0, cacheWriteTokens = 0, reasoningTokens = 0] =
+    JSON.parse(stored) as [number, number, number, number, boolean, string, string, number, number, number?, number?, number?];
+  return { inputTokens, outputTokens, cacheReadTokens, cacheWriteTokens, reasoningTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs };
 }
 
 function integer(value: number, what: string): number {

@@ -238,6 +238,9 @@ export function createProxyServer(deps: ProxyDeps): Server {
       latencyMs: BigInt(Math.min(usage.latencyMs, 86_400_000)),
       estimated: usage.estimated,
       credential: init.credential,
+      cacheReadTokens: 0n,
+      cacheWriteTokens: 0n,
+      reasoningTokens: 0n,
     }, { requestId: init.requestId, tenant: init.tenant });
   }
 

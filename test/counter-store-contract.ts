@@ -27,7 +27,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
         ...reservationOf(meters), leaseExpiresAtMs: Date.now() + 60_000, nowMs: Date.now(), ...extra,
       });
     const usage = (inputTokens: number, outputTokens: number, costMicros = 0): LeaseUsage => ({
-      inputTokens, outputTokens, costMicros, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 5, settledAtMs: Date.now(),
+      inputTokens, outputTokens, costMicros, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 5, settledAtMs: Date.now(),
     });
     const withStore = (title: string, fn: (store: CounterStore) => Promise<void>) =>
       test(title, async () => {
@@ -265,7 +265,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       const again = await reserve(store, t, meters, { requestId: "req-M" });
       assert.equal(again.status, "duplicate");
       assert.deepEqual(again.status === "duplicate" && asReserved(again.lease), reserved);
-      const first: LeaseUsage = { ...usage(1, 2, 3), outcome: 3, estimated: true, provider: "prov ✓", model: "m\"odel", latencyMs: 1234 };
+      const first: LeaseUsage = { ...usage(1, 2, 3), cacheReadTokens: 1, reasoningTokens: 2, outcome: 3, estimated: true, provider: "prov ✓", model: "m\"odel", latencyMs: 1234 };
       const settled = await store.settle({ tenant: t, leaseId: "M", usage: first, nowMs: Date.now(), graceMs: 30_000 });
       assert.equal(settled.status, "settled");
       assert.deepEqual(settled.status === "settled" && asReserved(settled.lease), reserved);

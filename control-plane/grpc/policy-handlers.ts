@@ -11,7 +11,7 @@ import type { PolicyManager } from "../policy/policy-manager.js";
 import { idPattern } from "../policy/validate-bundle.js";
 import { RpcError } from "../rpc-error.js";
 import type { AuditLog } from "../store/audit-log.js";
-import type { Ledger } from "../store/ledger.js";
+import type { Ledger, UsageTotals } from "../store/ledger.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { isValidTimestamp, timestampMs } from "../timestamps.js";
 import { isTimeWindow, windowSpan } from "../windows.js";
@@ -181,8 +181,9 @@ export class PolicyHandlers {
     const usage = await this.deps.ledger.usage({
       tenant: req.tenant, user: textFilter(req.user, "user"), task: textFilter(req.task, "task"), model: textFilter(req.model, "model"), startMs, endMs, groupBy,
     });
-    const totals = (t: { requests: number; inputTokens: number; outputTokens: number; costMicros: number }) => ({
+    const totals = (t: UsageTotals) => ({
       requests: BigInt(t.requests), inputTokens: BigInt(t.inputTokens), outputTokens: BigInt(t.outputTokens), costMicros: BigInt(t.costMicros),
+      cacheReadTokens: BigInt(t.cacheReadTokens), cacheWriteTokens: BigInt(t.cacheWriteTokens), reasoningTokens: BigInt(t.reasoningTokens),
     });
     return create(pb.GetUsageResponseSchema, {
       ...totals(usage.totals),

@@ -193,7 +193,7 @@ async function memory(o: Roles["memory"]["options"]) {
     if (i < o.sizes.tenants) await cp.counters.rebuild(tenant, "bench/1:1:", []);
     const r = await cp.counters.reserve({ tenant, leaseId: `l${i}`, reservationId: `l${i}`, requestId: "", meters, amounts: { tokens: 1_000, costMicros: 1_000 }, leaseExpiresAtMs: now + 300_000, nowMs: now });
     if (r.status !== "reserved") throw new Error(`reserve: ${r.status}`);
-    await cp.counters.settle({ tenant, leaseId: `l${i}`, nowMs: now, graceMs: 30_000, usage: { inputTokens: 400, outputTokens: 500, costMicros: 1_400, outcome: 1, estimated: false, provider: "p1", model: "m-pro", latencyMs: 900, settledAtMs: now } });
+    await cp.counters.settle({ tenant, leaseId: `l${i}`, nowMs: now, graceMs: 30_000, usage: { inputTokens: 400, outputTokens: 500, costMicros: 1_400, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, outcome: 1, estimated: false, provider: "p1", model: "m-pro", latencyMs: 900, settledAtMs: now } });
     await cp.counters.markRecorded(tenant, `l${i}`);
   }
   const metersMs = performance.now() - t0;
