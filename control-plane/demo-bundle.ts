@@ -4,7 +4,7 @@ import { parseProtoJson } from "./policy/proto-json.js";
 
 /**
  * The demo: three tasks, FREE / PRO / ENTERPRISE plans, the mock provider's
- * models, and one tenant on PRO with one user and one API key (whose secret
+ * models (one of them on its Anthropic-API entry), and one tenant on PRO with one user and one API key (whose secret
  * is generated at each start and printed once).
  */
 export const demoBundleJson = {
@@ -15,6 +15,8 @@ export const demoBundleJson = {
     { name: "mock-pro-backup", modelClass: "PRO_M", provider: "mock", inputMicrosPerMtok: 3000000, outputMicrosPerMtok: 12000000, cacheReadMicrosPerMtok: 300000, cacheWriteMicrosPerMtok: 3750000 },
     { name: "mock-pro-large", modelClass: "PRO_L", provider: "mock", inputMicrosPerMtok: 5000000, outputMicrosPerMtok: 15000000, cacheReadMicrosPerMtok: 500000, cacheWriteMicrosPerMtok: 6250000 },
     { name: "mock-advanced", modelClass: "ADVANCED", provider: "mock", inputMicrosPerMtok: 15000000, outputMicrosPerMtok: 60000000, cacheReadMicrosPerMtok: 1500000, cacheWriteMicrosPerMtok: 18750000 },
+    // Served on Anthropic's Messages API (the mock's "mock-anthropic" entry): /v1/messages routes only to it, chat and responses never do.
+    { name: "mock-claude", modelClass: "BASE_M", provider: "mock-anthropic", inputMicrosPerMtok: 800000, outputMicrosPerMtok: 4000000, cacheReadMicrosPerMtok: 80000, cacheWriteMicrosPerMtok: 1000000 },
   ],
   tasks: [
     { code: "LLM1_PRIOR_ART", feature: "PRIOR_ART", description: "Prior-art search and summaries" },

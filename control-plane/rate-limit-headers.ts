@@ -1,5 +1,7 @@
 import type { AdmitResponse, Meter } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind } from "../gen/admission/v1/policy_pb.js";
+import { anthropicErrorBody } from "./anthropic-error.js";
+import type { ProviderApi } from "./llm-request.js";
 
 /** Header names per metered kind, in the order headers are written. */
 const headerKinds: ReadonlyArray<readonly [LimitKind, string]> = [
@@ -53,19 +55,15 @@ export function upstreamDecisionHeaders(d: AdmitResponse): Record<string, string
   return headers;
 }
 
-/** The OpenAI-style error body of a denial: {"error": {"message", "type", "code", "param", ...}}. */
-export function denialBody(d: AdmitResponse, code: string): string {
+/** The error body of a denial in the request's API's shape: OpenAI's {"error": {"message", "type", "code", "param", ...}} or Anthropic's. */
+export function denialBody(d: AdmitResponse, code: string, api: ProviderApi = "openai"): string {
   const m = d.deniedMeter;
-  return JSON.stringify({
-    error: {
-      message: d.message,
-      type: errorType(d.httpStatus),
-      code,
-      param: null,
-      ...(m ? { limit: Number(m.limit), used: Number(m.used), remaining: Number(m.remaining), limit_kind: LimitKind[m.kind] } : {}),
-      ...(d.retryAfterMs > 0n ? { retry_after_ms: Number(d.retryAfterMs) } : {}),
-    },
-  });
+  const meter = {
+    ...(m ? { limit: Number(m.limit), used: Number(m.used), remaining: Number(m.remaining), limit_kind: LimitKind[m.kind] } : {}),
+    ...(d.retryAfterMs > 0n ? { retry_after_ms: Number(d.retryAfterMs) } : {}),
+  };
+  if (api === "anthropic") return anthropicErrorBody(d.httpStatus, d.message, { code, ...meter });
+  return JSON.stringify({ error: { message: d.message, type: errorType(d.httpStatus), code, param: null, ...meter } });
 }
 
 /** OpenAI's error type for an HTTP status. */

@@ -1,11 +1,17 @@
 import { readFileSync } from "node:fs";
+import type { ProviderApi } from "../control-plane/llm-request.js";
 
-/** An OpenAI-compatible provider: OpenAI, Gemini's or xAI's compatible endpoints, Ollama, the mock. */
+/**
+ * A provider: one speaking OpenAI's API (OpenAI, Gemini's or xAI's compatible
+ * endpoints, Ollama, the mock) or Anthropic's (Anthropic, the mock).
+ */
 export interface ProviderConfig {
   readonly name: string;
   /** e.g. https://api.openai.com/v1; requests go to baseUrl + the path after /v1. */
   readonly baseUrl: string;
-  /** Sent as `Authorization: Bearer`; empty for none. Never logged, never shown to clients. */
+  /** The API it speaks (default "openai"): requests of the other API's routes are never sent to it. */
+  readonly api?: ProviderApi;
+  /** Sent as `Authorization: Bearer` (OpenAI's API) or `x-api-key` (Anthropic's); empty for none. Never logged, never shown to clients. */
   readonly apiKey: string;
   /** Extra headers the provider needs (lowercase names). */
   readonly headers?: Readonly<Record<string, string>>;
@@ -66,8 +72,14 @@ export class DataPlaneConfigError extends Error {
   }
 }
 
-/** The built-in mock provider's name (models in the demo bundle use it). */
+/** The API a provider speaks. */
+export function providerApi(provider: ProviderConfig): ProviderApi {
+  return provider.api ?? "openai";
+}
+
+/** The built-in mock provider's names, for each API it speaks (models in the demo bundle use them). */
 export const mockProviderName = "mock";
+export const mockAnthropicProviderName = "mock-anthropic";
 
 export const defaultDataPlaneConfig: DataPlaneConfig = {
   host: "0.0.0.0",
@@ -99,7 +111,7 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
  * |---|---|---|
  * | `PROXY_PORT`, `PROXY_HOST` | where the proxy listens | `8080`, `0.0.0.0` |
  * | `CONTROL_PLANE_ADDR` | control plane gRPC `host:port`, or a target naming several replicas (`dns:///name:port`, `ipv4:a:port,b:port`) | `127.0.0.1:50051` |
- * | `PROVIDERS_FILE` | JSON `{"providers":[{"name","baseUrl","apiKeyEnv"?,"headers"?}]}` | built-in mock provider |
+ * | `PROVIDERS_FILE` | JSON `{"providers":[{"name","baseUrl","api"?,"apiKeyEnv"?,"headers"?}]}`; `api` is `"openai"` (default) or `"anthropic"` | built-in mock provider |
  * | `PROXY_FAILURE_POLICY` | control plane unreachable: `FAIL_CLOSED` (503) or `FAIL_OPEN` | `FAIL_CLOSED` |
  * | `PROXY_MAX_BODY_BYTES` | request body limit (413 above) | 4 MiB |
  * | `PROXY_DEFAULT_TASK` | task when no header or task route names one | none (400) |
@@ -179,6 +191,8 @@ export function parseProviders(raw: unknown, env: NodeJS.ProcessEnv, where = "pr
       throw new DataPlaneConfigError(`${at}.baseUrl "${p.baseUrl}" is not a URL`);
     }
     if (url.protocol !== "http:" && url.protocol !== "https:") throw new DataPlaneConfigError(`${at}.baseUrl must be http or https`);
+    const api = p.api ?? "openai";
+    if (api !== "openai" && api !== "anthropic") throw new DataPlaneConfigError(`${at}.api must be "openai" or "anthropic", got ${JSON.stringify(api).slice(0, 50)}`);
     let apiKey = "";
     if (p.apiKeyEnv !== undefined) {
       if (typeof p.apiKeyEnv !== "string" || !p.apiKeyEnv) throw new DataPlaneConfigError(`${at}.apiKeyEnv must name an environment variable`);
@@ -193,7 +207,7 @@ export function parseProviders(raw: unknown, env: NodeJS.ProcessEnv, where = "pr
         headers[k.toLowerCase()] = v;
       }
     }
-    return { name: p.name, baseUrl: url.href.replace(/\/+$/, ""), apiKey, headers };
+    return { name: p.name, baseUrl: url.href.replace(/\/+$/, ""), api, apiKey, headers };
   });
 }
 

@@ -20,6 +20,10 @@ export interface UnadmittedUsage {
   readonly servedModel: string;
   readonly inputTokens: number;
   readonly outputTokens: number;
+  /** The parts of the usage record (provider-usage.ts). */
+  readonly cacheReadTokens: number;
+  readonly cacheWriteTokens: number;
+  readonly reasoningTokens: number;
   readonly outcome: Outcome;
   readonly latencyMs: number;
   readonly estimated: boolean;
@@ -127,6 +131,9 @@ export class FailOpen {
         reservationId: decision.reservationId,
         inputTokens: BigInt(u.inputTokens),
         outputTokens: BigInt(u.outputTokens),
+        cacheReadTokens: BigInt(u.cacheReadTokens),
+        cacheWriteTokens: BigInt(u.cacheWriteTokens),
+        reasoningTokens: BigInt(u.reasoningTokens),
         provider: u.provider,
         model: u.servedModel,
         outcome: u.outcome,

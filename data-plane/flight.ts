@@ -1,14 +1,14 @@
 import type { ClientRequest, IncomingMessage } from "node:http";
 import type { Route } from "../gen/admission/v1/admission_pb.js";
 import { Outcome } from "../gen/admission/v1/admission_pb.js";
+import type { LlmRequest } from "../control-plane/llm-request.js";
 import type { LeaseRenewer } from "./lease-renewer.js";
-import type { LlmRequest } from "./openai-request.js";
-import type { UsageReader } from "./usage-reader.js";
+import type { UsageRecord } from "./provider-usage.js";
+import { settledUsage, type UsageReader } from "./usage-reader.js";
 
 /** What a finished request consumed, for its Settle. */
 export interface FlightUsage {
-  readonly inputTokens: number;
-  readonly outputTokens: number;
+  readonly usage: UsageRecord;
   readonly estimated: boolean;
   readonly outcome: Outcome;
   readonly route: Route | undefined;
@@ -66,23 +66,21 @@ export class Flight {
   }
 
   /**
-   * Ends the flight once; undefined if it already ended. Input tokens are
-   * charged when the provider worked on the request (it answered with a
-   * success, or the client left while it was working), output tokens are what
-   * it produced; without reported usage both are estimated with the tokenizer.
+   * Ends the flight once; undefined if it already ended. The provider's
+   * reported usage when it reported it all; otherwise, when it worked on the
+   * request (it answered with a success, or the client left while it was
+   * working), what it did report completed by estimates with the tokenizer
+   * (settledUsage).
    */
   finish(outcome: Outcome): FlightUsage | undefined {
     if (this.finished) return undefined;
     this.finished = true;
     this.renewer?.stop();
-    const reported = this.reader?.reported();
     const worked = this.status !== undefined ? this.status < 400 : outcome === Outcome.CLIENT_ABORTED && this.upstreamStartedAt > 0;
-    const inputTokens = reported?.inputTokens ?? (worked ? this.init.request.inputTokens : 0);
-    const outputTokens = reported?.outputTokens ?? (worked ? this.reader?.estimatedOutputTokens() ?? 0 : 0);
+    const { usage, estimated } = settledUsage(this.reader, { countedInputTokens: this.init.request.inputTokens, worked });
     return {
-      inputTokens,
-      outputTokens,
-      estimated: reported === undefined && worked,
+      usage,
+      estimated,
       outcome,
       route: this.route ?? this.init.routes.at(-1),
       latencyMs: this.upstreamStartedAt > 0 ? Math.round(performance.now() - this.upstreamStartedAt) : 0,

@@ -42,7 +42,7 @@ export function createDataPlaneMetrics(options: { defaultMetrics?: boolean } = {
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2],
       registers,
     }),
-    tokens: new Counter({ name: "proxy_tokens_total", help: "Tokens settled by tenant, model and direction (input, output)", labelNames: ["tenant", "model", "direction"], registers }),
+    tokens: new Counter({ name: "proxy_tokens_total", help: "Tokens settled by tenant, model and direction: input and output, and their parts cache_read, cache_write (of the input) and reasoning (of the output)", labelNames: ["tenant", "model", "direction"], registers }),
     failovers: new Counter({ name: "proxy_failovers_total", help: "Route candidates abandoned before the first byte (connect error, 5xx), by provider", labelNames: ["provider"], registers }),
     settles: new Counter({ name: "proxy_settles_total", help: "Settles by result: delivered, spooled (disk), replayed (from the spool), lost", labelNames: ["result"], registers }),
     spooledSettles: new Gauge({ name: "proxy_settle_spool_pending", help: "Settles waiting in the disk spool", registers }),

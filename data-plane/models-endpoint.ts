@@ -1,4 +1,4 @@
-import type { GetEffectivePolicyResponse } from "../gen/admission/v1/admission_pb.js";
+import type { GetEffectivePolicyResponse, Route } from "../gen/admission/v1/admission_pb.js";
 
 /** An OpenAI `GET /v1/models` answer. */
 export interface ModelList {
@@ -25,4 +25,14 @@ export function modelList(policy: GetEffectivePolicyResponse): ModelList {
     object: "list",
     data: [...models].map(([id, m]) => ({ id, object: "model", created: 0, owned_by: m.provider, tasks: m.tasks })),
   };
+}
+
+/** The route candidates, over every task the credential may use, that serve `model` (by its catalog name or the provider's), each once. */
+export function modelRoutes(policy: GetEffectivePolicyResponse, model: string): Route[] {
+  const routes = new Map<string, Route>();
+  for (const task of policy.tasks) {
+    if (!task.allowed) continue;
+    for (const route of task.routes) if (route.model === model || route.providerModel === model) routes.set(`${route.provider}\u0000${route.model}`, route);
+  }
+  return [...routes.values()];
 }

@@ -17,15 +17,17 @@ import type { FailOpen } from "./fail-open.js";
 import { Flight } from "./flight.js";
 import { LeaseRenewer } from "./lease-renewer.js";
 import type { DataPlaneMetrics } from "./metrics.js";
-import { modelList } from "./models-endpoint.js";
 import { answerClientError, parserRefusal } from "../control-plane/http-server.js";
-import { clientErrorBody, refusalResponse, sendDenial, sendError, sendErrorResponse, unavailableResponse } from "./openai-error.js";
-import { admitRequestFor, llmPaths, parseLlmRequest, rewriteBody, type LlmPath, type LlmRequest } from "./openai-request.js";
+import { admitRequestFor, clientCredential, countTokensPath, llmRoutes, parseLlmRequest, rewriteBody, type LlmRequest, type ProviderApi } from "../control-plane/llm-request.js";
+import { clientErrorBody, refusalResponse, sendDenial, sendError, sendErrorResponse, streamErrorEvent, unavailableResponse } from "./error-response.js";
+import { modelList, modelRoutes } from "./models-endpoint.js";
+import { servableRoutes } from "./provider-routes.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
 import { joinChunks, readBody } from "./read-body.js";
 import { matchRoute } from "./routes.js";
 import type { Settler } from "./settler.js";
 import { clientHeaders, upstreamHeaders } from "./upstream-headers.js";
+import type { UsageRecord } from "./provider-usage.js";
 import { UsageFeed, UsageReader } from "./usage-reader.js";
 
 export interface ProxyDeps {
@@ -49,14 +51,18 @@ const maxHeldBytes = 8 * 1024 * 1024;
  * ~2.3 MB promoted and 10-12 ms per scavenge at saturation, against ~0.3 MB and 3 ms without).
  */
 const flightOf = Symbol("flight");
-type OnFlight = IncomingMessage & { [flightOf]?: Flight };
+/** A request passed through unmetered (Anthropic's count_tokens): the headers its answer carries. */
+const passedOf = Symbol("passed");
+type OnFlight = IncomingMessage & { [flightOf]?: Flight; [passedOf]?: Record<string, string> };
 
 const unmeteredWarning = "control plane unreachable: allowed unmetered (FAIL_OPEN), usage recorded later";
 
 /**
- * The OpenAI-compatible reverse proxy: Admit before forwarding, route to the
- * decision's candidates (failing over before the first byte only), stream the
- * response through while reading its usage, Settle after every admitted request.
+ * The reverse proxy for OpenAI's Chat Completions, Completions, Embeddings and
+ * Responses APIs and Anthropic's Messages API: Admit before forwarding, route
+ * to the decision's candidates whose provider speaks the request's API
+ * (failing over before the first byte only), stream the response through
+ * while reading its usage, Settle after every admitted request.
  */
 export function createProxyServer(deps: ProxyDeps): Server {
   const { config, logger, metrics } = deps;
@@ -69,6 +75,12 @@ export function createProxyServer(deps: ProxyDeps): Server {
     if (flight) flight.proxyReq = proxyReq;
   });
   proxy.on("proxyRes", (proxyRes, req, res: ServerResponse) => {
+    const passed = (req as OnFlight)[passedOf];
+    if (passed) {
+      res.writeHead(proxyRes.statusCode ?? 502, { ...clientHeaders(proxyRes.headers), ...passed });
+      proxyRes.pipe(res);
+      return;
+    }
     const flight = (req as OnFlight)[flightOf];
     if (!flight || flight.done) {
       proxyRes.resume();
@@ -85,13 +97,13 @@ export function createProxyServer(deps: ProxyDeps): Server {
       logger.error({ err, requestId: flight.init.requestId }, "relaying failed");
       flight.proxyRes?.destroy();
       settle(flight, Outcome.UPSTREAM_ERROR);
-      sendError(res, 502, "the proxy failed relaying the provider's answer", { code: "upstream_error" });
+      sendError(res, 502, "the proxy failed relaying the provider's answer", { code: "upstream_error", api: flight.init.request.route.api });
     }
   }
 
   /** A 502 for an admitted request: the proxy could not get a usable answer from any provider. */
   function badGateway(res: ServerResponse, flight: Flight, message: string): void {
-    sendError(res, 502, message, { headers: flight.init.headers, code: "upstream_error" });
+    sendError(res, 502, message, { headers: flight.init.headers, code: "upstream_error", api: flight.init.request.route.api });
   }
 
   /** The provider answered: fail over on a 5xx while nothing reached the client, else pass the answer through as it comes. */
@@ -110,7 +122,8 @@ export function createProxyServer(deps: ProxyDeps): Server {
     flight.status = status;
     flight.proxyRes = proxyRes;
     const sse = String(proxyRes.headers["content-type"] ?? "").includes("text/event-stream");
-    const reader = new UsageReader(sse);
+    const family = flight.init.request.route.family;
+    const reader = new UsageReader(family, sse);
     const feed = new UsageFeed(reader, proxyRes.headers["content-encoding"]);
     flight.reader = reader;
     // A successful JSON answer is held until it is known to be JSON, so a provider's garbage becomes a clear 502;
@@ -162,7 +175,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       if (proxyRes.complete || flight.done) return;
       // The provider went away mid-response: the client keeps what it got, told by an error event on a stream.
       if (!res.writableEnded && !res.destroyed) {
-        if (sse) res.end(`data: ${JSON.stringify({ error: { message: "the provider stopped mid-stream", type: "upstream_error", code: "upstream_error", param: null } })}\n\n`);
+        if (sse) res.end(streamErrorEvent(family, "the provider stopped mid-stream"));
         else if (held) badGateway(res, flight, `provider "${route.provider}" stopped mid-answer`);
         else res.destroy();
       }
@@ -185,7 +198,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       metrics.overheadSeconds.observe((flight.upstreamStartedAt - flight.init.startedAt) / 1000);
     }
     proxy.web(req, res, {
-      target: upstream.target(flight.init.request.path),
+      target: upstream.target(flight.init.request.route.path),
       ignorePath: true,
       buffer: new BodySource(body),
       agent: upstream.agent,
@@ -209,21 +222,21 @@ export function createProxyServer(deps: ProxyDeps): Server {
 
   /** Exactly once per flight: a Settle for an admitted request, held usage for an unadmitted one. */
   function settle(flight: Flight, outcome: Outcome): void {
-    const usage = flight.finish(outcome);
-    if (!usage) return;
+    const settled = flight.finish(outcome);
+    if (!settled) return;
     const { init } = flight;
-    const model = usage.route?.model ?? "";
-    metrics.tokens.inc({ tenant: init.tenant, model, direction: "input" }, usage.inputTokens);
-    metrics.tokens.inc({ tenant: init.tenant, model, direction: "output" }, usage.outputTokens);
+    const { usage } = settled;
+    const model = settled.route?.model ?? "";
+    countSettledTokens(init.tenant, model, usage);
     logger.info({
-      requestId: init.requestId, tenant: init.tenant, task: init.task, provider: usage.route?.provider, model, status: flight.status,
-      outcome: Outcome[usage.outcome], inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, estimated: usage.estimated,
-      latencyMs: usage.latencyMs, unmetered: !init.reservationId || undefined,
+      requestId: init.requestId, tenant: init.tenant, task: init.task, provider: settled.route?.provider, model, status: flight.status,
+      outcome: Outcome[settled.outcome], ...usage, estimated: settled.estimated,
+      latencyMs: settled.latencyMs, unmetered: !init.reservationId || undefined,
     }, "request settled");
     if (!init.reservationId) {
       deps.failOpen.record({
-        requestId: init.requestId, credential: init.credential, task: init.task, model: init.request.model, provider: usage.route?.provider ?? "",
-        servedModel: model, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, outcome: usage.outcome, latencyMs: usage.latencyMs, estimated: usage.estimated,
+        requestId: init.requestId, credential: init.credential, task: init.task, model: init.request.model, provider: settled.route?.provider ?? "",
+        servedModel: model, ...usage, outcome: settled.outcome, latencyMs: settled.latencyMs, estimated: settled.estimated,
       });
       return;
     }
@@ -232,16 +245,25 @@ export function createProxyServer(deps: ProxyDeps): Server {
       reservationId: init.reservationId,
       inputTokens: BigInt(usage.inputTokens),
       outputTokens: BigInt(usage.outputTokens),
-      provider: usage.route?.provider ?? "",
+      provider: settled.route?.provider ?? "",
       model,
-      outcome: usage.outcome,
-      latencyMs: BigInt(Math.min(usage.latencyMs, 86_400_000)),
-      estimated: usage.estimated,
+      outcome: settled.outcome,
+      latencyMs: BigInt(Math.min(settled.latencyMs, 86_400_000)),
+      estimated: settled.estimated,
       credential: init.credential,
-      cacheReadTokens: 0n,
-      cacheWriteTokens: 0n,
-      reasoningTokens: 0n,
+      cacheReadTokens: BigInt(usage.cacheReadTokens),
+      cacheWriteTokens: BigInt(usage.cacheWriteTokens),
+      reasoningTokens: BigInt(usage.reasoningTokens),
     }, { requestId: init.requestId, tenant: init.tenant });
+  }
+
+  /** proxy_tokens_total: input and output, and the parts of them a provider reported (only when there are some, to keep series few). */
+  function countSettledTokens(tenant: string, model: string, usage: UsageRecord): void {
+    metrics.tokens.inc({ tenant, model, direction: "input" }, usage.inputTokens);
+    metrics.tokens.inc({ tenant, model, direction: "output" }, usage.outputTokens);
+    if (usage.cacheReadTokens > 0) metrics.tokens.inc({ tenant, model, direction: "cache_read" }, usage.cacheReadTokens);
+    if (usage.cacheWriteTokens > 0) metrics.tokens.inc({ tenant, model, direction: "cache_write" }, usage.cacheWriteTokens);
+    if (usage.reasoningTokens > 0) metrics.tokens.inc({ tenant, model, direction: "reasoning" }, usage.reasoningTokens);
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -254,55 +276,65 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const log = (): Logger => (requestLog ??= logger.child({ requestId, ...(clientRequestId ? { clientRequestId } : {}) }));
     const base = { "x-request-id": requestId };
     const matched = matchRoute(new URL(req.url ?? "/", "http://proxy").pathname, config.taskRoutes);
-    const routeLabel = matched && (llmPaths.has(matched.path) || matched.path === "/models") ? matched.path : "other";
+    const route = matched && llmRoutes.get(matched.path);
+    // Errors in the shape of the API asked for: Anthropic's for Messages and everything under it, OpenAI's for the rest.
+    const api: ProviderApi = route?.api ?? (matched && /^\/messages(?:\/|$)/.test(matched.path) ? "anthropic" : "openai");
+    const routeLabel = matched && (route || matched.path === "/models" || matched.path === countTokensPath) ? matched.path : "other";
     res.on("finish", () => metrics.requests.inc({ route: routeLabel, status: String(res.statusCode) }));
     if (!matched) return sendError(res, 404, `unknown route ${(req.url ?? "").split("?")[0]!.slice(0, 200)}`, { headers: base, code: "unknown_route" });
     if (matched.path === "/models") {
       if (req.method !== "GET") return sendError(res, 405, "use GET /v1/models", { headers: { ...base, allow: "GET" }, code: "method_not_allowed" });
       return listModels(req, res, base);
     }
-    if (!llmPaths.has(matched.path)) return sendError(res, 404, `unknown route ${matched.path.slice(0, 200)}`, { headers: base, code: "unknown_route" });
-    if (req.method !== "POST") return sendError(res, 405, `use POST /v1${matched.path}`, { headers: { ...base, allow: "POST" }, code: "method_not_allowed" });
-    const path = matched.path as LlmPath;
+    if (matched.path === countTokensPath) return passCountTokens(req, res, requestId);
+    if (!route) return unknownRoute(res, matched.path, base, api);
+    if (req.method !== "POST") return sendError(res, 405, `use POST /v1${matched.path}`, { headers: { ...base, allow: "POST" }, code: "method_not_allowed", api });
 
-    const credential = bearer(req);
-    if (!credential) return sendError(res, 401, "missing 'Authorization: Bearer <API key or JWT>'", { headers: base, code: "unauthenticated" });
+    const credential = clientCredential(req.headers.authorization, req.headers["x-api-key"]);
+    if (!credential) return sendError(res, 401, missingCredential, { headers: base, code: "unauthenticated", api });
     const task = taskOf(req, matched.task);
-    if (task === undefined) return sendError(res, 400, "invalid x-llm-task header: 1-64 letters, digits, '_', '-' or '.'", { headers: base, code: "invalid_request", param: "x-llm-task" });
-    if (!task) return sendError(res, 400, "no task: send the x-llm-task header or use a task route (/tasks/<TASK>/v1/...)", { headers: base, code: "invalid_request", param: "x-llm-task" });
+    if (task === undefined) return sendError(res, 400, "invalid x-llm-task header: 1-64 letters, digits, '_', '-' or '.'", { headers: base, code: "invalid_request", param: "x-llm-task", api });
+    if (!task) return sendError(res, 400, "no task: send the x-llm-task header or use a task route (/tasks/<TASK>/v1/...)", { headers: base, code: "invalid_request", param: "x-llm-task", api });
 
     const raw = await readBody(req, config.maxBodyBytes);
     if (raw === "aborted") return;
-    if (raw === "too_large") return sendError(res, 413, `request body over ${config.maxBodyBytes} bytes`, { headers: base, code: "request_too_large" });
-    const request = parseLlmRequest(path, raw);
-    if ("error" in request) return sendError(res, 400, request.error, { headers: base, code: "invalid_request", param: request.param });
+    if (raw === "too_large") return sendError(res, 413, `request body over ${config.maxBodyBytes} bytes`, { headers: base, code: "request_too_large", api });
+    const request = parseLlmRequest(route, raw);
+    if ("error" in request) return sendError(res, 400, request.error, { headers: base, code: "invalid_request", param: request.param, api });
 
     const admitStarted = performance.now();
     let decision: AdmitResponse;
     try {
       decision = await deps.controlPlane.admit(admitRequestFor(request, {
-        requestId, credential, task, attributes: { route: path, ...(clientRequestId ? { client_request_id: clientRequestId } : {}) },
+        requestId, credential, task, attributes: { route: route.path, ...(clientRequestId ? { client_request_id: clientRequestId } : {}) },
       }));
     } catch (raw) {
       const err = asControlPlaneError(raw);
       metrics.admitSeconds.observe({ result: "error" }, (performance.now() - admitStarted) / 1000);
-      if (!err.unreachable) return refused(res, err, base);
+      if (!err.unreachable) return refused(res, err, base, api);
       if (config.failurePolicy === "FAIL_OPEN") return unadmitted({ req, res, request, task, credential, requestId, startedAt, log: log(), err });
       log().error({ code: Code[err.code], err: err.message }, "control plane unreachable; denied (FAIL_CLOSED)");
-      return sendErrorResponse(res, unavailableResponse(base));
+      return sendErrorResponse(res, unavailableResponse(base, api));
     }
     const admitMs = performance.now() - admitStarted;
     metrics.admitSeconds.observe({ result: decision.allowed ? "allowed" : "denied" }, admitMs / 1000);
     if (!decision.allowed) {
       log().info({ tenant: decision.tenant, task, status: decision.httpStatus, reason: decision.message }, "denied");
-      return sendDenial(res, decision, requestId);
+      return sendDenial(res, decision, requestId, api);
     }
 
     deps.failOpen.remember(task, request.model, decision.routes);
+    const servable = servableRoutes(decision.routes, route, deps.providers);
     const flight = new Flight({
-      requestId, credential, task, request, tenant: decision.tenant, reservationId: decision.reservationId, routes: decision.routes,
+      requestId, credential, task, request, tenant: decision.tenant, reservationId: decision.reservationId, routes: "routes" in servable ? servable.routes : decision.routes,
       maxOutputTokens: Number(decision.maxOutputTokens), headers: decisionHeaders(decision, requestId), startedAt, admitMs,
     });
+    if ("mismatch" in servable) {
+      // Nothing admitted is left open: the reservation is released at once (no provider was called: nothing charged).
+      log().info({ tenant: decision.tenant, task, route: route.path, reason: servable.mismatch }, "refused: no candidate speaks the route's API");
+      settle(flight, Outcome.UPSTREAM_ERROR);
+      return sendError(res, 400, servable.mismatch, { headers: flight.init.headers, code: "model_api_mismatch", param: "model", api });
+    }
     if (decision.unmetered) log().warn({ tenant: decision.tenant }, "admitted unmetered: the control plane's counter store is down");
     takeOff(req, res, flight);
     if (flight.done) return;
@@ -330,13 +362,17 @@ export function createProxyServer(deps: ProxyDeps): Server {
 
   /** FAIL_OPEN: forward without a decision, on the last routes seen for this task and model; usage recorded when the link is back. */
   function unadmitted(a: { req: IncomingMessage; res: ServerResponse; request: LlmRequest; task: string; credential: string; requestId: string; startedAt: number; log: Logger; err: ControlPlaneError }): void {
-    const routes = deps.failOpen.routesFor(a.task, a.request.model);
-    if (!routes) {
+    const known = deps.failOpen.routesFor(a.task, a.request.model);
+    const { api } = a.request.route;
+    if (!known) {
       a.log.error({ err: a.err.message }, "control plane unreachable and no route known for this task and model; denied");
       return sendError(a.res, 503, "admission control unavailable and no known route for this model; retry shortly", {
-        headers: { "x-request-id": a.requestId, "retry-after": "1" }, code: "unavailable",
+        headers: { "x-request-id": a.requestId, "retry-after": "1" }, code: "unavailable", api,
       });
     }
+    const servable = servableRoutes(known, a.request.route, deps.providers);
+    if ("mismatch" in servable) return sendError(a.res, 400, servable.mismatch, { headers: { "x-request-id": a.requestId }, code: "model_api_mismatch", param: "model", api });
+    const { routes } = servable;
     a.log.warn({ task: a.task, err: a.err.message }, "control plane unreachable; forwarded unmetered (FAIL_OPEN)");
     const view = create(AdmitResponseSchema, { allowed: true, unmetered: true, warnings: [unmeteredWarning] });
     takeOff(a.req, a.res, new Flight({
@@ -346,16 +382,55 @@ export function createProxyServer(deps: ProxyDeps): Server {
   }
 
   /** The control plane refused the call itself (malformed request, bad credential...). */
-  function refused(res: ServerResponse, err: ControlPlaneError, headers: Record<string, string>): void {
-    const answer = refusalResponse(err, headers);
+  function refused(res: ServerResponse, err: ControlPlaneError, headers: Record<string, string>, api: ProviderApi = "openai"): void {
+    const answer = refusalResponse(err, headers, api);
     if (answer.status === 502) logger.error({ code: Code[err.code], err: err.message }, "control plane refused the call");
     sendErrorResponse(res, answer);
   }
 
+  /**
+   * Anthropic's count_tokens runs no model, so it is passed through unmetered:
+   * no Admit, no Settle. The credential must still be one the control plane
+   * knows, and the model one it may use on a provider of Anthropic's API (the
+   * provider's key is never lent to anyone else).
+   */
+  async function passCountTokens(req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
+    const headers = { "x-request-id": requestId };
+    const api = "anthropic";
+    if (req.method !== "POST") return sendError(res, 405, `use POST /v1${countTokensPath}`, { headers: { ...headers, allow: "POST" }, code: "method_not_allowed", api });
+    const credential = clientCredential(req.headers.authorization, req.headers["x-api-key"]);
+    if (!credential) return sendError(res, 401, missingCredential, { headers, code: "unauthenticated", api });
+    const raw = await readBody(req, config.maxBodyBytes);
+    if (raw === "aborted") return;
+    if (raw === "too_large") return sendError(res, 413, `request body over ${config.maxBodyBytes} bytes`, { headers, code: "request_too_large", api });
+    const route = llmRoutes.get("/messages")!;
+    const request = parseLlmRequest(route, raw);
+    if ("error" in request) return sendError(res, 400, request.error, { headers, code: "invalid_request", param: request.param, api });
+    let candidates;
+    try {
+      candidates = modelRoutes(await deps.controlPlane.effectivePolicy(credential), request.model);
+    } catch (raw) {
+      const err = asControlPlaneError(raw);
+      return err.unreachable ? sendErrorResponse(res, unavailableResponse(headers, api)) : refused(res, err, headers, api);
+    }
+    if (candidates.length === 0) return sendError(res, 403, `model "${request.model}" is not one this credential may use`, { headers, code: "model_not_allowed", param: "model", api });
+    const servable = servableRoutes(candidates, route, deps.providers);
+    if ("mismatch" in servable) return sendError(res, 400, servable.mismatch, { headers, code: "model_api_mismatch", param: "model", api });
+    const target = servable.routes[0]!;
+    const upstream = upstreams.get(target.provider);
+    if (!upstream) return sendError(res, 502, `provider "${target.provider}" is not configured`, { headers, code: "upstream_error", api });
+    const body = Buffer.from(JSON.stringify({ ...request.body, model: target.providerModel || target.model }));
+    req.headers = upstreamHeaders(req.headers, upstream.provider, body.length, requestId);
+    (req as OnFlight)[passedOf] = headers;
+    proxy.web(req, res, { target: upstream.target(countTokensPath), ignorePath: true, buffer: new BodySource(body), agent: upstream.agent }, (err: Error & { code?: string }) => {
+      sendError(res, 502, `provider "${target.provider}" unreachable (${err.code ?? err.message})`, { headers, code: "upstream_error", api });
+    });
+  }
+
   /** Every model the credential may use, whatever task the client's default headers name (SDKs send them on every call). */
   async function listModels(req: IncomingMessage, res: ServerResponse, headers: Record<string, string>): Promise<void> {
-    const credential = bearer(req);
-    if (!credential) return sendError(res, 401, "missing 'Authorization: Bearer <API key or JWT>'", { headers, code: "unauthenticated" });
+    const credential = clientCredential(req.headers.authorization, req.headers["x-api-key"]);
+    if (!credential) return sendError(res, 401, missingCredential, { headers, code: "unauthenticated" });
     try {
       const body = JSON.stringify(modelList(await deps.controlPlane.effectivePolicy(credential)));
       res.writeHead(200, { ...headers, "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) });
@@ -407,8 +482,16 @@ export function createProxyServer(deps: ProxyDeps): Server {
   return server;
 }
 
-function bearer(req: IncomingMessage): string | undefined {
-  return /^Bearer\s+(\S{1,4096})\s*$/i.exec(String(req.headers.authorization ?? ""))?.[1];
+const missingCredential = "missing credential: send 'Authorization: Bearer <API key or JWT>' or 'x-api-key: <API key>'";
+
+/** A path under /v1 that is not served: Responses' stored-response routes are refused by name, anything else is unknown. */
+function unknownRoute(res: ServerResponse, path: string, headers: Record<string, string>, api: ProviderApi): void {
+  if (path.startsWith("/responses/")) {
+    return sendError(res, 404, `/v1${path.slice(0, 200)} is not served: only POST /v1/responses is (the data plane does not keep which provider stored a response, so it cannot route GET, DELETE, cancel or input_items to it)`, {
+      headers, code: "unsupported_route",
+    });
+  }
+  sendError(res, 404, `unknown route ${path.slice(0, 200)}`, { headers, code: "unknown_route", api });
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
@@ -422,7 +505,7 @@ class Upstream {
 
   constructor(readonly provider: ProviderConfig, readonly agent: HttpAgent) {}
 
-  target(path: LlmPath): Url {
+  target(path: string): Url {
     let target = this.targets.get(path);
     if (!target) this.targets.set(path, (target = parseUrl(new URL(this.provider.baseUrl + path).href)));
     return target;

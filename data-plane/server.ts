@@ -1,6 +1,6 @@
 import type { Server } from "node:http";
 import type { Logger } from "pino";
-import { mockProviderName, type DataPlaneConfig, type ProviderConfig } from "./config.js";
+import { mockAnthropicProviderName, mockProviderName, type DataPlaneConfig, type ProviderConfig } from "./config.js";
 import { ControlPlaneClient } from "./control-plane-client.js";
 import { FailOpen } from "./fail-open.js";
 import { createLogger } from "../control-plane/logger.js";
@@ -17,7 +17,7 @@ export interface RunningDataPlane {
   readonly controlPlane: ControlPlaneClient;
   readonly spool: SettleSpool;
   readonly failOpen: FailOpen;
-  /** The built-in mock provider, when no providers were configured. */
+  /** The built-in mock provider (both its entries, "mock" and "mock-anthropic"), when no providers were configured. */
   readonly mockProvider?: RunningMockProvider;
   /** Sends spooled settles now (also done with backoff, and whenever the link comes back); resolves with how many were delivered. */
   replaySpool(): Promise<number>;
@@ -44,7 +44,11 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
   let mockProvider: RunningMockProvider | undefined;
   if (!providers) {
     mockProvider = await startMockProvider();
-    providers = [{ name: mockProviderName, baseUrl: mockProvider.baseUrl, apiKey: "" }];
+    // One process answering both APIs, as two providers: models name the one whose API they are served on.
+    providers = [
+      { name: mockProviderName, baseUrl: mockProvider.baseUrl, api: "openai", apiKey: "" },
+      { name: mockAnthropicProviderName, baseUrl: mockProvider.baseUrl, api: "anthropic", apiKey: "" },
+    ];
     logger.info({ baseUrl: mockProvider.baseUrl }, "no PROVIDERS_FILE: built-in mock provider started");
   }
 

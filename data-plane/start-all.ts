@@ -27,12 +27,16 @@ async function main(): Promise<void> {
   // Printed once for the operator, outside the JSON log stream.
   process.stderr.write(`
 control plane: gRPC on :${cp.grpcPort}, metrics/health/Connect on :${cp.httpPort}
-data plane:    ${base} (OpenAI-compatible)${dp.mockProvider ? `, in front of the mock provider at ${dp.mockProvider.baseUrl}` : ""}
+data plane:    ${base} (OpenAI Chat Completions and Responses, Anthropic Messages)${dp.mockProvider ? `, in front of the mock provider at ${dp.mockProvider.baseUrl}` : ""}
 ${cpConfig.adminTokenGenerated ? `admin token:   ${cp.adminToken}\n` : ""}demo API key:  ${key}  (tenant "demo", user "demo-user", plan PRO)
 
-Try it:
+Try it (Chat Completions, Responses, Messages):
   curl -s ${base}/chat/completions -H "authorization: Bearer ${key}" -H 'x-llm-task: ${demoTask}' \\
     -H 'content-type: application/json' -d '{"model":"mock-pro","max_tokens":20,"messages":[{"role":"user","content":"Draft a claim"}]}'
+  curl -s ${base}/responses -H "authorization: Bearer ${key}" -H 'x-llm-task: ${demoTask}' \\
+    -H 'content-type: application/json' -d '{"model":"mock-pro","max_output_tokens":20,"input":"Draft a claim"}'
+  curl -s ${base}/messages -H "x-api-key: ${key}" -H 'anthropic-version: 2023-06-01' -H 'x-llm-task: ${demoTask}' \\
+    -H 'content-type: application/json' -d '{"model":"mock-claude","max_tokens":20,"messages":[{"role":"user","content":"Draft a claim"}]}'
 
 With the openai SDK (npm i openai):
   import OpenAI from "openai";

@@ -1,13 +1,10 @@
 import { StringDecoder } from "node:string_decoder";
 import type { Transform } from "node:stream";
 import { createBrotliDecompress, createGunzip, createInflate } from "node:zlib";
-import { joinChunks } from "./read-body.js";
+import type { LlmFamily } from "../control-plane/llm-request.js";
 import { countTextTokens } from "../control-plane/token-counter.js";
-
-export interface ProviderUsage {
-  readonly inputTokens: number;
-  readonly outputTokens: number;
-}
+import { anthropicUsage, chatUsage, mergeAnthropicUsage, noUsage, responsesUsage, type AnthropicUsage, type UsageRecord } from "./provider-usage.js";
+import { joinChunks } from "./read-body.js";
 
 /** Generated text kept for estimating output tokens when the provider reports none. */
 const maxTextChars = 8 * 1024 * 1024;
@@ -15,22 +12,40 @@ const maxTextChars = 8 * 1024 * 1024;
 const maxUnreadChars = 256 * 1024;
 /** `"usage"` as a key whose value is an object (not the `"usage":null` most providers put in every chunk). */
 const usageObject = /"usage"\s*:\s*\{/;
+/** Responses stream events whose `delta` is generated text (reasoning ones apart). */
+const responsesTextDelta = /^response\.(?:output_text|refusal|function_call_arguments|custom_tool_call_input|mcp_call_arguments|audio_transcript|code_interpreter_call_code)\.delta$/;
+const responsesReasoningDelta = /^response\.(?:reasoning_text|reasoning_summary_text)\.delta$/;
+
+/** The usage a provider reported: `complete` once its final count arrived (an Anthropic stream reports its input first, its output at the end). */
+export interface ReportedUsage {
+  readonly usage: UsageRecord;
+  readonly complete: boolean;
+}
 
 /**
  * Reads a provider response as it streams by (never holding it back): SSE
- * events or a JSON body. Keeps the last reported usage — including a usage
- * chunk that also carries choices — and the generated text, to estimate
- * output tokens when the provider reports none.
+ * events or a JSON body, in the shape of its API family (OpenAI Chat
+ * Completions, OpenAI Responses, Anthropic Messages). Keeps the last reported
+ * usage — for Anthropic the last value of each field, message_start's input
+ * and cache counts and message_delta's cumulative output — and the generated
+ * text (reasoning apart), to estimate output tokens when the provider reports
+ * none.
  *
  * A stream that reports usage never needs its text, so SSE events are parsed
  * as they pass only when they carry a usage object; the others are kept as
- * they came (bounded) and parsed only if their text is asked for, or no usage
- * was seen — so a usage written in a form the quick check does not recognise
- * is still read.
+ * they came (bounded) and parsed only if their text is asked for, or no final
+ * usage was seen — so a usage written in a form the quick check does not
+ * recognise is still read. Malformed events are skipped: the client gets them
+ * unchanged, the reader what it could read.
  */
 export class UsageReader {
-  private usage: ProviderUsage | undefined;
+  /** OpenAI shapes: the last usage reported. */
+  private openAi: UsageRecord | undefined;
+  /** Anthropic: each usage field as last reported; `anthropicFinal` once a message_delta (or a whole answer) reported the output. */
+  private anthropic: AnthropicUsage | undefined;
+  private anthropicFinal = false;
   private text = "";
+  private reasoning = "";
   /** SSE: the start of a line whose end has not arrived yet. */
   private pending = "";
   /** JSON: the body as it came (decoded once, at the end), up to maxTextChars bytes. */
@@ -45,7 +60,7 @@ export class UsageReader {
   private unreadChars = 0;
   private readonly decoder = new StringDecoder("utf8");
 
-  constructor(private readonly sse: boolean) {}
+  constructor(private readonly family: LlmFamily, private readonly sse: boolean) {}
 
   push(chunk: Buffer): void {
     if (!this.sse) {
@@ -65,7 +80,7 @@ export class UsageReader {
       const body = joinChunks(this.body, this.bodyBytes).toString();
       this.body = [];
       const json = body ? parse(body) : undefined;
-      if (json) this.read(json);
+      if (json) this.read(json, false);
       else if (body) {
         this.text = body.slice(0, maxTextChars);
         this.unreadableBody = !this.bodyCut;
@@ -84,21 +99,33 @@ export class UsageReader {
     return this.unreadableBody;
   }
 
-  /** Usage reported by the provider, if any. */
-  reported(): ProviderUsage | undefined {
-    if (!this.usage) this.readUnread();
-    return this.usage;
+  /** Usage reported by the provider, if any: complete, or (an Anthropic stream cut short) its input counts only. */
+  reported(): ReportedUsage | undefined {
+    if (!this.completeUsage()) this.readUnread();
+    if (this.openAi) return { usage: this.openAi, complete: true };
+    return this.anthropic ? { usage: anthropicUsage(this.anthropic), complete: this.anthropicFinal } : undefined;
   }
 
-  /** The generated text seen so far (message content, text, tool-call arguments). */
+  /** The generated text seen so far (message content, text, tool-call names and arguments), reasoning apart. */
   generatedText(): string {
     this.readUnread();
     return this.text;
   }
 
-  /** Output tokens estimated from the text generated so far. */
-  estimatedOutputTokens(): number {
-    return countTextTokens(this.generatedText());
+  /** The reasoning text seen so far (reasoning content, summaries, thinking). */
+  reasoningText(): string {
+    this.readUnread();
+    return this.reasoning;
+  }
+
+  /** Output tokens estimated from the text generated so far, and the part of them spent reasoning. */
+  estimatedOutput(): { outputTokens: number; reasoningTokens: number } {
+    const reasoningTokens = countTextTokens(this.reasoningText());
+    return { outputTokens: countTextTokens(this.generatedText()) + reasoningTokens, reasoningTokens };
+  }
+
+  private completeUsage(): boolean {
+    return this.openAi !== undefined || this.anthropicFinal;
   }
 
   /** SSE: every complete line of `text`; an unfinished last line waits in `pending`. */
@@ -111,7 +138,7 @@ export class UsageReader {
     this.pending = start === 0 ? text : text.slice(start);
   }
 
-  /** SSE: "data:" lines accumulate until a blank line ends the event; `length` leaves out a trailing CR. */
+  /** SSE: "data:" lines accumulate until a blank line ends the event; `length` leaves out a trailing CR. `event:` lines are not needed: every shape repeats the type in its data. */
   private line(line: string, length: number): void {
     if (length === 0) {
       if (this.data.length > 0) this.event(this.data.length === 1 ? this.data[0]! : this.data.join("\n"));
@@ -126,7 +153,7 @@ export class UsageReader {
     if (data === "[DONE]") return;
     if (usageObject.test(data)) {
       const json = parse(data);
-      if (json) this.readUsage(json);
+      if (json) this.readUsage(json, true);
     }
     this.unread.push(data);
     this.unreadChars += data.length;
@@ -137,35 +164,129 @@ export class UsageReader {
   private readUnread(): void {
     for (const data of this.unread) {
       const json = parse(data);
-      if (json) this.read(json);
+      if (json) this.read(json, true);
     }
     this.unread = [];
     this.unreadChars = 0;
   }
 
-  private read(json: ProviderJson): void {
-    for (const choice of Array.isArray(json.choices) ? json.choices : []) this.collect(choice);
-    this.readUsage(json);
+  private read(json: Json, streamed: boolean): void {
+    this.readText(json, streamed);
+    this.readUsage(json, streamed);
   }
 
-  private readUsage(json: ProviderJson): void {
-    const u = json.usage;
-    if (u && typeof u === "object" && Number.isFinite(u.prompt_tokens)) {
-      const completion = Number.isFinite(u.completion_tokens) ? Number(u.completion_tokens) : 0;
-      this.usage = { inputTokens: Math.max(0, Math.floor(Number(u.prompt_tokens))), outputTokens: Math.max(0, Math.floor(completion)) };
+  /** The usage an answer or an event reports, where its family puts it. */
+  private readUsage(json: Json, streamed: boolean): void {
+    switch (this.family) {
+      case "chat":
+        this.openAi = chatUsage(json.usage) ?? this.openAi;
+        return;
+      case "responses":
+        // Streams report it in the final event's response (response.completed, .incomplete or .failed).
+        this.openAi = responsesUsage(streamed ? object(json.response).usage : json.usage) ?? this.openAi;
+        return;
+      case "messages": {
+        const start = streamed && json.type === "message_start";
+        const into = this.anthropic ?? {};
+        if (!mergeAnthropicUsage(into, start ? object(json.message).usage : json.usage)) return;
+        this.anthropic = into;
+        if (!start) this.anthropicFinal = true;
+      }
     }
   }
 
-  private collect(choice: unknown): void {
-    const c = (choice ?? {}) as { delta?: Record<string, unknown>; message?: Record<string, unknown>; text?: unknown };
-    const part = c.delta ?? c.message;
-    const pieces: unknown[] = [c.text, part?.content, part?.reasoning_content, part?.refusal];
-    for (const call of Array.isArray(part?.tool_calls) ? part.tool_calls : []) {
-      const fn = (call as { function?: { name?: unknown; arguments?: unknown } })?.function;
-      pieces.push(fn?.name, fn?.arguments);
+  /** The text an answer or an event carries, where its family puts it. */
+  private readText(json: Json, streamed: boolean): void {
+    switch (this.family) {
+      case "chat":
+        for (const choice of array(json.choices)) {
+          const c = object(choice);
+          const part = object(c.delta ?? c.message);
+          this.add(c.text, part.content, part.refusal);
+          this.addReasoning(part.reasoning_content);
+          for (const call of array(part.tool_calls)) {
+            const fn = object(object(call).function);
+            this.add(fn.name, fn.arguments);
+          }
+        }
+        return;
+      case "responses":
+        if (!streamed) {
+          for (const item of array(json.output)) this.responsesItem(object(item));
+        } else if (typeof json.type === "string") {
+          if (responsesTextDelta.test(json.type)) this.add(json.delta);
+          else if (responsesReasoningDelta.test(json.type)) this.addReasoning(json.delta);
+          else if (json.type === "response.output_item.added") this.add(object(json.item).name);
+        }
+        return;
+      case "messages":
+        if (!streamed) {
+          for (const block of array(json.content)) this.anthropicBlock(object(block));
+        } else if (json.type === "content_block_delta") {
+          const delta = object(json.delta);
+          this.add(delta.text, delta.partial_json);
+          this.addReasoning(delta.thinking);
+        } else if (json.type === "content_block_start") {
+          this.anthropicBlock(object(json.content_block));
+        }
     }
+  }
+
+  /** A Responses output item: a message's text, a tool call's name and arguments, a reasoning summary. */
+  private responsesItem(item: Record<string, unknown>): void {
+    for (const part of array(item.content)) {
+      const p = object(part);
+      if (item.type === "reasoning") this.addReasoning(p.text);
+      else this.add(p.text, p.refusal);
+    }
+    for (const part of array(item.summary)) this.addReasoning(object(part).text);
+    this.add(item.name, item.arguments, item.input);
+  }
+
+  /** An Anthropic content block: text, a tool use's name and input, thinking. */
+  private anthropicBlock(block: Record<string, unknown>): void {
+    this.add(block.text, block.name);
+    if ((block.type === "tool_use" || block.type === "server_tool_use") && block.input !== undefined && Object.keys(object(block.input)).length > 0) this.add(JSON.stringify(block.input));
+    this.addReasoning(block.thinking);
+  }
+
+  private add(...pieces: unknown[]): void {
     for (const piece of pieces) if (typeof piece === "string" && this.text.length < maxTextChars) this.text += piece;
   }
+
+  private addReasoning(piece: unknown): void {
+    if (typeof piece === "string" && this.reasoning.length < maxTextChars) this.reasoning += piece;
+  }
+}
+
+/** What a finished request is settled with, and whether it is an estimate. */
+export interface SettledUsage {
+  readonly usage: UsageRecord;
+  readonly estimated: boolean;
+}
+
+/**
+ * The usage to settle: what the provider reported when it reported it all;
+ * otherwise, when the provider worked on the request (it answered a success,
+ * or was cut off while working), an estimate — the counts it did report (an
+ * Anthropic stream's input and cache counts), the counted prompt for the rest,
+ * and the output from the text produced (never less than a count already
+ * reported). A provider that failed without reporting anything charges nothing.
+ */
+export function settledUsage(reader: UsageReader | undefined, o: { countedInputTokens: number; worked: boolean }): SettledUsage {
+  const reported = reader?.reported();
+  if (reported?.complete) return { usage: reported.usage, estimated: false };
+  if (!reported && !o.worked) return { usage: noUsage, estimated: false };
+  const produced = reader?.estimatedOutput() ?? { outputTokens: 0, reasoningTokens: 0 };
+  const outputTokens = Math.max(produced.outputTokens, reported?.usage.outputTokens ?? 0);
+  const input = reported?.usage ?? { ...noUsage, inputTokens: o.countedInputTokens };
+  return {
+    usage: {
+      inputTokens: input.inputTokens, cacheReadTokens: input.cacheReadTokens, cacheWriteTokens: input.cacheWriteTokens,
+      outputTokens, reasoningTokens: Math.min(produced.reasoningTokens, outputTokens),
+    },
+    estimated: true,
+  };
 }
 
 /**
@@ -209,17 +330,22 @@ export class UsageFeed {
   }
 }
 
-/** The parts of a provider's JSON answer or event the reader looks at. */
-interface ProviderJson {
-  readonly choices?: unknown;
-  readonly usage?: Record<string, unknown>;
-}
+/** A provider's JSON answer or event, as an object to read. */
+type Json = Record<string, unknown>;
 
 /** A JSON value as an object to read (null and scalars read as empty); undefined when the text is not JSON. */
-function parse(text: string): ProviderJson | undefined {
+function parse(text: string): Json | undefined {
   try {
-    return (JSON.parse(text) ?? {}) as ProviderJson;
+    return object(JSON.parse(text));
   } catch {
     return undefined;
   }
+}
+
+function object(v: unknown): Record<string, unknown> {
+  return typeof v === "object" && v !== null ? (v as Record<string, unknown>) : {};
+}
+
+function array(v: unknown): readonly unknown[] {
+  return Array.isArray(v) ? v : [];
 }

@@ -8,6 +8,7 @@ import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { scenario, secretOf } from "./support/scenario.js";
 import { meterUsed } from "./support/meter-used.js";
+import type { LlmPath } from "../control-plane/llm-request.js";
 import { countInputTokens } from "../control-plane/token-counter.js";
 
 /**
@@ -93,7 +94,7 @@ describe("Envoy ext_authz Check", () => {
     assert.equal(up["x-llm-tenant"], "env");
     assert.equal(up["x-llm-max-tokens"], "2000", "clamped to the plan cap");
     assert.equal(up["x-llm-model"], "m-pro");
-    assert.deepEqual(ok.headersToRemove, ["authorization"]);
+    assert.deepEqual(ok.headersToRemove, ["authorization", "x-api-key"], "the client's credential, in either API's header");
     const client = headersOf(ok.responseHeadersToAdd);
     assert.equal(client["x-ratelimit-limit-tokens"], "1000000");
     // A gateway that can settle does so with the reservation id header.
@@ -106,8 +107,8 @@ describe("Envoy ext_authz Check", () => {
     assert.equal(res.httpResponse.case, "okResponse");
   });
 
-  test("input tokens are counted from the body exactly as the data plane counts them (chat, completions, embeddings)", async () => {
-    const bodies: Array<[string, Record<string, unknown>]> = [
+  test("every API's body is read as the data plane reads it: input tokens counted, the output cap it reserves (Chat, Completions, Embeddings, Responses, Messages)", async () => {
+    const bodies: Array<[LlmPath, Record<string, unknown>, number]> = [
       ["/chat/completions", {
         model: "m-pro", max_tokens: 10,
         messages: [
@@ -115,20 +116,80 @@ describe("Envoy ext_authz Check", () => {
           { role: "user", name: "ann", content: [{ type: "text", text: "Claim a widget; <|endoftext|> is just text" }, { type: "image_url", image_url: { url: "data:," } }] },
         ],
         tools: [{ type: "function", function: { name: "lookup", parameters: { type: "object" } } }],
-      }],
-      ["/completions", { model: "m-pro", max_tokens: 10, prompt: ["Claim 1: a widget", "Claim 2: a hinge"] }],
-      ["/embeddings", { model: "m-pro", max_tokens: 10, input: "a widget with a spring-biased latch, a hinge, a detent and a lever that returns it to rest" }],
+      }, 10],
+      ["/completions", { model: "m-pro", max_tokens: 10, prompt: ["Claim 1: a widget", "Claim 2: a hinge"] }, 10],
+      // An embedding generates nothing: one token reserved, as the data plane reserves.
+      ["/embeddings", { model: "m-pro", input: "a widget with a spring-biased latch, a hinge, a detent and a lever that returns it to rest" }, 1],
+      ["/responses", {
+        model: "m-pro", max_output_tokens: 12, instructions: "You draft patent claims.",
+        input: [{ role: "user", content: [{ type: "input_text", text: "Claim a widget with a hinge" }] }, { type: "function_call_output", call_id: "c1", output: "prior art: none" }],
+        tools: [{ type: "function", name: "lookup", parameters: { type: "object" } }],
+      }, 12],
+      ["/messages", {
+        model: "m-pro", max_tokens: 14, system: "You draft patent claims.",
+        messages: [{ role: "user", content: [{ type: "text", text: "Claim a widget with a hinge" }, { type: "image", source: { type: "base64", media_type: "image/png", data: "iVBOR" } }] }],
+        tools: [{ name: "lookup", input_schema: { type: "object" } }],
+      }, 14],
     ];
-    for (const [endpoint, body] of bodies) {
+    for (const [endpoint, body, reserved] of bodies) {
       const before = await used("env");
-      const res = await check(envoyCheckRequest({ headers: { authorization: `Bearer ${secretOf("ke")}`, "x-llm-task": "DRAFT" }, body: JSON.stringify(body) }));
+      const credential: Record<string, string> = endpoint === "/messages" ? { "x-api-key": secretOf("ke"), "anthropic-version": "2023-06-01" } : { authorization: `Bearer ${secretOf("ke")}` };
+      const res = await check(envoyCheckRequest({ headers: { ...credential, "x-llm-task": "DRAFT" }, body: JSON.stringify(body), path: `/v1${endpoint}` }));
       assert.equal(res.httpResponse.case, "okResponse", endpoint);
       const expected = countInputTokens(endpoint, body);
       assert.ok(expected > 10, `${endpoint}: a real count`);
-      assert.equal(await used("env") - before, BigInt(expected + 10), `${endpoint}: input tokens + max_tokens reserved`);
+      assert.equal(await used("env") - before, BigInt(expected + reserved), `${endpoint}: input tokens + the output cap reserved`);
       const up = headersOf(res.httpResponse.case === "okResponse" ? res.httpResponse.value.headers : []);
       await t.admission.settle({ reservationId: up["x-llm-reservation-id"]!, inputTokens: 1n, outputTokens: 1n });
     }
+  });
+
+  test("on a path naming no API, the body's shape decides how it is read (anthropic-version: Messages)", async () => {
+    const messages = { model: "m-pro", max_tokens: 7, messages: [{ role: "user", content: "Claim a widget with a hinge and a latch" }] };
+    const responses = { model: "m-pro", max_output_tokens: 9, input: [{ role: "user", content: "Claim a widget with a hinge and a latch" }] };
+    for (const [body, headers, endpoint, reserved] of [[messages, { "anthropic-version": "2023-06-01" }, "/messages", 7], [responses, {}, "/responses", 9]] as const) {
+      const before = await used("env");
+      const res = await check(envoyCheckRequest({ headers: { authorization: `Bearer ${secretOf("ke")}`, "x-llm-task": "DRAFT", ...headers }, body: JSON.stringify(body), path: "/llm/draft" }));
+      assert.equal(res.httpResponse.case, "okResponse", endpoint);
+      assert.equal(await used("env") - before, BigInt(countInputTokens(endpoint, body) + reserved), endpoint);
+      const up = headersOf(res.httpResponse.case === "okResponse" ? res.httpResponse.value.headers : []);
+      await t.admission.settle({ reservationId: up["x-llm-reservation-id"]!, inputTokens: 1n, outputTokens: 1n });
+    }
+  });
+
+  test("a body that is not its API's shape is denied 400 in that API's error shape, reserving nothing; x-api-key is a credential", async () => {
+    const before = await used("env");
+    const cases: Array<[string, Record<string, unknown>, RegExp]> = [
+      ["/v1/messages", { model: "m-pro", max_tokens: 10, messages: "hello" }, /messages must be a non-empty array/],
+      ["/v1/messages", { model: "m-pro", max_tokens: -1, messages: [{ role: "user", content: "hi" }] }, /max_tokens must be a non-negative integer/],
+      ["/v1/messages", { max_tokens: 10, messages: [{ role: "user", content: "hi" }] }, /model is required/],
+      ["/v1/responses", { model: "m-pro", input: 42 }, /input must be a string or an array/],
+      ["/v1/responses", { model: "m-pro", input: "hi", max_output_tokens: 1.5 }, /max_output_tokens must be a non-negative integer/],
+      ["/v1/chat/completions", { model: "m-pro", messages: {} }, /messages must be a non-empty array/],
+    ];
+    for (const [path, body, message] of cases) {
+      const res = await check(envoyCheckRequest({ headers: { "x-api-key": secretOf("ke"), "x-llm-task": "DRAFT" }, body: JSON.stringify(body), path }));
+      assert.equal(res.httpResponse.case, "deniedResponse", path);
+      const denied = res.httpResponse.case === "deniedResponse" ? res.httpResponse.value : undefined!;
+      assert.equal(denied.status?.code, 400, path);
+      assert.equal(res.status?.code, grpc.status.INVALID_ARGUMENT);
+      const json = JSON.parse(denied.body);
+      if (path === "/v1/messages") {
+        assert.equal(json.type, "error", "Anthropic's shape");
+        assert.equal(json.error.type, "invalid_request_error");
+        assert.match(json.error.message, message);
+      } else {
+        assert.equal(json.error.type, "invalid_request_error", "OpenAI's shape");
+        assert.match(json.error.message, message);
+      }
+    }
+    assert.equal(await used("env"), before, "nothing reserved");
+    // A rate-limited Messages request: Anthropic's rate_limit_error with Retry-After.
+    const limited = await check(envoyCheckRequest({ headers: { "x-api-key": secretOf("kr"), "x-llm-task": "DRAFT" }, body: JSON.stringify({ model: "m-pro", max_tokens: 5, messages: [{ role: "user", content: "hi" }] }), path: "/v1/messages" }));
+    const denied = limited.httpResponse.case === "deniedResponse" ? limited.httpResponse.value : undefined!;
+    assert.equal(denied.status?.code, 429);
+    assert.deepEqual([JSON.parse(denied.body).type, JSON.parse(denied.body).error.type, JSON.parse(denied.body).error.code], ["error", "rate_limit_error", "rate_limited"]);
+    assert.ok(Number(headersOf(denied.headers)["retry-after"]) >= 1);
   });
 
   test("denials: the design's HTTP status, google.rpc code, JSON body, Retry-After; a denial reserves nothing", async () => {

@@ -290,7 +290,7 @@ describe("Kong plugin (kong-js-pluginserver) against a real control plane", () =
   });
 
   test("the same denial body and headers as the data plane's, for the same decision", async () => {
-    const { denialResponse } = await import("../data-plane/openai-error.js");
+    const { denialResponse } = await import("../data-plane/error-response.js");
     const r = await run(plugin, chat({ model: "m-pro", messages: prompt }, { authorization: `Bearer ${secretOf("kr")}` }));
     const decision = await t.admission.admit({ credential: secretOf("kr"), task: "DRAFT", model: "m-pro", inputTokens: 10n, maxOutputTokens: 10n });
     const expected = denialResponse(decision, r.response.headers.get("x-request-id")!);

@@ -11,9 +11,9 @@ import type { DecisionEngine } from "../decide.js";
 import { reasonMapping } from "../deny-reasons.js";
 import { deadlineMs, type InFlightLimit } from "../in-flight-limit.js";
 import type { Metrics } from "../metrics.js";
+import { clientCredential, llmRouteOf, llmRoutes, parseJsonObject, readLlmBody, reservedOutputTokens, type LlmRoute, type ProviderApi } from "../llm-request.js";
 import { RpcError } from "../rpc-error.js";
 import { denialBody, rateLimitHeaders, upstreamDecisionHeaders } from "../rate-limit-headers.js";
-import { countInputTokens } from "../token-counter.js";
 import { grpcServiceDefinition, MalformedRequest } from "./service-definition.js";
 
 /** Largest body parsed for model and token counts (Envoy's with_request_body max_request_bytes should be at most this). */
@@ -21,12 +21,16 @@ const maxBodyChars = 4 * 1024 * 1024;
 
 /**
  * Envoy's ext_authz Check over the decision engine. The credential comes from
- * `authorization`, the task from `x-llm-task` or the route's context_extensions
- * (`task`), model and max tokens from `x-llm-model` / `x-llm-max-tokens` or the
- * buffered JSON body; input tokens are counted from the body. Allowed: headers
- * for the upstream (reservation id, tenant, user, clamped max tokens, routed
- * model) and x-ratelimit-* for the client. Denied: the design's HTTP status, a
- * JSON body, Retry-After, and the matching google.rpc code. A Check is never
+ * `authorization` (Bearer) or `x-api-key`, the task from `x-llm-task` or the
+ * route's context_extensions (`task`), model and max tokens from `x-llm-model`
+ * / `x-llm-max-tokens` or the buffered JSON body, which is read as the data
+ * plane reads it (llm-request.ts: the route its path names — Chat Completions,
+ * Completions, Embeddings, Responses, Messages — or, on another path, the one
+ * its shape is); input tokens are counted from the body. Allowed: headers for
+ * the upstream (reservation id, tenant, user, clamped max tokens, routed
+ * model), without the client's credential, and x-ratelimit-* for the client.
+ * Denied: the design's HTTP status, a JSON body in the request API's error
+ * shape, Retry-After, and the matching google.rpc code. A Check is never
  * settled by Envoy: its lease expires and is charged its estimate, unless the
  * upstream or a later filter settles `x-llm-reservation-id` with Settle.
  */
@@ -35,16 +39,18 @@ export function checkHandler(engine: DecisionEngine): (req: CheckRequest) => Pro
     const http = req.attributes?.request?.http;
     const headers = http?.headers ?? {};
     const extensions = req.attributes?.contextExtensions ?? {};
-    const credential = /^Bearer\s+(\S+)$/i.exec(headers.authorization ?? "")?.[1] ?? "";
+    const credential = clientCredential(headers.authorization, headers["x-api-key"]) ?? "";
     const task = headers["x-llm-task"] || extensions.task || extensions["x-llm-task"] || "";
-    const body = parseBody(http?.body || (http?.rawBody?.length ? Buffer.from(http.rawBody).toString("utf8") : ""));
-    const model = headers["x-llm-model"] ?? (typeof body.json?.model === "string" ? body.json.model : "");
-    const maxTokens = integer(headers["x-llm-max-tokens"]) ?? integer(body.json?.max_completion_tokens) ?? integer(body.json?.max_tokens) ?? 0;
+    const body = readBody(http?.body || (http?.rawBody?.length ? Buffer.from(http.rawBody).toString("utf8") : ""), http?.path ?? "", headers);
+    const { api } = body;
+    if ("invalid" in body) return deny(DenyReason.INVALID_REQUEST, 400, body.invalid, api);
+    const model = headers["x-llm-model"] ?? body.model;
+    const maxTokens = integer(headers["x-llm-max-tokens"]) ?? body.maxOutputTokens;
     const inputTokens = integer(headers["x-llm-input-tokens"]) ?? body.inputTokens;
 
-    if (!credential) return deny(DenyReason.UNAUTHENTICATED, 401, "missing 'authorization: Bearer <API key or JWT>'");
-    if (!task) return deny(DenyReason.INVALID_REQUEST, 400, "no task: send x-llm-task or set the route's context_extensions task");
-    if (maxTokens < 0 || inputTokens < 0) return deny(DenyReason.INVALID_REQUEST, 400, "token counts must not be negative");
+    if (!credential) return deny(DenyReason.UNAUTHENTICATED, 401, "missing credential: send 'authorization: Bearer <API key or JWT>' or 'x-api-key: <API key>'", api);
+    if (!task) return deny(DenyReason.INVALID_REQUEST, 400, "no task: send x-llm-task or set the route's context_extensions task", api);
+    if (maxTokens < 0 || inputTokens < 0) return deny(DenyReason.INVALID_REQUEST, 400, "token counts must not be negative", api);
     // Messages on this path are literals, as create() would build them: create() is measurable per Check.
     const decision = await engine.admit({
       $typeName: "admission.v1.AdmitRequest",
@@ -59,7 +65,7 @@ export function checkHandler(engine: DecisionEngine): (req: CheckRequest) => Pro
       apiCalls: 0n,
       attributes: { gateway: "envoy", path: (http?.path ?? "").slice(0, 200) },
     } satisfies AdmitRequest);
-    return decision.allowed ? allow(decision) : denied(decision);
+    return decision.allowed ? allow(decision) : denied(decision, api);
   };
 }
 
@@ -99,25 +105,36 @@ export function addExtAuthz(server: grpc.Server, deps: { engine: DecisionEngine;
   } as grpc.UntypedServiceImplementation);
 }
 
-function parseBody(text: string): { json?: Record<string, any>; inputTokens: number } {
-  if (!text) return { inputTokens: 0 };
-  if (text.length > maxBodyChars) return { inputTokens: Math.ceil(text.length / 4) };
-  try {
-    const json = JSON.parse(text);
-    if (json && typeof json === "object" && !Array.isArray(json)) return { json, inputTokens: countInputTokens(endpointOf(json), json) };
-  } catch {
-    // Not JSON, or truncated by Envoy (allow_partial_message): estimate from its size.
-  }
-  return { inputTokens: Math.ceil(text.length / 4) };
-}
+/** What a Check's body says: model, reserved output cap and input tokens, in the request API's error shape; or why it is refused. */
+type CheckBody = { api: ProviderApi } & ({ model: string; maxOutputTokens: number; inputTokens: number } | { invalid: string });
 
 /**
- * Which OpenAI endpoint a body is for, by its shape (routes name paths in many
- * ways): its input tokens are then counted exactly as the data plane counts them.
+ * The buffered body read as the data plane reads it. Empty: nothing from it.
+ * Not JSON, or truncated by Envoy (allow_partial_message), or too long to
+ * parse: input estimated from its size. JSON of the wrong shape: refused.
  */
-function endpointOf(body: Record<string, unknown>): string {
-  if (Array.isArray(body.messages)) return "/chat/completions";
-  return body.prompt === undefined && body.input !== undefined ? "/embeddings" : "/completions";
+function readBody(text: string, path: string, headers: Record<string, string>): CheckBody {
+  const pathRoute = llmRouteOf(path);
+  const api = pathRoute?.api ?? (headers["anthropic-version"] !== undefined ? "anthropic" : "openai");
+  if (!text) return { api, model: "", maxOutputTokens: 0, inputTokens: 0 };
+  const bySize = { api, model: "", maxOutputTokens: 0, inputTokens: Math.ceil(text.length / 4) };
+  if (text.length > maxBodyChars) return bySize;
+  const parsed = parseJsonObject(text);
+  if (!("json" in parsed)) return parsed.notJson ? bySize : { api, invalid: parsed.error };
+  const route = pathRoute ?? routeOfBody(parsed.json, api);
+  const request = readLlmBody(route, parsed.json);
+  if ("error" in request) return { api: route.api, invalid: request.error };
+  return { api: route.api, model: request.model, maxOutputTokens: reservedOutputTokens(request), inputTokens: request.inputTokens };
+}
+
+/** On a path that names no metered route (Envoy routes name paths in many ways): the route the body's shape is. */
+function routeOfBody(body: Record<string, unknown>, api: ProviderApi): LlmRoute {
+  const path = api === "anthropic" ? "/messages"
+    : Array.isArray(body.messages) ? "/chat/completions"
+    : body.prompt !== undefined ? "/completions"
+    : body.instructions !== undefined || body.max_output_tokens !== undefined || Array.isArray(body.input) && body.input.some((i) => typeof i === "object") ? "/responses"
+    : body.input !== undefined ? "/embeddings" : "/completions";
+  return llmRoutes.get(path)!;
 }
 
 function integer(value: unknown): number | undefined {
@@ -149,27 +166,27 @@ function allow(d: AdmitResponse): CheckResponse {
       value: {
         $typeName: "envoy.service.auth.v3.OkHttpResponse",
         headers: headers(upstreamDecisionHeaders(d)),
-        // The upstream (the provider) must never see the client's credential.
-        headersToRemove: ["authorization"],
+        // The upstream (the provider) must never see the client's credential, in either API's header.
+        headersToRemove: ["authorization", "x-api-key"],
         responseHeadersToAdd: headers(rateLimitHeaders(d)),
       },
     },
   };
 }
 
-function denied(d: AdmitResponse): CheckResponse {
+function denied(d: AdmitResponse, api: ProviderApi): CheckResponse {
   const mapping = reasonMapping(d.reason);
   const responseHeaders = { "content-type": "application/json", ...rateLimitHeaders(d) };
   return create(CheckResponseSchema, {
     status: { code: mapping.grpcCode, message: d.message },
     httpResponse: {
       case: "deniedResponse",
-      value: { status: { code: d.httpStatus }, headers: headers(responseHeaders), body: denialBody(d, mapping.code) },
+      value: { status: { code: d.httpStatus }, headers: headers(responseHeaders), body: denialBody(d, mapping.code, api) },
     },
   });
 }
 
-function deny(reason: DenyReason, httpStatus: number, message: string): CheckResponse {
-  return denied(create(AdmitResponseSchema, { allowed: false, reason, httpStatus, message }));
+function deny(reason: DenyReason, httpStatus: number, message: string, api: ProviderApi): CheckResponse {
+  return denied(create(AdmitResponseSchema, { allowed: false, reason, httpStatus, message }), api);
 }
 

@@ -3,14 +3,15 @@ import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import type { AdmitResponse, SettleRequest } from "../../gen/admission/v1/admission_pb.js";
 import { Outcome, SettleRequestSchema } from "../../gen/admission/v1/admission_pb.js";
+import { admitRequestFor, clientCredential, llmRoutes, parseLlmRequest, rewriteBody, type LlmFamily } from "../../control-plane/llm-request.js";
 import { rateLimitHeaderNames, rateLimitHeaders, upstreamDecisionHeaders } from "../../control-plane/rate-limit-headers.js";
 import { isTaskCode } from "../../data-plane/config.js";
 import { ControlPlaneClient } from "../../data-plane/control-plane-client.js";
 import { asControlPlaneError } from "../../data-plane/control-plane-error.js";
-import { denialResponse, errorResponse, refusalResponse, unavailableResponse, type ErrorResponse } from "../../data-plane/openai-error.js";
-import { admitRequestFor, llmPaths, parseLlmRequest, rewriteBody, type LlmPath } from "../../data-plane/openai-request.js";
+import { denialResponse, errorResponse, refusalResponse, unavailableResponse, type ErrorResponse } from "../../data-plane/error-response.js";
+import { noUsage } from "../../data-plane/provider-usage.js";
 import { matchRoute } from "../../data-plane/routes.js";
-import { UsageFeed, UsageReader } from "../../data-plane/usage-reader.js";
+import { settledUsage, UsageFeed, UsageReader, type SettledUsage } from "../../data-plane/usage-reader.js";
 import { pdkBuffer, type KongPdk } from "./pdk.js";
 import { pluginConfig, type PluginConfig } from "./schema.js";
 
@@ -29,6 +30,8 @@ export const stateKey = "llm-admission";
 /** What one request carries from access to response to log, as JSON in kong.ctx.shared. */
 interface RequestState {
   readonly requestId: string;
+  /** The api of the request and of the provider's answer. */
+  readonly family: LlmFamily;
   /** Empty when the request went through unmetered (FAIL_OPEN): nothing to settle. */
   readonly reservationId: string;
   readonly tenant: string;
@@ -39,8 +42,8 @@ interface RequestState {
   /** For the client: x-ratelimit-*, warnings. */
   readonly responseHeaders: Record<string, string>;
   readonly forwardedAt: number;
-  /** Read in the response phase from the provider's answer. */
-  upstream?: { status: number; reported?: { inputTokens: number; outputTokens: number }; estimatedOutputTokens: number; latencyMs: number };
+  /** Read in the response phase from the provider's answer: its status, and the usage to settle were it a success. */
+  upstream?: { status: number; settled: SettledUsage; latencyMs: number };
   settled?: boolean;
 }
 
@@ -120,16 +123,20 @@ export class Plugin {
       state.settled = true;
       // Not fatal: a second log phase would send a duplicate Settle, which the control plane ignores.
       await writeState(kong, state).catch(() => undefined);
-      const usage = state.upstream ? fromUpstream(state, state.upstream) : await withoutUpstream(kong, state);
+      const charged = state.upstream ? fromUpstream(state.upstream) : await withoutUpstream(kong, state);
+      const { usage } = charged;
       await this.settle(kong, create(SettleRequestSchema, {
         reservationId: state.reservationId,
         inputTokens: BigInt(usage.inputTokens),
         outputTokens: BigInt(usage.outputTokens),
+        cacheReadTokens: BigInt(usage.cacheReadTokens),
+        cacheWriteTokens: BigInt(usage.cacheWriteTokens),
+        reasoningTokens: BigInt(usage.reasoningTokens),
         provider: state.provider,
         model: state.model,
-        outcome: usage.outcome,
-        latencyMs: BigInt(Math.min(usage.latencyMs, 86_400_000)),
-        estimated: usage.estimated,
+        outcome: charged.outcome,
+        latencyMs: BigInt(Math.min(charged.latencyMs, 86_400_000)),
+        estimated: charged.estimated,
       }));
     } finally {
       settling.delete(state.reservationId);
@@ -149,14 +156,13 @@ export class Plugin {
     const contentType = (await kong.service.response.getHeader("content-type")) ?? "";
     const contentEncoding = (await kong.service.response.getHeader("content-encoding")) ?? undefined;
     const body = pdkBuffer(await kong.service.response.getRawBody()) ?? Buffer.alloc(0);
-    const reader = new UsageReader(contentType.toLowerCase().includes("text/event-stream"));
+    const reader = new UsageReader(state.family, contentType.toLowerCase().includes("text/event-stream"));
     const feed = new UsageFeed(reader, contentEncoding);
     feed.push(body);
     await feed.finish();
-    const reported = reader.reported();
-    // The tokenizer runs over the generated text only when the provider reported no usage.
-    const estimatedOutputTokens = reported ? 0 : reader.estimatedOutputTokens();
-    state.upstream = { status, reported, estimatedOutputTokens, latencyMs: Math.max(0, Date.now() - state.forwardedAt) };
+    // The tokenizer runs over the generated text only when the provider did not report all of its usage.
+    const settled = settledUsage(reader, { countedInputTokens: state.inputTokens, worked: status < 400 });
+    state.upstream = { status, settled, latencyMs: Math.max(0, Date.now() - state.forwardedAt) };
     await writeState(kong, state);
   }
 
@@ -164,69 +170,73 @@ export class Plugin {
     const base = { "x-request-id": requestId };
     const rawPath = await kong.request.getPath();
     const matched = matchRoute(rawPath, []);
-    if (!matched || !llmPaths.has(matched.path)) {
+    const route = matched && llmRoutes.get(matched.path);
+    if (!route) {
       return exit(kong, errorResponse(404, `not an LLM route admission control meters: ${rawPath.slice(0, 200)}`, { headers: base, code: "unknown_route" }));
     }
-    const path = matched.path as LlmPath;
-    if ((await kong.request.getMethod()) !== "POST") return exit(kong, errorResponse(405, `use POST /v1${path}`, { headers: { ...base, allow: "POST" }, code: "method_not_allowed" }));
-    const credential = /^Bearer\s+(\S{1,4096})\s*$/i.exec((await kong.request.getHeader("authorization")) ?? "")?.[1];
-    if (!credential) return exit(kong, errorResponse(401, "missing 'Authorization: Bearer <API key or JWT>'", { headers: base, code: "unauthenticated" }));
+    const { api } = route;
+    if ((await kong.request.getMethod()) !== "POST") return exit(kong, errorResponse(405, `use POST /v1${route.path}`, { headers: { ...base, allow: "POST" }, code: "method_not_allowed", api }));
+    const credential = clientCredential(await kong.request.getHeader("authorization"), await kong.request.getHeader("x-api-key"));
+    if (!credential) {
+      return exit(kong, errorResponse(401, "missing credential: send 'Authorization: Bearer <API key or JWT>' or 'x-api-key: <API key>'", { headers: base, code: "unauthenticated", api }));
+    }
     const taskHeader = await kong.request.getHeader("x-llm-task");
     if (taskHeader !== null && taskHeader !== undefined && !isTaskCode(taskHeader)) {
-      return exit(kong, errorResponse(400, "invalid x-llm-task header: 1-64 letters, digits, '_', '-' or '.'", { headers: base, code: "invalid_request", param: "x-llm-task" }));
+      return exit(kong, errorResponse(400, "invalid x-llm-task header: 1-64 letters, digits, '_', '-' or '.'", { headers: base, code: "invalid_request", param: "x-llm-task", api }));
     }
     const task = taskHeader || matched.task || this.config.default_task;
-    if (!task) return exit(kong, errorResponse(400, "no task: send the x-llm-task header (or set the plugin's default_task)", { headers: base, code: "invalid_request", param: "x-llm-task" }));
+    if (!task) return exit(kong, errorResponse(400, "no task: send the x-llm-task header (or set the plugin's default_task)", { headers: base, code: "invalid_request", param: "x-llm-task", api }));
 
     let raw = pdkBuffer(await kong.request.getRawBody());
     if (raw === undefined) {
       // Lua nil: the body was larger than Kong keeps in memory (client_body_buffer_size), or there is none.
       if (Number((await kong.request.getHeader("content-length")) ?? 0) > 0) {
-        return exit(kong, errorResponse(413, "request body larger than the gateway buffers (raise nginx_http_client_body_buffer_size)", { headers: base, code: "request_too_large" }));
+        return exit(kong, errorResponse(413, "request body larger than the gateway buffers (raise nginx_http_client_body_buffer_size)", { headers: base, code: "request_too_large", api }));
       }
       raw = Buffer.alloc(0);
     }
-    if (raw.length > this.config.max_body_bytes) return exit(kong, errorResponse(413, `request body over ${this.config.max_body_bytes} bytes`, { headers: base, code: "request_too_large" }));
-    const request = parseLlmRequest(path, raw);
-    if ("error" in request) return exit(kong, errorResponse(400, request.error, { headers: base, code: "invalid_request", param: request.param }));
+    if (raw.length > this.config.max_body_bytes) return exit(kong, errorResponse(413, `request body over ${this.config.max_body_bytes} bytes`, { headers: base, code: "request_too_large", api }));
+    const request = parseLlmRequest(route, raw);
+    if ("error" in request) return exit(kong, errorResponse(400, request.error, { headers: base, code: "invalid_request", param: request.param, api }));
 
     let decision: AdmitResponse;
     try {
-      decision = await this.client.admit(admitRequestFor(request, { requestId, credential, task, attributes: { gateway: "kong", route: path } }));
+      decision = await this.client.admit(admitRequestFor(request, { requestId, credential, task, attributes: { gateway: "kong", route: route.path } }));
     } catch (rawErr) {
       const err = asControlPlaneError(rawErr);
       if (!err.unreachable) {
-        const answer = refusalResponse(err, base);
+        const answer = refusalResponse(err, base, api);
         if (answer.status === 502) await kong.log.err(`llm-admission: control plane refused Admit: ${grpc.status[err.code]} ${err.message}`);
         return exit(kong, answer);
       }
       if (this.config.failure_policy === "FAIL_OPEN") {
         await kong.log.warn(`llm-admission: control plane unreachable (${err.message}); forwarded unmetered (FAIL_OPEN)`);
         await writeState(kong, {
-          requestId, reservationId: "", tenant: "", provider: "", model: request.model, inputTokens: request.inputTokens,
+          requestId, family: route.family, reservationId: "", tenant: "", provider: "", model: request.model, inputTokens: request.inputTokens,
           responseHeaders: { "x-admission-warnings": unmeteredWarning }, forwardedAt: Date.now(),
         });
-        await kong.service.request.clearHeader("authorization");
+        await clearCredential(kong);
         return;
       }
       await kong.log.err(`llm-admission: control plane unreachable (${err.message}); denied (FAIL_CLOSED)`);
-      return exit(kong, unavailableResponse(base));
+      return exit(kong, unavailableResponse(base, api));
     }
-    if (!decision.allowed) return exit(kong, denialResponse(decision, requestId));
+    if (!decision.allowed) return exit(kong, denialResponse(decision, requestId, api));
 
-    const route = decision.routes[0];
+    const target = decision.routes[0];
     // Saved first: whatever happens next, the log phase finds the reservation and settles it.
     await writeState(kong, {
       requestId,
+      family: route.family,
       reservationId: decision.reservationId,
       tenant: decision.tenant,
-      provider: route?.provider ?? "",
-      model: route?.model ?? "",
+      provider: target?.provider ?? "",
+      model: target?.model ?? "",
       inputTokens: request.inputTokens,
       responseHeaders: rateLimitHeaders(decision),
       forwardedAt: Date.now(),
     });
-    const body = rewriteBody(request, { providerModel: route ? route.providerModel || route.model : request.model, maxOutputTokens: Number(decision.maxOutputTokens) });
+    const body = rewriteBody(request, { providerModel: target ? target.providerModel || target.model : request.model, maxOutputTokens: Number(decision.maxOutputTokens) });
     await kong.service.request.setHeaders({
       ...upstreamDecisionHeaders(decision),
       "x-request-id": requestId,
@@ -234,8 +244,7 @@ export class Plugin {
       // Usage is read from the buffered answer: it must not come compressed.
       "accept-encoding": "identity",
     });
-    // The provider must never see the client's credential.
-    await kong.service.request.clearHeader("authorization");
+    await clearCredential(kong);
     await kong.service.request.setRawBody(body.toString("utf8"));
   }
 
@@ -257,28 +266,18 @@ export class Plugin {
   }
 }
 
-interface ChargedUsage {
-  readonly inputTokens: number;
-  readonly outputTokens: number;
-  readonly estimated: boolean;
+interface ChargedUsage extends SettledUsage {
   readonly outcome: Outcome;
   readonly latencyMs: number;
 }
 
 /**
  * The provider answered: what it reported, or — when it worked (status < 400)
- * and reported nothing — the tokenizer's count of the prompt and of the text
- * it generated. A failed answer charges nothing.
+ * and did not report it all — the tokenizer's count of the prompt and of the
+ * text it generated (settledUsage). A failed answer charges nothing.
  */
-function fromUpstream(state: RequestState, up: NonNullable<RequestState["upstream"]>): ChargedUsage {
-  const worked = up.status < 400;
-  return {
-    inputTokens: up.reported?.inputTokens ?? (worked ? state.inputTokens : 0),
-    outputTokens: up.reported?.outputTokens ?? (worked ? up.estimatedOutputTokens : 0),
-    estimated: up.reported === undefined && worked,
-    outcome: worked ? Outcome.SUCCESS : Outcome.UPSTREAM_ERROR,
-    latencyMs: up.latencyMs,
-  };
+function fromUpstream(up: NonNullable<RequestState["upstream"]>): ChargedUsage {
+  return { ...up.settled, outcome: up.status < 400 ? Outcome.SUCCESS : Outcome.UPSTREAM_ERROR, latencyMs: up.latencyMs };
 }
 
 /**
@@ -292,10 +291,16 @@ async function withoutUpstream(kong: KongPdk, state: RequestState): Promise<Char
   const status = (await kong.response.getStatus()) ?? 0;
   const latencyMs = Math.max(0, Date.now() - state.forwardedAt);
   if (source === "service" && status > 0 && status < 400) {
-    return { inputTokens: state.inputTokens, outputTokens: 0, estimated: true, outcome: Outcome.SUCCESS, latencyMs };
+    return { usage: { ...noUsage, inputTokens: state.inputTokens }, estimated: true, outcome: Outcome.SUCCESS, latencyMs };
   }
   const outcome = status === 504 ? Outcome.TIMEOUT : status === 499 ? Outcome.CLIENT_ABORTED : Outcome.UPSTREAM_ERROR;
-  return { inputTokens: 0, outputTokens: 0, estimated: false, outcome, latencyMs };
+  return { usage: noUsage, estimated: false, outcome, latencyMs };
+}
+
+/** The provider must never see the client's credential, in either API's header (request-transformer may then add the provider's key). */
+async function clearCredential(kong: KongPdk): Promise<void> {
+  await kong.service.request.clearHeader("authorization");
+  await kong.service.request.clearHeader("x-api-key");
 }
 
 function exit(kong: KongPdk, answer: ErrorResponse): Promise<void> {

@@ -4,12 +4,12 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { AdmitRequestSchema, AdmitResponseSchema, MeterSchema } from "../../gen/admission/v1/admission_pb.js";
 import { LimitKind, Window } from "../../gen/admission/v1/policy_pb.js";
 import { DataPlaneConfigError, loadDataPlaneConfig, parseProviders, parseTaskRoutes } from "../../data-plane/config.js";
-import { admitRequestFor, parseLlmRequest, rewriteBody, type LlmRequest } from "../../data-plane/openai-request.js";
+import { admitRequestFor, llmRoutes, parseLlmRequest, rewriteBody, type LlmPath, type LlmRequest } from "../../control-plane/llm-request.js";
 import { matchRoute } from "../../data-plane/routes.js";
 import { decisionHeaders } from "../../data-plane/rate-limit-headers.js";
 import { countInputTokens, countTextTokens } from "../../control-plane/token-counter.js";
 
-const parse = (path: "/chat/completions" | "/completions" | "/embeddings", body: unknown) => parseLlmRequest(path, Buffer.from(JSON.stringify(body)));
+const parse = (path: LlmPath, body: unknown) => parseLlmRequest(llmRoutes.get(path)!, Buffer.from(JSON.stringify(body)));
 
 describe("data plane: request shaping, headers and configuration", () => {
   test("token counts: chat overhead per message, parts, special tokens as text, tokenized prompts", () => {

@@ -3,8 +3,10 @@ import { status as Code } from "@grpc/grpc-js";
 import type { AdmitResponse } from "../gen/admission/v1/admission_pb.js";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind, Per, Window } from "../gen/admission/v1/policy_pb.js";
+import { anthropicErrorBody } from "../control-plane/anthropic-error.js";
 import { reasonMapping } from "../control-plane/deny-reasons.js";
 import type { ParserRefusal } from "../control-plane/http-server.js";
+import type { LlmFamily, ProviderApi } from "../control-plane/llm-request.js";
 import { errorType as decisionErrorType } from "../control-plane/rate-limit-headers.js";
 import type { ControlPlaneError } from "./control-plane-error.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
@@ -24,6 +26,8 @@ export interface ErrorOptions {
   readonly param?: string | null;
   /** Extra fields of `error`: the reason, the limit, usage, retry-after. */
   readonly extra?: Record<string, unknown>;
+  /** The API whose error shape to answer in (the request's); OpenAI's by default. */
+  readonly api?: ProviderApi;
 }
 
 /** An answer not yet sent: what any front end (this proxy, a gateway plugin) writes back. */
@@ -34,9 +38,15 @@ export interface ErrorResponse {
   readonly body: string;
 }
 
-/** An OpenAI-style error: `{"error": {"message", "type", "code", "param", ...}}`. */
+/**
+ * An error in the API's shape: OpenAI's `{"error": {"message", "type", "code", "param", ...}}`,
+ * or Anthropic's `{"type": "error", "error": {"type", "message", "code", "param", ...}}`.
+ */
 export function errorResponse(status: number, message: string, options: ErrorOptions = {}): ErrorResponse {
-  const body = JSON.stringify({ error: { message, type: errorType(status), code: options.code ?? null, param: options.param ?? null, ...options.extra } });
+  const fields = { code: options.code ?? null, param: options.param ?? null, ...options.extra };
+  const body = options.api === "anthropic"
+    ? anthropicErrorBody(status, message, fields)
+    : JSON.stringify({ error: { message, type: errorType(status), ...fields } });
   return { status, headers: { "content-type": "application/json", ...options.headers }, body };
 }
 
@@ -58,13 +68,14 @@ export function sendErrorResponse(res: ServerResponse, e: ErrorResponse): void {
  * (`limit`, `used`, `remaining`, its kind and window), `retry_after_ms`, and
  * the decision's headers (Retry-After, x-ratelimit-*).
  */
-export function denialResponse(d: AdmitResponse, requestId: string): ErrorResponse {
+export function denialResponse(d: AdmitResponse, requestId: string, api: ProviderApi = "openai"): ErrorResponse {
   const m = d.deniedMeter;
   const retryAfterMs = Number(d.retryAfterMs);
   return errorResponse(d.httpStatus || reasonMapping(d.reason).httpStatus, d.message, {
     headers: decisionHeaders(d, requestId),
     code: reasonMapping(d.reason).code,
     param: d.reason === DenyReason.MODEL_NOT_ALLOWED ? "model" : null,
+    api,
     extra: {
       reason: DenyReason[d.reason],
       ...(m ? { limit: Number(m.limit), used: Number(m.used), remaining: Number(m.remaining), limit_kind: LimitKind[m.kind], limit_window: Window[m.window], limit_per: Per[m.per] } : {}),
@@ -73,32 +84,48 @@ export function denialResponse(d: AdmitResponse, requestId: string): ErrorRespon
   });
 }
 
-export function sendDenial(res: ServerResponse, d: AdmitResponse, requestId: string): void {
-  sendErrorResponse(res, denialResponse(d, requestId));
+export function sendDenial(res: ServerResponse, d: AdmitResponse, requestId: string, api: ProviderApi = "openai"): void {
+  sendErrorResponse(res, denialResponse(d, requestId, api));
 }
 
 /**
  * The control plane refused the call itself (malformed request, bad
  * credential...): its gRPC code as an HTTP error; 502 for anything unexpected.
  */
-export function refusalResponse(err: ControlPlaneError, headers: Record<string, string>): ErrorResponse {
+export function refusalResponse(err: ControlPlaneError, headers: Record<string, string>, api: ProviderApi = "openai"): ErrorResponse {
   switch (err.code) {
     case Code.INVALID_ARGUMENT:
-      return errorResponse(400, err.message, { headers, code: "invalid_request" });
+      return errorResponse(400, err.message, { headers, code: "invalid_request", api });
     case Code.UNAUTHENTICATED:
-      return errorResponse(401, err.message, { headers, code: "unauthenticated" });
+      return errorResponse(401, err.message, { headers, code: "unauthenticated", api });
     case Code.PERMISSION_DENIED:
-      return errorResponse(403, err.message, { headers, code: "permission_denied" });
+      return errorResponse(403, err.message, { headers, code: "permission_denied", api });
     case Code.NOT_FOUND:
-      return errorResponse(404, err.message, { headers, code: "not_found" });
+      return errorResponse(404, err.message, { headers, code: "not_found", api });
     default:
-      return errorResponse(502, `admission control error: ${err.message}`, { headers, code: "admission_error" });
+      return errorResponse(502, `admission control error: ${err.message}`, { headers, code: "admission_error", api });
   }
 }
 
 /** FAIL_CLOSED with the control plane unreachable. */
-export function unavailableResponse(headers: Record<string, string>): ErrorResponse {
-  return errorResponse(503, "admission control unavailable; retry shortly", { headers: { ...headers, "retry-after": "1" }, code: "unavailable" });
+export function unavailableResponse(headers: Record<string, string>, api: ProviderApi = "openai"): ErrorResponse {
+  return errorResponse(503, "admission control unavailable; retry shortly", { headers: { ...headers, "retry-after": "1" }, code: "unavailable", api });
+}
+
+/**
+ * The event that tells a streaming client the provider stopped mid-stream, in
+ * its API's stream shape: a Chat chunk with `error`, a Responses `error`
+ * event, an Anthropic `error` event.
+ */
+export function streamErrorEvent(family: LlmFamily, message: string): string {
+  switch (family) {
+    case "chat":
+      return `data: ${JSON.stringify({ error: { message, type: "upstream_error", code: "upstream_error", param: null } })}\n\n`;
+    case "responses":
+      return `event: error\ndata: ${JSON.stringify({ type: "error", code: "upstream_error", message, param: null })}\n\n`;
+    case "messages":
+      return `event: error\ndata: ${anthropicErrorBody(502, message)}\n\n`;
+  }
 }
 
 /** The JSON error body for a request Node's parser refused before any handler ran. */
