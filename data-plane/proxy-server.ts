@@ -324,7 +324,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     }
 
     deps.failOpen.remember(task, request.model, decision.routes);
-    const servable = servableRoutes(decision.routes, route, deps.providers);
+    const servable = servableRoutes(decision.routes, route, deps.providers, request.model);
     const flight = new Flight({
       requestId, credential, task, request, tenant: decision.tenant, reservationId: decision.reservationId, routes: "routes" in servable ? servable.routes : decision.routes,
       maxOutputTokens: Number(decision.maxOutputTokens), headers: decisionHeaders(decision, requestId), startedAt, admitMs,
@@ -370,7 +370,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
         headers: { "x-request-id": a.requestId, "retry-after": "1" }, code: "unavailable", api,
       });
     }
-    const servable = servableRoutes(known, a.request.route, deps.providers);
+    const servable = servableRoutes(known, a.request.route, deps.providers, a.request.model);
     if ("mismatch" in servable) return sendError(a.res, 400, servable.mismatch, { headers: { "x-request-id": a.requestId }, code: "model_api_mismatch", param: "model", api });
     const { routes } = servable;
     a.log.warn({ task: a.task, err: a.err.message }, "control plane unreachable; forwarded unmetered (FAIL_OPEN)");
@@ -414,7 +414,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       return err.unreachable ? sendErrorResponse(res, unavailableResponse(headers, api)) : refused(res, err, headers, api);
     }
     if (candidates.length === 0) return sendError(res, 403, `model "${request.model}" is not one this credential may use`, { headers, code: "model_not_allowed", param: "model", api });
-    const servable = servableRoutes(candidates, route, deps.providers);
+    const servable = servableRoutes(candidates, route, deps.providers, request.model);
     if ("mismatch" in servable) return sendError(res, 400, servable.mismatch, { headers, code: "model_api_mismatch", param: "model", api });
     const target = servable.routes[0]!;
     const upstream = upstreams.get(target.provider);

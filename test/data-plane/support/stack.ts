@@ -8,7 +8,8 @@ import { defaultControlPlaneConfig, type ControlPlaneConfig } from "../../../con
 import { createLogger } from "../../../control-plane/logger.js";
 import { parseProtoJson } from "../../../control-plane/policy/proto-json.js";
 import { BundleSchema } from "../../../gen/admission/v1/policy_pb.js";
-import { defaultDataPlaneConfig, type DataPlaneConfig } from "../../../data-plane/config.js";
+import type { GetUsageResponse } from "../../../gen/admission/v1/policy_service_pb.js";
+import { defaultDataPlaneConfig, type DataPlaneConfig, type ProviderConfig } from "../../../data-plane/config.js";
 import { startDataPlane, type RunningDataPlane } from "../../../data-plane/server.js";
 import { policyClient } from "../../support/grpc-clients.js";
 import { MockUpstream } from "./mock-upstream.js";
@@ -23,13 +24,14 @@ export const secret = (keyId: string) => `sk-dp-${keyId}-`.padEnd(48, "x");
  * class in that order; tenants on limits chosen per test. Prices: 1 micro-USD
  * per input token, 2 per output token.
  */
-export function bundleJson(tenants: Array<{ id: string; limits?: unknown[]; keys?: Array<{ id: string; tasks?: string[]; revoked?: boolean }> }>): Record<string, unknown> {
+export function bundleJson(tenants: Array<{ id: string; limits?: unknown[]; keys?: Array<{ id: string; tasks?: string[]; revoked?: boolean }> }>, extraModels: unknown[] = []): Record<string, unknown> {
   return {
     models: [
       { name: "gpt-a", modelClass: "PRO_M", provider: "up-a", providerModel: "gpt-a-2024", inputMicrosPerMtok: 1_000_000, outputMicrosPerMtok: 2_000_000 },
       { name: "gpt-b", modelClass: "PRO_M", provider: "up-b", inputMicrosPerMtok: 1_000_000, outputMicrosPerMtok: 2_000_000 },
       { name: "small", modelClass: "BASE_S", provider: "up-a", inputMicrosPerMtok: 100_000, outputMicrosPerMtok: 200_000 },
       { name: "huge", modelClass: "ADVANCED", provider: "up-a", inputMicrosPerMtok: 10_000_000, outputMicrosPerMtok: 20_000_000 },
+      ...extraModels,
     ],
     tasks: [{ code: "DRAFT", feature: "DRAFTING" }, { code: "DIAGRAM", feature: "DIAGRAMS" }],
     plans: [{
@@ -54,6 +56,9 @@ export interface StackOptions {
   readonly persistent?: boolean;
   /** Both planes log through the product's own logger (createLogger, at debug) into this stream; silent otherwise. */
   readonly logs?: DestinationStream;
+  /** More providers for the data plane (after up-a and up-b), and models of the bundle served by them. */
+  readonly providers?: readonly ProviderConfig[];
+  readonly models?: unknown[];
 }
 
 /** The real control plane in-process, two test providers, and the data plane in front of them. */
@@ -75,7 +80,7 @@ export class Stack {
     await stack.upA.start();
     await stack.upB.start();
     await stack.startControlPlane();
-    await stack.applyBundle(bundleJson(options.tenants));
+    await stack.applyBundle(bundleJson(options.tenants, options.models));
     stack.dp = await startDataPlane({
       ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
       reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
@@ -84,6 +89,7 @@ export class Stack {
       providers: [
         { name: "up-a", baseUrl: stack.upA.baseUrl, apiKey: "sk-provider-a-SECRET" },
         { name: "up-b", baseUrl: stack.upB.baseUrl, apiKey: "sk-provider-b-SECRET" },
+        ...(options.providers ?? []),
       ],
     });
     await waitFor(() => stack.dp.controlPlane.connected(), "the data plane's link to the control plane");
@@ -131,7 +137,9 @@ export class Stack {
   /** Ledger rows of a tenant, oldest first. */
   async ledger(tenant: string): Promise<LedgerRow[]> {
     const r = await this.cp.database.query<LedgerRow>(
-      "SELECT request_id, model, provider, input_tokens::int AS input_tokens, output_tokens::int AS output_tokens, outcome, estimated, cost_micros::int AS cost_micros FROM usage_ledger WHERE tenant = $1 ORDER BY id",
+      `SELECT request_id, model, provider, input_tokens::int AS input_tokens, output_tokens::int AS output_tokens, outcome, estimated, cost_micros::int AS cost_micros,
+        cache_read_tokens::int AS cache_read_tokens, cache_write_tokens::int AS cache_write_tokens, reasoning_tokens::int AS reasoning_tokens
+       FROM usage_ledger WHERE tenant = $1 ORDER BY id`,
       [tenant],
     );
     return r.rows;
@@ -144,7 +152,7 @@ export class Stack {
     return found!;
   }
 
-  async usage(tenant: string): Promise<{ requests: bigint; inputTokens: bigint; outputTokens: bigint; costMicros: bigint }> {
+  async usage(tenant: string): Promise<GetUsageResponse> {
     const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
     try {
       return await policy.getUsage({ tenant }, admin);
@@ -173,6 +181,9 @@ export interface LedgerRow {
   outcome: string;
   estimated: boolean;
   cost_micros: number;
+  cache_read_tokens: number;
+  cache_write_tokens: number;
+  reasoning_tokens: number;
 }
 
 /** Polls until the condition holds (not a timing assertion: it only bounds how long a broken build hangs). */
