@@ -13,6 +13,7 @@ import { countInputTokens, countTextTokens } from "../control-plane/token-counte
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { KongRequest, phaseOrder, type ClientRequest, type RunOptions } from "./support/fake-kong.js";
 import { scenario, secretOf } from "./support/scenario.js";
+import { ScriptedProvider } from "./data-plane/support/scripted-provider.js";
 
 /** The Kong service: an OpenAI-compatible provider answering with usage it chose (not the tokenizer's), JSON or SSE. */
 class Provider {
@@ -385,5 +386,55 @@ describe("Kong plugin (kong-js-pluginserver) against a real control plane", () =
     assert.equal(after.requests - before.requests, 2n);
     assert.equal(after.inputTokens + after.outputTokens, before.inputTokens + before.outputTokens);
     assert.equal(await meter(LimitKind.CONCURRENCY), 0n, "both reservations released");
+  });
+
+  test("Responses and Messages: the same body reader (clamped cap, routed model, no credential upstream in either header), the usage read from each shape, cache parts included", async () => {
+    const shapes = new ScriptedProvider((call, res) => {
+      if (call.path === "/messages") {
+        const usage = { input_tokens: 40, cache_creation_input_tokens: 100, cache_read_input_tokens: 900, output_tokens: 33 };
+        if (!call.body.stream) return shapes.json(res, { type: "message", role: "assistant", content: [{ type: "text", text: "A widget" }], usage });
+        return shapes.sse(res, [
+          { event: "message_start", data: { type: "message_start", message: { usage: { ...usage, output_tokens: 1 } } } },
+          { event: "content_block_delta", data: { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "A widget" } } },
+          { event: "message_delta", data: { type: "message_delta", delta: { stop_reason: "end_turn" }, usage: { output_tokens: 33 } } },
+          { event: "message_stop", data: { type: "message_stop" } },
+        ]);
+      }
+      const usage = { input_tokens: 1_040, input_tokens_details: { cached_tokens: 1_000 }, output_tokens: 60, output_tokens_details: { reasoning_tokens: 20 }, total_tokens: 1_100 };
+      if (!call.body.stream) return shapes.json(res, { object: "response", output: [{ type: "message", content: [{ type: "output_text", text: "A widget" }] }], usage });
+      return shapes.sse(res, [
+        { event: "response.output_text.delta", data: { type: "response.output_text.delta", delta: "A widget" } },
+        { event: "response.completed", data: { type: "response.completed", response: { object: "response", usage } } },
+      ]);
+    });
+    await shapes.start();
+    try {
+      const messages = { model: "m-pro", max_tokens: 99_999, messages: prompt };
+      const responses = { model: "m-pro", max_output_tokens: 99_999, input: "Draft a claim for a widget" };
+      const cases: Array<{ path: string; body: object; headers: Record<string, string>; cap: string; want: number[] }> = [
+        { path: "/v1/messages", body: messages, headers: { "x-api-key": secretOf("kk"), "anthropic-version": "2023-06-01" }, cap: "max_tokens", want: [1_040, 900, 100, 33, 0] },
+        { path: "/v1/responses", body: responses, headers: { authorization: `Bearer ${secretOf("kk")}` }, cap: "max_output_tokens", want: [1_040, 1_000, 0, 60, 20] },
+      ];
+      for (const c of cases) {
+        for (const stream of [false, true]) {
+          const r = await run(plugin, { method: "POST", path: c.path, headers: { "x-llm-task": "DRAFT", "content-type": "application/json", ...c.headers }, body: JSON.stringify({ ...c.body, stream }) }, { serviceUrl: shapes.baseUrl.replace(/\/v1$/, "") });
+          const name = `${c.path}${stream ? " streamed" : ""}`;
+          assert.equal(r.response.status, 200, name);
+          const up = r.serviceRequest!;
+          assert.equal(up.headers.has("authorization") || up.headers.has("x-api-key"), false, `${name}: no client credential upstream`);
+          const sent = JSON.parse(up.body);
+          assert.equal(sent[c.cap], 2000, `${name}: clamped`);
+          assert.equal(sent.stream_options, undefined, `${name}: usage not asked for`);
+          const s = settles.at(-1)!;
+          assert.deepEqual([s.inputTokens, s.cacheReadTokens, s.cacheWriteTokens, s.outputTokens, s.reasoningTokens].map(Number), c.want, name);
+          assert.equal(s.estimated, false, name);
+        }
+      }
+      const bad = await run(plugin, { method: "POST", path: "/v1/messages", headers: { "x-api-key": secretOf("kk"), "x-llm-task": "DRAFT" }, body: JSON.stringify({ model: "m-pro", messages: "hi" }) }, { serviceUrl: shapes.baseUrl });
+      assert.equal(bad.response.status, 400);
+      assert.deepEqual([JSON.parse(bad.response.body).type, JSON.parse(bad.response.body).error.type], ["error", "invalid_request_error"], "Anthropic's error shape");
+    } finally {
+      await shapes.stop();
+    }
   });
 });
