@@ -30,6 +30,9 @@ export interface BenchSizes {
   readonly keys: number;
 }
 
+/** A model served on Anthropic's Messages API (provider "p-anthropic"), for the data plane's Messages rows; priced as m-pro. */
+export const benchAnthropicModel = "m-claude";
+
 /** Key i's id; its secret is secretOf(id). */
 export const keyId = (i: number) => `bk${i}`;
 
@@ -42,6 +45,7 @@ export function benchBundle(sizes: BenchSizes): Bundle {
   const tenantOf = (i: number) => `bt${i % sizes.tenants}`;
   return parseProtoJson(BundleSchema, {
     ...catalogJson,
+    models: [...catalogJson.models, { name: benchAnthropicModel, modelClass: "BASE_S", provider: "p-anthropic", inputMicrosPerMtok: 1_000_000, outputMicrosPerMtok: 2_000_000 }],
     plans: [{ ...catalogJson.plans[0], code: "PRO", limits: benchPlanLimits }],
     tenants: Array.from({ length: sizes.tenants }, (_, i) => ({ id: `bt${i}`, atiToken: "ati-pro", status: "ACTIVE", mode: "ENFORCE" })),
     users: Array.from({ length: sizes.keys }, (_, i) => ({ id: `bu${i}`, tenant: tenantOf(i), status: "ACTIVE" })),

@@ -9,7 +9,7 @@ import { Agent, request } from "node:http";
 import autocannon from "autocannon";
 import { scratchDatabase } from "../support/databases.js";
 import { secretOf } from "../support/scenario.js";
-import { keyId } from "./bundle.js";
+import { benchAnthropicModel, keyId } from "./bundle.js";
 import { drain, latency, openLoop, withCpu } from "./load.js";
 import { spawn, type Child } from "./processes.js";
 import type { Bench } from "./report.js";
@@ -22,19 +22,31 @@ const addedP50TargetMs = 1;
 const addedP99TargetMs = 5;
 
 type Path = "direct" | "bare http-proxy" | "data plane";
+/** The request shapes: Chat Completions (every row), OpenAI Responses and Anthropic Messages (saturation, data plane and bare proxy). */
+type Shape = "chat" | "responses" | "messages";
 
-function body(stream: boolean): string {
-  return JSON.stringify({
-    model: "m-pro", max_tokens: 64, messages: [{ role: "user", content: "Draft a claim about a widget with a hinge" }],
-    ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
-  });
+const prompt = "Draft a claim about a widget with a hinge";
+const shapes: Record<Shape, { path: string; body: (stream: boolean) => Record<string, unknown>; headers: Record<string, string> }> = {
+  chat: {
+    path: "/v1/chat/completions", headers: {},
+    body: (stream) => ({ model: "m-pro", max_tokens: 64, messages: [{ role: "user", content: prompt }], ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}) }),
+  },
+  responses: { path: "/v1/responses", headers: {}, body: (stream) => ({ model: "m-pro", max_output_tokens: 64, input: prompt, ...(stream ? { stream: true } : {}) }) },
+  messages: {
+    path: "/v1/messages", headers: { "anthropic-version": "2023-06-01" },
+    body: (stream) => ({ model: benchAnthropicModel, max_tokens: 64, messages: [{ role: "user", content: prompt }], ...(stream ? { stream: true } : {}) }),
+  },
+};
+
+function body(stream: boolean, shape: Shape = "chat"): string {
+  return JSON.stringify(shapes[shape].body(stream));
 }
 
 /** One POST; resolves with the time to the first body byte and to the end, in ms. */
 function post(agent: Agent, port: number, payload: string, headers: Record<string, string>): Promise<{ ttfb: number; total: number }> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const r = request({ host: "127.0.0.1", port, path: "/v1/chat/completions", method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...headers } }, (res) => {
+    const r = request({ host: "127.0.0.1", port, path: shapes.chat.path, method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...headers } }, (res) => {
       let ttfb = 0;
       res.on("data", () => (ttfb ||= performance.now() - t0));
       res.on("end", () => (res.statusCode === 200 ? resolve({ ttfb, total: performance.now() - t0 }) : reject(new Error(`status ${res.statusCode}`))));
@@ -99,13 +111,19 @@ export async function dataPlane(bench: Bench): Promise<void> {
         }
       }
 
-      for (const path of Object.keys(ports) as Path[]) {
+      // Chat on every path; Responses and Messages through the bare proxy and the data plane, to set their cost beside chat's.
+      const saturated: Array<[Shape, Path]> = [
+        ...(Object.keys(ports) as Path[]).map((path): [Shape, Path] => ["chat", path]),
+        ...(["responses", "messages"] as const).flatMap((shape) => (["bare http-proxy", "data plane"] as const).map((path): [Shape, Path] => [shape, path])),
+      ];
+      for (const [shape, path] of saturated) {
+        const label = shape === "chat" ? `${path}, ${kind}, saturation` : `${path}, ${shape}, ${kind}, saturation`;
         let rssMaxMb = 0;
         const sampler = path === "data plane" ? setInterval(() => (rssMaxMb = Math.max(rssMaxMb, dp.rssMb())), 100) : undefined;
         const logBytesBefore = dp.logBytes();
         const result = await withCpu(servers[path], () => autocannon({
-          url: `http://127.0.0.1:${ports[path]}/v1/chat/completions`, method: "POST", connections, duration: bench.durationMs / 1000, sampleInt: 100,
-          headers: { "content-type": "application/json" }, body: payload,
+          url: `http://127.0.0.1:${ports[path]}${shapes[shape].path}`, method: "POST", connections, duration: bench.durationMs / 1000, sampleInt: 100,
+          headers: { "content-type": "application/json", ...shapes[shape].headers }, body: body(stream, shape),
           // Like the fixed-rate rows: each request on the next key of the bundle.
           requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, ...headersFor(path) } }) }],
         }));
@@ -113,10 +131,16 @@ export async function dataPlane(bench: Bench): Promise<void> {
         const failed = result.errors + result.timeouts + result.non2xx;
         const measured = { ops: result.requests.total, opsPerSec: result.requests.total / result.duration, errors: failed, firstError: failed ? `${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts` : undefined, p50: result.latency.p50, p99: result.latency.p99, p999: result.latency.p99_9, cpu: result.cpu };
         const logged = (dp.logBytes() - logBytesBefore) / Math.max(1, result.requests.total);
-        const notes = [`autocannon, ${connections} connections, ms resolution`, ...(path === "data plane" ? [`data-plane RSS max ${rssMaxMb.toFixed(0)} MB, log ${logged.toFixed(0)} bytes per request`] : [])].join("; ");
-        bench.report.measured(section, `${path}, ${kind}, saturation`, measured, path === "data plane"
-          ? { versus: `bare http-proxy, ${kind}, saturation`, atLeast: 0.6, note: notes }
-          : { versus: path === "bare http-proxy" ? `direct, ${kind}, saturation` : undefined, note: notes });
+        const chatRatio = bench.report.find(`data plane, ${kind}, saturation`)?.ratio;
+        const notes = [
+          `autocannon, ${connections} connections, ms resolution`,
+          ...(path === "data plane" ? [`data-plane RSS max ${rssMaxMb.toFixed(0)} MB, log ${logged.toFixed(0)} bytes per request`] : []),
+          ...(path === "data plane" && shape !== "chat" && chatRatio !== undefined ? [`chat's ratio in this run: ${chatRatio.toFixed(2)}×`] : []),
+        ].join("; ");
+        const bareLabel = shape === "chat" ? `bare http-proxy, ${kind}, saturation` : `bare http-proxy, ${shape}, ${kind}, saturation`;
+        bench.report.measured(section, label, measured, path === "data plane"
+          ? { versus: bareLabel, ...(shape === "chat" ? { atLeast: 0.6 } : {}), note: notes }
+          : { versus: path === "bare http-proxy" && shape === "chat" ? `direct, ${kind}, saturation` : undefined, note: notes });
       }
     }
   } finally {

@@ -152,6 +152,16 @@ export class Stack {
     return found!;
   }
 
+  /** The ledger's totals of a tenant, as usageTotals() gives GetUsage's. */
+  async ledgerTotals(tenant: string): Promise<UsageTotals> {
+    const rows = await this.ledger(tenant);
+    const sum = (f: (r: LedgerRow) => number) => BigInt(rows.reduce((n, r) => n + f(r), 0));
+    return {
+      requests: BigInt(rows.length), inputTokens: sum((r) => r.input_tokens), cacheReadTokens: sum((r) => r.cache_read_tokens), cacheWriteTokens: sum((r) => r.cache_write_tokens),
+      outputTokens: sum((r) => r.output_tokens), reasoningTokens: sum((r) => r.reasoning_tokens), costMicros: sum((r) => r.cost_micros),
+    };
+  }
+
   async usage(tenant: string): Promise<GetUsageResponse> {
     const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
     try {
@@ -170,6 +180,24 @@ export class Stack {
     rmSync(this.cpConfig.spoolDir, { recursive: true, force: true });
     rmSync(this.dataDir, { recursive: true, force: true });
   }
+}
+
+/** Every total GetUsage answers, field by field. */
+export interface UsageTotals {
+  requests: bigint;
+  inputTokens: bigint;
+  cacheReadTokens: bigint;
+  cacheWriteTokens: bigint;
+  outputTokens: bigint;
+  reasoningTokens: bigint;
+  costMicros: bigint;
+}
+
+export function usageTotals(u: UsageTotals): UsageTotals {
+  return {
+    requests: u.requests, inputTokens: u.inputTokens, cacheReadTokens: u.cacheReadTokens, cacheWriteTokens: u.cacheWriteTokens,
+    outputTokens: u.outputTokens, reasoningTokens: u.reasoningTokens, costMicros: u.costMicros,
+  };
 }
 
 export interface LedgerRow {
