@@ -1,6 +1,7 @@
 import type { Server } from "node:http";
 import type { Logger } from "pino";
 import { mockProviderName, type DataPlaneConfig, type ProviderConfig } from "./config.js";
+import { AdmittedCredentials } from "./admitted-credentials.js";
 import { ControlPlaneClient } from "./control-plane-client.js";
 import { FailOpen } from "./fail-open.js";
 import { createLogger } from "../control-plane/logger.js";
@@ -25,12 +26,13 @@ export interface RunningDataPlane {
   close(): Promise<void>;
 }
 
-/** Optional replacements for tests and embedding (providers instead of the config's, a logger, jitter). */
+/** Optional replacements for tests and embedding (providers instead of the config's, a logger, jitter, the clock of FAIL_OPEN's memory). */
 export interface DataPlaneDeps {
   readonly logger?: Logger;
   readonly providers?: readonly ProviderConfig[];
   readonly metrics?: DataPlaneMetrics;
   readonly random?: () => number;
+  readonly clock?: () => number;
 }
 
 /**
@@ -61,16 +63,17 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
   controlPlane.onLinkChange((up) => metrics.controlPlaneUp.set(up ? 1 : 0));
   const spool = new SettleSpool(config.spoolDir);
   const settler = new Settler({ client: controlPlane, spool, logger, metrics, replayMinMs: config.replayMinMs, replayMaxMs: config.replayMaxMs, random: deps.random });
-  const failOpen = new FailOpen({ client: controlPlane, settler, logger, metrics, fallbackProvider: config.failOpenProvider || providers[0]?.name || "" });
+  // Under FAIL_CLOSED nothing is served unadmitted, so no credential is remembered.
+  const admitted = config.failurePolicy === "FAIL_OPEN"
+    ? new AdmittedCredentials({ ttlMs: config.failOpenTtlMs, maxCredentials: config.failOpenMaxCredentials, clock: deps.clock })
+    : undefined;
+  const failOpen = new FailOpen({ client: controlPlane, settler, logger, metrics, admitted });
   const server: Server = createProxyServer({
     config, providers: new Map(providers.map((p) => [p.name, p])), controlPlane, settler, failOpen, metrics, logger,
   });
   let port: number;
   try {
-    port = await new Promise<number>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(config.port, config.host, () => resolve((server.address() as { port: number }).port));
-    });
+    port = await listen(server, config.port, config.host);
   } catch (err) {
     // e.g. the port is taken: release what was started so the process can exit.
     await settler.stop();
@@ -102,4 +105,12 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
       return closing;
     },
   };
+}
+
+/** Listens on host:port (0: ephemeral) and resolves with the port. */
+function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve((server.address() as { port: number }).port));
+  });
 }

@@ -93,4 +93,14 @@ describe("data plane: request shaping, headers and configuration", () => {
     assert.throws(() => parseProviders({ providers: [{ name: "openai", baseUrl: "https://x/v1", apiKeyEnv: "MISSING" }] }, {}), /MISSING/);
     assert.throws(() => parseProviders({ providers: [{ name: "a", baseUrl: "ftp://x" }] }, {}), /http or https/);
   });
+
+  test("configuration: FAIL_OPEN's memory is bounded and expires", () => {
+    const d = loadDataPlaneConfig({});
+    const set = loadDataPlaneConfig({ PROXY_FAIL_OPEN_TTL_MS: "60000", PROXY_FAIL_OPEN_MAX_CREDENTIALS: "500" });
+    assert.deepEqual([set.failOpenTtlMs, set.failOpenMaxCredentials], [60_000, 500]);
+    assert.deepEqual([d.failOpenTtlMs, d.failOpenMaxCredentials], [300_000, 100_000]);
+    assert.throws(() => loadDataPlaneConfig({ PROXY_FAIL_OPEN_TTL_MS: "0" }), /PROXY_FAIL_OPEN_TTL_MS/);
+    assert.throws(() => loadDataPlaneConfig({ PROXY_FAIL_OPEN_MAX_CREDENTIALS: "-1" }), /PROXY_FAIL_OPEN_MAX_CREDENTIALS/);
+    assert.throws(() => loadDataPlaneConfig({ PROXY_FAIL_OPEN_PROVIDER: "openai" }), /PROXY_FAIL_OPEN_PROVIDER is no longer read/);
+  });
 });

@@ -54,6 +54,8 @@ export interface StackOptions {
   readonly persistent?: boolean;
   /** Both planes log through the product's own logger (createLogger, at debug) into this stream; silent otherwise. */
   readonly logs?: DestinationStream;
+  /** The data plane's clock (FAIL_OPEN's memory of admissions); Date.now otherwise. */
+  readonly clock?: () => number;
 }
 
 /** The real control plane in-process, two test providers, and the data plane in front of them. */
@@ -81,6 +83,7 @@ export class Stack {
       reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
     }, {
       logger: stack.logger("data-plane"),
+      clock: options.clock,
       providers: [
         { name: "up-a", baseUrl: stack.upA.baseUrl, apiKey: "sk-provider-a-SECRET" },
         { name: "up-b", baseUrl: stack.upB.baseUrl, apiKey: "sk-provider-b-SECRET" },
@@ -112,6 +115,15 @@ export class Stack {
     const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
     try {
       await policy.applyBundle({ bundle: parseProtoJson(BundleSchema, json) }, admin);
+    } finally {
+      policy.close();
+    }
+  }
+
+  async revokeKey(id: string): Promise<void> {
+    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
+    try {
+      await policy.revokeApiKey({ id }, admin);
     } finally {
       policy.close();
     }
