@@ -58,6 +58,9 @@ export interface DataPlaneConfig {
   readonly failOpenTtlMs: number;
   /** FAIL_OPEN: credentials remembered at most (least recently admitted forgotten first). */
   readonly failOpenMaxCredentials: number;
+  /** Where `GET /metrics` listens: its own port, off the proxy's (the series name tenants). 0 picks an ephemeral port. */
+  readonly metricsHost: string;
+  readonly metricsPort: number;
   readonly logLevel: string;
 }
 
@@ -92,6 +95,8 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
   replayMaxMs: 30_000,
   failOpenTtlMs: 300_000,
   failOpenMaxCredentials: 100_000,
+  metricsHost: "127.0.0.1",
+  metricsPort: 9465,
   logLevel: "info",
 };
 
@@ -116,6 +121,7 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
  * | `PROXY_REPLAY_MIN_MS`, `PROXY_REPLAY_MAX_MS` | spool replay backoff | 1000, 30000 |
  * | `PROXY_FAIL_OPEN_TTL_MS` | FAIL_OPEN: a credential is served during an outage only on what it was admitted for here within this | 300000 |
  * | `PROXY_FAIL_OPEN_MAX_CREDENTIALS` | FAIL_OPEN: credentials remembered (as keyed digests) at most | 100000 |
+ * | `PROXY_METRICS_HOST`, `PROXY_METRICS_PORT` | where `GET /metrics` listens (not on the proxy's port) | `127.0.0.1`, `9465` |
  * | `LOG_LEVEL` | pino level | `info` |
  */
 export function loadDataPlaneConfig(env: NodeJS.ProcessEnv): DataPlaneConfig {
@@ -146,10 +152,13 @@ export function loadDataPlaneConfig(env: NodeJS.ProcessEnv): DataPlaneConfig {
     replayMaxMs: int(env, "PROXY_REPLAY_MAX_MS", d.replayMaxMs, 1, 3_600_000),
     failOpenTtlMs: int(env, "PROXY_FAIL_OPEN_TTL_MS", d.failOpenTtlMs, 1_000, 86_400_000),
     failOpenMaxCredentials: int(env, "PROXY_FAIL_OPEN_MAX_CREDENTIALS", d.failOpenMaxCredentials, 1, 10_000_000),
+    metricsHost: env.PROXY_METRICS_HOST || d.metricsHost,
+    metricsPort: int(env, "PROXY_METRICS_PORT", d.metricsPort, 0, 65535),
     logLevel: env.LOG_LEVEL || d.logLevel,
   };
   if (config.reconnectMinMs > config.reconnectMaxMs) throw new DataPlaneConfigError("PROXY_RECONNECT_MIN_MS must not exceed PROXY_RECONNECT_MAX_MS");
   if (config.headersTimeoutMs > config.requestTimeoutMs) throw new DataPlaneConfigError("PROXY_HEADERS_TIMEOUT_MS must not exceed PROXY_REQUEST_TIMEOUT_MS");
+  if (config.metricsPort !== 0 && config.metricsPort === config.port) throw new DataPlaneConfigError(`PROXY_METRICS_PORT must differ from PROXY_PORT (${config.port}): /metrics is not served on the proxy's port`);
   if (config.replayMinMs > config.replayMaxMs) throw new DataPlaneConfigError("PROXY_REPLAY_MIN_MS must not exceed PROXY_REPLAY_MAX_MS");
   return config;
 }

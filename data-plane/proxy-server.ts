@@ -393,10 +393,6 @@ export function createProxyServer(deps: ProxyDeps): Server {
         checks: { controlPlane: ready ? "ok" : "not connected", settleSpool: spooled ? `${spooled} settles waiting for replay` : "empty", failOpen: deps.failOpen.size() ? `${deps.failOpen.size()} unadmitted requests waiting to be recorded` : "none" },
       });
     }
-    if (req.method === "GET" && path === "/metrics") {
-      void metrics.registry.metrics().then((text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text));
-      return;
-    }
     handle(req, res).catch((err) => {
       logger.error({ err }, "proxy handler failed");
       sendError(res, 500, "internal error", { code: "internal_error" });

@@ -6,6 +6,7 @@ import { ControlPlaneClient } from "./control-plane-client.js";
 import { FailOpen } from "./fail-open.js";
 import { createLogger } from "../control-plane/logger.js";
 import { createDataPlaneMetrics, type DataPlaneMetrics } from "./metrics.js";
+import { createMetricsServer } from "./metrics-server.js";
 import { startMockProvider, type RunningMockProvider } from "./mock-provider.js";
 import { createProxyServer } from "./proxy-server.js";
 import type { ReplayReport } from "./settle-spool.js";
@@ -14,6 +15,8 @@ import { Settler } from "./settler.js";
 
 export interface RunningDataPlane {
   readonly port: number;
+  /** Where `GET /metrics` is served (PROXY_METRICS_HOST). */
+  readonly metricsPort: number;
   readonly metrics: DataPlaneMetrics;
   readonly controlPlane: ControlPlaneClient;
   readonly spool: SettleSpool;
@@ -71,22 +74,26 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
   const server: Server = createProxyServer({
     config, providers: new Map(providers.map((p) => [p.name, p])), controlPlane, settler, failOpen, metrics, logger,
   });
+  const metricsServer = createMetricsServer({ registry: metrics.registry, logger, requestTimeoutMs: config.requestTimeoutMs, headersTimeoutMs: config.headersTimeoutMs });
   let port: number;
+  let metricsPort: number;
   try {
     port = await listen(server, config.port, config.host);
+    metricsPort = await listen(metricsServer, config.metricsPort, config.metricsHost);
   } catch (err) {
-    // e.g. the port is taken: release what was started so the process can exit.
+    // e.g. a port is taken: release what was started so the process can exit.
+    if (server.listening) await new Promise((resolve) => server.close(resolve));
     await settler.stop();
     failOpen.close();
     controlPlane.close();
     await mockProvider?.close();
     throw err;
   }
-  logger.info({ port, controlPlane: config.controlPlaneAddr, providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
+  logger.info({ port, metricsHost: config.metricsHost, metricsPort, controlPlane: config.controlPlaneAddr, providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
 
   let closing: Promise<void> | undefined;
   return {
-    port, metrics, controlPlane, spool, failOpen, mockProvider,
+    port, metricsPort, metrics, controlPlane, spool, failOpen, mockProvider,
     replaySpool: async () => {
       const report: ReplayReport = await settler.replay();
       return report.delivered;
@@ -95,6 +102,8 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
       closing ??= (async () => {
         server.closeIdleConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
+        metricsServer.closeAllConnections();
+        await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
         await settler.stop();
         await failOpen.flush().catch(() => undefined);
         failOpen.close();

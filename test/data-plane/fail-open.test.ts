@@ -85,7 +85,7 @@ describe("data plane: FAIL_OPEN serves only credentials admitted here recently",
       const ids = (await stack.ledger("acme")).map((r) => r.request_id);
       assert.ok(!ids.includes(idle.response.headers.get("x-request-id")!), "the revoked key's usage is not recorded");
       assert.ok(!(await stack.ledger("globex")).some((r) => r.request_id === served.response.headers.get("x-request-id")), "nothing charged to another tenant");
-      const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+      const metrics = await (await fetch(stack.metricsUrl)).text();
       assert.match(metrics, /^proxy_fail_open_total\{result="recorded"\} 1$/m);
       assert.match(metrics, /^proxy_fail_open_total\{result="lost"\} 1$/m);
       assert.match(metrics, /^proxy_tokens_total\{tenant="acme",model="gpt-a",direction="input"\} /m, "the served request carries its remembered tenant");

@@ -79,7 +79,7 @@ export class Stack {
     await stack.startControlPlane();
     await stack.applyBundle(bundleJson(options.tenants));
     stack.dp = await startDataPlane({
-      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
+      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
       reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
     }, {
       logger: stack.logger("data-plane"),
@@ -138,6 +138,11 @@ export class Stack {
 
   get url(): string {
     return `http://127.0.0.1:${this.dp.port}`;
+  }
+
+  /** The data plane's /metrics, on its own listener. */
+  get metricsUrl(): string {
+    return `http://127.0.0.1:${this.dp.metricsPort}/metrics`;
   }
 
   /** Ledger rows of a tenant, oldest first. */
