@@ -154,7 +154,7 @@ async function bareProxy(o: Roles["bare-proxy"]["options"]) {
 
 async function dataPlane(o: Roles["data-plane"]["options"]) {
   const spoolDir = mkdtempSync(join(tmpdir(), "adm-bench-dp-"));
-  const dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: o.controlPlaneAddr, spoolDir }, {
+  const dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: o.controlPlaneAddr, spoolDir }, {
     providers: [{ name: "p1", baseUrl: o.upstream, apiKey: "" }, { name: "p2", baseUrl: o.upstream, apiKey: "" }, { name: "p-anthropic", baseUrl: o.upstream, api: "anthropic", apiKey: "" }],
   });
   return { info: { port: dp.port }, stop: async () => (await dp.close(), rmSync(spoolDir, { recursive: true, force: true })) };

@@ -59,6 +59,8 @@ export interface StackOptions {
   /** More providers for the data plane (after up-a and up-b), and models of the bundle served by them. */
   readonly providers?: readonly ProviderConfig[];
   readonly models?: unknown[];
+  /** The data plane's clock (FAIL_OPEN's memory of admissions); Date.now otherwise. */
+  readonly clock?: () => number;
 }
 
 /** The real control plane in-process, two test providers, and the data plane in front of them. */
@@ -82,10 +84,11 @@ export class Stack {
     await stack.startControlPlane();
     await stack.applyBundle(bundleJson(options.tenants, options.models));
     stack.dp = await startDataPlane({
-      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
+      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
       reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
     }, {
       logger: stack.logger("data-plane"),
+      clock: options.clock,
       providers: [
         { name: "up-a", baseUrl: stack.upA.baseUrl, apiKey: "sk-provider-a-SECRET" },
         { name: "up-b", baseUrl: stack.upB.baseUrl, apiKey: "sk-provider-b-SECRET" },
@@ -123,6 +126,15 @@ export class Stack {
     }
   }
 
+  async revokeKey(id: string): Promise<void> {
+    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
+    try {
+      await policy.revokeApiKey({ id }, admin);
+    } finally {
+      policy.close();
+    }
+  }
+
   client(key: string, options: { task?: string; headers?: Record<string, string> } = {}): OpenAI {
     return new OpenAI({
       baseURL: `http://127.0.0.1:${this.dp.port}/v1`, apiKey: secret(key), maxRetries: 0,
@@ -132,6 +144,11 @@ export class Stack {
 
   get url(): string {
     return `http://127.0.0.1:${this.dp.port}`;
+  }
+
+  /** The data plane's /metrics, on its own listener. */
+  get metricsUrl(): string {
+    return `http://127.0.0.1:${this.dp.metricsPort}/metrics`;
   }
 
   /** Ledger rows of a tenant, oldest first. */
