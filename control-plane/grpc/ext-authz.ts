@@ -43,13 +43,14 @@ export function checkHandler(engine: DecisionEngine): (req: CheckRequest) => Pro
     const task = headers["x-llm-task"] || extensions.task || extensions["x-llm-task"] || "";
     const body = readBody(http?.body || (http?.rawBody?.length ? Buffer.from(http.rawBody).toString("utf8") : ""), http?.path ?? "", headers);
     const { api } = body;
+    // Checked in the data plane's order: credential, task, then the body.
+    if (!credential) return deny(DenyReason.UNAUTHENTICATED, 401, "missing credential: send 'authorization: Bearer <API key or JWT>' or 'x-api-key: <API key>'", api);
+    if (!task) return deny(DenyReason.INVALID_REQUEST, 400, "no task: send x-llm-task or set the route's context_extensions task", api);
     if ("invalid" in body) return deny(DenyReason.INVALID_REQUEST, 400, body.invalid, api);
     const model = headers["x-llm-model"] ?? body.model;
     const maxTokens = integer(headers["x-llm-max-tokens"]) ?? body.maxOutputTokens;
     const inputTokens = integer(headers["x-llm-input-tokens"]) ?? body.inputTokens;
 
-    if (!credential) return deny(DenyReason.UNAUTHENTICATED, 401, "missing credential: send 'authorization: Bearer <API key or JWT>' or 'x-api-key: <API key>'", api);
-    if (!task) return deny(DenyReason.INVALID_REQUEST, 400, "no task: send x-llm-task or set the route's context_extensions task", api);
     if (maxTokens < 0 || inputTokens < 0) return deny(DenyReason.INVALID_REQUEST, 400, "token counts must not be negative", api);
     // Messages on this path are literals, as create() would build them: create() is measurable per Check.
     const decision = await engine.admit({

@@ -92,6 +92,9 @@ describe("data plane: request shaping, headers and configuration", () => {
     assert.deepEqual(providers.map((p) => [p.name, p.baseUrl, p.apiKey]), [["openai", "https://api.openai.com/v1", "sk-1"], ["ollama", "http://localhost:11434/v1", ""]]);
     assert.throws(() => parseProviders({ providers: [{ name: "openai", baseUrl: "https://x/v1", apiKeyEnv: "MISSING" }] }, {}), /MISSING/);
     assert.throws(() => parseProviders({ providers: [{ name: "a", baseUrl: "ftp://x" }] }, {}), /http or https/);
+    const apis = parseProviders({ providers: [{ name: "o", baseUrl: "https://o/v1" }, { name: "a", baseUrl: "https://a/v1", api: "anthropic", apiKeyEnv: "ANTHROPIC_API_KEY" }] }, { ANTHROPIC_API_KEY: "sk-ant" });
+    assert.deepEqual(apis.map((p) => [p.name, p.api]), [["o", "openai"], ["a", "anthropic"]]);
+    assert.throws(() => parseProviders({ providers: [{ name: "g", baseUrl: "https://g/v1", api: "gemini" }] }, {}), /providers\[0\]\.api must be "openai" or "anthropic", got "gemini"/);
   });
 
   test("configuration: /metrics listens apart from the proxy, on loopback by default", () => {
@@ -111,5 +114,27 @@ describe("data plane: request shaping, headers and configuration", () => {
     assert.throws(() => loadDataPlaneConfig({ PROXY_FAIL_OPEN_TTL_MS: "0" }), /PROXY_FAIL_OPEN_TTL_MS/);
     assert.throws(() => loadDataPlaneConfig({ PROXY_FAIL_OPEN_MAX_CREDENTIALS: "-1" }), /PROXY_FAIL_OPEN_MAX_CREDENTIALS/);
     assert.throws(() => loadDataPlaneConfig({ PROXY_FAIL_OPEN_PROVIDER: "openai" }), /PROXY_FAIL_OPEN_PROVIDER is no longer read/);
+  });
+
+  test("Responses and Messages: counted from every part of the body; the cap rewritten in their own field (added when absent); no stream_options", () => {
+    const t = countTextTokens;
+    assert.equal(countInputTokens("/responses", { instructions: "be brief", input: "hello" }), 3 + 3 + t("be brief") + 3 + t("user") + t("hello"));
+    assert.equal(countInputTokens("/responses", {
+      input: [{ role: "user", content: [{ type: "input_text", text: "hello" }, { type: "input_image", image_url: "x" }] }, { type: "function_call", name: "f", arguments: "{}" }, { type: "function_call_output", output: "done" }],
+      tools: [{ type: "function", name: "f" }],
+    }), 3 + (3 + t("user") + t("hello") + 85) + (3 + t("f") + t("{}")) + (3 + t("done")) + t(JSON.stringify([{ type: "function", name: "f" }])));
+    assert.equal(countInputTokens("/messages", {
+      system: [{ type: "text", text: "be brief" }],
+      messages: [{ role: "user", content: [{ type: "text", text: "hello" }, { type: "image", source: {} }] }, { role: "assistant", content: [{ type: "tool_use", name: "f", input: { q: 1 } }] }, { role: "user", content: [{ type: "tool_result", content: "done" }] }],
+    }), 3 + t("be brief") + (3 + t("user") + t("hello") + 1_600) + (3 + t("assistant") + t("f") + t('{"q":1}')) + (3 + t("user") + t("done")));
+
+    const responses = parse("/responses", { model: "m", input: "hi", stream: true }) as LlmRequest;
+    const sent = JSON.parse(rewriteBody(responses, { providerModel: "m-2025", maxOutputTokens: 700 }).toString());
+    assert.deepEqual([sent.model, sent.max_output_tokens, sent.max_tokens, sent.stream_options], ["m-2025", 700, undefined, undefined]);
+    const messages = parse("/messages", { model: "c", max_tokens: 9_000, messages: [{ role: "user", content: "hi" }] }) as LlmRequest;
+    assert.equal(messages.maxTokens, 9_000);
+    assert.equal(JSON.parse(rewriteBody(messages, { providerModel: "c", maxOutputTokens: 500 }).toString()).max_tokens, 500);
+    assert.equal(JSON.parse(rewriteBody(messages, { providerModel: "c" }).toString()).max_tokens, 9_000, "no decision (FAIL_OPEN): the client's value stands");
+    assert.deepEqual(parse("/messages", { model: "c", messages: [{ role: "user", content: "hi" }], max_tokens: "9" }), { error: "max_tokens must be a non-negative integer", param: "max_tokens" });
   });
 });
