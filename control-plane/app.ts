@@ -24,6 +24,7 @@ import { InFlightLimit } from "./in-flight-limit.js";
 import { PolicyManager } from "./policy/policy-manager.js";
 import { ReservationSigner } from "./reservation-id.js";
 import { Settlement } from "./settlement.js";
+import { TenantStatusReader } from "./tenant-status.js";
 import { AuditLog } from "./store/audit-log.js";
 import { ConfigRepository } from "./store/config-repository.js";
 import { openDatabase, type Database } from "./store/database.js";
@@ -113,7 +114,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
 
   const server = new grpc.Server({ "grpc.max_receive_message_length": 8 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
   const admissionHandlers = new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken });
-  const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, adminToken: config.adminToken, clock });
+  const tenantStatus = new TenantStatusReader({ policy: snapshot, counters, rebuild, ledger, clock });
+  const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, tenantStatus, engine, adminToken: config.adminToken, clock });
   const limit = new InFlightLimit(config.maxInFlight, metrics.inFlight);
   addAdmissionServices(server, { admission: admissionHandlers, policy: policyHandlers, metrics, logger, limit });
   addExtAuthz(server, { engine, metrics, limit, logger });
