@@ -15,6 +15,7 @@ import { addExtAuthz } from "./grpc/ext-authz.js";
 import { addHealthService } from "./grpc/health.js";
 import { addReflection } from "./grpc/reflection.js";
 import { connectRoutes } from "./connect-routes.js";
+import { consoleAssets } from "./console-assets.js";
 import { createHttpServer } from "./http-server.js";
 import { createLogger } from "./logger.js";
 import { MemoryCounterStore } from "./memory-counter-store.js";
@@ -125,10 +126,12 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     server.bindAsync(`${config.grpcHost}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
   });
 
+  const connect = connectRoutes({ admission: admissionHandlers, policy: policyHandlers, limit, logger });
+  const consoleFiles = consoleAssets(config.consoleDir);
   const http = createHttpServer({
     registry: metrics.registry,
     logger,
-    fallback: connectRoutes({ admission: admissionHandlers, policy: policyHandlers, limit, logger }),
+    fallback: (req, res) => connect(req, res) || consoleFiles(req, res),
     requestTimeoutMs: config.httpRequestTimeoutMs,
     headersTimeoutMs: config.httpHeadersTimeoutMs,
     // Without the database, Settles are spooled and Admits still decide: degraded, not down.

@@ -5,7 +5,7 @@ import {
   AdmitResponseSchema, DenyReason, EffectiveLimitSchema, GetEffectivePolicyResponseSchema, MeterSchema, TaskPolicySchema,
 } from "../gen/admission/v1/admission_pb.js";
 import type { Model, Task } from "../gen/admission/v1/policy_pb.js";
-import { LimitKind, Mode, Window } from "../gen/admission/v1/policy_pb.js";
+import { LimitKind, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore } from "./counter-store.js";
 import { CounterStoreUnavailableError, reservedAmount, type MeterOp, type ReservedAmounts, type ReserveResult } from "./counter-store.js";
 import type { CounterRebuild } from "./counter-rebuild.js";
@@ -404,7 +404,9 @@ export class DecisionEngine {
     const nowMs = this.clock();
     const limits = snapshot.effectiveLimits(ctx, principal.user, task || "*");
     const who = { tenant: principal.tenant, user: principal.user, keyId: principal.keyId };
-    const meters = bindMeters(limits, who, nowMs);
+    // A tenant explained without a user or key has no single subject for its per-user and per-key limits: no meter is shown for them.
+    const named = who.user !== "" || who.keyId !== "";
+    const meters = bindMeters(limits, who, nowMs).filter((m) => named || m.limit.per === Per.TENANT);
     const status: string[] = [];
     await this.deps.rebuild.ensureWarm(who.tenant).catch((err) => {
       if (!(err instanceof CounterStoreUnavailableError)) throw err;
