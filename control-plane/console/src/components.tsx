@@ -106,7 +106,7 @@ export function LimitsTable({ limits, caption }: { limits: readonly EffectiveLim
               <td>{modeName(l.mode)}</td>
               <td>
                 {l.value < 0n ? <span>lifted (no limit)</span>
-                  : metered && !l.subject ? <span>{meterAmount(l.kind, l.value)} <span class="muted">(pick a user to see a meter)</span></span>
+                  : metered && !l.subject ? <span>{meterAmount(l.kind, l.value)} <span class="muted">(choose a {perName(l.per)} above to see its meter)</span></span>
                   : metered ? <MeterBar kind={l.kind} used={l.used} limit={l.value} label={label} />
                   : <span>cap {meterAmount(l.kind, l.value)} per request</span>}
               </td>

@@ -32,7 +32,7 @@ export function localDateTime(ms: number): string {
 }
 
 export function utcIso(ms: number): string {
-  return new Date(ms).toISOString().replace(".000Z", "Z");
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
 export function tsMs(ts: Timestamp | undefined): number | undefined {

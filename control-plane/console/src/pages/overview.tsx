@@ -37,12 +37,12 @@ export function OverviewPage({ api, epoch }: { api: Api; epoch: number }) {
                   <td>{t.status === AccountStatus.SUSPENDED ? <strong class="bad">suspended</strong> : "active"}</td>
                   <td>{t.plan}</td>
                   <td>{Mode[t.mode]?.toLowerCase()}</td>
-                  <td class="num"><Num value={t.month?.requests ?? 0n} /></td>
-                  <td class="num"><Num value={(t.month?.inputTokens ?? 0n) + (t.month?.outputTokens ?? 0n)} /></td>
-                  <td class="num"><Money micros={t.month?.costMicros ?? 0n} /></td>
+                  <td class="num" data-field="requests"><Num value={t.month?.requests ?? 0n} /></td>
+                  <td class="num" data-field="tokens"><Num value={(t.month?.inputTokens ?? 0n) + (t.month?.outputTokens ?? 0n)} /></td>
+                  <td class="num" data-field="cost"><Money micros={t.month?.costMicros ?? 0n} /></td>
                   <td>{t.problem ? <span class="warning">{t.problem}</span> : t.nearest.length === 0 ? <span class="muted">no metered limit</span>
                     : <ul class="plain">{t.nearest.map((m) => <li key={`${m.kind}-${m.window}-${m.task}-${m.subject}`}><MeterLine m={m} /></li>)}</ul>}</td>
-                  <td class="num"><Num value={t.openReservations} /></td>
+                  <td class="num" data-field="open"><Num value={t.openReservations} /></td>
                 </tr>
               ))}
             </tbody>

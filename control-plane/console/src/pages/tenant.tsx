@@ -66,16 +66,20 @@ function Summary({ api, tenant, deps }: { api: Api; tenant: string; deps: unknow
 }
 
 function EffectiveLimits({ api, tenant, deps }: { api: Api; tenant: string; deps: unknown[] }) {
-  const [user, setUser] = useState("");
+  /** "", "user:<id>" or "key:<id>". */
+  const [subject, setSubject] = useState("");
   const users = useLoad(() => api.policy.listUsers({ tenant }), deps);
-  const policy = useLoad(() => api.admission.getEffectivePolicy({ tenant, user }), [...deps, user]);
+  const keys = useLoad(() => api.policy.listApiKeys({ tenant }), deps);
+  const [kind, id] = subject ? [subject.slice(0, subject.indexOf(":")), subject.slice(subject.indexOf(":") + 1)] : ["", ""];
+  const policy = useLoad(() => api.admission.getEffectivePolicy({ tenant, user: kind === "user" ? id : "", keyId: kind === "key" ? id : "" }), [...deps, subject]);
   return (
     <Section id="effective" title="Effective limits and meters" actions={<button type="button" onClick={policy.reload}>Refresh</button>}>
       <p>
-        <label for="effective-user">As seen by user </label>
-        <select id="effective-user" value={user} onChange={(e) => setUser(e.currentTarget.value)}>
-          <option value="">— the tenant (no user) —</option>
-          {users.data?.users.map((u) => <option key={u.id} value={u.id}>{u.id}</option>)}
+        <label for="effective-subject">As seen by </label>
+        <select id="effective-subject" value={subject} onChange={(e) => setSubject(e.currentTarget.value)}>
+          <option value="">the tenant (no user or key)</option>
+          {users.data?.users.map((u) => <option key={u.id} value={`user:${u.id}`}>user {u.id}</option>)}
+          {keys.data?.apiKeys.map((k) => <option key={k.id} value={`key:${k.id}`}>API key {k.id}{k.user ? ` (user ${k.user})` : ""}</option>)}
         </select>
       </p>
       <ErrorNote error={policy.error} />
