@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import type { Browser, Page } from "playwright-core";
+import type { Browser, Locator, Page } from "playwright-core";
 import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { UsageGroupBy } from "../gen/admission/v1/policy_service_pb.js";
 import { admissionClient, policyClient } from "./support/grpc-clients.js";
@@ -20,7 +20,12 @@ import { admin, adminToken, Stack, waitFor } from "./data-plane/support/stack.js
 const skip = missingBrowser();
 const shots = artifactsDir("console");
 const en = new Intl.NumberFormat("en-US");
-const dollars = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2 });
+/** How the console shows an amount: dollars with cents, the exact micro-USD on hover. */
+const money = async (cell: Locator, micros: bigint) => {
+  const text = await cell.innerText();
+  assert.match(text, micros > 0n && micros < 5000n ? /^< \$0\.01$/ : new RegExp(`^\\$${(Number(micros) / 1e6).toFixed(2).replace(".", "\\.")}$`));
+  assert.match(await cell.locator("[title]").getAttribute("title") ?? "", new RegExp(`\\(${en.format(micros)} micro-USD\\)$`));
+};
 
 describe("admin console in the browser", { skip }, () => {
   let stack: Stack;
@@ -29,6 +34,8 @@ describe("admin console in the browser", { skip }, () => {
   let url: string;
   const api = () => policyClient(`127.0.0.1:${stack.cp.grpcPort}`);
   const shot = (name: string) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+  /** A small JPEG too, of the kind the README shows. */
+  const readmeShot = (name: string) => page.screenshot({ path: join(shots, `${name}.jpg`), fullPage: true, type: "jpeg", quality: 55 });
 
   before(async () => {
     stack = await Stack.start({
@@ -83,7 +90,7 @@ describe("admin console in the browser", { skip }, () => {
     const usage = await stack.usage("acme");
     assert.equal(await cell(row, "requests").innerText(), en.format(usage.requests));
     assert.equal(await cell(row, "tokens").innerText(), en.format(usage.inputTokens + usage.outputTokens));
-    assert.equal(await cell(row, "cost").innerText(), dollars.format(Number(usage.costMicros) / 1e6));
+    await money(cell(row, "cost"), usage.costMicros);
     assert.equal(await cell(row, "open").innerText(), "0");
     assert.match(await page.locator(row).innerText(), /TOKENS \/ DAY · tenant acme/);
     const stored = String(await page.evaluate("sessionStorage.getItem(\"admission-console-session\")"));
@@ -91,6 +98,7 @@ describe("admin console in the browser", { skip }, () => {
     assert.equal((await page.context().cookies()).length, 0, "nor in a cookie");
     assert.match(stored, /"actor":"jane"/);
     await shot("overview");
+    await readmeShot("overview");
   });
 
   test("the tenant page shows the tenant's usage as GetUsage answers it, by model, with a chart", async () => {
@@ -101,7 +109,7 @@ describe("admin console in the browser", { skip }, () => {
     const usage = await stack.usage("acme");
     const fields = { requests: usage.requests, inputTokens: usage.inputTokens, outputTokens: usage.outputTokens } as const;
     for (const [field, value] of Object.entries(fields)) assert.equal(await cell(total, field).innerText(), en.format(value), field);
-    assert.equal(await cell(total, "costMicros").innerText(), dollars.format(Number(usage.costMicros) / 1e6));
+    await money(cell(total, "costMicros"), usage.costMicros);
     const policy = api();
     try {
       const byModel = await policy.getUsage({ tenant: "acme", groupBy: [UsageGroupBy.MODEL] }, admin);
@@ -117,6 +125,7 @@ describe("admin console in the browser", { skip }, () => {
     assert.match(await effective.innerText(), /tenant\s+acme\s+tenant\s+enforce/, "per, subject, where the limit comes from, mode");
     assert.match(await effective.innerText(), new RegExp(`${en.format(await meter("acme", "used"))} / 50,000 \\d+%`), "the live meter as GetEffectivePolicy reads it");
     await shot("tenant");
+    await readmeShot("tenant");
   });
 
   let created = "";

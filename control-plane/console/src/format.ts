@@ -12,9 +12,11 @@ export function count(n: bigint | number): string {
   return integer.format(n);
 }
 
-/** micro-USD as dollars with cents. */
+/** micro-USD as dollars with cents; an amount that would round to nothing reads "< $0.01", not "$0.00". */
 export function usd(micros: bigint | number): string {
-  return dollars.format(Number(micros) / 1_000_000);
+  const n = Number(micros);
+  if (n > 0 && n < 5_000) return `< ${dollars.format(0.01)}`;
+  return dollars.format(n / 1_000_000);
 }
 
 /** micro-USD exactly, for a title: "$0.012345". */
