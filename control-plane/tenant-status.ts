@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { Meter } from "../gen/admission/v1/admission_pb.js";
 import { Per, Window } from "../gen/admission/v1/policy_pb.js";
-import { TenantStatusSchema, UsageTotalsSchema, type TenantStatus } from "../gen/admission/v1/policy_service_pb.js";
+import { TenantStatusSchema, type TenantStatus } from "../gen/admission/v1/policy_service_pb.js";
 import type { CounterRebuild } from "./counter-rebuild.js";
 import type { CounterStore } from "./counter-store.js";
 import { CounterStoreUnavailableError } from "./counter-store.js";
@@ -9,6 +9,7 @@ import { meterView } from "./decide.js";
 import { bindMeters, type BoundMeter, type MeterSubject } from "./meters.js";
 import type { PolicySnapshot, TenantContext } from "./policy/policy-snapshot.js";
 import type { Ledger, UsageTotals } from "./store/ledger.js";
+import { usageTotalsMessage } from "./usage-totals.js";
 import { windowSpan } from "./windows.js";
 
 export interface TenantStatusDeps {
@@ -63,10 +64,7 @@ export class TenantStatusReader {
     const tenant = ctx.tenant.id;
     const status = create(TenantStatusSchema, {
       tenant, name: ctx.tenant.name, status: ctx.tenant.status, plan: ctx.plan.code, atiToken: ctx.token.id, mode: ctx.mode,
-      month: create(UsageTotalsSchema, {
-        requests: BigInt(usage.requests), inputTokens: BigInt(usage.inputTokens), outputTokens: BigInt(usage.outputTokens), costMicros: BigInt(usage.costMicros),
-        cacheReadTokens: BigInt(usage.cacheReadTokens), cacheWriteTokens: BigInt(usage.cacheWriteTokens), reasoningTokens: BigInt(usage.reasoningTokens),
-      }),
+      month: usageTotalsMessage(usage),
     });
     const meters = metersOf(snapshot, ctx, keys, nowMs);
     try {

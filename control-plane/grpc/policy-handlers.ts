@@ -11,7 +11,8 @@ import type { PolicyManager } from "../policy/policy-manager.js";
 import { idPattern } from "../policy/validate-bundle.js";
 import { RpcError } from "../rpc-error.js";
 import type { AuditLog } from "../store/audit-log.js";
-import type { Ledger, UsageDimension, UsageTotals } from "../store/ledger.js";
+import type { Ledger, UsageDimension } from "../store/ledger.js";
+import { usageTotalsMessage } from "../usage-totals.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { isValidTimestamp, timestampMs } from "../timestamps.js";
 import { isTimeWindow, windowSpan } from "../windows.js";
@@ -188,13 +189,10 @@ export class PolicyHandlers {
     const usage = await this.deps.ledger.usage({
       tenant: req.tenant, user: textFilter(req.user, "user"), task: textFilter(req.task, "task"), model: textFilter(req.model, "model"), startMs, endMs, groupBy,
     });
-    const totals = (t: UsageTotals) => ({
-      requests: BigInt(t.requests), inputTokens: BigInt(t.inputTokens), outputTokens: BigInt(t.outputTokens), costMicros: BigInt(t.costMicros),
-      cacheReadTokens: BigInt(t.cacheReadTokens), cacheWriteTokens: BigInt(t.cacheWriteTokens), reasoningTokens: BigInt(t.reasoningTokens),
-    });
+    const { $typeName: _, ...totals } = usageTotalsMessage(usage.totals);
     return create(pb.GetUsageResponseSchema, {
-      ...totals(usage.totals),
-      rows: usage.rows.map((r) => create(pb.UsageRowSchema, { group: r.group, totals: create(pb.UsageTotalsSchema, totals(r.totals)) })),
+      ...totals,
+      rows: usage.rows.map((r) => create(pb.UsageRowSchema, { group: r.group, totals: usageTotalsMessage(r.totals) })),
     });
   }
 
