@@ -41,7 +41,7 @@ export interface UsageTotals {
   costMicros: number;
 }
 
-export type UsageDimension = "user" | "task" | "model" | "key" | "day";
+export type UsageDimension = "user" | "task" | "model" | "key" | "day" | "hour";
 
 export interface UsageFilter {
   readonly tenant: string;
@@ -132,6 +132,7 @@ const dimensionSql: Record<UsageDimension, string> = {
   model: "model",
   key: "key_id",
   day: "to_char(reserved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+  hour: "to_char(reserved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')",
 };
 
 const columns = "reservation_id, request_id, tenant, user_id, key_id, task, model, provider, input_tokens, output_tokens, cost_micros, outcome, estimated, latency_ms, reserved_at, settled_at, cache_read_tokens, cache_write_tokens, reasoning_tokens";
@@ -354,6 +355,17 @@ export class Ledger {
       else groups.push({ group: Object.fromEntries(groupBy.map((d, i) => [d, String(r[`g${i}`])])), totals: totalsOf(r) });
     }
     return { totals, rows: groups };
+  }
+
+  /** Totals per tenant over [startMs, endMs) in one statement; `tenants` narrows it (undefined: every tenant). Tenants without rows are absent. */
+  async usageByTenant(filter: { readonly tenants?: readonly string[]; readonly startMs: number; readonly endMs: number }): Promise<Map<string, UsageTotals>> {
+    const params: unknown[] = [new Date(filter.startMs).toISOString(), new Date(filter.endMs).toISOString()];
+    if (filter.tenants) params.push(filter.tenants);
+    const { rows } = await this.options.db.query<Record<string, unknown>>(
+      `SELECT tenant, ${sums} FROM usage_ledger WHERE reserved_at >= $1 AND reserved_at < $2${filter.tenants ? " AND tenant = ANY($3)" : ""} GROUP BY tenant`,
+      params,
+    );
+    return new Map(rows.map((r) => [String(r.tenant), totalsOf(r)]));
   }
 
   /**
