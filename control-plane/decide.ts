@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { status as GrpcStatus } from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { AdmitRequest, AdmitResponse, GetEffectivePolicyResponse, Meter, Route } from "../gen/admission/v1/admission_pb.js";
 import {
@@ -18,6 +19,7 @@ import type { EffectiveLimit, PolicySnapshot, TenantContext } from "./policy/pol
 import type { ReservationSigner } from "./reservation-id.js";
 import type { AuditLog } from "./store/audit-log.js";
 import { FailurePolicy } from "../gen/admission/v1/policy_pb.js";
+import { RpcError } from "./rpc-error.js";
 import { msTimestamp } from "./timestamps.js";
 import { isTimeWindow } from "./windows.js";
 import type { Logger } from "pino";
@@ -89,16 +91,21 @@ export class DecisionEngine {
     this.lowestThreshold = Math.min(...deps.settings.alertThresholds);
   }
 
-  async admit(req: AdmitRequest): Promise<AdmitResponse> {
+  /**
+   * Decides and, when allowed, reserves. A caller that left before the reservation
+   * (its cancellation often arrives with the request, seen only after the call
+   * started) gets none: the call ends CANCELLED, as if it never ran.
+   */
+  async admit(req: AdmitRequest, caller?: { readonly cancelled?: boolean }): Promise<AdmitResponse> {
     const started = performance.now();
-    const response = await this.decide(req);
+    const response = await this.decide(req, caller);
     const outcome = response.allowed ? (response.unmetered ? "unmetered" : "allowed") : "denied";
     this.deps.metrics.decisions.inc({ outcome, reason: response.allowed ? "" : reasonName(response.reason) });
     this.deps.metrics.decisionSeconds.observe((performance.now() - started) / 1000);
     return response;
   }
 
-  private async decide(req: AdmitRequest): Promise<AdmitResponse> {
+  private async decide(req: AdmitRequest, caller: { readonly cancelled?: boolean } | undefined): Promise<AdmitResponse> {
     const nowMs = this.clock();
     const invalid = validateAdmit(req);
     if (invalid) return deny(DenyReason.INVALID_REQUEST, invalid, req.requestId);
@@ -144,6 +151,7 @@ export class DecisionEngine {
       tenant: who.tenant, user: who.user, keyId: who.keyId, requestId, maxOutputTokens: BigInt(maxOutputTokens), routes,
     };
     const reserve = { tenant: who.tenant, leaseId, reservationId, requestId: req.requestId, meters: bound.ops, amounts, leaseExpiresAtMs, nowMs };
+    if (caller?.cancelled) throw new RpcError(GrpcStatus.CANCELLED, "the caller left before the call ran");
     let result;
     try {
       // A store without counters for this tenant (started empty, or lost them) has them rebuilt from the ledger first.

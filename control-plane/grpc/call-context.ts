@@ -6,6 +6,8 @@ import { RpcError } from "../rpc-error.js";
 export interface CallContext {
   /** Lower-case header / metadata lookup. */
   header(name: string): string | undefined;
+  /** The caller went away (cancelled, disconnected); read when it matters: it can change while the call runs. */
+  readonly cancelled?: boolean;
 }
 
 /** Checks the admin bearer token; returns the actor named in audit events. */
