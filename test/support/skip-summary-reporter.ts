@@ -22,12 +22,12 @@ export default async function* skipSummary(source: AsyncIterable<TestEvent>): As
     const reason = typeof skip === "string" ? skip : "skipped";
     const entry = byReason.get(reason) ?? { tests: 0, files: new Set<string>() };
     entry.tests++;
-    if (event.data.file) entry.files.add(basename(event.data.file).replace(/\.test\.js$/, ""));
+    if (event.data.file) entry.files.add(basename(event.data.file).replace(/(\.test)?\.js$/, ""));
     byReason.set(reason, entry);
   }
   const line = (reason: string) => {
     const { tests, files } = byReason.get(reason)!;
-    return `    ${reason.startsWith(serviceSkipPrefix) ? reason.slice(serviceSkipPrefix.length) : reason} — ${tests} skipped, in ${[...files].sort().join(", ")}\n`;
+    return `    ${reason.startsWith(serviceSkipPrefix) ? reason.slice(serviceSkipPrefix.length) : reason} — ${tests} ${tests === 1 ? "test or suite" : "tests or suites"} in ${[...files].sort().join(", ")}\n`;
   };
   const service = [...byReason.keys()].filter((r) => r.startsWith(serviceSkipPrefix)).sort();
   const other = [...byReason.keys()].filter((r) => !r.startsWith(serviceSkipPrefix)).sort();
