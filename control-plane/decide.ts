@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { status as GrpcStatus } from "@grpc/grpc-js";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { AdmitRequest, AdmitResponse, GetEffectivePolicyResponse, Meter, Route } from "../gen/admission/v1/admission_pb.js";
 import {
@@ -18,6 +19,7 @@ import type { EffectiveLimit, PolicySnapshot, TenantContext } from "./policy/pol
 import type { ReservationSigner } from "./reservation-id.js";
 import type { AuditLog } from "./store/audit-log.js";
 import { FailurePolicy } from "../gen/admission/v1/policy_pb.js";
+import { RpcError } from "./rpc-error.js";
 import { msTimestamp } from "./timestamps.js";
 import { isTimeWindow } from "./windows.js";
 import type { Logger } from "pino";
@@ -89,22 +91,27 @@ export class DecisionEngine {
     this.lowestThreshold = Math.min(...deps.settings.alertThresholds);
   }
 
-  async admit(req: AdmitRequest): Promise<AdmitResponse> {
+  /**
+   * Decides and, when allowed, reserves. A caller that left before the reservation
+   * (its cancellation often arrives with the request, seen only after the call
+   * started) gets none: the call ends CANCELLED, as if it never ran.
+   */
+  async admit(req: AdmitRequest, caller?: { readonly cancelled?: boolean }): Promise<AdmitResponse> {
     const started = performance.now();
-    const response = await this.decide(req);
+    const response = await this.decide(req, caller);
     const outcome = response.allowed ? (response.unmetered ? "unmetered" : "allowed") : "denied";
     this.deps.metrics.decisions.inc({ outcome, reason: response.allowed ? "" : reasonName(response.reason) });
     this.deps.metrics.decisionSeconds.observe((performance.now() - started) / 1000);
     return response;
   }
 
-  private async decide(req: AdmitRequest): Promise<AdmitResponse> {
+  private async decide(req: AdmitRequest, caller: { readonly cancelled?: boolean } | undefined): Promise<AdmitResponse> {
     const invalid = validateAdmit(req);
     if (invalid) return deny(DenyReason.INVALID_REQUEST, invalid, req.requestId);
     const snapshot = this.deps.policy();
     const auth = await this.deps.credentials.authenticate(req.credential, snapshot);
     if (!auth.ok) return deny(DenyReason.UNAUTHENTICATED, auth.message, req.requestId);
-    return this.decideFor(auth.principal, snapshot, req, true);
+    return this.decideFor(auth.principal, snapshot, req, true, caller);
   }
 
   /**
@@ -127,7 +134,7 @@ export class DecisionEngine {
   }
 
   /** The decision after authentication; `effects` false: a simulation (see simulate). */
-  private async decideFor(principal: Principal, snapshot: PolicySnapshot, req: AdmitRequest, effects: boolean): Promise<AdmitResponse> {
+  private async decideFor(principal: Principal, snapshot: PolicySnapshot, req: AdmitRequest, effects: boolean, caller?: { readonly cancelled?: boolean }): Promise<AdmitResponse> {
     const nowMs = this.clock();
     const ctx = snapshot.tenantContext(principal.tenant);
     if (!ctx) return deny(DenyReason.UNAUTHENTICATED, `unknown tenant "${principal.tenant}"`, req.requestId);
@@ -167,6 +174,7 @@ export class DecisionEngine {
       tenant: who.tenant, user: who.user, keyId: who.keyId, requestId, maxOutputTokens: BigInt(maxOutputTokens), routes,
     };
     const reserve = { tenant: who.tenant, leaseId, reservationId, requestId: req.requestId, meters: bound.ops, amounts, leaseExpiresAtMs, nowMs };
+    if (caller?.cancelled) throw new RpcError(GrpcStatus.CANCELLED, "the caller left before the call ran");
     let result;
     try {
       // A store without counters for this tenant (started empty, or lost them) has them rebuilt from the ledger first.

@@ -25,8 +25,8 @@ export class AdmissionHandlers {
   constructor(private readonly deps: AdmissionHandlersDeps) {}
 
   /** Malformed input is an INVALID_ARGUMENT status; every other denial is a decision value. */
-  async admit(req: AdmitRequest): Promise<AdmitResponse> {
-    const decision = await this.deps.engine.admit(req);
+  async admit(req: AdmitRequest, ctx?: CallContext): Promise<AdmitResponse> {
+    const decision = await this.deps.engine.admit(req, ctx);
     if (decision.reason === DenyReason.INVALID_REQUEST) throw new RpcError(Code.INVALID_ARGUMENT, decision.message);
     return decision;
   }

@@ -1,19 +1,14 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser } from "playwright-core";
-import { requireServices } from "./services.js";
+import { missingPrograms } from "./services.js";
 
 /** Debian's chromium (`apt-get install -y chromium`; .ci/run installs it when missing). */
 export const chromiumPath = "/usr/bin/chromium";
 
-/**
- * Whether the browser tests can run. Outside CI a missing chromium skips them with a
- * message; in CI (CI=true or ADMISSION_REQUIRE_SERVICES=1) it fails them.
- */
+/** Whether the browser tests can run: a missing chromium skips them with a message, or fails them where services are required (CI). */
 export function missingBrowser(): string | false {
-  if (existsSync(chromiumPath)) return false;
-  if (requireServices || process.env.CI === "true") throw new Error(`${chromiumPath} is missing but the browser tests are required here: apt-get install -y chromium`);
-  return `chromium not installed (${chromiumPath}): apt-get install -y chromium to run the browser tests`;
+  return missingPrograms([chromiumPath], "apt-get install -y chromium");
 }
 
 /**
