@@ -41,6 +41,8 @@ export interface CounterStore {
   generation(tenant: string): Promise<string | undefined>;
   /** Current values of meters (0 when absent). */
   read(tenant: string, keys: readonly string[]): Promise<number[]>;
+  /** How many of the tenant's leases are open: reserved, neither settled nor expired (by the sweeper) yet. */
+  openLeases(tenant: string): Promise<number>;
   /** Set a meter to 0; returns what it held. */
   reset(tenant: string, key: string): Promise<number>;
   /** Health check for /readyz. */

@@ -92,6 +92,25 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       assert.equal((await store.settle({ tenant: await fresh(store), leaseId: "L1", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 })).status, "missing", "leases are per tenant");
     });
 
+    withStore("open leases are counted per tenant until settled or expired", async (store) => {
+      const t = await fresh(store);
+      const other = await fresh(store);
+      assert.equal(await store.openLeases(t), 0);
+      await reserve(store, t, [op("tok", 1, 1000)], { leaseId: "O1" });
+      await reserve(store, t, [op("tok", 1, 1000)], { leaseId: "O2" });
+      await reserve(store, t, [op("tok", 1, 1000)], { leaseId: "O3", leaseExpiresAtMs: Date.now() - 1 });
+      await reserve(store, other, [op("tok", 1, 1000)], { leaseId: "O1" });
+      await reserve(store, t, [op("tok", 5000, 1000)], { leaseId: "blocked" });
+      assert.equal(await store.openLeases(t), 3, "a blocked reservation holds no lease");
+      await store.settle({ tenant: t, leaseId: "O1", usage: usage(1, 0), nowMs: Date.now(), graceMs: 30_000 });
+      assert.equal(await store.openLeases(t), 2, "a settled lease is no longer open, recorded or not");
+      await store.markRecorded(t, "O1");
+      await store.claimDue(Date.now(), 60_000, 1000);
+      assert.equal(await store.openLeases(t), 1, "an expired lease is no longer open");
+      assert.equal(await store.openLeases(other), 1, "leases are per tenant");
+      assert.equal(await store.openLeases(`t-never-${randomBytes(4).toString("hex")}`), 0);
+    });
+
     withStore("concurrent settles of one lease apply it once", async (store) => {
       const t = await fresh(store);
       await reserve(store, t, [op("tok", 10, 1000)], { leaseId: "L" });

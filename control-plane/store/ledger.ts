@@ -41,7 +41,7 @@ export interface UsageTotals {
   costMicros: number;
 }
 
-export type UsageDimension = "user" | "task" | "model" | "key" | "day";
+export type UsageDimension = "user" | "task" | "model" | "key" | "day" | "hour";
 
 export interface UsageFilter {
   readonly tenant: string;
@@ -132,6 +132,7 @@ const dimensionSql: Record<UsageDimension, string> = {
   model: "model",
   key: "key_id",
   day: "to_char(reserved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+  hour: "to_char(reserved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')",
 };
 
 const columns = "reservation_id, request_id, tenant, user_id, key_id, task, model, provider, input_tokens, output_tokens, cost_micros, outcome, estimated, latency_ms, reserved_at, settled_at, cache_read_tokens, cache_write_tokens, reasoning_tokens";
@@ -276,30 +277,13 @@ export class Ledger {
   /** One multi-row INSERT (one statement, so one commit); returns the new reservation ids and their transaction. */
   private async insert(rows: readonly LedgerRow[]): Promise<Map<string, string>> {
     const started = performance.now();
-    const { rows: inserted } = await this.options.db.query<{ reservation_id: string; xid: string }>(
-      `INSERT INTO usage_ledger (${columns}, xid)
-       SELECT *, pg_current_xact_id() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                            $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::boolean[], $14::integer[],
-                            $15::timestamptz[], $16::timestamptz[], $17::bigint[], $18::bigint[], $19::bigint[])
-       ON CONFLICT (reservation_id, reserved_at) DO NOTHING
-       RETURNING reservation_id, xid::text AS xid`,
-      [
-        rows.map((r) => r.reservationId), rows.map((r) => r.requestId), rows.map((r) => r.tenant), rows.map((r) => r.user),
-        rows.map((r) => r.keyId), rows.map((r) => r.task), rows.map((r) => r.model), rows.map((r) => r.provider),
-        // Decimal strings: exact for any safe integer on both backends.
-        rows.map((r) => String(r.inputTokens)), rows.map((r) => String(r.outputTokens)), rows.map((r) => String(r.costMicros)),
-        rows.map((r) => r.outcome), rows.map((r) => r.estimated), rows.map((r) => clampLatencyMs(r.latencyMs)),
-        rows.map((r) => new Date(r.reservedAtMs).toISOString()), rows.map((r) => new Date(r.settledAtMs).toISOString()),
-        rows.map((r) => String(r.cacheReadTokens)), rows.map((r) => String(r.cacheWriteTokens)), rows.map((r) => String(r.reasoningTokens)),
-      ],
-      { prepareAs: "ledger_insert_v2" },
-    );
+    const written = await insertLedgerRows(this.options.db, rows);
     try {
       this.options.onBatchWritten?.(rows.length, performance.now() - started);
     } catch (err) {
       this.options.logger.warn({ err }, "onBatchWritten threw");
     }
-    return new Map(inserted.map((r) => [r.reservation_id, r.xid]));
+    return written;
   }
 
   /**
@@ -354,6 +338,17 @@ export class Ledger {
       else groups.push({ group: Object.fromEntries(groupBy.map((d, i) => [d, String(r[`g${i}`])])), totals: totalsOf(r) });
     }
     return { totals, rows: groups };
+  }
+
+  /** Totals per tenant over [startMs, endMs) in one statement; `tenants` narrows it (undefined: every tenant). Tenants without rows are absent. */
+  async usageByTenant(filter: { readonly tenants?: readonly string[]; readonly startMs: number; readonly endMs: number }): Promise<Map<string, UsageTotals>> {
+    const params: unknown[] = [new Date(filter.startMs).toISOString(), new Date(filter.endMs).toISOString()];
+    if (filter.tenants) params.push(filter.tenants);
+    const { rows } = await this.options.db.query<Record<string, unknown>>(
+      `SELECT tenant, ${sums} FROM usage_ledger WHERE reserved_at >= $1 AND reserved_at < $2${filter.tenants ? " AND tenant = ANY($3)" : ""} GROUP BY tenant`,
+      params,
+    );
+    return new Map(rows.map((r) => [String(r.tenant), totalsOf(r)]));
   }
 
   /**
@@ -548,4 +543,31 @@ function fromDb(r: Record<string, unknown>): LedgerRow {
     outcome: String(r.outcome), estimated: Boolean(r.estimated), latencyMs: toNumber(r.latency_ms),
     reservedAtMs: new Date(r.reserved_at as string | Date).getTime(), settledAtMs: new Date(r.settled_at as string | Date).getTime(),
   };
+}
+
+/**
+ * The ledger's INSERT of `rows` (one statement, so one commit; a prepared statement on
+ * PostgreSQL), as the group commit sends each batch: returns the new reservation ids
+ * and the transaction that wrote them (a repeated reservation is left out).
+ */
+export async function insertLedgerRows(db: Queryable, rows: readonly LedgerRow[]): Promise<Map<string, string>> {
+  const { rows: inserted } = await db.query<{ reservation_id: string; xid: string }>(
+    `INSERT INTO usage_ledger (${columns}, xid)
+     SELECT *, pg_current_xact_id() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                          $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::boolean[], $14::integer[],
+                          $15::timestamptz[], $16::timestamptz[], $17::bigint[], $18::bigint[], $19::bigint[])
+     ON CONFLICT (reservation_id, reserved_at) DO NOTHING
+     RETURNING reservation_id, xid::text AS xid`,
+    [
+      rows.map((r) => r.reservationId), rows.map((r) => r.requestId), rows.map((r) => r.tenant), rows.map((r) => r.user),
+      rows.map((r) => r.keyId), rows.map((r) => r.task), rows.map((r) => r.model), rows.map((r) => r.provider),
+      // Decimal strings: exact for any safe integer on both backends.
+      rows.map((r) => String(r.inputTokens)), rows.map((r) => String(r.outputTokens)), rows.map((r) => String(r.costMicros)),
+      rows.map((r) => r.outcome), rows.map((r) => r.estimated), rows.map((r) => clampLatencyMs(r.latencyMs)),
+      rows.map((r) => new Date(r.reservedAtMs).toISOString()), rows.map((r) => new Date(r.settledAtMs).toISOString()),
+      rows.map((r) => String(r.cacheReadTokens)), rows.map((r) => String(r.cacheWriteTokens)), rows.map((r) => String(r.reasoningTokens)),
+    ],
+    { prepareAs: "ledger_insert_v2" },
+  );
+  return new Map(inserted.map((r) => [r.reservation_id, r.xid]));
 }

@@ -3,16 +3,19 @@
  * a bare http-proxy pass-through, each server in its own process: added
  * latency at a fixed rate (this process's own open-loop client, sub-millisecond
  * timing, time to first byte for streams) and throughput at saturation
- * (autocannon).
+ * (autocannon), the three paths measured in alternating slices. Saturation
+ * also runs OpenAI Responses and Anthropic Messages requests through the bare
+ * proxy and the data plane, in the same alternation as chat's, so their cost
+ * sits beside chat's.
  */
 import { Agent, request } from "node:http";
 import autocannon from "autocannon";
 import { scratchDatabase } from "../support/databases.js";
 import { secretOf } from "../support/scenario.js";
 import { benchAnthropicModel, keyId } from "./bundle.js";
-import { drain, latency, openLoop, withCpu } from "./load.js";
+import { drain, inAlternatingSlices, latency, openLoop } from "./load.js";
 import { spawn, type Child } from "./processes.js";
-import type { Bench } from "./report.js";
+import { cpuMicrosPerOp, type Bench } from "./report.js";
 
 const section = "Data plane";
 const rate = 500;
@@ -22,7 +25,7 @@ const addedP50TargetMs = 1;
 const addedP99TargetMs = 5;
 
 type Path = "direct" | "bare http-proxy" | "data plane";
-/** The request shapes: Chat Completions (every row), OpenAI Responses and Anthropic Messages (saturation, data plane and bare proxy). */
+/** The request shapes: Chat Completions (every row), OpenAI Responses and Anthropic Messages (saturation, bare proxy and data plane). */
 type Shape = "chat" | "responses" | "messages";
 
 const prompt = "Draft a claim about a widget with a hinge";
@@ -42,11 +45,40 @@ function body(stream: boolean, shape: Shape = "chat"): string {
   return JSON.stringify(shapes[shape].body(stream));
 }
 
+/** A saturation row's name: chat's keep their names, the other shapes name themselves. */
+function saturationRow(path: Path, shape: Shape, kind: string): string {
+  return shape === "chat" ? `${path}, ${kind}, saturation` : `${path}, ${shape}, ${kind}, saturation`;
+}
+
+/** Each data-plane row is measured in slices of this, the three paths in turn. */
+const sliceMs = 1_000;
+
+/**
+ * One autocannon run of `ms` at `connections` connections, every request on the next
+ * key (`headers`): each answer's latency (autocannon's own, in ms with its µs
+ * fraction) and the requests that failed.
+ */
+async function saturate(port: number, shape: Shape, payload: string, ms: number, headers: () => Record<string, string>): Promise<{ latenciesMs: number[]; failed: number; firstError?: string }> {
+  const latenciesMs: number[] = [];
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const tracker = autocannon({
+      url: `http://127.0.0.1:${port}${shapes[shape].path}`, method: "POST", connections, duration: ms / 1000,
+      headers: { "content-type": "application/json", ...shapes[shape].headers }, body: payload,
+      requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, ...headers() } }) }],
+    }, (err, r) => (err ? reject(err) : resolve(r)));
+    tracker.on("response", (_client, status, _bytes, responseTimeMs) => {
+      if (status >= 200 && status < 300) latenciesMs.push(responseTimeMs);
+    });
+  });
+  const failed = result.errors + result.timeouts + result.non2xx;
+  return { latenciesMs, failed, firstError: failed ? `${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts` : undefined };
+}
+
 /** One POST; resolves with the time to the first body byte and to the end, in ms. */
 function post(agent: Agent, port: number, payload: string, headers: Record<string, string>): Promise<{ ttfb: number; total: number }> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const r = request({ host: "127.0.0.1", port, path: shapes.chat.path, method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...headers } }, (res) => {
+    const r = request({ host: "127.0.0.1", port, path: "/v1/chat/completions", method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...headers } }, (res) => {
       let ttfb = 0;
       res.on("data", () => (ttfb ||= performance.now() - t0));
       res.on("end", () => (res.statusCode === 200 ? resolve({ ttfb, total: performance.now() - t0 }) : reject(new Error(`status ${res.statusCode}`))));
@@ -83,19 +115,30 @@ export async function dataPlane(bench: Bench): Promise<void> {
     if (warm.errors) throw new Error(`warming the data plane: ${warm.errors} failed requests (${warm.firstError})`);
 
     const fixedRate = bench.smoke ? 100 : rate;
+    const paths = Object.keys(ports) as Path[];
+    const slices = Math.max(2, Math.round(bench.durationMs / sliceMs));
+    const sliceNote = `${slices} slices of each path (and shape), alternating`;
     for (const stream of [false, true]) {
       const kind = stream ? "streaming" : "non-streaming";
       const payload = body(stream);
+      // The paths in turn, a slice of each at a time: run together, the three would load the two cores with
+      // 1,500 req/s and measure that; one after the other, they would see the machine at different moments.
+      for (const path of paths) await openLoop(fixedRate, bench.warmupMs, () => post(agent, ports[path], payload, headersFor(path)));
+      const runs = await inAlternatingSlices(bench.durationMs, slices, paths.map((path) => ({
+        pids: servers[path],
+        slice: (ms: number) => openLoop(fixedRate, ms, () => post(agent, ports[path], payload, headersFor(path))),
+      })));
       const fixed = {} as Record<Path, { ttfb: number[]; total: number[] }>;
-      // One path after the other: run together, the three would load the two cores with 1,500 req/s and measure that instead.
-      for (const path of Object.keys(ports) as Path[]) {
-        await openLoop(fixedRate, bench.warmupMs, () => post(agent, ports[path], payload, headersFor(path)));
-        const run = await withCpu(servers[path], () => openLoop(fixedRate, bench.durationMs, () => post(agent, ports[path], payload, headersFor(path))));
-        if (run.errors) throw new Error(`${path} ${kind}: ${run.errors} failed requests (${run.firstError})`);
-        fixed[path] = { ttfb: run.rows.map((r) => r.ttfb), total: run.rows.map((r) => r.total) };
+      for (const [i, path] of paths.entries()) {
+        const run = runs[i]!;
+        const rows = run.results.flatMap((r) => r.rows);
+        const errors = run.results.reduce((n, r) => n + r.errors, 0);
+        if (errors) throw new Error(`${path} ${kind}: ${errors} failed requests (${run.results.find((r) => r.firstError)?.firstError})`);
+        fixed[path] = { ttfb: rows.map((r) => r.ttfb), total: rows.map((r) => r.total) };
         const ttfb = latency(fixed[path].ttfb);
-        bench.report.latencyRow(section, `${path}, ${kind}, ${fixedRate} req/s`, { ...latency(fixed[path].total), opsPerSec: run.opsPerSec }, {
-          cpu: run.cpu, ...(stream ? { note: `time to first byte p50 ${ttfb.p50.toFixed(3)} / p99 ${ttfb.p99.toFixed(3)} ms` } : {}),
+        bench.report.latencyRow(section, `${path}, ${kind}, ${fixedRate} req/s`, { ...latency(fixed[path].total), opsPerSec: rows.length / run.seconds }, {
+          cpu: run.cpu, cpuMicrosPerOp: cpuMicrosPerOp(run.cpuSeconds, rows.length),
+          note: [sliceNote, ...(stream ? [`time to first byte p50 ${ttfb.p50.toFixed(3)} / p99 ${ttfb.p99.toFixed(3)} ms`] : [])].join("; "),
         });
       }
       for (const over of ["direct", "bare http-proxy"] as const) {
@@ -111,36 +154,44 @@ export async function dataPlane(bench: Bench): Promise<void> {
         }
       }
 
-      // Chat on every path; Responses and Messages through the bare proxy and the data plane, to set their cost beside chat's.
-      const saturated: Array<[Shape, Path]> = [
-        ...(Object.keys(ports) as Path[]).map((path): [Shape, Path] => ["chat", path]),
+      // Saturation, the same way: an autocannon run per slice, the subjects in turn — chat on every path,
+      // Responses and Messages through the bare proxy and the data plane.
+      const subjects: Array<[Shape, Path]> = [
+        ...paths.map((path): [Shape, Path] => ["chat", path]),
         ...(["responses", "messages"] as const).flatMap((shape) => (["bare http-proxy", "data plane"] as const).map((path): [Shape, Path] => [shape, path])),
       ];
-      for (const [shape, path] of saturated) {
-        const label = shape === "chat" ? `${path}, ${kind}, saturation` : `${path}, ${shape}, ${kind}, saturation`;
-        let rssMaxMb = 0;
-        const sampler = path === "data plane" ? setInterval(() => (rssMaxMb = Math.max(rssMaxMb, dp.rssMb())), 100) : undefined;
-        const logBytesBefore = dp.logBytes();
-        const result = await withCpu(servers[path], () => autocannon({
-          url: `http://127.0.0.1:${ports[path]}${shapes[shape].path}`, method: "POST", connections, duration: bench.durationMs / 1000, sampleInt: 100,
-          headers: { "content-type": "application/json", ...shapes[shape].headers }, body: body(stream, shape),
-          // Like the fixed-rate rows: each request on the next key of the bundle.
-          requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, ...headersFor(path) } }) }],
-        }));
-        clearInterval(sampler);
-        const failed = result.errors + result.timeouts + result.non2xx;
-        const measured = { ops: result.requests.total, opsPerSec: result.requests.total / result.duration, errors: failed, firstError: failed ? `${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts` : undefined, p50: result.latency.p50, p99: result.latency.p99, p999: result.latency.p99_9, cpu: result.cpu };
-        const logged = (dp.logBytes() - logBytesBefore) / Math.max(1, result.requests.total);
-        const chatRatio = bench.report.find(`data plane, ${kind}, saturation`)?.ratio;
+      let rssMaxMb = 0;
+      const dpLogBytes = subjects.map(() => 0);
+      const sampler = setInterval(() => (rssMaxMb = Math.max(rssMaxMb, dp.rssMb())), 100);
+      const saturated = await inAlternatingSlices(bench.durationMs, slices, subjects.map(([shape, path], i) => ({
+        pids: servers[path],
+        slice: async (ms: number) => {
+          const logBefore = dp.logBytes();
+          const slice = await saturate(ports[path], shape, body(stream, shape), ms, () => headersFor(path));
+          if (path === "data plane") dpLogBytes[i]! += dp.logBytes() - logBefore;
+          return slice;
+        },
+      })));
+      clearInterval(sampler);
+      for (const [i, [shape, path]] of subjects.entries()) {
+        const run = saturated[i]!;
+        const samples = run.results.flatMap((r) => r.latenciesMs);
+        const failed = run.results.reduce((n, r) => n + r.failed, 0);
+        const l = latency(samples);
+        const measured = {
+          ops: samples.length, opsPerSec: samples.length / run.seconds, errors: failed, firstError: run.results.find((r) => r.firstError)?.firstError,
+          ...l, cpu: run.cpu, cpuSeconds: run.cpuSeconds,
+        };
+        const chatRatio = bench.report.find(saturationRow("data plane", "chat", kind))?.ratio;
         const notes = [
-          `autocannon, ${connections} connections, ms resolution`,
-          ...(path === "data plane" ? [`data-plane RSS max ${rssMaxMb.toFixed(0)} MB, log ${logged.toFixed(0)} bytes per request`] : []),
-          ...(path === "data plane" && shape !== "chat" && chatRatio !== undefined ? [`chat's ratio in this run: ${chatRatio.toFixed(2)}×`] : []),
+          `autocannon, ${connections} connections, ${sliceNote}`,
+          ...(path === "data plane" ? [`data-plane RSS max ${rssMaxMb.toFixed(0)} MB, log ${(dpLogBytes[i]! / Math.max(1, samples.length)).toFixed(0)} bytes per request`] : []),
+          ...(path === "data plane" && shape !== "chat" && chatRatio !== undefined ? [`chat's ratio in the same slices: ${chatRatio.toFixed(2)}×`] : []),
         ].join("; ");
-        const bareLabel = shape === "chat" ? `bare http-proxy, ${kind}, saturation` : `bare http-proxy, ${shape}, ${kind}, saturation`;
-        bench.report.measured(section, label, measured, path === "data plane"
-          ? { versus: bareLabel, ...(shape === "chat" ? { atLeast: 0.6 } : {}), note: notes }
+        bench.report.measured(section, saturationRow(path, shape, kind), measured, path === "data plane"
+          ? { versus: saturationRow("bare http-proxy", shape, kind), ...(shape === "chat" ? { atLeast: 0.6 } : {}), note: notes }
           : { versus: path === "bare http-proxy" && shape === "chat" ? `direct, ${kind}, saturation` : undefined, note: notes });
+        if (path === "data plane") bench.report.rows.at(-1)!.rssMb = rssMaxMb;
       }
     }
   } finally {

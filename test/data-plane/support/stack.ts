@@ -99,17 +99,18 @@ export class Stack {
     return stack;
   }
 
-  /** Starts (or restarts, on the same port and data) the control plane. */
-  async startControlPlane(): Promise<void> {
+  /** Starts (or restarts, on the same ports and data) the control plane; `changes` stay for later restarts (e.g. a new admin token). */
+  async startControlPlane(changes: Partial<ControlPlaneConfig> = {}): Promise<void> {
     this.cpConfig ??= {
       ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken, dataDir: this.dataDir,
       spoolDir: mkdtempSync(join(tmpdir(), "dp-cp-spool-")), logLevel: "silent", shutdownGraceMs: 500, ...this.options.controlPlane,
     };
+    this.cpConfig = { ...this.cpConfig, ...changes };
     // Not persistent: every start gets an empty database, as an in-memory one would (seeded: much faster to create).
     const dataDir = this.options.persistent ? this.dataDir : mkdtempSync(join(this.dataDir, "run-"));
     await seedPgliteDir(dataDir);
     this.cp = await startControlPlane({ ...this.cpConfig, dataDir }, { logger: this.logger("control-plane") });
-    this.cpConfig = { ...this.cpConfig, grpcPort: this.cp.grpcPort };
+    this.cpConfig = { ...this.cpConfig, grpcPort: this.cp.grpcPort, httpPort: this.cp.httpPort };
   }
 
   private logger(service: string): Logger {
