@@ -120,7 +120,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const health = addHealthService(server, ["admission.v1.AdmissionService", "admission.v1.PolicyService", "envoy.service.auth.v3.Authorization"]);
   addReflection(server, [file_admission_v1_admission, file_admission_v1_policy_service, file_envoy_service_auth_v3_external_auth]);
   const grpcPort = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${config.grpcHost}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+    server.bindAsync(`${config.grpcHost}:${config.grpcPort}`, serverCredentials(config), (err, port) => (err ? reject(err) : resolve(port)));
   });
 
   const http = createHttpServer({
@@ -129,6 +129,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     fallback: connectRoutes({ admission: admissionHandlers, policy: policyHandlers, limit, logger }),
     requestTimeoutMs: config.httpRequestTimeoutMs,
     headersTimeoutMs: config.httpHeadersTimeoutMs,
+    tls: config.tls,
     // Without the database, Settles are spooled and Admits still decide: degraded, not down.
     degradedOnly: ["database"],
     checks: {
@@ -143,7 +144,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     },
   });
   const httpPort = await listen(http, config.grpcHost, config.httpPort);
-  logger.info({ grpcPort, httpPort, database: database.kind, counters: counters.constructor.name }, "control plane ready");
+  const tls = !config.tls ? "off" : config.tls.clientCaPem ? "mtls" : "tls";
+  logger.info({ grpcPort, httpPort, tls, database: database.kind, counters: counters.constructor.name }, "control plane ready");
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
@@ -181,6 +183,14 @@ async function openCounterStore(config: ControlPlaneConfig, logger: Logger, cloc
     return RedisCounterStore.connect({ url: config.redisUrl, clusterNodes: config.redisClusterNodes, keyPrefix: config.redisKeyPrefix, logger });
   }
   return new MemoryCounterStore({ clock });
+}
+
+/** TLS (and, with a client CA, verified client certificates) when configured; plaintext otherwise. */
+function serverCredentials(config: ControlPlaneConfig): grpc.ServerCredentials {
+  const tls = config.tls;
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  const ca = tls.clientCaPem ? Buffer.from(tls.clientCaPem) : null;
+  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: Buffer.from(tls.certChainPem), private_key: Buffer.from(tls.privateKeyPem) }], ca !== null);
 }
 
 async function maintainLedger(ledger: Ledger, nowMs: number, retentionMonths: number): Promise<void> {

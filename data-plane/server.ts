@@ -33,6 +33,10 @@ export interface DataPlaneDeps {
   readonly random?: () => number;
 }
 
+function tlsMode(config: DataPlaneConfig): "off" | "tls" | "mtls" {
+  return !config.controlPlaneTls ? "off" : config.controlPlaneTls.certChainPem ? "mtls" : "tls";
+}
+
 /**
  * The one wiring function of the data plane: providers (or the built-in mock),
  * the control-plane link, the settle spool and replay, FAIL_OPEN, the proxy.
@@ -50,6 +54,7 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
 
   const controlPlane = new ControlPlaneClient({
     address: config.controlPlaneAddr,
+    tls: config.controlPlaneTls,
     timeoutMs: config.admitTimeoutMs,
     settleTimeoutMs: config.settleTimeoutMs,
     reconnectMinMs: config.reconnectMinMs,
@@ -79,7 +84,7 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
     await mockProvider?.close();
     throw err;
   }
-  logger.info({ port, controlPlane: config.controlPlaneAddr, providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
+  logger.info({ port, controlPlane: config.controlPlaneAddr, controlPlaneTls: tlsMode(config), providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
 
   let closing: Promise<void> | undefined;
   return {

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { ChannelCredentials } from "@grpc/grpc-js";
 import OpenAI from "openai";
 import pino, { type DestinationStream, type Logger } from "pino";
 import { startControlPlane, type RunningControlPlane } from "../../../control-plane/app.js";
@@ -54,6 +55,8 @@ export interface StackOptions {
   readonly persistent?: boolean;
   /** Both planes log through the product's own logger (createLogger, at debug) into this stream; silent otherwise. */
   readonly logs?: DestinationStream;
+  /** How the stack's own admin calls (ApplyBundle, GetUsage) reach the control plane: needed when it serves TLS. */
+  readonly adminCredentials?: ChannelCredentials;
 }
 
 /** The real control plane in-process, two test providers, and the data plane in front of them. */
@@ -72,21 +75,30 @@ export class Stack {
 
   static async start(options: StackOptions): Promise<Stack> {
     const stack = new Stack(options);
-    await stack.upA.start();
-    await stack.upB.start();
-    await stack.startControlPlane();
-    await stack.applyBundle(bundleJson(options.tenants));
-    stack.dp = await startDataPlane({
-      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
-      reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
-    }, {
-      logger: stack.logger("data-plane"),
-      providers: [
-        { name: "up-a", baseUrl: stack.upA.baseUrl, apiKey: "sk-provider-a-SECRET" },
-        { name: "up-b", baseUrl: stack.upB.baseUrl, apiKey: "sk-provider-b-SECRET" },
-      ],
-    });
-    await waitFor(() => stack.dp.controlPlane.connected(), "the data plane's link to the control plane");
+    try {
+      await stack.upA.start();
+      await stack.upB.start();
+      await stack.startControlPlane();
+      await stack.applyBundle(bundleJson(options.tenants));
+      stack.dp = await startDataPlane({
+        ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
+        reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
+      }, {
+        logger: stack.logger("data-plane"),
+        providers: [
+          { name: "up-a", baseUrl: stack.upA.baseUrl, apiKey: "sk-provider-a-SECRET" },
+          { name: "up-b", baseUrl: stack.upB.baseUrl, apiKey: "sk-provider-b-SECRET" },
+        ],
+      });
+      await waitFor(() => stack.dp.controlPlane.connected(), "the data plane's link to the control plane");
+    } catch (err) {
+      // Whatever started is stopped, so a failed start fails the test instead of keeping the process alive.
+      await stack.dp?.close();
+      await stack.cp?.stop();
+      await stack.upA.stop();
+      await stack.upB.stop();
+      throw err;
+    }
     return stack;
   }
 
@@ -109,7 +121,7 @@ export class Stack {
   }
 
   async applyBundle(json: Record<string, unknown>): Promise<void> {
-    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
+    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`, this.options.adminCredentials);
     try {
       await policy.applyBundle({ bundle: parseProtoJson(BundleSchema, json) }, admin);
     } finally {
@@ -145,7 +157,7 @@ export class Stack {
   }
 
   async usage(tenant: string): Promise<{ requests: bigint; inputTokens: bigint; outputTokens: bigint; costMicros: bigint }> {
-    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
+    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`, this.options.adminCredentials);
     try {
       return await policy.getUsage({ tenant }, admin);
     } finally {
