@@ -72,7 +72,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
 
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, logger });
   const repository = new ConfigRepository({ db: database });
-  const ledger = new Ledger({ db: database, logger, spool: new LedgerSpool(config.spoolDir) });
+  const spool = new LedgerSpool({
+    dir: config.spoolDir,
+    onQuarantine: ({ from, quarantineFile, lineNumbers }) => {
+      metrics.spoolQuarantined.inc(lineNumbers.length);
+      logger.error({ from, quarantineFile, count: lineNumbers.length, lines: lineNumbers.slice(0, 100) }, "ledger spool lines unreadable: kept in the quarantine file, not recorded in the ledger");
+    },
+  });
+  const ledger = new Ledger({ db: database, logger, spool });
   await ledger.ensurePartitions(clock());
   const audit = new AuditLog({ db: database, logger, clock });
   const signer = new ReservationSigner(await repository.getOrCreateSecret("reservation_signing_key", () => randomBytes(32).toString("base64url")));

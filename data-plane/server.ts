@@ -64,7 +64,12 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
   });
   metrics.controlPlaneUp.set(0);
   controlPlane.onLinkChange((up) => metrics.controlPlaneUp.set(up ? 1 : 0));
-  const spool = new SettleSpool(config.spoolDir);
+  const spool = new SettleSpool(config.spoolDir, {
+    onQuarantine: ({ from, quarantineFile, lineNumbers }) => {
+      metrics.spoolQuarantined.inc(lineNumbers.length);
+      logger.error({ from, quarantineFile, count: lineNumbers.length, lines: lineNumbers.slice(0, 100) }, "settle spool lines unreadable: kept in the quarantine file, not delivered");
+    },
+  });
   const settler = new Settler({ client: controlPlane, spool, logger, metrics, replayMinMs: config.replayMinMs, replayMaxMs: config.replayMaxMs, random: deps.random });
   const failOpen = new FailOpen({ client: controlPlane, settler, logger, metrics, fallbackProvider: config.failOpenProvider || providers[0]?.name || "" });
   const server: Server = createProxyServer({

@@ -164,7 +164,7 @@ export class Ledger {
    * starts afresh.
    */
   append(row: LedgerRow, options: { spool?: boolean; generation?: string } = {}): Promise<AppendResult> {
-    const invalid = invalidField(row);
+    const invalid = invalidLedgerField(row);
     if (invalid) return Promise.reject(new TypeError(`ledger row ${JSON.stringify(row.reservationId)}: invalid ${invalid}`));
     return new Promise((resolve, reject) => {
       this.queue.push({ row, spool: options.spool ?? true, generation: options.generation, resolve, reject });
@@ -465,8 +465,8 @@ function partitionName(monthStart: Date): string {
   return `usage_ledger_y${monthStart.getUTCFullYear()}m${String(monthStart.getUTCMonth() + 1).padStart(2, "0")}`;
 }
 
-/** The field that makes a row unstorable, if any (checked before it can spoil a batch). */
-function invalidField(row: LedgerRow): string | undefined {
+/** The field that makes a row unstorable, if any (checked before it can spoil a batch, or when a spooled row is read back). */
+export function invalidLedgerField(row: LedgerRow): string | undefined {
   for (const field of ["reservationId", "requestId", "tenant", "user", "keyId", "task", "model", "provider", "outcome"] as const) {
     const v = row[field];
     // PostgreSQL text cannot hold NUL.
