@@ -29,6 +29,7 @@ import { ConfigRepository } from "./store/config-repository.js";
 import { openDatabase, type Database } from "./store/database.js";
 import { Ledger } from "./store/ledger.js";
 import { LedgerSpool } from "./store/ledger-spool.js";
+import { applyRetention } from "./store/retention.js";
 import { file_admission_v1_admission } from "../gen/admission/v1/admission_pb.js";
 import { file_admission_v1_policy_service } from "../gen/admission/v1/policy_service_pb.js";
 import { file_envoy_service_auth_v3_external_auth } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
@@ -113,10 +114,10 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     if (added.length > 0) void warm(added, "bundle");
   });
   settlement.start();
-  const partitions = setInterval(() => {
-    void maintainLedger(ledger, clock(), config.ledgerRetentionMonths).catch((err) => logger.error({ err }, "ledger maintenance failed"));
+  const maintenance = setInterval(() => {
+    void applyRetention({ ledger, audit }, clock(), config).catch((err) => logger.error({ err }, "store maintenance failed"));
   }, 3_600_000);
-  partitions.unref();
+  maintenance.unref();
 
   const server = new grpc.Server({ "grpc.max_receive_message_length": 8 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
   const admissionHandlers = new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken });
@@ -169,7 +170,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         });
       });
       await new Promise<void>((resolve) => http.close(() => resolve()));
-      clearInterval(partitions);
+      clearInterval(maintenance);
       await settlement.stop();
       await policy.stop();
       await ledger.close();
@@ -198,12 +199,6 @@ function serverCredentials(config: ControlPlaneConfig): grpc.ServerCredentials {
   if (!tls) return grpc.ServerCredentials.createInsecure();
   const ca = tls.clientCaPem ? Buffer.from(tls.clientCaPem) : null;
   return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: Buffer.from(tls.certChainPem), private_key: Buffer.from(tls.privateKeyPem) }], ca !== null);
-}
-
-async function maintainLedger(ledger: Ledger, nowMs: number, retentionMonths: number): Promise<void> {
-  await ledger.ensurePartitions(nowMs);
-  const d = new Date(nowMs);
-  await ledger.dropPartitionsBefore(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - retentionMonths, 1));
 }
 
 function listen(server: HttpServer, host: string, port: number): Promise<number> {

@@ -63,6 +63,10 @@ export const migrations: readonly string[] = [
   `
   ALTER TABLE usage_ledger ADD COLUMN xid xid8;
   `,
+  // Audit retention deletes by time, in batches.
+  `
+  CREATE INDEX audit_events_at ON audit_events (at);
+  `,
 ];
 
 /** Any fixed number: the advisory lock every starting process takes before migrating. */
