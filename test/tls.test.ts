@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
@@ -174,6 +175,8 @@ describe("TLS on the control plane's ports and the links to it", () => {
       const missing = join(certs.dir, "missing.pem");
       const garbage = write("garbage.pem", "not a PEM file\n");
       const empty = write("empty.pem", "");
+      const encrypted = join(certs.dir, "encrypted.key");
+      execFileSync("openssl", ["pkey", "-in", certs.serverKey, "-aes256", "-passout", "pass:secret", "-out", encrypted]);
       const cases: Array<[Record<string, string>, RegExp]> = [
         [{ ADMISSION_TLS_CERT_FILE: missing, ADMISSION_TLS_KEY_FILE: certs.serverKey }, /ADMISSION_TLS_CERT_FILE: cannot read .*missing\.pem \(ENOENT\)/],
         [{ ADMISSION_TLS_CERT_FILE: garbage, ADMISSION_TLS_KEY_FILE: certs.serverKey }, /ADMISSION_TLS_CERT_FILE: .*garbage\.pem holds no PEM block/],
@@ -181,6 +184,7 @@ describe("TLS on the control plane's ports and the links to it", () => {
         [{ ADMISSION_TLS_CERT_FILE: certs.serverCert, ADMISSION_TLS_KEY_FILE: empty }, /ADMISSION_TLS_KEY_FILE: .*empty\.pem holds no PEM block/],
         [{ ADMISSION_TLS_CERT_FILE: certs.serverCert, ADMISSION_TLS_KEY_FILE: certs.serverCert }, /ADMISSION_TLS_KEY_FILE: .*server\.pem holds a CERTIFICATE block, not a private key/],
         [{ ADMISSION_TLS_CERT_FILE: certs.serverCert, ADMISSION_TLS_KEY_FILE: certs.clientKey }, /ADMISSION_TLS_KEY_FILE: .*client\.key is not the private key of the \(first\) certificate in ADMISSION_TLS_CERT_FILE/],
+        [{ ADMISSION_TLS_CERT_FILE: certs.serverCert, ADMISSION_TLS_KEY_FILE: encrypted }, /ADMISSION_TLS_KEY_FILE: .*encrypted\.key holds an encrypted private key/],
         [{ ADMISSION_TLS_CERT_FILE: certs.serverCert }, /ADMISSION_TLS_CERT_FILE and ADMISSION_TLS_KEY_FILE must be set together/],
         [{ ADMISSION_TLS_CLIENT_CA_FILE: certs.caCert }, /ADMISSION_TLS_CLIENT_CA_FILE needs ADMISSION_TLS_CERT_FILE/],
         [{ ADMISSION_TLS_CERT_FILE: certs.serverCert, ADMISSION_TLS_KEY_FILE: certs.serverKey, ADMISSION_TLS_CLIENT_CA_FILE: garbage }, /ADMISSION_TLS_CLIENT_CA_FILE: .*garbage\.pem holds no PEM block/],
