@@ -359,6 +359,18 @@ end
 return out
 `;
 
+/**
+ * KEYS: due. ARGV: prefix. Reply: how many of the tenant's leases are open. Every lease
+ * the store holds is on :due until recorded, so this reads one state per lease in flight.
+ */
+const openLeasesScript = `
+local n = 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if redis.call('HGET', ARGV[1] .. 'lease:' .. id, 'state') == 'open' then n = n + 1 end
+end
+return n
+`;
+
 /** KEYS: index, gen, seq. ARGV: pairs of tenant, score. Lowers (or adds) each tenant's index score. */
 const publishScript = `
 for i = 1, #ARGV, 2 do
@@ -417,6 +429,7 @@ interface Scripts {
   admPublish(index: string, gen: string, seq: string, ...args: string[]): Promise<number>;
   admDueTenants(index: string, gen: string, ...args: string[]): Promise<string[]>;
   admAfterClaim(index: string, gen: string, ...args: string[]): Promise<number>;
+  admOpenLeases(due: string, prefix: string): Promise<number>;
 }
 
 /** A reply of a *Buffer script: bulk strings as Buffers, integers as numbers. */
@@ -433,6 +446,7 @@ const scripts: ReadonlyArray<[name: string, numberOfKeys: number, lua: string]> 
   ["admPublish", 3, publishScript],
   ["admDueTenants", 2, dueTenantsScript],
   ["admAfterClaim", 2, afterClaimScript],
+  ["admOpenLeases", 1, openLeasesScript],
 ];
 
 export interface RedisCounterStoreOptions {
@@ -689,6 +703,11 @@ export class RedisCounterStore implements CounterStore {
     const prefix = this.tenantPrefix(tenant);
     const values = await this.call(() => this.client.mget(keys.map((k) => `${prefix}m:${k}`)));
     return values.map((v) => (v === null ? 0 : Number(v)));
+  }
+
+  async openLeases(tenant: string): Promise<number> {
+    const prefix = this.tenantPrefix(tenant);
+    return this.call(() => this.client.admOpenLeases(`${prefix}due`, prefix));
   }
 
   async reset(tenant: string, key: string): Promise<number> {
@@ -1012,14 +1031,17 @@ function decodeMeters(records: Buffer): LeaseMeter[] {
  * the object (it stays with the lease until its ledger row is recorded). Lua never reads it.
  */
 function encodeUsage(u: LeaseUsage): string {
-  return JSON.stringify([u.inputTokens, u.outputTokens, u.costMicros, u.outcome, u.estimated, u.provider, u.model, u.latencyMs, u.settledAtMs]);
+  return JSON.stringify([
+    u.inputTokens, u.outputTokens, u.costMicros, u.outcome, u.estimated, u.provider, u.model, u.latencyMs, u.settledAtMs,
+    u.cacheReadTokens, u.cacheWriteTokens, u.reasoningTokens,
+  ]);
 }
 
+/** A lease settled before the cache and reasoning parts were stored has none (its usage predates them). */
 function decodeUsage(stored: string): LeaseUsage {
-  const [inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs] = JSON.parse(stored) as [
-    number, number, number, number, boolean, string, string, number, number,
-  ];
-  return { inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs };
+  const [inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs, cacheReadTokens = 0, cacheWriteTokens = 0, reasoningTokens = 0] =
+    JSON.parse(stored) as [number, number, number, number, boolean, string, string, number, number, number?, number?, number?];
+  return { inputTokens, outputTokens, cacheReadTokens, cacheWriteTokens, reasoningTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs };
 }
 
 function integer(value: number, what: string): number {

@@ -17,6 +17,6 @@ export class RpcError extends Error {
  * on a lone surrogate: from a cut pair or from JSON such as "\ud800").
  */
 export function statusMessage(text: string): string {
-  const cut = text.length > maxMessageChars ? `${text.slice(0, maxMessageChars)}…` : text;
+  const cut = text.length > maxMessageChars ? `${text.slice(0, maxMessageChars - 1)}…` : text;
   return cut.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g, "\ufffd");
 }

@@ -131,7 +131,14 @@ test("kill -9 of a control-plane replica and of the data plane under load: every
     const afterCp = sent();
     await waitFor(() => sent() >= afterCp + 60, "load after the control-plane restart", 30_000);
 
-    // The data plane dies mid-stream; it comes back on the same port and spool directory.
+    // The data plane dies mid-stream (a stream's answer has begun and not ended); it comes back on the same port and spool directory.
+    const doneBeforeCpBack = new Set(load.results.slice(0, afterCp).map((r) => r.requestId));
+    const deadline = Date.now() + 30_000;
+    while (load.answering("stream") === 0) {
+      if (Date.now() > deadline) throw new Error("timed out waiting for a stream under way");
+      await settle(2);
+    }
+    const underWayAtKill = load.underWay();
     dp.process.kill("SIGKILL");
     await new Promise((r) => dp!.process.once("exit", r));
     await settle(500);
@@ -179,6 +186,24 @@ test("kill -9 of a control-plane replica and of the data plane under load: every
       assert.deepEqual([row.input_tokens, row.output_tokens], estimate, `expired ${row.request_id}: its estimate`);
     }
     for (const row of rows) assert.equal(row.cost_micros, row.input_tokens + 2 * row.output_tokens, "1 and 2 micro-USD per input and output token");
+    // Charged its estimate although served: only a request whose settle died with the data plane, so at most those under way then.
+    assert.ok(expiredServed <= underWayAtKill, `${expiredServed} served requests charged their estimate, more than the ${underWayAtKill} under way when the data plane died`);
+    const expiredEarly = [...provider.served.keys()].filter((id) => byId.get(id)!.outcome === "EXPIRED" && doneBeforeCpBack.has(id));
+    assert.deepEqual(expiredEarly, [], "a request answered before the control plane was back is settled with its usage (spooled across the outage), not expired");
+    // Streams cut by the kill: each in the ledger once, charged its estimate once its lease expired (or its usage, if the provider had finished).
+    const cut = load.results.filter((r) => r.kind === "stream" && r.status === 200 && !r.ok && r.requestId);
+    assert.ok(cut.length > 0, "the data plane was killed mid-stream");
+    for (const r of cut) {
+      const row = byId.get(r.requestId!);
+      assert.ok(row, `cut stream ${r.requestId}: in the ledger`);
+      const received = receivedBody.get(r.requestId!)!;
+      const usage = provider.served.get(r.requestId!);
+      const expected = usage
+        ? [usage.prompt_tokens, usage.completion_tokens, false]
+        : [countInputTokens(received.path, received.body), received.body.max_tokens, true];
+      assert.deepEqual([row.input_tokens, row.output_tokens, row.estimated], expected, `cut stream ${r.requestId}: ${usage ? "its usage" : "its estimate"}`);
+      if (!usage) assert.equal(row.outcome, "EXPIRED", `cut stream ${r.requestId}: its lease expired`);
+    }
     const unserved = rows.filter((r) => !provider.served.has(r.request_id));
     assert.ok(unserved.every((r) => r.outcome !== "SUCCESS"), "a row the provider did not serve is an expiry or an error, never a success");
 
@@ -210,7 +235,7 @@ test("kill -9 of a control-plane replica and of the data plane under load: every
     const figures = {
       drainMs, sent: load.results.length, ok: load.results.length - failed.length, failed: failed.length,
       failedNotServed: failed.length - failedServed.length, failedServedSettled: failedServed.length,
-      served: provider.served.size, settledServed, expiredServed, ledgerRows: rows.length, unservedRows: unserved.length,
+      served: provider.served.size, settledServed, expiredServed, underWayAtKill, cutStreams: cut.length, ledgerRows: rows.length, unservedRows: unserved.length,
       failures: failed.reduce<Record<string, number>>((m, r) => ((m[`${r.status} ${r.error}`] = (m[`${r.status} ${r.error}`] ?? 0) + 1), m), {}),
     };
     t.diagnostic(JSON.stringify(figures));

@@ -11,54 +11,61 @@ import type { CounterStore } from "../control-plane/counter-store.js";
 import { CounterStoreUnavailableError } from "../control-plane/counter-store.js";
 import { MemoryCounterStore } from "../control-plane/memory-counter-store.js";
 import { admin, startTestControlPlane } from "./support/control-plane.js";
+import { counterBackends } from "./support/counter-backends.js";
+import { quickDatabase } from "./support/databases.js";
 import { LosableCounterStore } from "./support/losable-counter-store.js";
 import { scenario, secretOf } from "./support/scenario.js";
 import { meterUsed } from "./support/meter-used.js";
 
-test("1,000 concurrent Admits against a limit of 137 admit exactly 137; ledger, GetUsage and meters agree", async () => {
-  const t = await startTestControlPlane();
-  try {
-    await t.policy.applyBundle({
-      bundle: scenario({
-        id: "exact",
-        limits: [
-          { kind: "REQUESTS", window: "DAY", per: "TENANT", value: 137 },
-          { kind: "TOKENS", window: "MONTH", per: "TENANT", value: 1_000_000_000 },
-          { kind: "BUDGET_MICROS", window: "MONTH", per: "TENANT", value: 1_000_000_000 },
-        ],
-        keys: Array.from({ length: 10 }, (_, i) => ({ id: `k${i}` })),
-      }),
-    }, admin);
-    const decisions = await Promise.all(
-      Array.from({ length: 1000 }, (_, i) => t.admission.admit({ credential: secretOf(`k${i % 10}`), task: "DRAFT", model: "m-pro", inputTokens: 100n, maxOutputTokens: 100n })),
-    );
-    const allowed = decisions.filter((d) => d.allowed);
-    assert.equal(allowed.length, 137);
-    assert.ok(decisions.filter((d) => !d.allowed).every((d) => d.reason === DenyReason.QUOTA_EXCEEDED));
+for (const backend of counterBackends("admexact")) {
+  test(`1,000 concurrent Admits against a limit of 137 admit exactly 137; ledger, GetUsage and meters agree (${backend.name} counters)`, { skip: backend.skip }, async () => {
+    const database = await quickDatabase();
+    const t = await startTestControlPlane({ config: { ...database.config, ...backend.config() } });
+    try {
+      await t.policy.applyBundle({
+        bundle: scenario({
+          id: "exact",
+          limits: [
+            { kind: "REQUESTS", window: "DAY", per: "TENANT", value: 137 },
+            { kind: "TOKENS", window: "MONTH", per: "TENANT", value: 1_000_000_000 },
+            { kind: "BUDGET_MICROS", window: "MONTH", per: "TENANT", value: 1_000_000_000 },
+          ],
+          keys: Array.from({ length: 10 }, (_, i) => ({ id: `k${i}` })),
+        }),
+      }, admin);
+      const decisions = await Promise.all(
+        Array.from({ length: 1000 }, (_, i) => t.admission.admit({ credential: secretOf(`k${i % 10}`), task: "DRAFT", model: "m-pro", inputTokens: 100n, maxOutputTokens: 100n })),
+      );
+      const allowed = decisions.filter((d) => d.allowed);
+      assert.equal(allowed.length, 137);
+      assert.ok(decisions.filter((d) => !d.allowed).every((d) => d.reason === DenyReason.QUOTA_EXCEEDED));
 
-    let inputTokens = 0n;
-    let outputTokens = 0n;
-    let costMicros = 0n;
-    const settles = await Promise.all(allowed.map((d, i) =>
-      t.admission.settle({ reservationId: d.reservationId, inputTokens: BigInt(50 + i), outputTokens: BigInt(i * 7), model: "m-pro", outcome: Outcome.SUCCESS }),
-    ));
-    for (const s of settles) {
-      inputTokens += s.inputTokens;
-      outputTokens += s.outputTokens;
-      costMicros += s.costMicros;
+      let inputTokens = 0n;
+      let outputTokens = 0n;
+      let costMicros = 0n;
+      const settles = await Promise.all(allowed.map((d, i) =>
+        t.admission.settle({ reservationId: d.reservationId, inputTokens: BigInt(50 + i), outputTokens: BigInt(i * 7), model: "m-pro", outcome: Outcome.SUCCESS }),
+      ));
+      for (const s of settles) {
+        inputTokens += s.inputTokens;
+        outputTokens += s.outputTokens;
+        costMicros += s.costMicros;
+      }
+      const usage = await t.policy.getUsage({ tenant: "exact" }, admin);
+      assert.equal(usage.requests, 137n);
+      assert.equal(usage.inputTokens, inputTokens);
+      assert.equal(usage.outputTokens, outputTokens);
+      assert.equal(usage.costMicros, costMicros);
+      assert.equal(await meterUsed(t.admission, "exact", LimitKind.TOKENS, Window.MONTH), inputTokens + outputTokens);
+      assert.equal(await meterUsed(t.admission, "exact", LimitKind.BUDGET_MICROS, Window.MONTH), costMicros);
+      assert.equal(await meterUsed(t.admission, "exact", LimitKind.REQUESTS, Window.DAY), 137n);
+    } finally {
+      await t.close();
+      await database.drop();
+      await backend.cleanUp();
     }
-    const usage = await t.policy.getUsage({ tenant: "exact" }, admin);
-    assert.equal(usage.requests, 137n);
-    assert.equal(usage.inputTokens, inputTokens);
-    assert.equal(usage.outputTokens, outputTokens);
-    assert.equal(usage.costMicros, costMicros);
-    assert.equal(await meterUsed(t.admission, "exact", LimitKind.TOKENS, Window.MONTH), inputTokens + outputTokens);
-    assert.equal(await meterUsed(t.admission, "exact", LimitKind.BUDGET_MICROS, Window.MONTH), costMicros);
-    assert.equal(await meterUsed(t.admission, "exact", LimitKind.REQUESTS, Window.DAY), 137n);
-  } finally {
-    await t.close();
-  }
-});
+  });
+}
 
 test("after a restart, config and current-window usage are back, and a settle of a lease granted before it is not lost", async () => {
   const dataDir = mkdtempSync(join(tmpdir(), "adm-restart-"));
@@ -160,6 +167,7 @@ class FlakyCounterStore implements CounterStore {
   generation: CounterStore["generation"] = (...a) => this.guard(() => this.inner.generation(...a));
   read: CounterStore["read"] = (...a) => this.guard(() => this.inner.read(...a));
   reset: CounterStore["reset"] = (...a) => this.guard(() => this.inner.reset(...a));
+  openLeases: CounterStore["openLeases"] = (...a) => this.guard(() => this.inner.openLeases(...a));
   ping: CounterStore["ping"] = () => this.guard(() => this.inner.ping());
   close: CounterStore["close"] = () => this.inner.close();
 }

@@ -10,57 +10,22 @@ import pino from "pino";
 import { AdmitRequestSchema } from "../gen/admission/v1/admission_pb.js";
 import { BundleSchema } from "../gen/admission/v1/policy_pb.js";
 import { CheckRequestSchema } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
-import type { ReserveRequest, ReserveResult } from "../control-plane/counter-store.js";
-import { MemoryCounterStore } from "../control-plane/memory-counter-store.js";
 import { parseProtoJson } from "../control-plane/policy/proto-json.js";
 import { defaultDataPlaneConfig } from "../data-plane/config.js";
 import { ControlPlaneClient } from "../data-plane/control-plane-client.js";
 import { startDataPlane, type RunningDataPlane } from "../data-plane/server.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
-import { grpcFrame } from "./support/raw-grpc.js";
+import { GatedCounterStore } from "./support/gated-counter-store.js";
+import { metricValue } from "./support/metric-value.js";
+import { grpcFrame, RawGrpcClient } from "./support/raw-grpc.js";
 import { bundleJson, secret, waitFor } from "./data-plane/support/stack.js";
 import { MockUpstream } from "./data-plane/support/mock-upstream.js";
-
-/**
- * Counters whose reserve() can be held at a gate: the calls being decided
- * stay in flight as long as the test wants, and the store counts how many
- * were ever inside at once. (A fake peer of the control plane; the bound under
- * test is the control plane's own.)
- */
-class GatedCounters extends MemoryCounterStore {
-  inside = 0;
-  maxInside = 0;
-  calls = 0;
-  private gate: Promise<void> | undefined;
-  private open: (() => void) | undefined;
-
-  hold(): void {
-    this.gate = new Promise((resolve) => (this.open = resolve));
-  }
-
-  release(): void {
-    this.open?.();
-    this.gate = undefined;
-  }
-
-  override async reserve(request: ReserveRequest): Promise<ReserveResult> {
-    this.calls++;
-    this.inside++;
-    this.maxInside = Math.max(this.maxInside, this.inside);
-    try {
-      await this.gate;
-      return await super.reserve(request);
-    } finally {
-      this.inside--;
-    }
-  }
-}
 
 const maxInFlight = 4;
 const key = secret("k-load");
 
 describe(`overload: ADMISSION_MAX_IN_FLIGHT=${maxInFlight}`, () => {
-  const counters = new GatedCounters();
+  const counters = new GatedCounterStore();
   let t: TestControlPlane;
   let dp: RunningDataPlane;
   const upA = new MockUpstream("up-a");
@@ -87,7 +52,7 @@ describe(`overload: ADMISSION_MAX_IN_FLIGHT=${maxInFlight}`, () => {
     t = await startTestControlPlane({ config: { maxInFlight }, deps: { counters } });
     await t.policy.applyBundle({ bundle: parseProtoJson(BundleSchema, bundleJson([{ id: "load", keys: [{ id: "k-load" }] }])) }, admin);
     dp = await startDataPlane({
-      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: t.address, spoolDir, reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200,
+      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: t.address, spoolDir, reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200,
     }, {
       logger: pino({ level: "silent" }),
       providers: [{ name: "up-a", baseUrl: upA.baseUrl, apiKey: "sk-a" }, { name: "up-b", baseUrl: upB.baseUrl, apiKey: "sk-b" }],
@@ -157,18 +122,62 @@ describe(`overload: ADMISSION_MAX_IN_FLIGHT=${maxInFlight}`, () => {
     await t.admission.settle({ reservationId: d.reservationId, credential: key });
   });
 
-  test("the data plane answers 503 with a clear error while the control plane sheds, and serves again afterwards", async () => {
-    const held = await saturate();
-    const during = await chat();
-    assert.equal(during.status, 503);
-    assert.equal(during.body.error.code, "unavailable");
-    assert.match(during.body.error.message, /unavailable/);
-    await drain(held);
-    await waitFor(() => dp.controlPlane.connected(), "the Session link");
-    const afterwards = await chat();
-    assert.equal(afterwards.status, 200);
-    assert.equal(counters.maxInside, maxInFlight);
+  test("a unary Admit or Check whose caller left is not run: cancelled in the same write as it was sent, it reaches no counter and leaves nothing behind", async () => {
+    const raw = new RawGrpcClient(t.address);
+    const cancelledCalls = () => metricValue(metricsUrl(), "admission_rpcs_total", { code: "CANCELLED" });
+    try {
+      const calls = [
+        { path: "/admission.v1.AdmissionService/Admit", body: grpcFrame(toBinary(AdmitRequestSchema, create(AdmitRequestSchema, admitReq("left-unary")))) },
+        { path: "/envoy.service.auth.v3.Authorization/Check", body: grpcFrame(toBinary(CheckRequestSchema, create(CheckRequestSchema, {
+          attributes: { request: { http: { id: "left-check", headers: { authorization: `Bearer ${key}`, "x-llm-task": "DRAFT" } } } },
+        }))) },
+      ];
+      for (const call of calls) {
+        const before = { counters: counters.calls, cancelled: await cancelledCalls() };
+        assert.equal((await raw.call(call.path, { body: call.body, cancelWithBody: true, timeoutMs: 10_000 })).kind, "abandoned");
+        await waitFor(async () => (await cancelledCalls()) > before.cancelled, `${call.path}: the call answered CANCELLED`);
+        assert.equal(counters.calls, before.counters, `${call.path}: the call never reached the counters`);
+      }
+      // Nothing reserved under their request ids: each decides afresh.
+      for (const requestId of ["left-unary", "left-check"]) {
+        const d = await t.admission.admit(admitReq(requestId));
+        assert.equal(d.replayed, false, requestId);
+        await t.admission.settle({ reservationId: d.reservationId, credential: key });
+      }
+    } finally {
+      raw.close();
+    }
   });
+
+  test("admission_rpcs_in_flight shows the calls being decided: the bound while saturated, 0 once drained", async () => {
+    const held = await saturate();
+    assert.equal(await metricValue(metricsUrl(), "admission_rpcs_in_flight"), maxInFlight);
+    await drain(held);
+    assert.equal(await metricValue(metricsUrl(), "admission_rpcs_in_flight"), 0);
+  });
+
+  test("the data plane answers 503 with a clear error while the control plane sheds, its Session link staying up, and serves again afterwards", async () => {
+    const linkChanges: boolean[] = [];
+    const unwatch = dp.controlPlane.onLinkChange((up) => linkChanges.push(up));
+    try {
+      assert.equal(dp.controlPlane.connected(), true);
+      const held = await saturate();
+      const during = await chat();
+      assert.equal(during.status, 503);
+      assert.equal(during.body.error.code, "unavailable");
+      assert.match(during.body.error.message, /unavailable/);
+      await drain(held);
+      const afterwards = await chat();
+      assert.equal(afterwards.status, 200);
+      assert.deepEqual(linkChanges, [], "the Session link neither went down nor reconnected");
+      assert.equal(dp.controlPlane.connected(), true);
+      assert.equal(counters.maxInside, maxInFlight);
+    } finally {
+      unwatch();
+    }
+  });
+
+  const metricsUrl = () => `http://127.0.0.1:${t.cp.httpPort}/metrics`;
 
   async function chat(): Promise<{ status: number; body: { error: { code: string; message: string } } }> {
     const res = await fetch(`http://127.0.0.1:${dp.port}/v1/chat/completions`, {

@@ -53,11 +53,17 @@ describe("store faults", () => {
 
       assert.ok(traffic.outcomes("fault").every((o) => o === "allowed"), "decisions go on without the database");
       await eventually(async () => (await t.cp.settlement.sweep(), !t.cp.ledger.spoolPending()), 20_000, "spool replay");
-      await assertLedgerIsAcknowledged(t, traffic, "f");
-      const [first] = traffic.acknowledged.values();
-      const again = await t.admission.settle({ reservationId: first!.reservationId, inputTokens: 1n, outputTokens: 1n });
-      assert.deepEqual([again.duplicate, again.outputTokens], [true, first!.outputTokens], "the first settle stands");
-      await assertLedgerIsAcknowledged(t, traffic, "f");
+      const usage = await assertLedgerIsAcknowledged(t, traffic, "f");
+      assert.equal(await tokensUsed(t, "f"), usage.inputTokens + usage.outputTokens, "the meter holds the ledger's tokens exactly");
+      // A settle acknowledged while the database was cut off (from the spool), repeated now that its row was replayed.
+      const spooled = [...traffic.acknowledged.values()].filter((a) => a.phase === "fault");
+      assert.ok(spooled.length >= 50, `settles acknowledged during the cut: ${spooled.length}`);
+      for (const s of [spooled[0]!, spooled.at(-1)!]) {
+        const again = await t.admission.settle({ reservationId: s.reservationId, inputTokens: 1n, outputTokens: 1n });
+        assert.deepEqual([again.duplicate, again.inputTokens, again.outputTokens], [true, s.inputTokens, s.outputTokens], "the spooled settle stands");
+      }
+      assert.deepEqual(await assertLedgerIsAcknowledged(t, traffic, "f"), usage, "repeating a replayed settle doubles nothing");
+      assert.equal(await tokensUsed(t, "f"), usage.inputTokens + usage.outputTokens);
     } finally {
       await traffic.stop();
       await t.close();
@@ -113,6 +119,8 @@ describe("store faults", () => {
           redis.kill("SIGKILL");
           await new Promise((r) => redis.once("exit", r));
           await eventually(async () => (await t.admission.admit(admitReq)).reason === DenyReason.UNAVAILABLE, 10_000, "the outage to be seen");
+          const denied = await t.admission.admit(admitReq);
+          assert.deepEqual([DenyReason[denied.reason], denied.httpStatus], ["UNAVAILABLE", 503], "FAIL_CLOSED while Redis is down");
           const down = traffic.mark("fault");
           await eventually(async () => traffic.settledCount() >= down.settled + 30 && traffic.outcomes("fault").includes("UNAVAILABLE"), 20_000, "load during the outage");
           traffic.mark("restarting"); // calls from here on may see either side
@@ -132,6 +140,7 @@ describe("store faults", () => {
           const closed = traffic.outcomes("fault", "f");
           const open = traffic.outcomes("fault", "o");
           assert.ok(closed.length > 0 && closed.every((o) => o === "UNAVAILABLE"), `FAIL_CLOSED during the outage: ${closed}`);
+          assert.ok(traffic.httpStatuses("fault", "f").every((status) => status === 503), `FAIL_CLOSED answers 503: ${traffic.httpStatuses("fault", "f")}`);
           assert.ok(open.length > 0 && open.every((o) => o === "unmetered"), `FAIL_OPEN during the outage: ${open}`);
         }
         await eventually(async () => (await t.cp.settlement.sweep(), t.cp.settlement.deferredCount() === 0), 20_000, "deferred counter updates");
@@ -188,8 +197,8 @@ type Outcome = "allowed" | "unmetered" | string;
  */
 class Traffic {
   /** Acknowledged settles by reservation id: what the caller was told. */
-  readonly acknowledged = new Map<string, { reservationId: string; tenant: string; inputTokens: bigint; outputTokens: bigint; costMicros: bigint }>();
-  private readonly byPhase = new Map<string, Array<{ tenant: string; outcome: Outcome }>>();
+  readonly acknowledged = new Map<string, { reservationId: string; tenant: string; inputTokens: bigint; outputTokens: bigint; costMicros: bigint; phase: string }>();
+  private readonly byPhase = new Map<string, Array<{ tenant: string; outcome: Outcome; httpStatus: number }>>();
   private phase = "before";
   private running = false;
   private workers: Promise<void>[] = [];
@@ -228,7 +237,16 @@ class Traffic {
   }
 
   outcomes(phase: string, tenant?: string): Outcome[] {
-    return (this.byPhase.get(phase) ?? []).filter((o) => !tenant || o.tenant === tenant).map((o) => o.outcome);
+    return this.filed(phase, tenant).map((o) => o.outcome);
+  }
+
+  /** The decisions' HTTP statuses (0 for a call that failed). */
+  httpStatuses(phase: string, tenant?: string): number[] {
+    return this.filed(phase, tenant).map((o) => o.httpStatus);
+  }
+
+  private filed(phase: string, tenant?: string): Array<{ tenant: string; outcome: Outcome; httpStatus: number }> {
+    return (this.byPhase.get(phase) ?? []).filter((o) => !tenant || o.tenant === tenant);
   }
 
   private async work(w: number): Promise<void> {
@@ -238,15 +256,18 @@ class Traffic {
       const phase = this.phase;
       const d = await this.t.admission.admit({ ...admitReq, credential: secretOf(key) }).catch(() => undefined);
       const outcome = !d ? "error" : d.allowed ? (d.unmetered ? "unmetered" : "allowed") : DenyReason[d.reason]!;
-      if (phase === this.phase) this.byPhase.set(phase, [...(this.byPhase.get(phase) ?? []), { tenant, outcome }]);
+      if (phase === this.phase) this.byPhase.set(phase, [...(this.byPhase.get(phase) ?? []), { tenant, outcome, httpStatus: d?.httpStatus ?? 0 }]);
       if (!d?.allowed) {
         await new Promise((r) => setTimeout(r, 20));
         continue;
       }
       for (;;) {
         try {
+          const settling = this.phase;
           const s = await this.t.admission.settle({ reservationId: d.reservationId, inputTokens: 10n, outputTokens: BigInt(i % 10) });
-          this.acknowledged.set(d.reservationId, { reservationId: d.reservationId, tenant, inputTokens: s.inputTokens, outputTokens: s.outputTokens, costMicros: s.costMicros });
+          // Filed under a phase only when it started and was acknowledged in it.
+          const phase = settling === this.phase ? settling : "straddling";
+          this.acknowledged.set(d.reservationId, { reservationId: d.reservationId, tenant, inputTokens: s.inputTokens, outputTokens: s.outputTokens, costMicros: s.costMicros, phase });
           break;
         } catch {
           await new Promise((r) => setTimeout(r, 50));
@@ -257,7 +278,7 @@ class Traffic {
 }
 
 /** The ledger holds each acknowledged settle once, with what was acknowledged, and nothing else. */
-async function assertLedgerIsAcknowledged(t: TestControlPlane, traffic: Traffic, tenant: string): Promise<{ inputTokens: bigint; outputTokens: bigint }> {
+async function assertLedgerIsAcknowledged(t: TestControlPlane, traffic: Traffic, tenant: string): Promise<{ requests: bigint; inputTokens: bigint; outputTokens: bigint; costMicros: bigint }> {
   const mine = [...traffic.acknowledged.values()].filter((a) => a.tenant === tenant);
   const rows = (await t.cp.database.query<{ n: string; distinct_n: string }>("SELECT count(*) AS n, count(DISTINCT reservation_id) AS distinct_n FROM usage_ledger WHERE tenant = $1", [tenant])).rows[0]!;
   assert.deepEqual([Number(rows.n), Number(rows.distinct_n)], [mine.length, mine.length], `${tenant}: one ledger row per acknowledged settle`);

@@ -108,7 +108,7 @@ describe("TLS on the control plane's ports and the links to it", () => {
       assert.equal(await admitCode(t.address, clientCredentials("ours")), "OK");
     });
 
-    test("HTTP: Connect calls need the client certificate; /healthz, /readyz and /metrics do not (probes, scrapers)", async () => {
+    test("HTTP: Connect calls and the console need the client certificate; /healthz, /readyz and /metrics do not (probes, scrapers)", async () => {
       const port = t.cp.httpPort;
       const body = JSON.stringify({ ...admitInit, inputTokens: "10", maxOutputTokens: "10" });
       const without = await call(port, "/admission.v1.AdmissionService/Admit", { tls: { ca: certs.caCert }, body });
@@ -121,6 +121,7 @@ describe("TLS on the control plane's ports and the links to it", () => {
       const withCert = await call(port, "/admission.v1.AdmissionService/Admit", { tls: { ca: certs.caCert, cert: certs.clientCert, key: certs.clientKey }, body });
       assert.equal(withCert.status, 200, withCert.body);
       for (const path of ["/healthz", "/readyz", "/metrics"]) assert.equal((await call(port, path, { tls: { ca: certs.caCert } })).status, 200, path);
+      assert.equal((await call(port, "/", { tls: { ca: certs.caCert } })).status, 401, "the console, like every other route, needs the certificate");
     });
 
     test("the Kong plugin's tls_* fields build the same link: refused without the client certificate, served with it", async () => {

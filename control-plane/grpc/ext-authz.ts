@@ -30,8 +30,8 @@ const maxBodyChars = 4 * 1024 * 1024;
  * settled by Envoy: its lease expires and is charged its estimate, unless the
  * upstream or a later filter settles `x-llm-reservation-id` with Settle.
  */
-export function checkHandler(engine: DecisionEngine): (req: CheckRequest) => Promise<CheckResponse> {
-  return async (req) => {
+export function checkHandler(engine: DecisionEngine): (req: CheckRequest, caller?: { readonly cancelled: boolean }) => Promise<CheckResponse> {
+  return async (req, caller) => {
     const http = req.attributes?.request?.http;
     const headers = http?.headers ?? {};
     const extensions = req.attributes?.contextExtensions ?? {};
@@ -58,7 +58,7 @@ export function checkHandler(engine: DecisionEngine): (req: CheckRequest) => Pro
       agentSteps: 0n,
       apiCalls: 0n,
       attributes: { gateway: "envoy", path: (http?.path ?? "").slice(0, 200) },
-    } satisfies AdmitRequest);
+    } satisfies AdmitRequest, caller);
     return decision.allowed ? allow(decision) : denied(decision);
   };
 }
@@ -79,7 +79,7 @@ export function addExtAuthz(server: grpc.Server, deps: { engine: DecisionEngine;
         return callback({ code: grpc.status.INVALID_ARGUMENT, details: request.message });
       }
       const refused = deps.limit.enter({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled });
-      const answered = refused ? Promise.reject(refused) : check(call.request).finally(() => deps.limit.leave());
+      const answered = refused ? Promise.reject(refused) : check(call.request, call).finally(() => deps.limit.leave());
       answered.then(
         (res) => {
           metrics.rpcs.inc({ method: "Check", code: "OK" });

@@ -44,11 +44,12 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
   const unary = <Req, Res>(method: string, handler: Handler<Req, Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
     const request: unknown = call.request;
     if (request instanceof MalformedRequest) return callback(fail(method, new RpcError(grpc.status.INVALID_ARGUMENT, request.message)));
+    const ctx = callContext(call);
     const refused = limit.enter({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled });
     if (refused) return callback(fail(method, refused));
     let answered: Promise<Res>;
     try {
-      answered = handler(call.request, metadataContext(call.metadata));
+      answered = handler(call.request, ctx);
     } catch (err) {
       answered = Promise.reject(err);
     }
@@ -67,6 +68,7 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
 
   const a = deps.admission;
   const session: grpc.handleBidiStreamingCall<SessionRequest, SessionResponse> = (call) => {
+    const ctx = callContext(call);
     let pending = 0;
     let ended = false;
     /** A malformed message ends the stream with this status, once the calls before it are answered. */
@@ -99,7 +101,7 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
       let result: Promise<SessionResponse["result"]>;
       switch (msg.call.case) {
         case "admit":
-          result = a.admit(msg.call.value).then((value) => ({ case: "admit", value }));
+          result = a.admit(msg.call.value, ctx).then((value) => ({ case: "admit", value }));
           break;
         case "settle":
           result = a.settle(msg.call.value).then((value) => ({ case: "settle", value }));
@@ -133,7 +135,7 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
   };
 
   server.addService(grpcServiceDefinition(AdmissionService, { tolerateMalformedRequests: true }), {
-    admit: unary("Admit", (req, _ctx) => a.admit(req)),
+    admit: unary("Admit", (req, ctx) => a.admit(req, ctx)),
     settle: unary("Settle", (req, _ctx) => a.settle(req)),
     renew: unary("Renew", (req, _ctx) => a.renew(req)),
     session,
@@ -150,11 +152,14 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
   server.addService(grpcServiceDefinition(PolicyService, { tolerateMalformedRequests: true }), policyImpl);
 }
 
-function metadataContext(metadata: grpc.Metadata): CallContext {
+function callContext(call: { readonly metadata: grpc.Metadata; readonly cancelled: boolean }): CallContext {
   return {
     header(name) {
-      const value = metadata.get(name)[0];
+      const value = call.metadata.get(name)[0];
       return typeof value === "string" ? value : value?.toString("utf8");
+    },
+    get cancelled() {
+      return call.cancelled;
     },
   };
 }

@@ -85,7 +85,9 @@ function parseRow(line: string): SpooledRow | undefined {
     return undefined;
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
-  const row = value as SpooledRow;
+  const read = value as Partial<SpooledRow>;
+  // A row spooled by a version that did not record the usage's cache and reasoning parts has none.
+  const row = { ...read, cacheReadTokens: read.cacheReadTokens ?? 0, cacheWriteTokens: read.cacheWriteTokens ?? 0, reasoningTokens: read.reasoningTokens ?? 0 } as SpooledRow;
   if (invalidLedgerField(row) !== undefined) return undefined;
   if (row.generation !== undefined && typeof row.generation !== "string") return undefined;
   return row;

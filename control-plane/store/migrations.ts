@@ -63,9 +63,17 @@ export const migrations: readonly string[] = [
   `
   ALTER TABLE usage_ledger ADD COLUMN xid xid8;
   `,
+  // The usage record's parts: cache reads and writes (of input_tokens) and reasoning (of output_tokens).
+  // Rows recorded before them had none reported: 0.
+  `
+  ALTER TABLE usage_ledger
+    ADD COLUMN cache_read_tokens bigint NOT NULL DEFAULT 0,
+    ADD COLUMN cache_write_tokens bigint NOT NULL DEFAULT 0,
+    ADD COLUMN reasoning_tokens bigint NOT NULL DEFAULT 0;
+  `,
   // Audit retention deletes by time, in batches.
   `
-  CREATE INDEX audit_events_at ON audit_events (at);
+  CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at);
   `,
 ];
 

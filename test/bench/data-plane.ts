@@ -3,16 +3,16 @@
  * a bare http-proxy pass-through, each server in its own process: added
  * latency at a fixed rate (this process's own open-loop client, sub-millisecond
  * timing, time to first byte for streams) and throughput at saturation
- * (autocannon).
+ * (autocannon), the three paths measured in alternating slices.
  */
 import { Agent, request } from "node:http";
 import autocannon from "autocannon";
 import { scratchDatabase } from "../support/databases.js";
 import { secretOf } from "../support/scenario.js";
 import { keyId } from "./bundle.js";
-import { drain, latency, openLoop, withCpu } from "./load.js";
+import { drain, inAlternatingSlices, latency, openLoop } from "./load.js";
 import { spawn, type Child } from "./processes.js";
-import type { Bench } from "./report.js";
+import { cpuMicrosPerOp, type Bench } from "./report.js";
 
 const section = "Data plane";
 const rate = 500;
@@ -28,6 +28,30 @@ function body(stream: boolean): string {
     model: "m-pro", max_tokens: 64, messages: [{ role: "user", content: "Draft a claim about a widget with a hinge" }],
     ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
   });
+}
+
+/** Each data-plane row is measured in slices of this, the three paths in turn. */
+const sliceMs = 1_000;
+
+/**
+ * One autocannon run of `ms` at `connections` connections, every request on the next
+ * key (`headers`): each answer's latency (autocannon's own, in ms with its µs
+ * fraction) and the requests that failed.
+ */
+async function saturate(port: number, payload: string, ms: number, headers: () => Record<string, string>): Promise<{ latenciesMs: number[]; failed: number; firstError?: string }> {
+  const latenciesMs: number[] = [];
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const tracker = autocannon({
+      url: `http://127.0.0.1:${port}/v1/chat/completions`, method: "POST", connections, duration: ms / 1000,
+      headers: { "content-type": "application/json" }, body: payload,
+      requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, ...headers() } }) }],
+    }, (err, r) => (err ? reject(err) : resolve(r)));
+    tracker.on("response", (_client, status, _bytes, responseTimeMs) => {
+      if (status >= 200 && status < 300) latenciesMs.push(responseTimeMs);
+    });
+  });
+  const failed = result.errors + result.timeouts + result.non2xx;
+  return { latenciesMs, failed, firstError: failed ? `${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts` : undefined };
 }
 
 /** One POST; resolves with the time to the first body byte and to the end, in ms. */
@@ -71,19 +95,30 @@ export async function dataPlane(bench: Bench): Promise<void> {
     if (warm.errors) throw new Error(`warming the data plane: ${warm.errors} failed requests (${warm.firstError})`);
 
     const fixedRate = bench.smoke ? 100 : rate;
+    const paths = Object.keys(ports) as Path[];
+    const slices = Math.max(2, Math.round(bench.durationMs / sliceMs));
+    const sliceNote = `${slices} slices of each path, alternating`;
     for (const stream of [false, true]) {
       const kind = stream ? "streaming" : "non-streaming";
       const payload = body(stream);
+      // The paths in turn, a slice of each at a time: run together, the three would load the two cores with
+      // 1,500 req/s and measure that; one after the other, they would see the machine at different moments.
+      for (const path of paths) await openLoop(fixedRate, bench.warmupMs, () => post(agent, ports[path], payload, headersFor(path)));
+      const runs = await inAlternatingSlices(bench.durationMs, slices, paths.map((path) => ({
+        pids: servers[path],
+        slice: (ms: number) => openLoop(fixedRate, ms, () => post(agent, ports[path], payload, headersFor(path))),
+      })));
       const fixed = {} as Record<Path, { ttfb: number[]; total: number[] }>;
-      // One path after the other: run together, the three would load the two cores with 1,500 req/s and measure that instead.
-      for (const path of Object.keys(ports) as Path[]) {
-        await openLoop(fixedRate, bench.warmupMs, () => post(agent, ports[path], payload, headersFor(path)));
-        const run = await withCpu(servers[path], () => openLoop(fixedRate, bench.durationMs, () => post(agent, ports[path], payload, headersFor(path))));
-        if (run.errors) throw new Error(`${path} ${kind}: ${run.errors} failed requests (${run.firstError})`);
-        fixed[path] = { ttfb: run.rows.map((r) => r.ttfb), total: run.rows.map((r) => r.total) };
+      for (const [i, path] of paths.entries()) {
+        const run = runs[i]!;
+        const rows = run.results.flatMap((r) => r.rows);
+        const errors = run.results.reduce((n, r) => n + r.errors, 0);
+        if (errors) throw new Error(`${path} ${kind}: ${errors} failed requests (${run.results.find((r) => r.firstError)?.firstError})`);
+        fixed[path] = { ttfb: rows.map((r) => r.ttfb), total: rows.map((r) => r.total) };
         const ttfb = latency(fixed[path].ttfb);
-        bench.report.latencyRow(section, `${path}, ${kind}, ${fixedRate} req/s`, { ...latency(fixed[path].total), opsPerSec: run.opsPerSec }, {
-          cpu: run.cpu, ...(stream ? { note: `time to first byte p50 ${ttfb.p50.toFixed(3)} / p99 ${ttfb.p99.toFixed(3)} ms` } : {}),
+        bench.report.latencyRow(section, `${path}, ${kind}, ${fixedRate} req/s`, { ...latency(fixed[path].total), opsPerSec: rows.length / run.seconds }, {
+          cpu: run.cpu, cpuMicrosPerOp: cpuMicrosPerOp(run.cpuSeconds, rows.length),
+          note: [sliceNote, ...(stream ? [`time to first byte p50 ${ttfb.p50.toFixed(3)} / p99 ${ttfb.p99.toFixed(3)} ms`] : [])].join("; "),
         });
       }
       for (const over of ["direct", "bare http-proxy"] as const) {
@@ -99,24 +134,34 @@ export async function dataPlane(bench: Bench): Promise<void> {
         }
       }
 
-      for (const path of Object.keys(ports) as Path[]) {
-        let rssMaxMb = 0;
-        const sampler = path === "data plane" ? setInterval(() => (rssMaxMb = Math.max(rssMaxMb, dp.rssMb())), 100) : undefined;
-        const logBytesBefore = dp.logBytes();
-        const result = await withCpu(servers[path], () => autocannon({
-          url: `http://127.0.0.1:${ports[path]}/v1/chat/completions`, method: "POST", connections, duration: bench.durationMs / 1000, sampleInt: 100,
-          headers: { "content-type": "application/json" }, body: payload,
-          // Like the fixed-rate rows: each request on the next key of the bundle.
-          requests: [{ setupRequest: (req) => ({ ...req, headers: { ...req.headers, ...headersFor(path) } }) }],
-        }));
-        clearInterval(sampler);
-        const failed = result.errors + result.timeouts + result.non2xx;
-        const measured = { ops: result.requests.total, opsPerSec: result.requests.total / result.duration, errors: failed, firstError: failed ? `${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts` : undefined, p50: result.latency.p50, p99: result.latency.p99, p999: result.latency.p99_9, cpu: result.cpu };
-        const logged = (dp.logBytes() - logBytesBefore) / Math.max(1, result.requests.total);
-        const notes = [`autocannon, ${connections} connections, ms resolution`, ...(path === "data plane" ? [`data-plane RSS max ${rssMaxMb.toFixed(0)} MB, log ${logged.toFixed(0)} bytes per request`] : [])].join("; ");
+      // Saturation, the same way: an autocannon run per slice, the paths in turn.
+      let rssMaxMb = 0;
+      let dpLogBytes = 0;
+      const sampler = setInterval(() => (rssMaxMb = Math.max(rssMaxMb, dp.rssMb())), 100);
+      const saturated = await inAlternatingSlices(bench.durationMs, slices, paths.map((path) => ({
+        pids: servers[path],
+        slice: async (ms: number) => {
+          const logBefore = dp.logBytes();
+          const slice = await saturate(ports[path], payload, ms, () => headersFor(path));
+          if (path === "data plane") dpLogBytes += dp.logBytes() - logBefore;
+          return slice;
+        },
+      })));
+      clearInterval(sampler);
+      for (const [i, path] of paths.entries()) {
+        const run = saturated[i]!;
+        const samples = run.results.flatMap((r) => r.latenciesMs);
+        const failed = run.results.reduce((n, r) => n + r.failed, 0);
+        const l = latency(samples);
+        const measured = {
+          ops: samples.length, opsPerSec: samples.length / run.seconds, errors: failed, firstError: run.results.find((r) => r.firstError)?.firstError,
+          ...l, cpu: run.cpu, cpuSeconds: run.cpuSeconds,
+        };
+        const notes = [`autocannon, ${connections} connections, ${sliceNote}`, ...(path === "data plane" ? [`data-plane RSS max ${rssMaxMb.toFixed(0)} MB, log ${(dpLogBytes / Math.max(1, samples.length)).toFixed(0)} bytes per request`] : [])].join("; ");
         bench.report.measured(section, `${path}, ${kind}, saturation`, measured, path === "data plane"
           ? { versus: `bare http-proxy, ${kind}, saturation`, atLeast: 0.6, note: notes }
           : { versus: path === "bare http-proxy" ? `direct, ${kind}, saturation` : undefined, note: notes });
+        if (path === "data plane") bench.report.rows.at(-1)!.rssMb = rssMaxMb;
       }
     }
   } finally {

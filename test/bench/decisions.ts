@@ -7,6 +7,7 @@
  * rate; and a peer limiter (rate-limiter-flexible) on the same Redis.
  */
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Redis } from "ioredis";
 import { RateLimiterRedis } from "rate-limiter-flexible";
@@ -18,9 +19,9 @@ import { grpcFrame, RawGrpcClient } from "../support/raw-grpc.js";
 import { deleteKeysWithPrefix } from "../support/redis-keys.js";
 import { secretOf } from "../support/scenario.js";
 import { keyId, metersPerDecision } from "./bundle.js";
-import { alternating, closedLoop, drain, latency, openLoop, withCpu } from "./load.js";
+import { alternating, closedLoop, drain, latency, openLoop, withCpu, type Side } from "./load.js";
 import { spawn, type Child, type Roles } from "./processes.js";
-import type { Bench } from "./report.js";
+import { cpuMicrosPerOp, type Bench } from "./report.js";
 
 const section = "Decisions (control plane)";
 const concurrencies = [1, 64] as const;
@@ -64,7 +65,7 @@ const settleOf = (reservationId: string) => create(SettleRequestSchema, { reserv
 
 export async function decisions(bench: Bench): Promise<void> {
   const backends: Array<"memory" | "redis"> = ["memory", ...(bench.redisUrl ? ["redis" as const] : [])];
-  if (!bench.redisUrl) bench.report.add({ section, scenario: "Redis rows", note: "skipped: REDIS_URL not set" });
+  if (!bench.redisUrl) bench.report.add({ section, scenario: "Redis rows", skipped: "REDIS_URL not set" });
   // The baseline server runs through every row: each subject row alternates with its baseline.
   const echo: { server?: Child<Roles["echo"]["info"]> } = {};
   try {
@@ -116,7 +117,9 @@ async function onBackend(bench: Bench, backend: "memory" | "redis", echo: { serv
     }
     baseline = baselineClients(`127.0.0.1:${echo.server.info.port}`, admits);
     const echoPids = { echo: echo.server.pid };
-    const cpPids = { "control plane": cp.pid };
+    // On Redis, its server's CPU too (when it runs on this machine).
+    const redisPid = backend === "redis" ? await localRedisPid(bench.redisUrl!) : undefined;
+    const cpPids: Record<string, number> = { "control plane": cp.pid, ...(redisPid ? { redis: redisPid } : {}) };
 
     const warm: string[] = [];
     await closedLoop(64, bench.warmupMs, admitVia(session, warm));
@@ -149,7 +152,11 @@ async function onBackend(bench: Bench, backend: "memory" | "redis", echo: { serv
     await checkAtFixedRate(bench, "constant Check", echoPids, checkVia(baseline.authz), false);
     await checkAtFixedRate(bench, `ext_authz Check ${backend}`, cpPids, checkVia(authz));
 
-    if (backend === "redis") await peer(bench, keyPrefix);
+    if (backend === "redis") {
+      const reservations: string[] = [];
+      await peer(bench, keyPrefix, { op: admitVia(session, reservations), pids: cpPids }, redisPid);
+      await drain(reservations, 64, settleVia(session));
+    }
   } finally {
     baseline?.close();
     unary.close();
@@ -172,7 +179,7 @@ async function checkAtFixedRate(bench: Bench, scenario: string, pids: Record<str
   }));
   const l = latency(fixed.rows.map((r) => r.ms));
   bench.report.latencyRow(section, `${scenario} at ${rate} req/s`, { ...l, opsPerSec: fixed.opsPerSec }, {
-    cpu: fixed.cpu, ...(targeted ? { target: `p99 ≤ ${checkP99TargetMs} ms at ${checkRate} req/s`, ...(rate === checkRate ? { met: l.p99 <= checkP99TargetMs && !fixed.errors } : {}) } : {}),
+    cpu: fixed.cpu, cpuMicrosPerOp: cpuMicrosPerOp(fixed.cpuSeconds, fixed.rows.length), ...(targeted ? { target: `p99 ≤ ${checkP99TargetMs} ms at ${checkRate} req/s`, ...(rate === checkRate ? { met: l.p99 <= checkP99TargetMs && !fixed.errors } : {}) } : {}),
     note: fixed.errors ? `${fixed.errors} errors (${fixed.firstError})` : undefined,
   });
 }
@@ -199,24 +206,33 @@ function baselineClients(address: string, admits: readonly AdmitRequest[]) {
 /**
  * A peer on the same Redis: one request-rate limit per key with
  * rate-limiter-flexible (one Redis round trip from the load process), against
- * the control plane's full decision (every meter, lease, signed reservation).
+ * the control plane's full decision (every meter, lease, signed reservation)
+ * over Session, the two measured in alternating slices.
  */
-async function peer(bench: Bench, keyPrefix: string): Promise<void> {
+async function peer(bench: Bench, keyPrefix: string, admit: Side, redisPid: number | undefined): Promise<void> {
+  const section = "Peer on the same Redis";
   const redis = new Redis(bench.redisUrl!, { enableOfflineQueue: true });
   const limiter = new RateLimiterRedis({ storeClient: redis, keyPrefix: `${keyPrefix}:rlflx`, points: 1e9, duration: 60 });
+  const consume: Side = { op: (i) => limiter.consume(keyId(i % bench.sizes.keys)), pids: redisPid ? { redis: redisPid } : {} };
   try {
-    await closedLoop(64, bench.warmupMs, (i) => limiter.consume(keyId(i % bench.sizes.keys)));
+    await closedLoop(64, bench.warmupMs, consume.op);
+    const slices = Math.max(2, Math.round(bench.durationMs / sliceMs));
     for (const c of concurrencies) {
-      const m = await withCpu({}, () => closedLoop(c, bench.durationMs, (i) => limiter.consume(keyId(i % bench.sizes.keys))));
-      bench.report.measured("Peer on the same Redis", `rate-limiter-flexible c${c}`, m, { note: "one REQUESTS/minute limit per key, RateLimiterRedis, in the load process" });
-      const ours = bench.report.find(`Admit Session redis c${c}`);
-      if (ours?.opsPerSec) {
-        bench.report.add({
-          section: "Peer on the same Redis", scenario: `Admit Session redis c${c} (full decision)`, opsPerSec: ours.opsPerSec, p50: ours.p50, p99: ours.p99, p999: ours.p999,
-          baseline: `rate-limiter-flexible c${c}`, ratio: ours.opsPerSec / m.opsPerSec, cpu: ours.cpu, note: `${metersPerDecision} meters, a lease and a signed reservation per decision`,
-        });
-      }
+      const [theirs, ours] = await alternating(c, bench.durationMs, slices, consume, admit);
+      const row = bench.report.measured(section, `rate-limiter-flexible c${c}`, theirs, { note: `one REQUESTS/minute limit per key, RateLimiterRedis, in the load process; ${slices} slices alternating with the row below` });
+      bench.report.measured(section, `Admit Session redis c${c} (full decision)`, ours, { versus: row, note: `${metersPerDecision} meters, a lease and a signed reservation per decision` });
     }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** The pid of the Redis server behind `url` when it runs on this machine (its /proc entry is there), else undefined. */
+async function localRedisPid(url: string): Promise<number | undefined> {
+  const redis = new Redis(url);
+  try {
+    const pid = Number(/process_id:(\d+)/.exec(await redis.info("server"))?.[1]);
+    return pid && existsSync(`/proc/${pid}/stat`) && ["127.0.0.1", "localhost", "::1"].includes(new URL(url).hostname) ? pid : undefined;
   } finally {
     redis.disconnect();
   }

@@ -16,6 +16,8 @@ export interface Measured extends Latency {
   readonly firstError?: string;
   /** CPU share of the processes involved while it ran (withCpu). */
   readonly cpu?: string;
+  /** CPU seconds each of those processes used meanwhile (`load`: this one). */
+  readonly cpuSeconds?: Readonly<Record<string, number>>;
 }
 
 export function latency(samples: number[]): Latency {
@@ -53,28 +55,60 @@ export interface Side {
   readonly pids: Record<string, number>;
 }
 
+/** One side of `inAlternatingSlices`: the processes whose CPU it reports, and how to run one slice of its work. */
+export interface Sliced<R> {
+  readonly pids: Record<string, number>;
+  slice(ms: number): Promise<R>;
+}
+
+/** What one side did over all its slices. */
+export interface SlicedRun<R> {
+  readonly results: R[];
+  /** Wall time of its slices together. */
+  readonly seconds: number;
+  readonly cpu: string;
+  readonly cpuSeconds: Record<string, number>;
+}
+
 /**
- * Closed loops of `a` and `b` at the same concurrency, in `slices` alternating
- * slices (a, b, a, b, ...) of durationMs / slices each: on a shared machine
- * whose speed drifts over minutes, a baseline measured minutes before its
- * subject skews their ratio, while alternating slices see the same drift.
+ * Runs the sides' slices in turn (a, b, c, a, b, c, ...), `slices` of each, of
+ * durationMs / slices each: on a shared machine whose speed drifts over
+ * minutes, a baseline measured minutes before its subject skews their ratio,
+ * while alternating slices see the same drift. Each side's CPU is read
+ * around its own slices only.
  */
-export async function alternating(concurrency: number, durationMs: number, slices: number, a: Side, b: Side): Promise<[Measured & { cpu: string }, Measured & { cpu: string }]> {
-  const sides = [a, b].map((side) => ({ side, tally: newTally(), cpu: new Map<string, number>(), seconds: 0, next: 0 }));
+export async function inAlternatingSlices<R>(durationMs: number, slices: number, sides: readonly Sliced<R>[]): Promise<SlicedRun<R>[]> {
+  const runs = sides.map(() => ({ results: [] as R[], seconds: 0, cpu: new Map<string, number>() }));
   for (let k = 0; k < slices; k++) {
-    for (const s of sides) {
-      const used = cpuSince(s.side.pids);
+    for (const [i, side] of sides.entries()) {
+      const run = runs[i]!;
+      const used = cpuSince(side.pids);
       const t0 = performance.now();
-      await run(concurrency, durationMs / slices, () => {
-        const n = s.next++;
-        return () => s.side.op(n);
-      }, s.tally);
-      s.seconds += (performance.now() - t0) / 1000;
-      for (const [name, seconds] of used()) s.cpu.set(name, (s.cpu.get(name) ?? 0) + seconds);
+      run.results.push(await side.slice(durationMs / slices));
+      run.seconds += (performance.now() - t0) / 1000;
+      for (const [name, seconds] of used()) run.cpu.set(name, (run.cpu.get(name) ?? 0) + seconds);
     }
   }
-  const [x, y] = sides.map((s) => ({ ...measuredOf(s.tally, s.seconds), cpu: cpuShares(s.cpu, s.seconds) }));
-  return [x!, y!];
+  return runs.map((r) => ({ results: r.results, seconds: r.seconds, cpu: cpuShares(r.cpu, r.seconds), cpuSeconds: Object.fromEntries(r.cpu) }));
+}
+
+/** Closed loops of each side at the same concurrency, in alternating slices (see inAlternatingSlices). */
+export async function alternating(concurrency: number, durationMs: number, slices: number, ...sides: Side[]): Promise<Array<Measured & { cpu: string }>> {
+  const runs = await inAlternatingSlices(durationMs, slices, sides.map((side) => {
+    const tally = newTally();
+    let next = 0;
+    return {
+      pids: side.pids,
+      slice: async (ms: number) => {
+        await run(concurrency, ms, () => {
+          const n = next++;
+          return () => side.op(n);
+        }, tally);
+        return tally;
+      },
+    };
+  }));
+  return runs.map((r) => ({ ...measuredOf(r.results[0] ?? newTally(), r.seconds), cpu: r.cpu, cpuSeconds: r.cpuSeconds }));
 }
 
 interface Tally {
@@ -151,11 +185,12 @@ const clockTicks = 100;
  * meanwhile, in % of one core: on a shared machine this shows whether the
  * server under test was saturated or starved.
  */
-export async function withCpu<T>(pids: Record<string, number>, work: () => Promise<T>): Promise<T & { cpu: string }> {
+export async function withCpu<T>(pids: Record<string, number>, work: () => Promise<T>): Promise<T & { cpu: string; cpuSeconds: Record<string, number> }> {
   const used = cpuSince(pids);
   const t0 = performance.now();
   const result = await work();
-  return { ...result, cpu: cpuShares(used(), (performance.now() - t0) / 1000) };
+  const cpu = used();
+  return { ...result, cpu: cpuShares(cpu, (performance.now() - t0) / 1000), cpuSeconds: Object.fromEntries(cpu) };
 }
 
 /** A reading of the CPU seconds each process (and this one, as `load`) has used since the call. */

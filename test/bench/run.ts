@@ -8,13 +8,14 @@
  * ledger rows DATABASE_URL (scratch databases and key prefixes, removed after).
  * --json prints the figures as JSON instead of the table (--json=FILE: both);
  * --cpu-prof writes CPU profiles of the control and data planes; --smoke runs
- * every scenario kind at tiny sizes in a few seconds (CI).
+ * every scenario kind at tiny sizes in a few seconds (CI), and fails when a
+ * scenario produced no figure.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { decisions } from "./decisions.js";
 import { dataPlane } from "./data-plane.js";
-import { Report, type Bench } from "./report.js";
+import { missingFigures, Report, type Bench } from "./report.js";
 import { ledger, memory } from "./storage.js";
 
 const flag = (name: string) => process.argv.find((a) => a === `--${name}` || a.startsWith(`--${name}=`))?.split("=")[1] ?? (process.argv.includes(`--${name}`) ? "" : undefined);
@@ -39,11 +40,14 @@ const machine = { cpus: availableParallelism(), cpuModel: cpus()[0]?.model ?? "u
 const cpuTimesAtStart = hostCpuTimes();
 const started = performance.now();
 const scenarioSeconds: Record<string, number> = {};
+const noFigures: string[] = [];
 for (const [name, run] of Object.entries(scenarios)) {
   if (only && !only.includes(name)) continue;
   const t0 = performance.now();
+  const before = bench.report.rows.length;
   await run(bench);
   scenarioSeconds[name] = Number(((performance.now() - t0) / 1000).toFixed(1));
+  noFigures.push(...missingFigures(bench.report.rows.slice(before)).map((problem) => `${name}: ${problem}`));
 }
 const seconds = (performance.now() - started) / 1000;
 const cpuStealPercent = stealPercent(cpuTimesAtStart, hostCpuTimes());
@@ -58,7 +62,9 @@ if (json !== "") {
   const missed = bench.report.rows.filter((r) => r.met === false);
   process.stdout.write(`\ntargets: ${bench.report.rows.filter((r) => r.met).length} met, ${missed.length} not met${missed.length ? ` (${missed.map((r) => r.scenario).join("; ")})` : ""}\n`);
 }
-process.exit(0);
+// --smoke keeps the harness from rotting: a scenario that produced no figure fails it.
+if (noFigures.length > 0) process.stderr.write(`\nscenarios without figures:\n${noFigures.map((p) => `  ${p}\n`).join("")}`);
+process.exit(smoke && noFigures.length > 0 ? 1 : 0);
 
 /** The host's CPU time counters from /proc/stat ("cpu" line), or undefined off Linux. */
 function hostCpuTimes(): number[] | undefined {

@@ -10,7 +10,7 @@ import type { QuarantinedLines } from "../../control-plane/store/spool-file.js";
 const at = Date.UTC(2026, 10, 10, 12);
 const spooledRow = (i: number, over: Partial<LedgerRow> = {}): LedgerRow => ({
   reservationId: `res-${i}`, requestId: `req-${i}`, tenant: "acme", user: "alice", keyId: "k1", task: "DRAFT",
-  model: "m", provider: "p", inputTokens: 10 + i, outputTokens: 20, costMicros: 3, outcome: "SUCCESS", estimated: false, latencyMs: 5,
+  model: "m", provider: "p", inputTokens: 10 + i, cacheReadTokens: 0, cacheWriteTokens: 0, outputTokens: 20, reasoningTokens: 0, costMicros: 3, outcome: "SUCCESS", estimated: false, latencyMs: 5,
   reservedAtMs: at, settledAtMs: at + 1_000, ...over,
 });
 

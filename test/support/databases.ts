@@ -6,7 +6,7 @@ import pg from "pg";
 import pino, { type Logger } from "pino";
 import { openDatabase, type Database } from "../../control-plane/store/database.js";
 import { seedPgliteDir } from "./pglite-template.js";
-import { requireServices } from "./services.js";
+import { missingService } from "./services.js";
 
 /** A place for a database: a PGlite directory or a PostgreSQL database, empty at first. */
 export interface Scratch {
@@ -30,20 +30,12 @@ const silent = pino({ level: "silent" });
  * PostgreSQL when DATABASE_URL is set (a scratch database adm_test_<random>
  * on that server per test, dropped afterwards). Without DATABASE_URL the
  * PostgreSQL variant is skipped — unless ADMISSION_REQUIRE_SERVICES=1, when
- * it runs and fails.
+ * the suite fails.
  */
 export function backends(): Backend[] {
-  const url = process.env.DATABASE_URL;
   return [
     { name: "pglite", skip: false, create: pgliteScratch },
-    {
-      name: "postgres",
-      skip: url || requireServices ? false : "PostgreSQL variant skipped: DATABASE_URL is not set (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres)",
-      create: () => {
-        if (!url) throw new Error("DATABASE_URL is not set but ADMISSION_REQUIRE_SERVICES=1: the PostgreSQL variant of the store tests is required");
-        return postgresScratch(url);
-      },
-    },
+    { name: "postgres", skip: missingService("PostgreSQL", "DATABASE_URL"), create: () => postgresScratch(process.env.DATABASE_URL!) },
   ];
 }
 

@@ -70,6 +70,8 @@ export function openLoopSchedule(rate: number, fire: (i: number) => void, count 
 export class Load {
   readonly results: LoadResult[] = [];
   private readonly inFlight = new Set<Promise<void>>();
+  /** Requests of each kind whose answer has begun (headers in) and not ended. */
+  private readonly answeringByKind = new Map<string, number>();
   private schedule: { stop(): void } | undefined;
 
   constructor(private readonly options: LoadOptions) {}
@@ -84,6 +86,16 @@ export class Load {
     while (this.inFlight.size > 0) await Promise.all([...this.inFlight]);
   }
 
+  /** Requests sent and not yet answered to their end (or failed). */
+  underWay(): number {
+    return this.inFlight.size;
+  }
+
+  /** Requests of this kind whose answer has begun and not ended: for a stream, one cut now is cut mid-stream. */
+  answering(kind: string): number {
+    return this.answeringByKind.get(kind) ?? 0;
+  }
+
   /** Results since index `from` (e.g. one sampling period). */
   since(from: number): LoadResult[] {
     return this.results.slice(from);
@@ -91,13 +103,15 @@ export class Load {
 
   private fire(i: number): void {
     const spec = this.options.request(i);
-    const run = send(this.options.baseUrl(), spec, this.options.timeoutMs ?? 30_000).then((r) => void this.results.push(r));
+    const answering = (delta: number) => this.answeringByKind.set(spec.kind, this.answering(spec.kind) + delta);
+    const run = send(this.options.baseUrl(), spec, this.options.timeoutMs ?? 30_000, answering).then((r) => void this.results.push(r));
     this.inFlight.add(run);
     void run.finally(() => this.inFlight.delete(run));
   }
 }
 
-async function send(baseUrl: string, spec: LoadRequest, timeoutMs: number): Promise<LoadResult> {
+/** One request; `answering(+1)` when its headers are in, `answering(-1)` once its body ended or broke. */
+async function send(baseUrl: string, spec: LoadRequest, timeoutMs: number, answering: (delta: number) => void): Promise<LoadResult> {
   const started = performance.now();
   const base = { kind: spec.kind, tenant: spec.tenant };
   let status = 0;
@@ -111,7 +125,8 @@ async function send(baseUrl: string, spec: LoadRequest, timeoutMs: number): Prom
     });
     status = res.status;
     requestId = res.headers.get("x-request-id") ?? undefined;
-    const text = await res.text();
+    answering(1);
+    const text = await res.text().finally(() => answering(-1));
     const streamed = spec.body.stream === true && res.ok;
     const ok = res.ok && (!streamed || text.includes("data: [DONE]"));
     const error = ok ? undefined : streamed ? "stream cut before [DONE]" : errorMessage(text);

@@ -27,6 +27,8 @@ export interface RawCallOptions {
   readonly abandonAfterBytes?: number;
   /** An answer must come within this. */
   readonly timeoutMs: number;
+  /** Sends the body and cancels the call (RST_STREAM CANCEL) in the same write: a caller that left as soon as it asked. */
+  readonly cancelWithBody?: boolean;
   /** On a connection of its own (a flood may make the server close the whole connection). */
   readonly ownConnection?: boolean;
 }
@@ -105,6 +107,12 @@ export class RawGrpcClient {
         });
       });
       const body = options.body ?? Buffer.alloc(0);
+      if (options.cancelWithBody) {
+        stream.end(body);
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        done({ kind: "abandoned" });
+        return;
+      }
       if (options.trickleMs === undefined) {
         stream.end(body);
         return;
