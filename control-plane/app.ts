@@ -31,6 +31,7 @@ import { ConfigRepository } from "./store/config-repository.js";
 import { openDatabase, type Database } from "./store/database.js";
 import { Ledger } from "./store/ledger.js";
 import { LedgerSpool } from "./store/ledger-spool.js";
+import { applyRetention } from "./store/retention.js";
 import { file_admission_v1_admission } from "../gen/admission/v1/admission_pb.js";
 import { file_admission_v1_policy_service } from "../gen/admission/v1/policy_service_pb.js";
 import { file_envoy_service_auth_v3_external_auth } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
@@ -74,7 +75,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
 
   const database = await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, logger });
   const repository = new ConfigRepository({ db: database });
-  const ledger = new Ledger({ db: database, logger, spool: new LedgerSpool(config.spoolDir) });
+  const spool = new LedgerSpool({
+    dir: config.spoolDir,
+    onQuarantine: ({ from, quarantineFile, lineNumbers }) => {
+      metrics.spoolQuarantined.inc(lineNumbers.length);
+      logger.error({ from, quarantineFile, count: lineNumbers.length, lines: lineNumbers.slice(0, 100) }, "ledger spool lines unreadable: kept in the quarantine file, not recorded in the ledger");
+    },
+  });
+  const ledger = new Ledger({ db: database, logger, spool });
   await ledger.ensurePartitions(clock());
   const audit = new AuditLog({ db: database, logger, clock });
   const signer = new ReservationSigner(await repository.getOrCreateSecret("reservation_signing_key", () => randomBytes(32).toString("base64url")));
@@ -108,10 +116,10 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     if (added.length > 0) void warm(added, "bundle");
   });
   settlement.start();
-  const partitions = setInterval(() => {
-    void maintainLedger(ledger, clock(), config.ledgerRetentionMonths).catch((err) => logger.error({ err }, "ledger maintenance failed"));
+  const maintenance = setInterval(() => {
+    void applyRetention({ ledger, audit }, clock(), config).catch((err) => logger.error({ err }, "store maintenance failed"));
   }, 3_600_000);
-  partitions.unref();
+  maintenance.unref();
 
   const server = new grpc.Server({ "grpc.max_receive_message_length": 8 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
   const admissionHandlers = new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken });
@@ -123,7 +131,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const health = addHealthService(server, ["admission.v1.AdmissionService", "admission.v1.PolicyService", "envoy.service.auth.v3.Authorization"]);
   addReflection(server, [file_admission_v1_admission, file_admission_v1_policy_service, file_envoy_service_auth_v3_external_auth]);
   const grpcPort = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(`${config.grpcHost}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+    server.bindAsync(`${config.grpcHost}:${config.grpcPort}`, serverCredentials(config), (err, port) => (err ? reject(err) : resolve(port)));
   });
 
   const connect = connectRoutes({ admission: admissionHandlers, policy: policyHandlers, limit, logger });
@@ -134,6 +142,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     fallback: (req, res) => connect(req, res) || consoleFiles(req, res),
     requestTimeoutMs: config.httpRequestTimeoutMs,
     headersTimeoutMs: config.httpHeadersTimeoutMs,
+    tls: config.tls,
     // Without the database, Settles are spooled and Admits still decide: degraded, not down.
     degradedOnly: ["database"],
     checks: {
@@ -148,7 +157,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     },
   });
   const httpPort = await listen(http, config.grpcHost, config.httpPort);
-  logger.info({ grpcPort, httpPort, database: database.kind, counters: counters.constructor.name }, "control plane ready");
+  const tls = !config.tls ? "off" : config.tls.clientCaPem ? "mtls" : "tls";
+  logger.info({ grpcPort, httpPort, tls, database: database.kind, counters: counters.constructor.name }, "control plane ready");
 
   let stopping: Promise<void> | undefined;
   const stop = () => {
@@ -165,7 +175,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
         });
       });
       await new Promise<void>((resolve) => http.close(() => resolve()));
-      clearInterval(partitions);
+      clearInterval(maintenance);
       await settlement.stop();
       await policy.stop();
       await ledger.close();
@@ -188,10 +198,12 @@ async function openCounterStore(config: ControlPlaneConfig, logger: Logger, cloc
   return new MemoryCounterStore({ clock });
 }
 
-async function maintainLedger(ledger: Ledger, nowMs: number, retentionMonths: number): Promise<void> {
-  await ledger.ensurePartitions(nowMs);
-  const d = new Date(nowMs);
-  await ledger.dropPartitionsBefore(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - retentionMonths, 1));
+/** TLS (and, with a client CA, verified client certificates) when configured; plaintext otherwise. */
+function serverCredentials(config: ControlPlaneConfig): grpc.ServerCredentials {
+  const tls = config.tls;
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  const ca = tls.clientCaPem ? Buffer.from(tls.clientCaPem) : null;
+  return grpc.ServerCredentials.createSsl(ca, [{ cert_chain: Buffer.from(tls.certChainPem), private_key: Buffer.from(tls.privateKeyPem) }], ca !== null);
 }
 
 function listen(server: HttpServer, host: string, port: number): Promise<number> {

@@ -1,7 +1,14 @@
 import { randomBytes } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { FailurePolicy } from "../gen/admission/v1/policy_pb.js";
-import { CredentialVerifier, type JwtSettings } from "./credentials.js";
+import { describeKey, jwtAlgorithmsOf, type JwtSettings } from "./credentials.js";
+import { PemFileError, readCertificates, readKeyPair, readPublicKey, type KeyPair } from "./pem-files.js";
+
+/** TLS on both ports: the server's certificate chain and key, and for mTLS the CAs client certificates must chain to. */
+export interface ServerTls extends KeyPair {
+  /** mTLS: gRPC clients must present a certificate signed by one of these (Connect routes too; probes and /metrics need none). */
+  readonly clientCaPem?: string;
+}
 
 /** Everything the control plane is configured with. Read from the environment here and nowhere else. */
 export interface ControlPlaneConfig {
@@ -9,6 +16,8 @@ export interface ControlPlaneConfig {
   /** 0 picks an ephemeral port. */
   readonly grpcPort: number;
   readonly httpPort: number;
+  /** TLS for the gRPC and HTTP ports; plaintext when absent. */
+  readonly tls?: ServerTls;
   readonly adminToken: string;
   /** True when no ADMISSION_ADMIN_TOKEN was given and one was generated. */
   readonly adminTokenGenerated: boolean;
@@ -31,6 +40,8 @@ export interface ControlPlaneConfig {
   /** RPCs in flight beyond which new ones are shed with RESOURCE_EXHAUSTED. */
   readonly maxInFlight: number;
   readonly ledgerRetentionMonths: number;
+  /** Audit events older than this are deleted (in bounded batches, hourly). */
+  readonly auditRetentionDays: number;
   readonly shutdownGraceMs: number;
   /** HTTP port (metrics, probes, Connect): the whole request within this, else 408. */
   readonly httpRequestTimeoutMs: number;
@@ -66,6 +77,7 @@ export const defaultControlPlaneConfig: ControlPlaneConfig = {
   logLevel: "info",
   maxInFlight: 20_000,
   ledgerRetentionMonths: 24,
+  auditRetentionDays: 365,
   shutdownGraceMs: 10_000,
   httpRequestTimeoutMs: 30_000,
   httpHeadersTimeoutMs: 10_000,
@@ -79,17 +91,27 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConf
   if (givenToken && givenToken.length < 16) throw new ConfigError("ADMISSION_ADMIN_TOKEN must be at least 16 characters");
   const hs256Secret = env.ADMISSION_JWT_HS256_SECRET || undefined;
   if (hs256Secret && hs256Secret.length < 32) throw new ConfigError("ADMISSION_JWT_HS256_SECRET must be at least 32 characters");
-  const publicKeyPems = env.ADMISSION_JWT_PUBLIC_KEY_FILES ? CredentialVerifier.readPemFiles(env.ADMISSION_JWT_PUBLIC_KEY_FILES) : [];
+  const publicKeys = list(env.ADMISSION_JWT_PUBLIC_KEY_FILES ?? "").map((path) => ({ path, ...pem(() => readPublicKey("ADMISSION_JWT_PUBLIC_KEY_FILES", path)) }));
   const jwksUrl = env.ADMISSION_JWT_JWKS_URL || undefined;
-  const derived = [...(hs256Secret ? ["HS256"] : []), ...(publicKeyPems.length > 0 || jwksUrl ? ["RS256", "ES256"] : [])];
+  const derived = [...(hs256Secret ? ["HS256"] : []), ...(publicKeys.length > 0 || jwksUrl ? ["RS256", "ES256"] : [])];
   const algorithms = env.ADMISSION_JWT_ALGORITHMS ? list(env.ADMISSION_JWT_ALGORITHMS) : derived;
   for (const alg of algorithms) {
     if (!["HS256", "RS256", "ES256"].includes(alg)) throw new ConfigError(`ADMISSION_JWT_ALGORITHMS: ${alg} is not allowed (HS256, RS256, ES256)`);
+  }
+  // A key no allowed algorithm can use would be skipped silently: every JWT signed with it refused.
+  const asymmetric = algorithms.filter((alg) => alg !== "HS256");
+  for (const { path, key } of publicKeys) {
+    if (!jwtAlgorithmsOf(key).some((alg) => asymmetric.includes(alg))) {
+      throw new ConfigError(
+        `ADMISSION_JWT_PUBLIC_KEY_FILES: ${path} holds an ${describeKey(key)} key, which none of the allowed algorithms (${asymmetric.join(", ") || "none"}) verifies (RS256: RSA of at least 2048 bits; ES256: P-256)`,
+      );
+    }
   }
   const config: ControlPlaneConfig = {
     grpcHost: env.ADMISSION_GRPC_HOST || d.grpcHost,
     grpcPort: int(env, "ADMISSION_GRPC_PORT", d.grpcPort, 0, 65535),
     httpPort: int(env, "ADMISSION_HTTP_PORT", d.httpPort, 0, 65535),
+    tls: serverTls(env),
     adminToken: givenToken || randomBytes(24).toString("base64url"),
     adminTokenGenerated: !givenToken,
     dataDir: env.ADMISSION_DATA_DIR || d.dataDir,
@@ -107,7 +129,7 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConf
     jwt: {
       algorithms,
       hs256Secret,
-      publicKeyPems,
+      publicKeyPems: publicKeys.map((k) => k.spkiPem),
       jwksUrl,
       issuer: env.ADMISSION_JWT_ISSUER || undefined,
       audience: env.ADMISSION_JWT_AUDIENCE || undefined,
@@ -116,13 +138,41 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConf
     logLevel: env.LOG_LEVEL || d.logLevel,
     maxInFlight: int(env, "ADMISSION_MAX_IN_FLIGHT", d.maxInFlight, 1, 10_000_000),
     ledgerRetentionMonths: int(env, "ADMISSION_LEDGER_RETENTION_MONTHS", d.ledgerRetentionMonths, 1, 1200),
+    auditRetentionDays: int(env, "ADMISSION_AUDIT_RETENTION_DAYS", d.auditRetentionDays, 1, 36_500),
     shutdownGraceMs: int(env, "ADMISSION_SHUTDOWN_GRACE_MS", d.shutdownGraceMs, 0, 600_000),
     httpRequestTimeoutMs: int(env, "ADMISSION_HTTP_REQUEST_TIMEOUT_MS", d.httpRequestTimeoutMs, 100, 3_600_000),
     httpHeadersTimeoutMs: int(env, "ADMISSION_HTTP_HEADERS_TIMEOUT_MS", d.httpHeadersTimeoutMs, 100, 3_600_000),
     consoleDir: d.consoleDir,
   };
+  if (config.leaseTtlMs > config.maxLeaseTtlMs) throw new ConfigError("ADMISSION_LEASE_TTL_MS must not exceed ADMISSION_MAX_LEASE_TTL_MS (a lease's whole lifetime)");
   if (config.httpHeadersTimeoutMs > config.httpRequestTimeoutMs) throw new ConfigError("ADMISSION_HTTP_HEADERS_TIMEOUT_MS must not exceed ADMISSION_HTTP_REQUEST_TIMEOUT_MS");
   return config;
+}
+
+/** ADMISSION_TLS_CERT_FILE and _KEY_FILE (both or neither), and ADMISSION_TLS_CLIENT_CA_FILE for mTLS. */
+function serverTls(env: NodeJS.ProcessEnv): ServerTls | undefined {
+  const certFile = env.ADMISSION_TLS_CERT_FILE || undefined;
+  const keyFile = env.ADMISSION_TLS_KEY_FILE || undefined;
+  const clientCaFile = env.ADMISSION_TLS_CLIENT_CA_FILE || undefined;
+  if (!certFile && !keyFile) {
+    if (clientCaFile) throw new ConfigError("ADMISSION_TLS_CLIENT_CA_FILE needs ADMISSION_TLS_CERT_FILE and ADMISSION_TLS_KEY_FILE (mTLS is TLS with client certificates)");
+    return undefined;
+  }
+  if (!certFile || !keyFile) throw new ConfigError("ADMISSION_TLS_CERT_FILE and ADMISSION_TLS_KEY_FILE must be set together");
+  return pem(() => ({
+    ...readKeyPair({ variable: "ADMISSION_TLS_CERT_FILE", path: certFile }, { variable: "ADMISSION_TLS_KEY_FILE", path: keyFile }),
+    clientCaPem: clientCaFile ? readCertificates("ADMISSION_TLS_CLIENT_CA_FILE", clientCaFile) : undefined,
+  }));
+}
+
+/** Runs a PEM file reader; its error becomes a ConfigError. */
+function pem<T>(read: () => T): T {
+  try {
+    return read();
+  } catch (err) {
+    if (err instanceof PemFileError) throw new ConfigError(err.message);
+    throw err;
+  }
 }
 
 function list(value: string): string[] {

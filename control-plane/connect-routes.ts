@@ -48,7 +48,10 @@ export function connectRoutes(deps: { admission: AdmissionHandlers; policy: Poli
   const prefixes = [`/${AdmissionService.typeName}/`, `/${PolicyService.typeName}/`];
   // JSON must be UTF-8: invalid bytes are an invalid_argument, as they are in binary protobuf, not silently replaced.
   // (connect passes jsonOptions on to its JSON serialization, which takes a textDecoder.)
-  const jsonOptions = { ignoreUnknownFields: true, textDecoder: new TextDecoder("utf-8", { fatal: true }) };
+  // Unknown fields and enum values are refused (proto3 JSON's default; Connect's is to ignore them): an
+  // ignored enum value reads as its zero, so a misspelt outcome would settle as SUCCESS and a misspelt
+  // status apply as UNSPECIFIED. Binary protobuf keeps an unknown enum number, which the handlers refuse.
+  const jsonOptions = { ignoreUnknownFields: false, textDecoder: new TextDecoder("utf-8", { fatal: true }) };
   const handler = connectNodeAdapter({ routes, readMaxBytes: 8 * 1024 * 1024, jsonOptions });
   return (req, res) => {
     if (!prefixes.some((p) => req.url?.startsWith(p))) return false;

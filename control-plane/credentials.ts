@@ -1,5 +1,4 @@
-import { hash, randomBytes, timingSafeEqual } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { hash, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import * as jose from "jose";
 import type { CompiledApiKey, PolicySnapshot } from "./policy/policy-snapshot.js";
 
@@ -61,11 +60,6 @@ export class CredentialVerifier {
     this.jwtKeys = jwt.algorithms.length > 0 ? buildKeyResolver(jwt) : undefined;
   }
 
-  /** Reads PEM files named in a comma-separated list. */
-  static readPemFiles(paths: string): string[] {
-    return paths.split(",").map((p) => p.trim()).filter(Boolean).map((p) => readFileSync(p, "utf8"));
-  }
-
   async authenticate(credential: string, snapshot: PolicySnapshot): Promise<AuthResult> {
     if (!credential) return { ok: false, message: "missing credential" };
     if (credential.length > 8192) return { ok: false, message: "credential too long" };
@@ -95,7 +89,7 @@ export class CredentialVerifier {
     if (cached && nowMs < cached.expiresAtMs) return this.checkJwtPrincipal(cached.principal, snapshot);
     let payload: jose.JWTPayload;
     try {
-      ({ payload } = await jose.jwtVerify(token, this.jwtKeys, {
+      ({ payload } = await verifyWithAnyKey(token, this.jwtKeys, {
         algorithms: [...this.jwt.algorithms],
         issuer: this.jwt.issuer,
         audience: this.jwt.audience,
@@ -127,6 +121,45 @@ export class CredentialVerifier {
       return { ok: false, message: "invalid JWT: ati_id does not match the tenant's ATI token" };
     }
     return { ok: true, principal };
+  }
+}
+
+/**
+ * The JWT algorithms a public key can verify: RS256 for RSA keys of at least
+ * 2048 bits (what jose accepts), ES256 for P-256 keys; empty for any other.
+ */
+export function jwtAlgorithmsOf(key: KeyObject): string[] {
+  const details = key.asymmetricKeyDetails ?? {};
+  if (key.asymmetricKeyType === "rsa" && (details.modulusLength ?? 0) >= 2048) return ["RS256"];
+  if (key.asymmetricKeyType === "ec" && details.namedCurve === "prime256v1") return ["ES256"];
+  return [];
+}
+
+/** What a public key is, for a message: "rsa 1024-bit", "ec secp384r1", "ed25519". */
+export function describeKey(key: KeyObject): string {
+  const details = key.asymmetricKeyDetails ?? {};
+  if (details.modulusLength) return `${key.asymmetricKeyType} ${details.modulusLength}-bit`;
+  return details.namedCurve ? `${key.asymmetricKeyType} ${details.namedCurve}` : String(key.asymmetricKeyType);
+}
+
+/**
+ * jwtVerify, trying each key when several match the token's header (PEM keys
+ * carry no kid: two RS256 keys during a rotation both match); jose leaves that
+ * iteration to the caller.
+ */
+async function verifyWithAnyKey(token: string, keys: jose.JWTVerifyGetKey, options: jose.JWTVerifyOptions): Promise<jose.JWTVerifyResult> {
+  try {
+    return await jose.jwtVerify(token, keys, options);
+  } catch (err) {
+    if (!(err instanceof jose.errors.JWKSMultipleMatchingKeys)) throw err;
+    for await (const key of err as unknown as AsyncIterable<jose.CryptoKey>) {
+      try {
+        return await jose.jwtVerify(token, key, options);
+      } catch (inner) {
+        if (!(inner instanceof jose.errors.JWSSignatureVerificationFailed)) throw inner;
+      }
+    }
+    throw new jose.errors.JWSSignatureVerificationFailed();
   }
 }
 

@@ -1,7 +1,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
+import type { TLSSocket } from "node:tls";
 import type { Duplex } from "node:stream";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
+import type { ServerTls } from "./config.js";
 
 export type ReadinessCheck = () => Promise<void>;
 
@@ -17,6 +20,12 @@ export interface HttpServerDeps {
   /** Slow clients are cut off with 408: the headers within `headersTimeoutMs`, the whole request within `requestTimeoutMs`. */
   readonly requestTimeoutMs: number;
   readonly headersTimeoutMs: number;
+  /**
+   * HTTPS with this certificate. With a client CA (mTLS), the fallback routes
+   * (Connect) need a verified client certificate; /metrics and the probes do
+   * not, so kubelets and scrapers without one keep working.
+   */
+  readonly tls?: ServerTls;
 }
 
 /** What Node's HTTP parser refused before any handler ran (malformed, headers too large, too slow). */
@@ -49,11 +58,14 @@ export function answerClientError(socket: Duplex, refusal: ParserRefusal | undef
 
 /** /metrics, /healthz (the process is up) and /readyz (every dependency answers). */
 export function createHttpServer(deps: HttpServerDeps): Server {
-  const server = createServer({
+  const options = {
     requestTimeout: deps.requestTimeoutMs,
     headersTimeout: deps.headersTimeoutMs,
     connectionsCheckingInterval: Math.min(1_000, deps.headersTimeoutMs),
-  }, (req, res) => {
+  };
+  const tls = deps.tls;
+  const clientCertRequired = tls?.clientCaPem !== undefined;
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method === "GET" && path === "/metrics") {
       deps.registry.metrics().then(
@@ -70,9 +82,16 @@ export function createHttpServer(deps: HttpServerDeps): Server {
       void readiness(deps.checks, deps.degradedOnly ?? []).then((report) => send(res, report.ready ? 200 : 503, JSON.stringify(report), "application/json"));
       return;
     }
+    if (clientCertRequired && !(req.socket as TLSSocket).authorized) {
+      // The Connect error shape, for every route the fallback would serve.
+      return send(res, 401, JSON.stringify({ code: "unauthenticated", message: "a client certificate signed by the control plane's client CA is required" }), "application/json");
+    }
     if (deps.fallback?.(req, res)) return;
     send(res, 404, JSON.stringify({ error: "not found" }), "application/json");
-  });
+  };
+  const server: Server = tls
+    ? createTlsServer({ ...options, cert: tls.certChainPem, key: tls.privateKeyPem, ca: tls.clientCaPem, requestCert: clientCertRequired, rejectUnauthorized: false }, handle)
+    : createServer(options, handle);
   // The Connect protocol's error shape: {"code", "message"}.
   server.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
     answerClientError(socket, parserRefusal(err.code), (r) => JSON.stringify({ code: r.status === 408 ? "deadline_exceeded" : r.status === 431 ? "resource_exhausted" : "invalid_argument", message: r.message }));

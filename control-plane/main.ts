@@ -15,7 +15,8 @@ async function main(): Promise<void> {
   }
   const cp = await startControlPlane(config);
   // Printed once for the operator, outside the JSON log stream.
-  const lines = [`control plane: gRPC on :${cp.grpcPort}, metrics and health on :${cp.httpPort}`];
+  const scheme = config.tls ? (config.tls.clientCaPem ? " (TLS, client certificates required)" : " (TLS)") : "";
+  const lines = [`control plane: gRPC on :${cp.grpcPort}, metrics and health on :${cp.httpPort}${scheme}`];
   if (config.adminTokenGenerated) lines.push(`admin token (set ADMISSION_ADMIN_TOKEN to fix it): ${cp.adminToken}`);
   if (cp.demoApiKey) lines.push(`demo API key (tenant "demo", user "demo-user"): ${cp.demoApiKey}`);
   process.stderr.write(`${lines.join("\n")}\n`);

@@ -40,16 +40,27 @@ export function isMeteredKind(kind: LimitKind): boolean {
   return unitOf[kind] !== undefined;
 }
 
-/** Subject id of a limit's `per`: an API key without a user is its own user, a JWT its own key. */
+/**
+ * Subject id of a limit's `per`: an API key without a user is its own user
+ * (`key:<id>`), a JWT its own key (`jwt:<sub>`; key ids have no ':'). Users —
+ * a bundle's or a JWT's `sub`, which an identity provider picks — keep their
+ * id, unless it starts with `key:` or `user:`: that one is metered as
+ * `user:<id>`, so no `sub` can share a meter with an API key's own.
+ */
 export function subjectId(per: Per, s: MeterSubject): string {
   switch (per) {
     case Per.USER:
-      return s.user || `key:${s.keyId}`;
+      return s.user ? userSubject(s.user) : `key:${s.keyId}`;
     case Per.KEY:
       return s.keyId || `jwt:${s.user}`;
     default:
       return s.tenant;
   }
+}
+
+/** A user's USER meter subject: its id, escaped when it could pass for an API key's (`key:…`) or an escaped one (`user:…`). */
+function userSubject(user: string): string {
+  return user.startsWith("key:") || user.startsWith("user:") ? `user:${user}` : user;
 }
 
 export function meterKey(kind: LimitKind, window: Window, task: string, per: Per, subject: string, windowStartMs: number): string {

@@ -18,6 +18,7 @@ export interface Metrics {
   readonly policyVersion: Gauge;
   readonly rpcs: Counter<"method" | "code">;
   readonly inFlight: Gauge;
+  readonly spoolQuarantined: Counter;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -61,5 +62,10 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     policyVersion: new Gauge({ name: "admission_policy_version", help: "Version of the policy snapshot in use", registers }),
     rpcs: new Counter({ name: "admission_rpcs_total", help: "RPCs by method and status code", labelNames: ["method", "code"], registers }),
     inFlight: new Gauge({ name: "admission_rpcs_in_flight", help: "Calls being decided now, over every front end (bounded by ADMISSION_MAX_IN_FLIGHT)", registers }),
+    spoolQuarantined: new Counter({
+      name: "admission_ledger_spool_quarantined_total",
+      help: "Ledger spool lines that could not be read back, kept in ledger-spool.quarantine.jsonl (not in the ledger until an operator replays them)",
+      registers,
+    }),
   };
 }

@@ -19,6 +19,7 @@ import { msTimestamp } from "./timestamps.js";
 
 export interface SettlementSettings {
   readonly leaseTtlMs: number;
+  /** A lease's whole lifetime, from its Admit: Renew never moves its expiry past reservedAt + this. */
   readonly maxLeaseTtlMs: number;
   /** How long a settled lease waits for its ledger row before the sweeper writes it. */
   readonly recordGraceMs: number;
@@ -132,11 +133,23 @@ export class Settlement {
 
   async renew(req: RenewRequest): Promise<RenewResponse> {
     const claims = await this.authorize(req.reservationId, req.credential);
-    if (req.ttlMs < 0n || req.ttlMs > BigInt(this.deps.settings.maxLeaseTtlMs)) {
-      throw new RpcError(Code.INVALID_ARGUMENT, `ttl_ms must be between 0 and ${this.deps.settings.maxLeaseTtlMs}`);
+    const { leaseTtlMs, maxLeaseTtlMs } = this.deps.settings;
+    if (req.ttlMs < 0n || req.ttlMs > BigInt(maxLeaseTtlMs)) {
+      throw new RpcError(Code.INVALID_ARGUMENT, `ttl_ms must be between 0 and ${maxLeaseTtlMs}`);
     }
-    const ttlMs = req.ttlMs > 0n ? Number(req.ttlMs) : this.deps.settings.leaseTtlMs;
-    const lease = await this.counterCall("renew", () => this.deps.counters.renew(claims.tenant, claims.leaseId, this.clock() + ttlMs));
+    const ttlMs = req.ttlMs > 0n ? Number(req.ttlMs) : leaseTtlMs;
+    // A lease lives at most maxLeaseTtlMs from its Admit, however often it is renewed: a Renew past
+    // that is clamped to it, and once it is reached there is nothing left to renew.
+    const nowMs = this.clock();
+    const endOfLifeMs = claims.reservedAtMs + maxLeaseTtlMs;
+    if (nowMs >= endOfLifeMs) {
+      throw new RpcError(
+        Code.FAILED_PRECONDITION,
+        `reservation reached its maximum lifetime (${maxLeaseTtlMs} ms from its Admit, at ${new Date(endOfLifeMs).toISOString()}) and cannot be renewed; unless settled, it is charged its estimate`,
+      );
+    }
+    const expiresAtMs = Math.min(nowMs + ttlMs, endOfLifeMs);
+    const lease = await this.counterCall("renew", () => this.deps.counters.renew(claims.tenant, claims.leaseId, expiresAtMs));
     if (!lease) throw new RpcError(Code.NOT_FOUND, "reservation is not open: it was settled, expired or is unknown");
     return create(RenewResponseSchema, { reservationId: req.reservationId, leaseExpiresAt: msTimestamp(lease.expiresAtMs) });
   }

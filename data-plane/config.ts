@@ -1,5 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { ProviderApi } from "../control-plane/llm-request.js";
+import { PemFileError, readCertificates, readKeyPair } from "../control-plane/pem-files.js";
+import type { ControlPlaneTls } from "./control-plane-client.js";
 
 /**
  * A provider: one speaking OpenAI's API (OpenAI, Gemini's or xAI's compatible
@@ -36,6 +38,8 @@ export interface DataPlaneConfig {
   readonly port: number;
   /** host:port of the control plane's gRPC endpoint. */
   readonly controlPlaneAddr: string;
+  /** TLS (and mTLS) to the control plane; plaintext when absent. */
+  readonly controlPlaneTls?: ControlPlaneTls;
   /** Providers by name (a model's `provider` in the bundle names one); undefined: the built-in mock provider, started in-process. */
   readonly providers: readonly ProviderConfig[] | undefined;
   readonly failurePolicy: FailurePolicy;
@@ -119,6 +123,10 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
  * |---|---|---|
  * | `PROXY_PORT`, `PROXY_HOST` | where the proxy listens | `8080`, `0.0.0.0` |
  * | `CONTROL_PLANE_ADDR` | control plane gRPC `host:port`, or a target naming several replicas (`dns:///name:port`, `ipv4:a:port,b:port`) | `127.0.0.1:50051` |
+ * | `CONTROL_PLANE_TLS` | `1`: TLS to the control plane (implied by any of the next three) | `0` |
+ * | `CONTROL_PLANE_CA_FILE` | PEM CAs the control plane's certificate must chain to | the system's roots |
+ * | `CONTROL_PLANE_CERT_FILE`, `CONTROL_PLANE_KEY_FILE` | mTLS: this client's certificate chain and key (both or neither) | none |
+ * | `CONTROL_PLANE_TLS_SERVER_NAME` | name the control plane's certificate must carry, when not the address's host | the host |
  * | `PROVIDERS_FILE` | JSON `{"providers":[{"name","baseUrl","api"?,"apiKeyEnv"?,"headers"?}]}`; `api` is `"openai"` (default) or `"anthropic"` | built-in mock provider |
  * | `PROXY_FAILURE_POLICY` | control plane unreachable: `FAIL_CLOSED` (503) or `FAIL_OPEN` | `FAIL_CLOSED` |
  * | `PROXY_MAX_BODY_BYTES` | request body limit (413 above) | 4 MiB |
@@ -147,6 +155,13 @@ export function loadDataPlaneConfig(env: NodeJS.ProcessEnv): DataPlaneConfig {
     host: env.PROXY_HOST || d.host,
     port: int(env, "PROXY_PORT", d.port, 0, 65535),
     controlPlaneAddr: address(env.CONTROL_PLANE_ADDR || d.controlPlaneAddr),
+    controlPlaneTls: readControlPlaneTls(
+      {
+        enabled: env.CONTROL_PLANE_TLS ? flag("CONTROL_PLANE_TLS", env.CONTROL_PLANE_TLS) : undefined,
+        caFile: env.CONTROL_PLANE_CA_FILE, certFile: env.CONTROL_PLANE_CERT_FILE, keyFile: env.CONTROL_PLANE_KEY_FILE, serverName: env.CONTROL_PLANE_TLS_SERVER_NAME,
+      },
+      { enabled: "CONTROL_PLANE_TLS", caFile: "CONTROL_PLANE_CA_FILE", certFile: "CONTROL_PLANE_CERT_FILE", keyFile: "CONTROL_PLANE_KEY_FILE", serverName: "CONTROL_PLANE_TLS_SERVER_NAME" },
+    ),
     providers,
     failurePolicy: failurePolicy(env.PROXY_FAILURE_POLICY),
     maxBodyBytes: int(env, "PROXY_MAX_BODY_BYTES", d.maxBodyBytes, 1024, 1024 * 1024 * 1024),
@@ -237,6 +252,44 @@ export function parseTaskRoutes(raw: string): TaskRoute[] {
   return routes.sort((a, b) => b.prefix.length - a.prefix.length);
 }
 
+/** Where a gateway's TLS settings to the control plane come from (environment variables, a Kong plugin's fields). */
+export interface ControlPlaneTlsSettings<T> {
+  /** Undefined: TLS when any file or the server name is given. */
+  readonly enabled?: T;
+  readonly caFile?: T;
+  readonly certFile?: T;
+  readonly keyFile?: T;
+  readonly serverName?: T;
+}
+
+/**
+ * TLS to the control plane, its files read and checked now (a missing file, one
+ * without a certificate, a key that is not the certificate's: an error naming
+ * the setting). `names` name each setting in messages.
+ */
+export function readControlPlaneTls(given: ControlPlaneTlsSettings<string | boolean>, names: Required<ControlPlaneTlsSettings<string>>): ControlPlaneTls | undefined {
+  const text = (v: string | boolean | undefined) => (typeof v === "string" && v !== "" ? v : undefined);
+  const caFile = text(given.caFile);
+  const certFile = text(given.certFile);
+  const keyFile = text(given.keyFile);
+  const serverName = text(given.serverName);
+  const implied = caFile !== undefined || certFile !== undefined || keyFile !== undefined || serverName !== undefined;
+  if (given.enabled === false && implied) throw new DataPlaneConfigError(`${names.enabled} is off, but ${[caFile && names.caFile, certFile && names.certFile, keyFile && names.keyFile, serverName && names.serverName].filter(Boolean).join(", ")} asks for TLS`);
+  if (given.enabled !== true && !implied) return undefined;
+  if ((certFile === undefined) !== (keyFile === undefined)) throw new DataPlaneConfigError(`${names.certFile} and ${names.keyFile} must be set together (mTLS)`);
+  if (serverName !== undefined && !/^[A-Za-z0-9.-]{1,253}$/.test(serverName)) throw new DataPlaneConfigError(`${names.serverName} must be a DNS name, got "${serverName}"`);
+  try {
+    return {
+      caPem: caFile ? readCertificates(names.caFile, caFile) : undefined,
+      ...(certFile && keyFile ? readKeyPair({ variable: names.certFile, path: certFile }, { variable: names.keyFile, path: keyFile }) : {}),
+      serverName,
+    };
+  } catch (err) {
+    if (err instanceof PemFileError) throw new DataPlaneConfigError(err.message);
+    throw err;
+  }
+}
+
 const taskPattern = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** A task code as sent by clients and operators. */
@@ -263,6 +316,12 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number
   const value = Number(raw);
   if (!Number.isInteger(value) || value < min || value > max) throw new DataPlaneConfigError(`${name} must be an integer between ${min} and ${max}, got "${raw}"`);
   return value;
+}
+
+function flag(name: string, raw: string): boolean {
+  if (["1", "true", "yes"].includes(raw.toLowerCase())) return true;
+  if (["0", "false", "no"].includes(raw.toLowerCase())) return false;
+  throw new DataPlaneConfigError(`${name} must be 1 or 0, got "${raw}"`);
 }
 
 function failurePolicy(raw: string | undefined): FailurePolicy {

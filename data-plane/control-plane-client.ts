@@ -12,6 +12,17 @@ import { SessionStream, StreamClosedError, type SessionCall } from "./session-st
 
 export { ControlPlaneError } from "./control-plane-error.js";
 
+/** TLS to the control plane, as PEM read (and checked) at start-up. */
+export interface ControlPlaneTls {
+  /** CAs the server's certificate must chain to; undefined: the system's roots. */
+  readonly caPem?: string;
+  /** mTLS: the client's certificate chain and private key. */
+  readonly certChainPem?: string;
+  readonly privateKeyPem?: string;
+  /** The name the server's certificate must carry, when it is not the address's host (e.g. dialling an IP). */
+  readonly serverName?: string;
+}
+
 export interface ControlPlaneClientOptions {
   /**
    * host:port of the control plane, or a gRPC target naming several replicas
@@ -19,8 +30,8 @@ export interface ControlPlaneClientOptions {
    * reachable ones, and a Session stream cut by a replica going away reopens on another.
    */
   readonly address: string;
-  /** Channel credentials (TLS); plaintext when absent. */
-  readonly credentials?: grpc.ChannelCredentials;
+  /** TLS (the server verified, optionally a client certificate); plaintext when absent. */
+  readonly tls?: ControlPlaneTls;
   /** Deadline of Admit and GetEffectivePolicy. */
   readonly timeoutMs?: number;
   /** Deadline of Settle and Renew. */
@@ -59,7 +70,9 @@ export class ControlPlaneClient {
 
   constructor(private readonly options: ControlPlaneClientOptions) {
     const Client = grpc.makeGenericClientConstructor(grpcServiceDefinition(AdmissionService), "AdmissionService");
-    this.client = new Client(options.address, options.credentials ?? grpc.credentials.createInsecure(), {
+    const tls = options.tls;
+    this.client = new Client(options.address, channelCredentials(tls), {
+      ...(tls?.serverName ? { "grpc.ssl_target_name_override": tls.serverName, "grpc.default_authority": tls.serverName } : {}),
       "grpc.keepalive_time_ms": 10_000,
       "grpc.keepalive_timeout_ms": 5_000,
       "grpc.keepalive_permit_without_calls": 1,
@@ -183,6 +196,12 @@ export class ControlPlaneClient {
     this.options.logger?.info({ address: this.options.address }, up ? "control plane link up" : "control plane link down");
     for (const listener of this.listeners) listener(up);
   }
+}
+
+function channelCredentials(tls: ControlPlaneTls | undefined): grpc.ChannelCredentials {
+  if (!tls) return grpc.credentials.createInsecure();
+  const pem = (text: string | undefined) => (text === undefined ? null : Buffer.from(text));
+  return grpc.credentials.createSsl(pem(tls.caPem), pem(tls.privateKeyPem), pem(tls.certChainPem));
 }
 
 /** A gRPC target that may resolve to several addresses (dns:, or an ipv4:/ipv6: list), rather than one host:port. */

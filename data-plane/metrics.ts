@@ -11,6 +11,7 @@ export interface DataPlaneMetrics {
   readonly failovers: Counter<"provider">;
   readonly settles: Counter<"result">;
   readonly spooledSettles: Gauge;
+  readonly spoolQuarantined: Counter;
   readonly controlPlaneUp: Gauge;
   readonly failOpen: Counter<"result">;
 }
@@ -46,6 +47,11 @@ export function createDataPlaneMetrics(options: { defaultMetrics?: boolean } = {
     failovers: new Counter({ name: "proxy_failovers_total", help: "Route candidates abandoned before the first byte (connect error, 5xx), by provider", labelNames: ["provider"], registers }),
     settles: new Counter({ name: "proxy_settles_total", help: "Settles by result: delivered, spooled (disk), replayed (from the spool), lost", labelNames: ["result"], registers }),
     spooledSettles: new Gauge({ name: "proxy_settle_spool_pending", help: "Settles waiting in the disk spool", registers }),
+    spoolQuarantined: new Counter({
+      name: "proxy_settle_spool_quarantined_total",
+      help: "Settle spool lines that could not be read back, kept in settles.quarantine.jsonl (not delivered until an operator replays them)",
+      registers,
+    }),
     controlPlaneUp: new Gauge({ name: "proxy_control_plane_up", help: "1 while the Session link to the control plane is up", registers }),
     failOpen: new Counter({ name: "proxy_fail_open_total", help: "Requests served unadmitted under FAIL_OPEN, by result: held, recorded, lost", labelNames: ["result"], registers }),
   };

@@ -38,6 +38,10 @@ export interface DataPlaneDeps {
   readonly clock?: () => number;
 }
 
+function tlsMode(config: DataPlaneConfig): "off" | "tls" | "mtls" {
+  return !config.controlPlaneTls ? "off" : config.controlPlaneTls.certChainPem ? "mtls" : "tls";
+}
+
 /**
  * The one wiring function of the data plane: providers (or the built-in mock),
  * the control-plane link, the settle spool and replay, FAIL_OPEN, the proxy.
@@ -59,6 +63,7 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
 
   const controlPlane = new ControlPlaneClient({
     address: config.controlPlaneAddr,
+    tls: config.controlPlaneTls,
     timeoutMs: config.admitTimeoutMs,
     settleTimeoutMs: config.settleTimeoutMs,
     reconnectMinMs: config.reconnectMinMs,
@@ -68,7 +73,12 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
   });
   metrics.controlPlaneUp.set(0);
   controlPlane.onLinkChange((up) => metrics.controlPlaneUp.set(up ? 1 : 0));
-  const spool = new SettleSpool(config.spoolDir);
+  const spool = new SettleSpool(config.spoolDir, {
+    onQuarantine: ({ from, quarantineFile, lineNumbers }) => {
+      metrics.spoolQuarantined.inc(lineNumbers.length);
+      logger.error({ from, quarantineFile, count: lineNumbers.length, lines: lineNumbers.slice(0, 100) }, "settle spool lines unreadable: kept in the quarantine file, not delivered");
+    },
+  });
   const settler = new Settler({ client: controlPlane, spool, logger, metrics, replayMinMs: config.replayMinMs, replayMaxMs: config.replayMaxMs, random: deps.random });
   // Under FAIL_CLOSED nothing is served unadmitted, so no credential is remembered.
   const admitted = config.failurePolicy === "FAIL_OPEN"
@@ -93,7 +103,7 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
     await mockProvider?.close();
     throw err;
   }
-  logger.info({ port, metricsHost: config.metricsHost, metricsPort, controlPlane: config.controlPlaneAddr, providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
+  logger.info({ port, metricsHost: config.metricsHost, metricsPort, controlPlane: config.controlPlaneAddr, controlPlaneTls: tlsMode(config), providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
 
   let closing: Promise<void> | undefined;
   return {

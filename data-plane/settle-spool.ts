@@ -1,18 +1,27 @@
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { open, readFile, rename, rm } from "node:fs/promises";
+import { existsSync, mkdirSync } from "node:fs";
+import { open, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { clone, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import type { SettleRequest } from "../gen/admission/v1/admission_pb.js";
 import { SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
+import { appendLinesDurably, countSpoolLines, dropTornTail, quarantineLines, readSpoolLines, type QuarantinedLines } from "../control-plane/store/spool-file.js";
 
 /** What a replayed settle came to: delivered (or a duplicate), retry later, or never deliverable. */
 export type ReplayResult = "delivered" | "retry" | "drop";
 
 export interface ReplayReport {
   readonly delivered: number;
+  /** Refused by the control plane for good (logged by the caller). */
   readonly dropped: number;
+  /** Lines that are not a settle, moved to the quarantine file. */
+  readonly quarantined: number;
   /** Left in the spool for the next replay. */
   readonly remaining: number;
+}
+
+export interface SettleSpoolOptions {
+  /** Hears of lines a replay could not read: moved to the quarantine file, never deleted (count them, log them). */
+  readonly onQuarantine?: (quarantined: QuarantinedLines) => void;
 }
 
 /**
@@ -24,21 +33,27 @@ export interface ReplayReport {
  *
  * Files: `settles.jsonl` takes appends; a replay renames it to
  * `settles.replaying.jsonl`, sends its lines, and rewrites (atomically) what
- * is left — so a crash at any point loses nothing.
+ * is left — so a crash at any point loses nothing. A torn last line (a crash
+ * mid-append: never acknowledged) is dropped; any other line that is not a
+ * settle goes to `settles.quarantine.jsonl`, never deleted.
  */
 export class SettleSpool {
   private readonly active: string;
   private readonly replaying: string;
+  readonly quarantineFile: string;
   private queue: Array<{ line: string; resolve: () => void; reject: (err: Error) => void }> = [];
   private flushing: Promise<void> | undefined;
   private replayRun: Promise<ReplayReport> | undefined;
   private count: number;
 
-  constructor(dir: string) {
+  constructor(dir: string, private readonly options: SettleSpoolOptions = {}) {
     mkdirSync(dir, { recursive: true });
     this.active = join(dir, "settles.jsonl");
     this.replaying = join(dir, "settles.replaying.jsonl");
-    this.count = countLines(this.active) + countLines(this.replaying);
+    this.quarantineFile = join(dir, "settles.quarantine.jsonl");
+    // Before the first append: a settle must not be glued to the torn remains of one a crash interrupted.
+    dropTornTail(this.active);
+    this.count = countSpoolLines(this.active) + countSpoolLines(this.replaying);
   }
 
   /** Resolves once the settle is durable on disk. */
@@ -83,13 +98,7 @@ export class SettleSpool {
       const batch = this.queue;
       this.queue = [];
       try {
-        const f = await open(this.active, "a", 0o600);
-        try {
-          await f.appendFile(batch.map((b) => b.line).join(""));
-          await f.sync();
-        } finally {
-          await f.close();
-        }
+        await appendLinesDurably(this.active, batch.map((b) => b.line).join(""));
         this.count += batch.length;
         for (const b of batch) b.resolve();
       } catch (err) {
@@ -102,6 +111,7 @@ export class SettleSpool {
   private async replayOnce(send: (req: SettleRequest) => Promise<ReplayResult>): Promise<ReplayReport> {
     let delivered = 0;
     let dropped = 0;
+    let quarantined = 0;
     for (;;) {
       // Appends and the rename must not interleave.
       while (this.flushing) await this.flushing;
@@ -112,24 +122,27 @@ export class SettleSpool {
       const file = await this.replayFile(send);
       delivered += file.delivered;
       dropped += file.dropped;
-      this.count = Math.max(0, this.count - file.delivered - file.dropped);
+      quarantined += file.quarantined;
+      this.count = Math.max(0, this.count - file.delivered - file.dropped - file.quarantined);
       if (file.kept > 0) break;
     }
-    return { delivered, dropped, remaining: this.count };
+    return { delivered, dropped, quarantined, remaining: this.count };
   }
 
   /** Sends the replaying file's lines; rewrites it with what is left, or removes it. */
-  private async replayFile(send: (req: SettleRequest) => Promise<ReplayResult>): Promise<{ delivered: number; dropped: number; kept: number }> {
-    const lines = (await readFile(this.replaying, "utf8")).split("\n").filter(Boolean);
+  private async replayFile(send: (req: SettleRequest) => Promise<ReplayResult>): Promise<{ delivered: number; dropped: number; quarantined: number; kept: number }> {
+    // A torn last line was never acknowledged as spooled (its fsync did not complete): it is left out.
+    const { lines } = await readSpoolLines(this.replaying);
+    const unreadable: Array<{ text: string; number: number }> = [];
     let delivered = 0;
     let dropped = 0;
     let i = 0;
     for (; i < lines.length; i++) {
       let req: SettleRequest;
       try {
-        req = fromJson(SettleRequestSchema, JSON.parse(lines[i]!) as JsonValue);
+        req = fromJson(SettleRequestSchema, JSON.parse(lines[i]!.text) as JsonValue);
       } catch {
-        dropped++; // a line torn by a crash mid-write was never acknowledged as spooled
+        unreadable.push(lines[i]!);
         continue;
       }
       const result = await send(req).catch((): ReplayResult => "retry");
@@ -137,7 +150,11 @@ export class SettleSpool {
       if (result === "delivered") delivered++;
       else dropped++;
     }
-    const rest = lines.slice(i);
+    if (unreadable.length > 0) {
+      await quarantineLines(this.quarantineFile, unreadable.map((l) => l.text));
+      this.options.onQuarantine?.({ from: this.replaying, quarantineFile: this.quarantineFile, lineNumbers: unreadable.map((l) => l.number) });
+    }
+    const rest = lines.slice(i).map((l) => l.text);
     if (rest.length === 0) {
       await rm(this.replaying, { force: true });
     } else {
@@ -151,11 +168,6 @@ export class SettleSpool {
       }
       await rename(tmp, this.replaying);
     }
-    return { delivered, dropped, kept: rest.length };
+    return { delivered, dropped, quarantined: unreadable.length, kept: rest.length };
   }
-}
-
-function countLines(path: string): number {
-  if (!existsSync(path)) return 0;
-  return readFileSync(path, "utf8").split("\n").filter(Boolean).length;
 }

@@ -13,6 +13,9 @@ async function main(): Promise<void> {
   try {
     cpConfig = loadControlPlaneConfig(process.env);
     dpConfig = loadDataPlaneConfig(process.env);
+    if (cpConfig.tls && !dpConfig.controlPlaneTls) {
+      throw new DataPlaneConfigError("the control plane serves TLS (ADMISSION_TLS_CERT_FILE): give the data plane CONTROL_PLANE_CA_FILE (and CONTROL_PLANE_TLS_SERVER_NAME unless the certificate names 127.0.0.1)");
+    }
   } catch (err) {
     if (err instanceof ConfigError || err instanceof DataPlaneConfigError) {
       process.stderr.write(`configuration error: ${err.message}\n`);

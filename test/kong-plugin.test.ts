@@ -144,7 +144,7 @@ describe("Kong plugin (kong-js-pluginserver) against a real control plane", () =
     assert.ok(Priority > 801 && Priority < 951, "after request-size-limiting, before request-transformer");
     assert.deepEqual(mod.Schema, Schema);
     assert.deepEqual(Schema.map((f: object) => Object.keys(f)[0]), [
-      "control_plane_address", "admit_timeout_ms", "settle_timeout_ms", "default_task", "failure_policy", "tls", "tls_ca_file", "max_body_bytes",
+      "control_plane_address", "admit_timeout_ms", "settle_timeout_ms", "default_task", "failure_policy", "tls", "tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name", "max_body_bytes",
     ]);
     assert.throws(() => new Plugin({ control_plane_address: t.address, failure_policy: "MAYBE" }), PluginConfigError);
     assert.throws(() => new Plugin({ control_plane_address: "no-port" }), PluginConfigError);

@@ -181,6 +181,32 @@ export class AuditLog {
     }));
   }
 
+  /**
+   * Deletes events recorded before `cutoffMs`, `batchRows` at a time (each
+   * batch its own short statement, so writers and readers are never held up
+   * for long). Returns how many were deleted, in how many statements.
+   */
+  async deleteBefore(cutoffMs: number, options: { batchRows?: number } = {}): Promise<{ deleted: number; batches: number }> {
+    const batchRows = Math.max(1, options.batchRows ?? 10_000);
+    const cutoff = new Date(cutoffMs).toISOString();
+    let deleted = 0;
+    let batches = 0;
+    for (;;) {
+      batches++;
+      const { rows } = await this.options.db.query<{ n: number | string }>(
+        `WITH gone AS (DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 ORDER BY at LIMIT $2) RETURNING 1)
+         SELECT count(*) AS n FROM gone`,
+        [cutoff, batchRows],
+      );
+      const n = toNumber(rows[0]?.n ?? 0);
+      deleted += n;
+      if (n < batchRows) break;
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    if (deleted > 0) this.options.logger.info({ deleted, batches, before: cutoff }, "audit events past retention deleted");
+    return { deleted, batches };
+  }
+
   /** Writes what is queued (with its retries), then returns. */
   async close(): Promise<void> {
     await this.flush();

@@ -178,7 +178,7 @@ export class Ledger {
    * starts afresh.
    */
   append(row: LedgerRow, options: { spool?: boolean; generation?: string } = {}): Promise<AppendResult> {
-    const invalid = invalidField(row);
+    const invalid = invalidLedgerField(row);
     if (invalid) return Promise.reject(new TypeError(`ledger row ${JSON.stringify(row.reservationId)}: invalid ${invalid}`));
     return new Promise((resolve, reject) => {
       this.queue.push({ row, spool: options.spool ?? true, generation: options.generation, resolve, reject });
@@ -197,8 +197,7 @@ export class Ledger {
    */
   async replaySpool(inserted?: (rows: ReplayedRow[]) => void): Promise<number> {
     if (!this.options.spool?.pending()) return 0;
-    const n = await this.options.spool.replay(async (spooled: SpooledRow[]) => {
-      const rows = spooled.map(withUsageParts);
+    const n = await this.options.spool.replay(async (rows: SpooledRow[]) => {
       const written = await this.insert(rows);
       const replayed = rows.flatMap(({ generation, ...row }) => {
         const xid = written.get(row.reservationId);
@@ -475,8 +474,8 @@ function partitionName(monthStart: Date): string {
   return `usage_ledger_y${monthStart.getUTCFullYear()}m${String(monthStart.getUTCMonth() + 1).padStart(2, "0")}`;
 }
 
-/** The field that makes a row unstorable, if any (checked before it can spoil a batch). */
-function invalidField(row: LedgerRow): string | undefined {
+/** The field that makes a row unstorable, if any (checked before it can spoil a batch, or when a spooled row is read back). */
+export function invalidLedgerField(row: LedgerRow): string | undefined {
   for (const field of ["reservationId", "requestId", "tenant", "user", "keyId", "task", "model", "provider", "outcome"] as const) {
     const v = row[field];
     // PostgreSQL text cannot hold NUL.
@@ -508,12 +507,6 @@ export function visibleIn(snapshot: string, xid: string | null): boolean {
   if (x < BigInt(xmin!)) return true;
   if (x >= BigInt(xmax!)) return false;
   return !(xip ?? "").split(",").some((p) => p !== "" && BigInt(p) === x);
-}
-
-/** A row spooled by a version that did not record the usage's cache and reasoning parts has none. */
-function withUsageParts(row: SpooledRow): SpooledRow {
-  if (row.cacheReadTokens !== undefined && row.cacheWriteTokens !== undefined && row.reasoningTokens !== undefined) return row;
-  return { ...row, cacheReadTokens: row.cacheReadTokens ?? 0, cacheWriteTokens: row.cacheWriteTokens ?? 0, reasoningTokens: row.reasoningTokens ?? 0 };
 }
 
 function clampLatencyMs(ms: number): number {

@@ -71,6 +71,10 @@ export const migrations: readonly string[] = [
     ADD COLUMN cache_write_tokens bigint NOT NULL DEFAULT 0,
     ADD COLUMN reasoning_tokens bigint NOT NULL DEFAULT 0;
   `,
+  // Audit retention deletes by time, in batches.
+  `
+  CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at);
+  `,
 ];
 
 /** Any fixed number: the advisory lock every starting process takes before migrating. */

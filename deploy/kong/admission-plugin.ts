@@ -53,12 +53,12 @@ const unmeteredWarning = "control plane unreachable: allowed unmetered (FAIL_OPE
 const clients = new Map<string, ControlPlaneClient>();
 
 function clientFor(config: PluginConfig): ControlPlaneClient {
-  const key = JSON.stringify([config.control_plane_address, config.tls, config.tls_ca_pem, config.admit_timeout_ms, config.settle_timeout_ms]);
+  const key = JSON.stringify([config.control_plane_address, config.tls, config.admit_timeout_ms, config.settle_timeout_ms]);
   let client = clients.get(key);
   if (!client) {
     client = new ControlPlaneClient({
       address: config.control_plane_address,
-      credentials: config.tls ? grpc.credentials.createSsl(config.tls_ca_pem ? Buffer.from(config.tls_ca_pem) : null) : grpc.credentials.createInsecure(),
+      tls: config.tls,
       timeoutMs: config.admit_timeout_ms,
       settleTimeoutMs: config.settle_timeout_ms,
     });

@@ -1,5 +1,5 @@
-import { readFileSync } from "node:fs";
-import { isTaskCode } from "../../data-plane/config.js";
+import { DataPlaneConfigError, isTaskCode, readControlPlaneTls } from "../../data-plane/config.js";
+import type { ControlPlaneTls } from "../../data-plane/control-plane-client.js";
 
 /** One field of a Kong plugin schema (Kong's schema DSL, as the JavaScript PDK passes it on). */
 export interface SchemaField {
@@ -25,9 +25,13 @@ export const Schema: ReadonlyArray<Readonly<Record<string, SchemaField>>> = [
   { default_task: { type: "string" } },
   // Control plane unreachable: deny with 503 (FAIL_CLOSED) or forward unmetered (FAIL_OPEN).
   { failure_policy: { type: "string", default: "FAIL_CLOSED", one_of: ["FAIL_CLOSED", "FAIL_OPEN"] } },
-  // TLS to the control plane (system roots, or tls_ca_file's PEM bundle).
+  // TLS to the control plane (system roots, or tls_ca_file's PEM bundle); mTLS with a client
+  // certificate and key; tls_server_name when the certificate does not carry the address's host.
   { tls: { type: "boolean", default: false } },
   { tls_ca_file: { type: "string" } },
+  { tls_cert_file: { type: "string" } },
+  { tls_key_file: { type: "string" } },
+  { tls_server_name: { type: "string" } },
   // Request bodies above this are answered 413 without being tokenized.
   { max_body_bytes: { type: "integer", default: 4 * 1024 * 1024, between: [1, 1024 * 1024 * 1024] } },
 ];
@@ -38,9 +42,8 @@ export interface PluginConfig {
   readonly settle_timeout_ms: number;
   readonly default_task: string;
   readonly failure_policy: "FAIL_CLOSED" | "FAIL_OPEN";
-  readonly tls: boolean;
-  /** The CA bundle's PEM, read once; empty: system roots. */
-  readonly tls_ca_pem: string;
+  /** From tls and tls_*: the files read once; undefined: plaintext. */
+  readonly tls: ControlPlaneTls | undefined;
   readonly max_body_bytes: number;
 }
 
@@ -79,14 +82,16 @@ export function pluginConfig(raw: Record<string, unknown> = {}): PluginConfig {
   if (defaultTask && !isTaskCode(defaultTask)) throw new PluginConfigError(`config.default_task: "${defaultTask}" is not a task code (1-64 letters, digits, "_", "-", ".")`);
   const address = value("control_plane_address") as string;
   if (!/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(address)) throw new PluginConfigError(`config.control_plane_address: "${address}" is not host:port`);
-  const caFile = value("tls_ca_file") as string | null;
-  let caPem = "";
-  if (caFile) {
-    try {
-      caPem = readFileSync(caFile, "utf8");
-    } catch (err) {
-      throw new PluginConfigError(`config.tls_ca_file: cannot read ${caFile} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
-    }
+  let tls: ControlPlaneTls | undefined;
+  try {
+    const text = (name: string) => (value(name) as string | null) ?? undefined;
+    tls = readControlPlaneTls(
+      { enabled: value("tls") as boolean, caFile: text("tls_ca_file"), certFile: text("tls_cert_file"), keyFile: text("tls_key_file"), serverName: text("tls_server_name") },
+      { enabled: "config.tls", caFile: "config.tls_ca_file", certFile: "config.tls_cert_file", keyFile: "config.tls_key_file", serverName: "config.tls_server_name" },
+    );
+  } catch (err) {
+    if (err instanceof DataPlaneConfigError) throw new PluginConfigError(err.message);
+    throw err;
   }
   return {
     control_plane_address: address,
@@ -94,8 +99,7 @@ export function pluginConfig(raw: Record<string, unknown> = {}): PluginConfig {
     settle_timeout_ms: value("settle_timeout_ms") as number,
     default_task: defaultTask,
     failure_policy: value("failure_policy") as PluginConfig["failure_policy"],
-    tls: value("tls") as boolean,
-    tls_ca_pem: caPem,
+    tls,
     max_body_bytes: value("max_body_bytes") as number,
   };
 }

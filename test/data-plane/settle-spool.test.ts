@@ -3,9 +3,10 @@ import { appendFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { create } from "@bufbuild/protobuf";
+import { create, toJson } from "@bufbuild/protobuf";
 import { Outcome, SettleRequestSchema, type SettleRequest } from "../../gen/admission/v1/admission_pb.js";
 import { SettleSpool, type ReplayResult } from "../../data-plane/settle-spool.js";
+import type { QuarantinedLines } from "../../control-plane/store/spool-file.js";
 
 const settle = (n: number) => create(SettleRequestSchema, { reservationId: `r1.${n}`, inputTokens: BigInt(n), outputTokens: 2n, outcome: Outcome.SUCCESS, credential: "sk-live-SECRET" });
 
@@ -28,7 +29,7 @@ describe("data plane: the settle spool", () => {
     assert.ok(!text.includes("SECRET"));
     const sent: SettleRequest[] = [];
     const report = await spool.replay(async (req) => (sent.push(req), "delivered"));
-    assert.deepEqual(report, { delivered: 3, dropped: 0, remaining: 0 });
+    assert.deepEqual(report, { delivered: 3, dropped: 0, quarantined: 0, remaining: 0 });
     assert.deepEqual(sent.map((r) => r.inputTokens).sort(), [1n, 2n, 3n]);
     assert.equal(sent[0]!.credential, "");
     assert.deepEqual(readdirSync(d), []);
@@ -40,27 +41,47 @@ describe("data plane: the settle spool", () => {
     for (const n of [1, 2, 3, 4]) await spool.append(settle(n));
     const answers: Record<string, ReplayResult> = { "r1.1": "delivered", "r1.2": "drop", "r1.3": "retry" };
     const first = await spool.replay(async (req) => answers[req.reservationId] ?? "delivered");
-    assert.deepEqual(first, { delivered: 1, dropped: 1, remaining: 2 });
+    assert.deepEqual(first, { delivered: 1, dropped: 1, quarantined: 0, remaining: 2 });
     await spool.append(settle(5));
     assert.equal(spool.size(), 3);
     const seen: string[] = [];
     const second = await spool.replay(async (req) => (seen.push(req.reservationId), "delivered"));
     assert.deepEqual(seen, ["r1.3", "r1.4", "r1.5"], "the interrupted file first, then new appends");
-    assert.deepEqual(second, { delivered: 3, dropped: 0, remaining: 0 });
+    assert.deepEqual(second, { delivered: 3, dropped: 0, quarantined: 0, remaining: 0 });
   });
 
-  test("after a crash: both files are picked up at start, a torn last line is skipped", async () => {
+  test("after a crash: both files are picked up at start, a torn last line is dropped", async () => {
     const d = dir();
     const before = new SettleSpool(d);
     await before.append(settle(1));
     writeFileSync(join(d, "settles.replaying.jsonl"), readFileSync(join(d, "settles.jsonl")));
     appendFileSync(join(d, "settles.jsonl"), '{"reservationId":"r1.tor');
     const after = new SettleSpool(d);
-    assert.equal(after.size(), 3);
+    assert.equal(after.size(), 2, "the torn line was never acknowledged");
+    await after.append(settle(2));
     const seen: string[] = [];
     const report = await after.replay(async (req) => (seen.push(req.reservationId), "delivered"));
-    assert.deepEqual(seen, ["r1.1", "r1.1"], "the interrupted replay, then the appends: a duplicate is harmless, Settle is idempotent");
-    assert.deepEqual(report, { delivered: 2, dropped: 1, remaining: 0 });
+    assert.deepEqual(seen, ["r1.1", "r1.1", "r1.2"], "the interrupted replay, then the appends (a duplicate is harmless, Settle is idempotent); the append after the torn line is whole");
+    assert.deepEqual(report, { delivered: 3, dropped: 0, quarantined: 0, remaining: 0 });
     assert.equal(after.pending(), false);
+    assert.deepEqual(readdirSync(d), [], "nothing quarantined: a torn last line is no loss");
+  });
+
+  test("a line that is not a settle, anywhere but last, is moved to the quarantine file, never deleted", async () => {
+    const d = dir();
+    const line = (n: number) => JSON.stringify(toJson(SettleRequestSchema, settle(n)));
+    const corrupt = '{"reservationId":"r1.2","inputTokens":"1\u0000x';
+    const notASettle = '{"reservationId":"r1.3","outcome":"NO_SUCH_OUTCOME"}';
+    writeFileSync(join(d, "settles.replaying.jsonl"), `${line(1)}\n${corrupt}\n\n${notASettle}\n${line(4)}\n{"reserv`);
+    const quarantined: QuarantinedLines[] = [];
+    const spool = new SettleSpool(d, { onQuarantine: (q) => quarantined.push(q) });
+    const seen: string[] = [];
+    const report = await spool.replay(async (req) => (seen.push(req.reservationId), "delivered"));
+    assert.deepEqual(seen, ["r1.1", "r1.4"]);
+    assert.deepEqual(report, { delivered: 2, dropped: 0, quarantined: 2, remaining: 0 });
+    assert.deepEqual(quarantined, [{ from: join(d, "settles.replaying.jsonl"), quarantineFile: join(d, "settles.quarantine.jsonl"), lineNumbers: [2, 4] }]);
+    assert.equal(readFileSync(spool.quarantineFile, "utf8"), `${corrupt}\n${notASettle}\n`, "kept byte for byte; the torn last line is not");
+    assert.deepEqual(readdirSync(d), ["settles.quarantine.jsonl"]);
+    assert.equal(spool.pending(), false, "quarantined lines do not hold the spool up");
   });
 });

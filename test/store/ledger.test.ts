@@ -159,7 +159,7 @@ for (const backend of backends()) {
         try {
           const { cacheReadTokens: _r, cacheWriteTokens: _w, reasoningTokens: _x, ...old } = row(1);
           await writeFile(join(dir, "ledger-spool.jsonl"), `${JSON.stringify(old)}\n`);
-          const ledger = new Ledger({ db, logger, spool: new LedgerSpool(dir) });
+          const ledger = new Ledger({ db, logger, spool: new LedgerSpool({ dir }) });
           assert.equal(await ledger.replaySpool(), 1);
           const found = await ledger.find("res-1");
           assert.deepEqual(found && [found.inputTokens, found.cacheReadTokens, found.cacheWriteTokens, found.reasoningTokens], [10, 0, 0, 0]);

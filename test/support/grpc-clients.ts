@@ -16,10 +16,10 @@ type UnaryCaller<S extends DescService> = {
     : never;
 };
 
-/** A promise-based unary client over grpc-js, typed by the generated service descriptor. */
-export function unaryClient<S extends DescService>(service: S, address: string): UnaryCaller<S> & { raw: grpc.Client; close(): void } {
+/** A promise-based unary client over grpc-js, typed by the generated service descriptor (plaintext unless given credentials). */
+export function unaryClient<S extends DescService>(service: S, address: string, credentials = grpc.credentials.createInsecure()): UnaryCaller<S> & { raw: grpc.Client; close(): void } {
   const Ctor = grpc.makeGenericClientConstructor(grpcServiceDefinition(service), service.name);
-  const raw = new Ctor(address, grpc.credentials.createInsecure());
+  const raw = new Ctor(address, credentials);
   const caller: Record<string, unknown> = { raw, close: () => raw.close() };
   for (const method of service.methods) {
     if (method.methodKind !== "unary") continue;
@@ -35,8 +35,8 @@ export function unaryClient<S extends DescService>(service: S, address: string):
   return caller as UnaryCaller<S> & { raw: grpc.Client; close(): void };
 }
 
-export const admissionClient = (address: string) => unaryClient(AdmissionService, address);
-export const policyClient = (address: string) => unaryClient(PolicyService, address);
+export const admissionClient = (address: string, credentials?: grpc.ChannelCredentials) => unaryClient(AdmissionService, address, credentials);
+export const policyClient = (address: string, credentials?: grpc.ChannelCredentials) => unaryClient(PolicyService, address, credentials);
 
 /** Rejects with the gRPC status code of a failed call. */
 export async function grpcCode(promise: Promise<unknown>): Promise<grpc.status | "OK"> {

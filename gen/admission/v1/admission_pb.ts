@@ -440,7 +440,8 @@ export type SettleRequest = Message<"admission.v1.SettleRequest"> & {
   model: string;
 
   /**
-   * How the request ended.
+   * How the request ended. A value not in Outcome is INVALID_ARGUMENT (and
+   * changes nothing); EXPIRED and UNMETERED are the control plane's own.
    *
    * @generated from field: admission.v1.Outcome outcome = 6;
    */
@@ -581,7 +582,8 @@ export const SettleResponseSchema: GenMessage<SettleResponse> = /*@__PURE__*/
   messageDesc(file_admission_v1_admission, 5);
 
 /**
- * Extend a reservation's lease.
+ * Extend a reservation's lease, within its maximum lifetime
+ * (ADMISSION_MAX_LEASE_TTL_MS counted from the Admit, not from the last Renew).
  *
  * @generated from message admission.v1.RenewRequest
  */
@@ -594,7 +596,10 @@ export type RenewRequest = Message<"admission.v1.RenewRequest"> & {
   reservationId: string;
 
   /**
-   * New time to live from now, in milliseconds (0: the default TTL).
+   * New time to live from now, in milliseconds (0: the default TTL); at most
+   * ADMISSION_MAX_LEASE_TTL_MS. The expiry never passes the lease's maximum
+   * lifetime: a longer one is clamped to it (see lease_expires_at), and once
+   * that is reached Renew fails with FAILED_PRECONDITION.
    *
    * @generated from field: int64 ttl_ms = 2;
    */
@@ -629,7 +634,7 @@ export type RenewResponse = Message<"admission.v1.RenewResponse"> & {
   reservationId: string;
 
   /**
-   * New expiry.
+   * New expiry: now + ttl_ms, or the end of the lease's maximum lifetime if that comes first.
    *
    * @generated from field: google.protobuf.Timestamp lease_expires_at = 2;
    */
@@ -1269,7 +1274,7 @@ export const AdmissionService: GenService<{
     output: typeof SettleResponseSchema;
   },
   /**
-   * Extend a reservation's lease.
+   * Extend a reservation's lease, up to its maximum lifetime from the Admit.
    *
    * @generated from rpc admission.v1.AdmissionService.Renew
    */

@@ -712,14 +712,16 @@ export enum Per {
   TENANT = 1,
 
   /**
-   * One meter per user (an API key without a user counts as its own user).
+   * One meter per user (an API key without a user counts as its own user,
+   * subject "key:<key id>"; a user id or JWT sub starting with "key:" or
+   * "user:" is metered as "user:<id>", so it never shares an API key's meter).
    *
    * @generated from enum value: PER_USER = 2;
    */
   USER = 2,
 
   /**
-   * One meter per API key (a JWT counts as the key of its subject).
+   * One meter per API key (a JWT counts as the key of its subject, "jwt:<sub>").
    *
    * @generated from enum value: PER_KEY = 3;
    */

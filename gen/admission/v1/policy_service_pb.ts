@@ -1345,7 +1345,8 @@ export type ResetMeterRequest = Message<"admission.v1.ResetMeterRequest"> & {
   per: Per;
 
   /**
-   * Subject id (user or key id; empty for PER_TENANT).
+   * Subject id as decisions report it in Meter.subject (a user or key id,
+   * "key:<id>" for a key without a user, "jwt:<sub>"; empty for PER_TENANT).
    *
    * @generated from field: string subject = 5;
    */

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { ChannelCredentials } from "@grpc/grpc-js";
 import OpenAI from "openai";
 import pino, { type DestinationStream, type Logger } from "pino";
 import { startControlPlane, type RunningControlPlane } from "../../../control-plane/app.js";
@@ -59,6 +60,8 @@ export interface StackOptions {
   /** More providers for the data plane (after up-a and up-b), and models of the bundle served by them. */
   readonly providers?: readonly ProviderConfig[];
   readonly models?: unknown[];
+  /** How the stack's own admin calls (ApplyBundle, GetUsage) reach the control plane: needed when it serves TLS. */
+  readonly adminCredentials?: ChannelCredentials;
   /** The data plane's clock (FAIL_OPEN's memory of admissions); Date.now otherwise. */
   readonly clock?: () => number;
 }
@@ -79,23 +82,32 @@ export class Stack {
 
   static async start(options: StackOptions): Promise<Stack> {
     const stack = new Stack(options);
-    await stack.upA.start();
-    await stack.upB.start();
-    await stack.startControlPlane();
-    await stack.applyBundle(bundleJson(options.tenants, options.models));
-    stack.dp = await startDataPlane({
-      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
-      reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
-    }, {
-      logger: stack.logger("data-plane"),
-      clock: options.clock,
-      providers: [
-        { name: "up-a", baseUrl: stack.upA.baseUrl, apiKey: "sk-provider-a-SECRET" },
-        { name: "up-b", baseUrl: stack.upB.baseUrl, apiKey: "sk-provider-b-SECRET" },
-        ...(options.providers ?? []),
-      ],
-    });
-    await waitFor(() => stack.dp.controlPlane.connected(), "the data plane's link to the control plane");
+    try {
+      await stack.upA.start();
+      await stack.upB.start();
+      await stack.startControlPlane();
+      await stack.applyBundle(bundleJson(options.tenants, options.models));
+      stack.dp = await startDataPlane({
+        ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
+        reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
+      }, {
+        logger: stack.logger("data-plane"),
+        clock: options.clock,
+        providers: [
+          { name: "up-a", baseUrl: stack.upA.baseUrl, apiKey: "sk-provider-a-SECRET" },
+          { name: "up-b", baseUrl: stack.upB.baseUrl, apiKey: "sk-provider-b-SECRET" },
+          ...(options.providers ?? []),
+        ],
+      });
+      await waitFor(() => stack.dp.controlPlane.connected(), "the data plane's link to the control plane");
+    } catch (err) {
+      // Whatever started is stopped, so a failed start fails the test instead of keeping the process alive.
+      await stack.dp?.close();
+      await stack.cp?.stop();
+      await stack.upA.stop();
+      await stack.upB.stop();
+      throw err;
+    }
     return stack;
   }
 
@@ -119,7 +131,7 @@ export class Stack {
   }
 
   async applyBundle(json: Record<string, unknown>): Promise<void> {
-    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
+    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`, this.options.adminCredentials);
     try {
       await policy.applyBundle({ bundle: parseProtoJson(BundleSchema, json) }, admin);
     } finally {
@@ -181,7 +193,7 @@ export class Stack {
   }
 
   async usage(tenant: string): Promise<GetUsageResponse> {
-    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
+    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`, this.options.adminCredentials);
     try {
       return await policy.getUsage({ tenant }, admin);
     } finally {
