@@ -264,7 +264,7 @@ return out
  * (call again with them); 'cold' or 'missing'.
  */
 const settle: TenantScript = {
-  uses: ["serverNow", "add", "eachMeter", "declared", "pushLease", "track"],
+  uses: ["serverNow", "add", "eachMeter", "pushLease", "track"],
   body: `
 local got = call('MGET', KEYS[3], KEYS[4])
 local gen = got[1]
@@ -273,13 +273,17 @@ local id = ARGV[1]
 local h = call('HMGET', KEYS[2], 'state', 'rid', 'exp', 'meters', 'req')
 if not h[1] then return {'missing', '', gen} end
 if h[1] ~= 'open' then return push_lease(KEYS[2], {'already', '', gen}, id) end
-if not declared(KEYS, 5, #KEYS - 4, h[4], ARGV[8]) then return {'meters', '', gen, h[4], h[5]} end
 local settled = {r = tonumber(ARGV[5]), t = tonumber(ARGV[6]), c = tonumber(ARGV[7]), n = 0}
-local i = 4
+-- One pass over the records checks the declared keys and computes the deltas; none is
+-- applied unless every key was declared.
+local mp, i, ok, deltas, exps = ARGV[8], 4, true, {}, {}
 each_meter(h[4], function(unit, amount, exp, key)
   i = i + 1
-  add(KEYS[i], settled[unit] - tonumber(amount), exp)
+  if KEYS[i] ~= mp .. key then ok = false end
+  deltas[i], exps[i] = settled[unit] - tonumber(amount), exp
 end)
+if not ok or i ~= #KEYS then return {'meters', '', gen, h[4], h[5]} end
+for j = 5, i do add(KEYS[j], deltas[j], exps[j]) end
 call('HSET', KEYS[2], 'state', 'settled', 'usage', ARGV[4])
 -- Due for the sweeper graceMs after the settle: by the earlier of both clocks, so a
 -- replica running ahead cannot push it out; one running behind only makes it earlier.

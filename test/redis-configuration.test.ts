@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { Writable } from "node:stream";
 import { after, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import pino from "pino";
 import { Redis } from "ioredis";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
@@ -47,6 +49,19 @@ function capturedLogger(): { logger: pino.Logger; lines: string[] } {
   return { logger: pino({ level: "info" }, stream), lines };
 }
 
+const controlPlaneJs = fileURLToPath(new URL("../control-plane/main.js", import.meta.url));
+
+/** Runs `node dist/control-plane/main.js` until it exits (here: refusing to start). */
+function runControlPlane(env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [controlPlaneJs], {
+    env: { ...process.env, ADMISSION_GRPC_PORT: "0", ADMISSION_HTTP_PORT: "0", ADMISSION_GRPC_HOST: "127.0.0.1", ADMISSION_DEMO: "0", LOG_LEVEL: "warn", ...env },
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  return new Promise((resolve) => child.once("exit", (code) => resolve({ code, stderr })));
+}
+
 const connectTo = (url: string, keyPrefix = `admcfg:${randomBytes(3).toString("hex")}`) => RedisCounterStore.connect({ url, keyPrefix, readyTimeoutMs: 5_000 });
 
 async function refusal(url: string): Promise<CounterStoreMisconfiguredError> {
@@ -74,6 +89,10 @@ describe("Redis configuration: credentials, permissions, eviction (own redis-ser
     const redis = await server({ args: ["--maxmemory-policy", "allkeys-lru"] });
     const err = await refusal(redis.url);
     assert.match(err.message, /maxmemory-policy allkeys-lru: an evicted meter undercounts; set maxmemory-policy noeviction/);
+    // The control plane as a process: exits 2 with that message, before anything else is opened.
+    const exit = await runControlPlane({ REDIS_URL: redis.url });
+    assert.equal(exit.code, 2, exit.stderr);
+    assert.match(exit.stderr, /^configuration error: the counter store cannot use its Redis: redis at 127\.0\.0\.1:\d+ has maxmemory-policy allkeys-lru/m);
     await redis.admin.config("SET", "maxmemory-policy", "noeviction");
     const store = await connectTo(redis.url);
     await store.ping();
