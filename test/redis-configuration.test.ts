@@ -140,6 +140,9 @@ describe("Redis configuration: credentials, permissions, eviction (own redis-ser
       assert.equal(ready.status, 503);
       assert.match(ready.counters, /failing: redis at 127\.0\.0\.1:\d+ has maxmemory-policy allkeys-lru/);
       assert.ok(lines.some((l) => /"level":50/.test(l) && /allkeys-lru/.test(l)), "an error line names the policy");
+      const meanwhile = await admit(t, "ko");
+      assert.equal(meanwhile.allowed, true, "decisions go on");
+      assert.equal(meanwhile.unmetered, false, "metered");
       await redis.admin.config("SET", "maxmemory-policy", "noeviction");
       assert.equal((await readyz(t)).status, 200);
     } finally {
