@@ -15,6 +15,7 @@ import { addExtAuthz } from "./grpc/ext-authz.js";
 import { addHealthService } from "./grpc/health.js";
 import { addReflection } from "./grpc/reflection.js";
 import { connectRoutes } from "./connect-routes.js";
+import { consoleAssets } from "./console-assets.js";
 import { createHttpServer } from "./http-server.js";
 import { createLogger } from "./logger.js";
 import { MemoryCounterStore } from "./memory-counter-store.js";
@@ -24,6 +25,7 @@ import { InFlightLimit } from "./in-flight-limit.js";
 import { PolicyManager } from "./policy/policy-manager.js";
 import { ReservationSigner } from "./reservation-id.js";
 import { Settlement } from "./settlement.js";
+import { TenantStatusReader } from "./tenant-status.js";
 import { AuditLog } from "./store/audit-log.js";
 import { ConfigRepository } from "./store/config-repository.js";
 import { openDatabase, type Database } from "./store/database.js";
@@ -113,7 +115,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
 
   const server = new grpc.Server({ "grpc.max_receive_message_length": 8 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
   const admissionHandlers = new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken });
-  const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, adminToken: config.adminToken, clock });
+  const tenantStatus = new TenantStatusReader({ policy: snapshot, counters, rebuild, ledger, clock });
+  const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, tenantStatus, engine, adminToken: config.adminToken, clock });
   const limit = new InFlightLimit(config.maxInFlight, metrics.inFlight);
   addAdmissionServices(server, { admission: admissionHandlers, policy: policyHandlers, metrics, logger, limit });
   addExtAuthz(server, { engine, metrics, limit, logger });
@@ -123,10 +126,12 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     server.bindAsync(`${config.grpcHost}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
   });
 
+  const connect = connectRoutes({ admission: admissionHandlers, policy: policyHandlers, limit, logger });
+  const consoleFiles = consoleAssets(config.consoleDir);
   const http = createHttpServer({
     registry: metrics.registry,
     logger,
-    fallback: connectRoutes({ admission: admissionHandlers, policy: policyHandlers, limit, logger }),
+    fallback: (req, res) => connect(req, res) || consoleFiles(req, res),
     requestTimeoutMs: config.httpRequestTimeoutMs,
     headersTimeoutMs: config.httpHeadersTimeoutMs,
     // Without the database, Settles are spooled and Admits still decide: degraded, not down.

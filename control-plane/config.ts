@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { fileURLToPath } from "node:url";
 import { FailurePolicy } from "../gen/admission/v1/policy_pb.js";
 import { CredentialVerifier, type JwtSettings } from "./credentials.js";
 
@@ -35,6 +36,8 @@ export interface ControlPlaneConfig {
   readonly httpRequestTimeoutMs: number;
   /** HTTP port: the request headers within this, else 408. */
   readonly httpHeadersTimeoutMs: number;
+  /** The admin console's built files (served at /console/): `npm run build` writes them to dist/console. */
+  readonly consoleDir: string;
 }
 
 export class ConfigError extends Error {
@@ -66,6 +69,8 @@ export const defaultControlPlaneConfig: ControlPlaneConfig = {
   shutdownGraceMs: 10_000,
   httpRequestTimeoutMs: 30_000,
   httpHeadersTimeoutMs: 10_000,
+  // This module is dist/control-plane/config.js once built.
+  consoleDir: fileURLToPath(new URL("../console/", import.meta.url)),
 };
 
 export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
@@ -114,6 +119,7 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConf
     shutdownGraceMs: int(env, "ADMISSION_SHUTDOWN_GRACE_MS", d.shutdownGraceMs, 0, 600_000),
     httpRequestTimeoutMs: int(env, "ADMISSION_HTTP_REQUEST_TIMEOUT_MS", d.httpRequestTimeoutMs, 100, 3_600_000),
     httpHeadersTimeoutMs: int(env, "ADMISSION_HTTP_HEADERS_TIMEOUT_MS", d.httpHeadersTimeoutMs, 100, 3_600_000),
+    consoleDir: d.consoleDir,
   };
   if (config.httpHeadersTimeoutMs > config.httpRequestTimeoutMs) throw new ConfigError("ADMISSION_HTTP_HEADERS_TIMEOUT_MS must not exceed ADMISSION_HTTP_REQUEST_TIMEOUT_MS");
   return config;

@@ -43,6 +43,8 @@ export interface CounterStore {
   generation(tenant: string): Promise<string | undefined>;
   /** Current values of meters (0 when absent). */
   read(tenant: string, keys: readonly string[]): Promise<number[]>;
+  /** How many of the tenant's leases are open: reserved, neither settled nor expired (by the sweeper) yet. */
+  openLeases(tenant: string): Promise<number>;
   /** Set a meter to 0; returns what it held. */
   reset(tenant: string, key: string): Promise<number>;
   /** Health check for /readyz. */
@@ -107,10 +109,20 @@ export type ReserveResult =
 
 export type LeaseState = "open" | "settled" | "expired";
 
-/** Usage recorded for a lease. */
+/**
+ * Usage recorded for a lease, in the one usage record of every provider API:
+ * inputTokens includes the cache reads and writes, outputTokens the reasoning
+ * tokens (see admission.v1.SettleRequest).
+ */
 export interface LeaseUsage {
   readonly inputTokens: number;
   readonly outputTokens: number;
+  /** Part of inputTokens read from the provider's prompt cache. */
+  readonly cacheReadTokens: number;
+  /** Part of inputTokens written to the provider's prompt cache. */
+  readonly cacheWriteTokens: number;
+  /** Part of outputTokens spent reasoning. */
+  readonly reasoningTokens: number;
   readonly costMicros: number;
   readonly outcome: number;
   readonly estimated: boolean;

@@ -1,7 +1,7 @@
 import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as jose from "jose";
-import type { PolicySnapshot } from "./policy/policy-snapshot.js";
+import type { CompiledApiKey, PolicySnapshot } from "./policy/policy-snapshot.js";
 
 /** Who a credential authenticates. */
 export interface Principal {
@@ -78,6 +78,11 @@ export class CredentialVerifier {
     const key = snapshot.apiKeysByHash.get(hashHex);
     // The map lookup finds the candidate; the comparison of digests is constant-time.
     if (!key || !timingSafeEqual(key.hash, Buffer.from(hashHex, "hex"))) return { ok: false, message: "invalid API key" };
+    return this.checkApiKey(key);
+  }
+
+  /** A known API key authenticates unless it is revoked or expired. */
+  checkApiKey(key: CompiledApiKey): AuthResult {
     if (key.revoked) return { ok: false, message: `API key "${key.id}" is revoked` };
     if (key.expiresAtMs > 0 && this.clock() >= key.expiresAtMs) return { ok: false, message: `API key "${key.id}" expired` };
     return key.authenticated;

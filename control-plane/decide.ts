@@ -5,9 +5,9 @@ import {
   AdmitResponseSchema, DenyReason, EffectiveLimitSchema, GetEffectivePolicyResponseSchema, MeterSchema, TaskPolicySchema,
 } from "../gen/admission/v1/admission_pb.js";
 import type { Model, Task } from "../gen/admission/v1/policy_pb.js";
-import { LimitKind, Mode, Window } from "../gen/admission/v1/policy_pb.js";
+import { LimitKind, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore } from "./counter-store.js";
-import { CounterStoreMisconfiguredError, CounterStoreUnavailableError, reservedAmount, type ReservedAmounts } from "./counter-store.js";
+import { CounterStoreMisconfiguredError, CounterStoreUnavailableError, reservedAmount, type MeterOp, type ReservedAmounts, type ReserveResult } from "./counter-store.js";
 import type { CounterRebuild } from "./counter-rebuild.js";
 import type { CredentialVerifier, Principal } from "./credentials.js";
 import { reasonMapping, reasonName } from "./deny-reasons.js";
@@ -99,29 +99,51 @@ export class DecisionEngine {
   }
 
   private async decide(req: AdmitRequest): Promise<AdmitResponse> {
-    const nowMs = this.clock();
     const invalid = validateAdmit(req);
     if (invalid) return deny(DenyReason.INVALID_REQUEST, invalid, req.requestId);
-
     const snapshot = this.deps.policy();
     const auth = await this.deps.credentials.authenticate(req.credential, snapshot);
     if (!auth.ok) return deny(DenyReason.UNAUTHENTICATED, auth.message, req.requestId);
-    const principal = auth.principal;
+    return this.decideFor(auth.principal, snapshot, req, true);
+  }
+
+  /**
+   * What Admit would answer now for a principal an admin names (its credential
+   * is not needed: an API key's is checked by id), reserving nothing and
+   * recording nothing: no lease, no audit event, no alert, no metric. The
+   * meters read the counters as they are and show the request as if reserved;
+   * a meter it would overflow denies as Admit would.
+   */
+  async simulate(principal: Principal, req: AdmitRequest): Promise<AdmitResponse> {
+    const invalid = validateAdmitCounts(req);
+    if (invalid) return deny(DenyReason.INVALID_REQUEST, invalid, "");
+    const snapshot = this.deps.policy();
+    if (principal.keyId) {
+      const key = snapshot.apiKeys.get(principal.keyId);
+      const auth = key ? this.deps.credentials.checkApiKey(key) : { ok: false as const, message: "invalid API key" };
+      if (!auth.ok) return deny(DenyReason.UNAUTHENTICATED, auth.message, "");
+    }
+    return this.decideFor(principal, snapshot, req, false);
+  }
+
+  /** The decision after authentication; `effects` false: a simulation (see simulate). */
+  private async decideFor(principal: Principal, snapshot: PolicySnapshot, req: AdmitRequest, effects: boolean): Promise<AdmitResponse> {
+    const nowMs = this.clock();
     const ctx = snapshot.tenantContext(principal.tenant);
     if (!ctx) return deny(DenyReason.UNAUTHENTICATED, `unknown tenant "${principal.tenant}"`, req.requestId);
     const who: MeterWho = principal;
 
     const inactive = snapshot.inactiveReason(ctx, principal.user, nowMs);
     if (inactive) {
-      return this.denied(who, req, deny(inactive.reason === "tenant" ? DenyReason.TENANT_INACTIVE : DenyReason.TOKEN_INACTIVE, inactive.message, req.requestId));
+      return this.denied(who, req, effects, deny(inactive.reason === "tenant" ? DenyReason.TENANT_INACTIVE : DenyReason.TOKEN_INACTIVE, inactive.message, req.requestId));
     }
     const plan = this.planFor(snapshot, ctx, principal, req);
-    if ("denial" in plan) return this.denied(who, req, plan.denial);
+    if ("denial" in plan) return this.denied(who, req, effects, plan.denial);
     const { task, routes, limits } = plan;
 
     const warnings: string[] = [];
-    const caps = this.applyCaps(plan.caps, req, warnings, who);
-    if ("denial" in caps) return this.denied(who, req, caps.denial);
+    const caps = this.applyCaps(plan.caps, req, warnings, who, effects);
+    if ("denial" in caps) return this.denied(who, req, effects, caps.denial);
     const maxOutputTokens = caps.maxOutputTokens;
 
     const inputTokens = Number(req.inputTokens);
@@ -132,13 +154,14 @@ export class DecisionEngine {
     const bound = this.boundMeters.bind(limits, who, nowMs);
     const meters = bound.meters;
     const amounts: ReservedAmounts = { tokens: inputTokens + maxOutputTokens, costMicros: reservedCost };
-    const leaseId = this.random(16).toString("base64url");
-    const requestId = req.requestId || `req_${leaseId}`;
-    const reservationId = this.deps.signer.sign({
+    const leaseId = effects ? this.random(16).toString("base64url") : "";
+    const requestId = effects ? req.requestId || `req_${leaseId}` : req.requestId;
+    const reservationId = effects ? this.deps.signer.sign({
       tenant: who.tenant, leaseId, user: who.user, keyId: who.keyId, task: task.code, model: routes[0]!.model,
       provider: routes[0]!.provider, requestId, reservedAtMs: nowMs, inputTokens, maxOutputTokens, costMicros: reservedCost,
-    });
+    }) : "";
     const leaseExpiresAtMs = nowMs + this.deps.settings.leaseTtlMs;
+    const leaseExpiresAt = effects ? msTimestamp(leaseExpiresAtMs) : undefined;
 
     const base = {
       tenant: who.tenant, user: who.user, keyId: who.keyId, requestId, maxOutputTokens: BigInt(maxOutputTokens), routes,
@@ -147,11 +170,13 @@ export class DecisionEngine {
     let result;
     try {
       // A store without counters for this tenant (started empty, or lost them) has them rebuilt from the ledger first.
-      result = await this.deps.rebuild.afterWarming(who.tenant, () => this.deps.counters.reserve(reserve));
+      result = effects
+        ? await this.deps.rebuild.afterWarming(who.tenant, () => this.deps.counters.reserve(reserve))
+        : await this.wouldReserve(who.tenant, bound.ops, amounts);
       if (result.status === "cold") throw new CounterStoreUnavailableError("tenant counters lost again while rebuilding");
     } catch (err) {
       if (!(err instanceof CounterStoreUnavailableError)) throw err;
-      return this.storeUnavailable(ctx, who, req, { ...base, reservationId, leaseExpiresAt: msTimestamp(leaseExpiresAtMs) }, err);
+      return this.storeUnavailable(ctx, who, req, { ...base, reservationId, leaseExpiresAt }, err, effects);
     }
 
     if (result.status === "duplicate") {
@@ -172,7 +197,7 @@ export class DecisionEngine {
       const denial = limitDenial(m, result.used[result.index]!, reservedAmount(m.unit, amounts), nowMs);
       denial.meters = meters.map((bm, i) => meterView(bm, result.used[i]!, nowMs));
       Object.assign(denial, base, { maxOutputTokens: 0n, routes: [] });
-      return this.denied(who, req, denial);
+      return this.denied(who, req, effects, denial);
     }
 
     const views: Meter[] = new Array(meters.length);
@@ -180,9 +205,9 @@ export class DecisionEngine {
       const m = meters[i]!;
       const used = result.used[i]!;
       views[i] = meterView(m, used, nowMs);
-      this.checkThresholds(m, used, reservedAmount(m.unit, amounts), warnings, who);
+      this.checkThresholds(m, used, reservedAmount(m.unit, amounts), warnings, who, effects);
     }
-    this.deps.metrics.activeReservations.inc();
+    if (effects) this.deps.metrics.activeReservations.inc();
     // The answer to nearly every call: a literal with every field, as create() would build it.
     return {
       $typeName: "admission.v1.AdmitResponse",
@@ -201,7 +226,7 @@ export class DecisionEngine {
       user: who.user,
       keyId: who.keyId,
       requestId,
-      leaseExpiresAt: msTimestamp(leaseExpiresAtMs),
+      leaseExpiresAt,
       unmetered: false,
       reservedCostMicros: BigInt(reservedCost),
       replayed: false,
@@ -253,8 +278,19 @@ export class DecisionEngine {
     return plan;
   }
 
+  /** What reserve would answer now, from the counters as they are: the same order and rule, nothing written (simulate). */
+  private async wouldReserve(tenant: string, ops: readonly MeterOp[], amounts: ReservedAmounts): Promise<ReserveResult> {
+    await this.deps.rebuild.ensureWarm(tenant);
+    const used = await this.deps.counters.read(tenant, ops.map((op) => op.key));
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i]!;
+      if (op.enforce && used[i]! + reservedAmount(op.unit, amounts) > op.limit) return { status: "blocked", index: i, used };
+    }
+    return { status: "reserved", used: used.map((u, i) => u + reservedAmount(ops[i]!.unit, amounts)) };
+  }
+
   /** Per-request caps: input, files, steps and API calls deny; output tokens clamp. */
-  private applyCaps(caps: readonly EffectiveLimit[], req: AdmitRequest, warnings: string[], who: MeterWho): { maxOutputTokens: number } | { denial: AdmitResponse } {
+  private applyCaps(caps: readonly EffectiveLimit[], req: AdmitRequest, warnings: string[], who: MeterWho, effects: boolean): { maxOutputTokens: number } | { denial: AdmitResponse } {
     const requestedOut = Number(req.maxOutputTokens);
     let maxOutputTokens = requestedOut > 0 ? requestedOut : this.deps.settings.defaultMaxOutputTokens;
     let outputCapped = false;
@@ -265,7 +301,7 @@ export class DecisionEngine {
           maxOutputTokens = outputCapped ? Math.min(maxOutputTokens, limit.value) : requestedOut > 0 ? Math.min(requestedOut, limit.value) : limit.value;
           outputCapped = true;
         } else if (requestedOut > limit.value) {
-          this.overLimit(limit, `max_output_tokens ${requestedOut} over the ${limit.value} cap`, warnings, who, req);
+          this.overLimit(limit, `max_output_tokens ${requestedOut} over the ${limit.value} cap`, warnings, who, req, effects);
         }
         continue;
       }
@@ -279,15 +315,16 @@ export class DecisionEngine {
         });
         return { denial };
       }
-      this.overLimit(limit, what, warnings, who, req);
+      this.overLimit(limit, what, warnings, who, req, effects);
     }
     return { maxOutputTokens };
   }
 
   /** A SOFT or SHADOW limit that would have denied. */
-  private overLimit(limit: EffectiveLimit, what: string, warnings: string[], who: MeterWho, req: AdmitRequest): void {
+  private overLimit(limit: EffectiveLimit, what: string, warnings: string[], who: MeterWho, req: AdmitRequest, effects: boolean): void {
     const shadow = limit.mode === Mode.SHADOW;
     if (!shadow) warnings.push(`soft limit exceeded: ${what}`);
+    if (!effects) return;
     this.deps.metrics.wouldDeny.inc({ mode: shadow ? "shadow" : "soft", kind: LimitKind[limit.kind] });
     this.deps.audit.record({
       kind: shadow ? "decision.shadow_denied" : "decision.soft_exceeded",
@@ -303,7 +340,7 @@ export class DecisionEngine {
    * once per meter and window: only the decision that crosses a threshold
    * raises it. SHADOW meters over their limit are counted as would-be denials.
    */
-  private checkThresholds(m: BoundMeter, used: number, amount: number, warnings: string[], who: MeterWho): void {
+  private checkThresholds(m: BoundMeter, used: number, amount: number, warnings: string[], who: MeterWho, effects: boolean): void {
     const limit = m.limit.value;
     if (limit <= 0) return;
     const mode = m.limit.mode;
@@ -313,11 +350,12 @@ export class DecisionEngine {
     const before = used - amount;
     const label = meterLabel(m);
     if (used > limit && mode !== Mode.ENFORCE) {
-      this.deps.metrics.wouldDeny.inc({ mode: mode === Mode.SHADOW ? "shadow" : "soft", kind: LimitKind[m.limit.kind] });
+      if (effects) this.deps.metrics.wouldDeny.inc({ mode: mode === Mode.SHADOW ? "shadow" : "soft", kind: LimitKind[m.limit.kind] });
       if (mode === Mode.SOFT) warnings.push(`soft limit exceeded: ${label} at ${used}/${limit}`);
     } else if (mode !== Mode.SHADOW && used >= limit * thresholds[0]!) {
       warnings.push(`${label} at ${Math.floor((used * 100) / limit)}% (${used}/${limit})`);
     }
+    if (!effects) return;
     for (const threshold of thresholds) {
       const at = limit * threshold;
       if (before < at && used >= at) {
@@ -333,26 +371,32 @@ export class DecisionEngine {
     }
   }
 
-  private storeUnavailable(ctx: TenantContext, who: MeterWho, req: AdmitRequest, base: MessageInitShape<typeof AdmitResponseSchema>, err: Error): AdmitResponse {
-    this.deps.metrics.storeErrors.inc({ op: "reserve" });
+  private storeUnavailable(ctx: TenantContext, who: MeterWho, req: AdmitRequest, base: MessageInitShape<typeof AdmitResponseSchema>, err: Error, effects: boolean): AdmitResponse {
     if (err instanceof CounterStoreMisconfiguredError) {
       // No outage that passes: FAIL_OPEN would leave the tenant unmetered for as long as nobody fixes it.
-      this.deps.metrics.storeMisconfigured.inc({ op: "reserve" });
-      this.deps.logger.error({ err: err.message, tenant: who.tenant }, "counter store misconfigured; Admit denied");
+      if (effects) {
+        this.deps.metrics.storeErrors.inc({ op: "reserve" });
+        this.deps.metrics.storeMisconfigured.inc({ op: "reserve" });
+        this.deps.logger.error({ err: err.message, tenant: who.tenant }, "counter store misconfigured; Admit denied");
+      }
       return deny(DenyReason.UNAVAILABLE, "counter store misconfigured (it refuses this control plane or cannot be trusted): denied for every tenant until it is fixed", req.requestId, 1000);
     }
-    this.deps.logger.warn({ err: err.message, tenant: who.tenant }, "counter store unavailable");
+    if (effects) {
+      this.deps.metrics.storeErrors.inc({ op: "reserve" });
+      this.deps.logger.warn({ err: err.message, tenant: who.tenant }, "counter store unavailable");
+    }
     if (ctx.failurePolicy === FailurePolicy.FAIL_OPEN) {
-      this.deps.audit.record({ kind: "store.unavailable", actor: actorOf(who), tenant: who.tenant, message: "allowed unmetered (FAIL_OPEN): counter store unavailable", attributes: { task: req.task } });
+      if (effects) this.deps.audit.record({ kind: "store.unavailable", actor: actorOf(who), tenant: who.tenant, message: "allowed unmetered (FAIL_OPEN): counter store unavailable", attributes: { task: req.task } });
       return create(AdmitResponseSchema, { ...base, allowed: true, httpStatus: 200, unmetered: true, warnings: ["counter store unavailable: allowed unmetered"] });
     }
     return deny(DenyReason.UNAVAILABLE, "counter store unavailable (FAIL_CLOSED)", req.requestId, 1000);
   }
 
-  private denied(who: MeterWho, req: AdmitRequest, response: AdmitResponse): AdmitResponse {
+  private denied(who: MeterWho, req: AdmitRequest, effects: boolean, response: AdmitResponse): AdmitResponse {
     response.tenant = who.tenant;
     response.user = who.user;
     response.keyId = who.keyId;
+    if (!effects) return response;
     this.deps.audit.record({
       kind: "decision.denied",
       actor: actorOf(who),
@@ -369,7 +413,9 @@ export class DecisionEngine {
     const nowMs = this.clock();
     const limits = snapshot.effectiveLimits(ctx, principal.user, task || "*");
     const who = { tenant: principal.tenant, user: principal.user, keyId: principal.keyId };
-    const meters = bindMeters(limits, who, nowMs);
+    // A tenant explained without a user or key has no single subject for its per-user and per-key limits: no meter is shown for them.
+    const named = who.user !== "" || who.keyId !== "";
+    const meters = bindMeters(limits, who, nowMs).filter((m) => named || m.limit.per === Per.TENANT);
     const status: string[] = [];
     await this.deps.rebuild.ensureWarm(who.tenant).catch((err) => {
       if (!(err instanceof CounterStoreUnavailableError)) throw err;
@@ -473,7 +519,7 @@ function limitDenial(m: BoundMeter, used: number, amount: number, nowMs: number)
 }
 
 /** A literal rather than create(MeterSchema, …): eight of these per decision, every field set. */
-function meterView(m: BoundMeter, used: number, nowMs: number): Meter {
+export function meterView(m: BoundMeter, used: number, nowMs: number): Meter {
   return {
     $typeName: "admission.v1.Meter",
     kind: m.limit.kind,
@@ -515,6 +561,11 @@ const printable = /^[\x21-\x7e]{1,128}$/;
 /** A clear message for malformed input, or undefined. */
 export function validateAdmit(req: AdmitRequest): string | undefined {
   if (!req.credential) return "credential is required";
+  return validateAdmitCounts(req);
+}
+
+/** validateAdmit without the credential (simulate names its subject instead). */
+function validateAdmitCounts(req: AdmitRequest): string | undefined {
   if (!req.task) return "task is required";
   if (req.task.length > 64) return "task is longer than 64 characters";
   if (req.model.length > 128) return "model is longer than 128 characters";

@@ -9,12 +9,12 @@ import { parseProtoJson } from "./policy/proto-json.js";
  */
 export const demoBundleJson = {
   models: [
-    { name: "mock-fast", modelClass: "BASE_S", provider: "mock", inputMicrosPerMtok: 150000, outputMicrosPerMtok: 600000 },
-    { name: "mock-standard", modelClass: "BASE_M", provider: "mock", inputMicrosPerMtok: 400000, outputMicrosPerMtok: 1600000 },
-    { name: "mock-pro", modelClass: "PRO_M", provider: "mock", inputMicrosPerMtok: 2500000, outputMicrosPerMtok: 10000000 },
-    { name: "mock-pro-backup", modelClass: "PRO_M", provider: "mock", inputMicrosPerMtok: 3000000, outputMicrosPerMtok: 12000000 },
-    { name: "mock-pro-large", modelClass: "PRO_L", provider: "mock", inputMicrosPerMtok: 5000000, outputMicrosPerMtok: 15000000 },
-    { name: "mock-advanced", modelClass: "ADVANCED", provider: "mock", inputMicrosPerMtok: 15000000, outputMicrosPerMtok: 60000000 },
+    { name: "mock-fast", modelClass: "BASE_S", provider: "mock", inputMicrosPerMtok: 150000, outputMicrosPerMtok: 600000, cacheReadMicrosPerMtok: 15000, cacheWriteMicrosPerMtok: 187500 },
+    { name: "mock-standard", modelClass: "BASE_M", provider: "mock", inputMicrosPerMtok: 400000, outputMicrosPerMtok: 1600000, cacheReadMicrosPerMtok: 40000, cacheWriteMicrosPerMtok: 500000 },
+    { name: "mock-pro", modelClass: "PRO_M", provider: "mock", inputMicrosPerMtok: 2500000, outputMicrosPerMtok: 10000000, cacheReadMicrosPerMtok: 250000, cacheWriteMicrosPerMtok: 3125000 },
+    { name: "mock-pro-backup", modelClass: "PRO_M", provider: "mock", inputMicrosPerMtok: 3000000, outputMicrosPerMtok: 12000000, cacheReadMicrosPerMtok: 300000, cacheWriteMicrosPerMtok: 3750000 },
+    { name: "mock-pro-large", modelClass: "PRO_L", provider: "mock", inputMicrosPerMtok: 5000000, outputMicrosPerMtok: 15000000, cacheReadMicrosPerMtok: 500000, cacheWriteMicrosPerMtok: 6250000 },
+    { name: "mock-advanced", modelClass: "ADVANCED", provider: "mock", inputMicrosPerMtok: 15000000, outputMicrosPerMtok: 60000000, cacheReadMicrosPerMtok: 1500000, cacheWriteMicrosPerMtok: 18750000 },
   ],
   tasks: [
     { code: "LLM1_PRIOR_ART", feature: "PRIOR_ART", description: "Prior-art search and summaries" },

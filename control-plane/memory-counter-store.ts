@@ -176,6 +176,12 @@ export class MemoryCounterStore implements CounterStore {
     return keys.map((key) => valueOf(cells?.get(key), nowMs));
   }
 
+  async openLeases(tenant: string): Promise<number> {
+    let n = 0;
+    for (const lease of this.tenants.get(tenant)?.leases.values() ?? []) if (lease.state === "open") n++;
+    return n;
+  }
+
   async reset(tenant: string, key: string): Promise<number> {
     const cells = this.tenants.get(tenant)?.cells;
     const previous = valueOf(cells?.get(key), this.clock());

@@ -1,3 +1,4 @@
+import type { Model } from "../gen/admission/v1/policy_pb.js";
 import { LimitKind, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import type { MeterOp, MeterUnit } from "./counter-store.js";
 import type { EffectiveLimit } from "./policy/policy-snapshot.js";
@@ -143,14 +144,50 @@ export class BoundMeterCache {
   }
 }
 
-/** Cost in micro-USD, rounded up (prices are per million tokens); exact in integers. */
+/**
+ * Cost in micro-USD of input and output tokens at a model's input and output prices
+ * (what an Admit reserves: every input token at the full input price), rounded up
+ * (prices are per million tokens); exact in integers.
+ */
 export function costMicros(inputTokens: number, outputTokens: number, inputMicrosPerMTok: bigint, outputMicrosPerMTok: bigint): number {
   // In doubles while every product and the sum stay exact integers (any realistic price and count), else in BigInt.
   const total = inputTokens * Number(inputMicrosPerMTok) + outputTokens * Number(outputMicrosPerMTok);
-  if (total <= Number.MAX_SAFE_INTEGER) {
-    const rest = total % 1_000_000;
-    return (total - rest) / 1_000_000 + (rest > 0 ? 1 : 0);
-  }
+  if (total <= Number.MAX_SAFE_INTEGER) return roundUpToMicros(total);
   const exact = BigInt(inputTokens) * inputMicrosPerMTok + BigInt(outputTokens) * outputMicrosPerMTok;
   return Number((exact + 999_999n) / 1_000_000n);
+}
+
+/** The token counts a cost is computed from (the usage record's convention: cache tokens are part of the input). */
+export interface CostedTokens {
+  readonly inputTokens: number;
+  readonly outputTokens: number;
+  readonly cacheReadTokens: number;
+  readonly cacheWriteTokens: number;
+}
+
+/** The prices a cost is computed at; an unset cache price is the input price. */
+export type ModelPrices = Pick<Model, "inputMicrosPerMtok" | "outputMicrosPerMtok" | "cacheReadMicrosPerMtok" | "cacheWriteMicrosPerMtok">;
+
+/**
+ * Cost in micro-USD of settled usage: uncached input x input price + cache reads x
+ * cache-read price + cache writes x cache-write price + output x output price, the
+ * sum rounded up once. Exact in integers, the same whichever store counts it.
+ */
+export function usageCostMicros(usage: CostedTokens, prices: ModelPrices): number {
+  const uncached = usage.inputTokens - usage.cacheReadTokens - usage.cacheWriteTokens;
+  if (usage.cacheReadTokens === 0 && usage.cacheWriteTokens === 0) return costMicros(usage.inputTokens, usage.outputTokens, prices.inputMicrosPerMtok, prices.outputMicrosPerMtok);
+  const readPrice = prices.cacheReadMicrosPerMtok ?? prices.inputMicrosPerMtok;
+  const writePrice = prices.cacheWriteMicrosPerMtok ?? prices.inputMicrosPerMtok;
+  const total = uncached * Number(prices.inputMicrosPerMtok) + usage.cacheReadTokens * Number(readPrice)
+    + usage.cacheWriteTokens * Number(writePrice) + usage.outputTokens * Number(prices.outputMicrosPerMtok);
+  if (total <= Number.MAX_SAFE_INTEGER) return roundUpToMicros(total);
+  const exact = BigInt(uncached) * prices.inputMicrosPerMtok + BigInt(usage.cacheReadTokens) * readPrice
+    + BigInt(usage.cacheWriteTokens) * writePrice + BigInt(usage.outputTokens) * prices.outputMicrosPerMtok;
+  return Number((exact + 999_999n) / 1_000_000n);
+}
+
+/** micro-USD x tokens (a safe integer) to micro-USD, rounded up. */
+function roundUpToMicros(total: number): number {
+  const rest = total % 1_000_000;
+  return (total - rest) / 1_000_000 + (rest > 0 ? 1 : 0);
 }

@@ -334,6 +334,18 @@ return call('ZRANGEBYSCORE', KEYS[1], '-inf', server_now(), 'LIMIT', 0, tonumber
 `,
 };
 
+/** KEYS: leases. Reply: how many of them are open. */
+const openCount: TenantScript = {
+  uses: [],
+  body: `
+local n = 0
+for _, lk in ipairs(KEYS) do
+  if call('HGET', lk, 'state') == 'open' then n = n + 1 end
+end
+return n
+`,
+};
+
 /** KEYS: leases. Reply: per lease its state and meter records ('' when it is gone). */
 const leaseFields: TenantScript = {
   uses: [],
@@ -522,6 +534,7 @@ const tenantScripts = {
   renew: new TenantLua(renew),
   dueLeases: new TenantLua(dueLeases),
   leaseFields: new TenantLua(leaseFields),
+  openCount: new TenantLua(openCount),
   claim: new TenantLua(claim),
   charge: new TenantLua(charge),
   probe: new TenantLua(probe),
@@ -933,6 +946,22 @@ export class RedisCounterStore implements CounterStore {
     return values.map((v) => (v === null ? 0 : Number(v)));
   }
 
+  /**
+   * Every lease the store holds is on :due until recorded: its ids, then their states
+   * (their keys declared, a thousand per script call). Not one snapshot: a lease reserved
+   * or settled between the calls may or may not be counted.
+   */
+  async openLeases(tenant: string): Promise<number> {
+    const prefix = this.tenantPrefix(tenant);
+    const ids = await this.call(() => this.client.zrange(`${prefix}due`, "0", "-1"));
+    let open = 0;
+    for (let i = 0; i < ids.length; i += 1_000) {
+      const keys = ids.slice(i, i + 1_000).map((id) => `${prefix}lease:${id}`);
+      open += await this.call(() => this.eval<number>(tenantScripts.openCount, keys, []));
+    }
+    return open;
+  }
+
   async reset(tenant: string, key: string): Promise<number> {
     const previous = await this.call(() => this.client.getdel(`${this.tenantPrefix(tenant)}m:${key}`));
     return previous === null ? 0 : Number(previous);
@@ -1302,14 +1331,17 @@ function decodeMeters(records: Buffer): LeaseMeter[] {
  * the object (it stays with the lease until its ledger row is recorded). Lua never reads it.
  */
 function encodeUsage(u: LeaseUsage): string {
-  return JSON.stringify([u.inputTokens, u.outputTokens, u.costMicros, u.outcome, u.estimated, u.provider, u.model, u.latencyMs, u.settledAtMs]);
+  return JSON.stringify([
+    u.inputTokens, u.outputTokens, u.costMicros, u.outcome, u.estimated, u.provider, u.model, u.latencyMs, u.settledAtMs,
+    u.cacheReadTokens, u.cacheWriteTokens, u.reasoningTokens,
+  ]);
 }
 
+/** A lease settled before the cache and reasoning parts were stored has none (its usage predates them). */
 function decodeUsage(stored: string): LeaseUsage {
-  const [inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs] = JSON.parse(stored) as [
-    number, number, number, number, boolean, string, string, number, number,
-  ];
-  return { inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs };
+  const [inputTokens, outputTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs, cacheReadTokens = 0, cacheWriteTokens = 0, reasoningTokens = 0] =
+    JSON.parse(stored) as [number, number, number, number, boolean, string, string, number, number, number?, number?, number?];
+  return { inputTokens, outputTokens, cacheReadTokens, cacheWriteTokens, reasoningTokens, costMicros, outcome, estimated, provider, model, latencyMs, settledAtMs };
 }
 
 function integer(value: number, what: string): number {

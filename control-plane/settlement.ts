@@ -8,7 +8,7 @@ import { CounterStoreUnavailableError } from "./counter-store.js";
 import type { CounterRebuild } from "./counter-rebuild.js";
 import type { CredentialVerifier } from "./credentials.js";
 import { countProblem } from "./decide.js";
-import { costMicros } from "./meters.js";
+import { usageCostMicros } from "./meters.js";
 import type { Metrics } from "./metrics.js";
 import type { PolicySnapshot } from "./policy/policy-snapshot.js";
 import type { ReservationClaims, ReservationSigner } from "./reservation-id.js";
@@ -220,12 +220,16 @@ export class Settlement {
   private usageOf(req: SettleRequest, claims: ReservationClaims, nowMs: number): LeaseUsage {
     const snapshot = this.deps.policy();
     const model = snapshot.models.get(req.model) ?? snapshot.models.get(claims.model);
-    const inputTokens = Number(req.inputTokens);
-    const outputTokens = Number(req.outputTokens);
+    const tokens = {
+      inputTokens: Number(req.inputTokens),
+      outputTokens: Number(req.outputTokens),
+      cacheReadTokens: Number(req.cacheReadTokens),
+      cacheWriteTokens: Number(req.cacheWriteTokens),
+      reasoningTokens: Number(req.reasoningTokens),
+    };
     return {
-      inputTokens,
-      outputTokens,
-      costMicros: model ? costMicros(inputTokens, outputTokens, model.inputMicrosPerMtok, model.outputMicrosPerMtok) : claims.costMicros,
+      ...tokens,
+      costMicros: model ? usageCostMicros(tokens, model) : claims.costMicros,
       outcome: req.outcome === Outcome.UNSPECIFIED ? Outcome.SUCCESS : req.outcome,
       estimated: req.estimated,
       provider: req.provider || (model?.provider ?? claims.provider),
@@ -357,6 +361,9 @@ function expiredUsage(claims: ReservationClaims, nowMs: number): LeaseUsage {
   return {
     inputTokens: claims.inputTokens,
     outputTokens: claims.maxOutputTokens,
+    cacheReadTokens: 0,
+    cacheWriteTokens: 0,
+    reasoningTokens: 0,
     costMicros: claims.costMicros,
     outcome: Outcome.EXPIRED,
     estimated: true,
@@ -377,7 +384,8 @@ function claimsOf(row: LedgerRow): ReservationClaims {
 
 function usageOfRow(row: LedgerRow): LeaseUsage {
   return {
-    inputTokens: row.inputTokens, outputTokens: row.outputTokens, costMicros: row.costMicros,
+    inputTokens: row.inputTokens, outputTokens: row.outputTokens, cacheReadTokens: row.cacheReadTokens, cacheWriteTokens: row.cacheWriteTokens,
+    reasoningTokens: row.reasoningTokens, costMicros: row.costMicros,
     outcome: Outcome[row.outcome as keyof typeof Outcome] ?? Outcome.SUCCESS, estimated: row.estimated,
     provider: row.provider, model: row.model, latencyMs: row.latencyMs, settledAtMs: row.settledAtMs,
   };
@@ -395,6 +403,9 @@ function ledgerRow(claims: ReservationClaims, usage: LeaseUsage): LedgerRow {
     provider: usage.provider,
     inputTokens: usage.inputTokens,
     outputTokens: usage.outputTokens,
+    cacheReadTokens: usage.cacheReadTokens,
+    cacheWriteTokens: usage.cacheWriteTokens,
+    reasoningTokens: usage.reasoningTokens,
     costMicros: usage.costMicros,
     outcome: Outcome[usage.outcome] ?? "SUCCESS",
     estimated: usage.estimated,
@@ -415,12 +426,21 @@ function settleResponse(reservationId: string, row: LedgerRow, duplicate: boolea
     costMicros: BigInt(row.costMicros),
     outcome: Outcome[row.outcome as keyof typeof Outcome] ?? Outcome.SUCCESS,
     estimated: row.estimated,
+    cacheReadTokens: BigInt(row.cacheReadTokens),
+    cacheWriteTokens: BigInt(row.cacheWriteTokens),
+    reasoningTokens: BigInt(row.reasoningTokens),
   };
 }
 
 function validateSettle(req: SettleRequest): string | undefined {
-  const count = countProblem("input_tokens", req.inputTokens) ?? countProblem("output_tokens", req.outputTokens);
+  const count = countProblem("input_tokens", req.inputTokens) ?? countProblem("output_tokens", req.outputTokens)
+    ?? countProblem("cache_read_tokens", req.cacheReadTokens) ?? countProblem("cache_write_tokens", req.cacheWriteTokens)
+    ?? countProblem("reasoning_tokens", req.reasoningTokens);
   if (count) return count;
+  if (req.cacheReadTokens + req.cacheWriteTokens > req.inputTokens) {
+    return `cache_read_tokens + cache_write_tokens (${req.cacheReadTokens + req.cacheWriteTokens}) must not exceed input_tokens (${req.inputTokens}): cache tokens are part of the input`;
+  }
+  if (req.reasoningTokens > req.outputTokens) return `reasoning_tokens (${req.reasoningTokens}) must not exceed output_tokens (${req.outputTokens}): reasoning tokens are part of the output`;
   if (req.latencyMs < 0n || req.latencyMs > 86_400_000n) return "latency_ms must be between 0 and 86400000";
   if (Outcome[req.outcome] === undefined) return `unknown outcome ${req.outcome}`;
   if (req.outcome === Outcome.EXPIRED || req.outcome === Outcome.UNMETERED) return `outcome ${Outcome[req.outcome]} is set by the control plane only`;

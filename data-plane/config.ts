@@ -54,8 +54,13 @@ export interface DataPlaneConfig {
   /** Spool replay backoff. */
   readonly replayMinMs: number;
   readonly replayMaxMs: number;
-  /** FAIL_OPEN without a cached route: the provider that gets the request as asked. */
-  readonly failOpenProvider: string;
+  /** FAIL_OPEN: how long after its last admission a credential may still be served while the control plane is unreachable. */
+  readonly failOpenTtlMs: number;
+  /** FAIL_OPEN: credentials remembered at most (least recently admitted forgotten first). */
+  readonly failOpenMaxCredentials: number;
+  /** Where `GET /metrics` listens: its own port, off the proxy's (the series name tenants). 0 picks an ephemeral port. */
+  readonly metricsHost: string;
+  readonly metricsPort: number;
   readonly logLevel: string;
 }
 
@@ -88,7 +93,10 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
   reconnectMaxMs: 5_000,
   replayMinMs: 1_000,
   replayMaxMs: 30_000,
-  failOpenProvider: "",
+  failOpenTtlMs: 300_000,
+  failOpenMaxCredentials: 100_000,
+  metricsHost: "127.0.0.1",
+  metricsPort: 9465,
   logLevel: "info",
 };
 
@@ -111,16 +119,17 @@ export const defaultDataPlaneConfig: DataPlaneConfig = {
  * | `PROXY_UPSTREAM_TIMEOUT_MS` | provider socket inactivity limit | 600000 |
  * | `PROXY_RECONNECT_MIN_MS`, `PROXY_RECONNECT_MAX_MS` | Session stream reconnect backoff | 100, 5000 |
  * | `PROXY_REPLAY_MIN_MS`, `PROXY_REPLAY_MAX_MS` | spool replay backoff | 1000, 30000 |
- * | `PROXY_FAIL_OPEN_PROVIDER` | FAIL_OPEN, route unknown: provider to send the request to | first provider |
+ * | `PROXY_FAIL_OPEN_TTL_MS` | FAIL_OPEN: a credential is served during an outage only on what it was admitted for here within this | 300000 |
+ * | `PROXY_FAIL_OPEN_MAX_CREDENTIALS` | FAIL_OPEN: credentials remembered (as keyed digests) at most | 100000 |
+ * | `PROXY_METRICS_HOST`, `PROXY_METRICS_PORT` | where `GET /metrics` listens (not on the proxy's port) | `127.0.0.1`, `9465` |
  * | `LOG_LEVEL` | pino level | `info` |
  */
 export function loadDataPlaneConfig(env: NodeJS.ProcessEnv): DataPlaneConfig {
   const d = defaultDataPlaneConfig;
   const providersFile = env.PROVIDERS_FILE || undefined;
   const providers = providersFile ? readProvidersFile(providersFile, env) : undefined;
-  const failOpenProvider = env.PROXY_FAIL_OPEN_PROVIDER || "";
-  if (failOpenProvider && providers && !providers.some((p) => p.name === failOpenProvider)) {
-    throw new DataPlaneConfigError(`PROXY_FAIL_OPEN_PROVIDER "${failOpenProvider}" is not in ${providersFile}`);
+  if (env.PROXY_FAIL_OPEN_PROVIDER) {
+    throw new DataPlaneConfigError("PROXY_FAIL_OPEN_PROVIDER is no longer read: FAIL_OPEN serves a credential only on the routes it was admitted for (PROXY_FAIL_OPEN_TTL_MS); unset it");
   }
   const config: DataPlaneConfig = {
     host: env.PROXY_HOST || d.host,
@@ -141,11 +150,15 @@ export function loadDataPlaneConfig(env: NodeJS.ProcessEnv): DataPlaneConfig {
     reconnectMaxMs: int(env, "PROXY_RECONNECT_MAX_MS", d.reconnectMaxMs, 1, 600_000),
     replayMinMs: int(env, "PROXY_REPLAY_MIN_MS", d.replayMinMs, 1, 3_600_000),
     replayMaxMs: int(env, "PROXY_REPLAY_MAX_MS", d.replayMaxMs, 1, 3_600_000),
-    failOpenProvider,
+    failOpenTtlMs: int(env, "PROXY_FAIL_OPEN_TTL_MS", d.failOpenTtlMs, 1_000, 86_400_000),
+    failOpenMaxCredentials: int(env, "PROXY_FAIL_OPEN_MAX_CREDENTIALS", d.failOpenMaxCredentials, 1, 10_000_000),
+    metricsHost: env.PROXY_METRICS_HOST || d.metricsHost,
+    metricsPort: int(env, "PROXY_METRICS_PORT", d.metricsPort, 0, 65535),
     logLevel: env.LOG_LEVEL || d.logLevel,
   };
   if (config.reconnectMinMs > config.reconnectMaxMs) throw new DataPlaneConfigError("PROXY_RECONNECT_MIN_MS must not exceed PROXY_RECONNECT_MAX_MS");
   if (config.headersTimeoutMs > config.requestTimeoutMs) throw new DataPlaneConfigError("PROXY_HEADERS_TIMEOUT_MS must not exceed PROXY_REQUEST_TIMEOUT_MS");
+  if (config.metricsPort !== 0 && config.metricsPort === config.port) throw new DataPlaneConfigError(`PROXY_METRICS_PORT must differ from PROXY_PORT (${config.port}): /metrics is not served on the proxy's port`);
   if (config.replayMinMs > config.replayMaxMs) throw new DataPlaneConfigError("PROXY_REPLAY_MIN_MS must not exceed PROXY_REPLAY_MAX_MS");
   return config;
 }

@@ -1,7 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import type { Outcome, Route } from "../gen/admission/v1/admission_pb.js";
-import { AdmitRequestSchema, RouteSchema, SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
+import type { Outcome } from "../gen/admission/v1/admission_pb.js";
+import { AdmitRequestSchema, SettleRequestSchema } from "../gen/admission/v1/admission_pb.js";
+import type { AdmissionAsk, AdmittedCredentials, RememberedAdmission } from "./admitted-credentials.js";
 import { asControlPlaneError } from "./control-plane-error.js";
 import type { ControlPlaneClient } from "./control-plane-client.js";
 import type { DataPlaneMetrics } from "./metrics.js";
@@ -30,23 +31,25 @@ export interface FailOpenOptions {
   readonly settler: Pick<Settler, "settle">;
   readonly logger: Logger;
   readonly metrics: DataPlaneMetrics;
-  /** Provider for a request whose route was never seen; empty: such requests are refused (503). */
-  readonly fallbackProvider: string;
+  /** The credentials admitted here recently; undefined (FAIL_CLOSED): nothing is remembered, nothing served unadmitted. */
+  readonly admitted: AdmittedCredentials | undefined;
   /** Bound on usage held while the control plane is away. */
   readonly maxPending?: number;
 }
 
 /**
- * FAIL_OPEN: while the control plane is unreachable, requests are forwarded
- * on the routes last decided for their task and model (or to a fallback
- * provider with the model as asked), unmetered. Their usage is recorded when
- * the link comes back: an Admit with the same request id (the reservation is
- * one token, so it passes unless the subject is now blocked outright), then a
- * Settle with what was used. Held in memory: a data-plane crash during the
- * outage loses it (the provider key's own billing still has it).
+ * FAIL_OPEN: while the control plane is unreachable, a request is forwarded,
+ * unmetered, only if its credential was admitted here recently for the same
+ * path, task and model: on the routes of that admission. Anything else (a
+ * credential never admitted here, one denied since, one admitted too long
+ * ago, a model or task it was not admitted for) is refused with 503. The
+ * usage is recorded when the link comes back: an Admit with the same request
+ * id (the reservation is one token, so it passes unless the subject is now
+ * blocked outright), then a Settle with what was used. Held in memory: a
+ * data-plane crash during the outage loses it (the provider key's own
+ * billing still has it).
  */
 export class FailOpen {
-  private readonly routes = new Map<string, readonly Route[]>();
   private pending: UnadmittedUsage[] = [];
   private flushing: Promise<void> | undefined;
   private readonly unsubscribe: () => void;
@@ -57,21 +60,19 @@ export class FailOpen {
     });
   }
 
-  /** Remembers the routes of an allowed decision, for use during an outage. */
-  remember(task: string, model: string, routes: readonly Route[]): void {
-    const key = `${task}\u0000${model}`;
-    const known = this.routes.get(key);
-    if (routes.length === 0 || (known && sameRoutes(known, routes))) return;
-    if (this.routes.size >= 10_000) this.routes.clear();
-    this.routes.set(key, routes);
+  /** The control plane allowed this credential's ask: remembered, for an outage. */
+  admitted(credential: string, ask: AdmissionAsk, admission: RememberedAdmission): void {
+    this.options.admitted?.admitted(credential, ask, admission);
   }
 
-  /** Routes for an unadmitted request, or undefined when it cannot be routed. */
-  routesFor(task: string, model: string): readonly Route[] | undefined {
-    const known = this.routes.get(`${task}\u0000${model}`);
-    if (known) return known;
-    if (!this.options.fallbackProvider || !model) return undefined;
-    return [create(RouteSchema, { provider: this.options.fallbackProvider, model, providerModel: model })];
+  /** The control plane denied or refused this credential: it is not served during an outage. */
+  denied(credential: string): void {
+    this.options.admitted?.forget(credential);
+  }
+
+  /** The tenant and routes to serve an unadmitted request on, or undefined: refuse it. */
+  serve(credential: string, ask: AdmissionAsk): RememberedAdmission | undefined {
+    return this.options.admitted?.lookup(credential, ask);
   }
 
   record(usage: UnadmittedUsage): void {
@@ -118,6 +119,7 @@ export class FailOpen {
       }
       this.pending.shift();
       if (!decision?.allowed || !decision.reservationId) {
+        this.denied(u.credential);
         if (decision) this.options.logger.error({ requestId: u.requestId, tenant: decision.tenant, reason: decision.message }, "fail-open usage denied on recording; not recorded");
         this.options.metrics.failOpen.inc({ result: "lost" });
         continue;
@@ -135,9 +137,4 @@ export class FailOpen {
       }), { requestId: u.requestId, tenant: decision.tenant });
     }
   }
-}
-
-/** The same candidates in the same order (every decision decodes new objects). */
-function sameRoutes(a: readonly Route[], b: readonly Route[]): boolean {
-  return a.length === b.length && a.every((r, i) => r.provider === b[i]!.provider && r.model === b[i]!.model && r.providerModel === b[i]!.providerModel && r.modelClass === b[i]!.modelClass);
 }

@@ -16,7 +16,7 @@ async function main(): Promise<void> {
   const dp = await startDataPlane(config);
   const providers = dp.mockProvider ? `the built-in mock provider (${dp.mockProvider.baseUrl})` : config.providers!.map((p) => p.name).join(", ");
   // Printed once for the operator, outside the JSON log stream.
-  process.stderr.write(`data plane: http://localhost:${dp.port}/v1 in front of ${providers}; control plane at ${config.controlPlaneAddr} (${config.failurePolicy})\n`);
+  process.stderr.write(`data plane: http://localhost:${dp.port}/v1 in front of ${providers}; metrics on http://${config.metricsHost}:${dp.metricsPort}/metrics; control plane at ${config.controlPlaneAddr} (${config.failurePolicy})\n`);
   for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => void dp.close().then(() => process.exit(0)));
 }
 

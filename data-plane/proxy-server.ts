@@ -13,6 +13,7 @@ import { AdmitResponseSchema, Outcome } from "../gen/admission/v1/admission_pb.j
 import { isTaskCode, type DataPlaneConfig, type ProviderConfig } from "./config.js";
 import { asControlPlaneError, type ControlPlaneError } from "./control-plane-error.js";
 import type { ControlPlaneClient } from "./control-plane-client.js";
+import type { AdmissionAsk } from "./admitted-credentials.js";
 import type { FailOpen } from "./fail-open.js";
 import { Flight } from "./flight.js";
 import { LeaseRenewer } from "./lease-renewer.js";
@@ -238,6 +239,9 @@ export function createProxyServer(deps: ProxyDeps): Server {
       latencyMs: BigInt(Math.min(usage.latencyMs, 86_400_000)),
       estimated: usage.estimated,
       credential: init.credential,
+      cacheReadTokens: 0n,
+      cacheWriteTokens: 0n,
+      reasoningTokens: 0n,
     }, { requestId: init.requestId, tenant: init.tenant });
   }
 
@@ -274,6 +278,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const request = parseLlmRequest(path, raw);
     if ("error" in request) return sendError(res, 400, request.error, { headers: base, code: "invalid_request", param: request.param });
 
+    const ask = { path, task, model: request.model };
     const admitStarted = performance.now();
     let decision: AdmitResponse;
     try {
@@ -283,19 +288,23 @@ export function createProxyServer(deps: ProxyDeps): Server {
     } catch (raw) {
       const err = asControlPlaneError(raw);
       metrics.admitSeconds.observe({ result: "error" }, (performance.now() - admitStarted) / 1000);
-      if (!err.unreachable) return refused(res, err, base);
-      if (config.failurePolicy === "FAIL_OPEN") return unadmitted({ req, res, request, task, credential, requestId, startedAt, log: log(), err });
+      if (!err.unreachable) {
+        deps.failOpen.denied(credential);
+        return refused(res, err, base);
+      }
+      if (config.failurePolicy === "FAIL_OPEN") return unadmitted({ req, res, request, ask, credential, requestId, startedAt, log: log(), err });
       log().error({ code: Code[err.code], err: err.message }, "control plane unreachable; denied (FAIL_CLOSED)");
       return sendErrorResponse(res, unavailableResponse(base));
     }
     const admitMs = performance.now() - admitStarted;
     metrics.admitSeconds.observe({ result: decision.allowed ? "allowed" : "denied" }, admitMs / 1000);
     if (!decision.allowed) {
+      deps.failOpen.denied(credential);
       log().info({ tenant: decision.tenant, task, status: decision.httpStatus, reason: decision.message }, "denied");
       return sendDenial(res, decision, requestId);
     }
 
-    deps.failOpen.remember(task, request.model, decision.routes);
+    deps.failOpen.admitted(credential, ask, { tenant: decision.tenant, routes: decision.routes });
     const flight = new Flight({
       requestId, credential, task, request, tenant: decision.tenant, reservationId: decision.reservationId, routes: decision.routes,
       maxOutputTokens: Number(decision.maxOutputTokens), headers: decisionHeaders(decision, requestId), startedAt, admitMs,
@@ -325,19 +334,20 @@ export function createProxyServer(deps: ProxyDeps): Server {
     guarded(flight, res, () => forward(req, res, flight));
   }
 
-  /** FAIL_OPEN: forward without a decision, on the last routes seen for this task and model; usage recorded when the link is back. */
-  function unadmitted(a: { req: IncomingMessage; res: ServerResponse; request: LlmRequest; task: string; credential: string; requestId: string; startedAt: number; log: Logger; err: ControlPlaneError }): void {
-    const routes = deps.failOpen.routesFor(a.task, a.request.model);
-    if (!routes) {
-      a.log.error({ err: a.err.message }, "control plane unreachable and no route known for this task and model; denied");
-      return sendError(a.res, 503, "admission control unavailable and no known route for this model; retry shortly", {
-        headers: { "x-request-id": a.requestId, "retry-after": "1" }, code: "unavailable",
-      });
+  /**
+   * FAIL_OPEN: forward without a decision only a credential admitted here recently for this path, task and model, on that
+   * admission's routes; usage recorded when the link is back. Anything else gets the same 503 as FAIL_CLOSED.
+   */
+  function unadmitted(a: { req: IncomingMessage; res: ServerResponse; request: LlmRequest; ask: AdmissionAsk; credential: string; requestId: string; startedAt: number; log: Logger; err: ControlPlaneError }): void {
+    const known = deps.failOpen.serve(a.credential, a.ask);
+    if (!known) {
+      a.log.warn({ task: a.ask.task, err: a.err.message }, "control plane unreachable and the credential was not admitted here recently for this task and model; denied (FAIL_OPEN)");
+      return sendErrorResponse(a.res, unavailableResponse({ "x-request-id": a.requestId }));
     }
-    a.log.warn({ task: a.task, err: a.err.message }, "control plane unreachable; forwarded unmetered (FAIL_OPEN)");
+    a.log.warn({ tenant: known.tenant, task: a.ask.task, err: a.err.message }, "control plane unreachable; forwarded unmetered (FAIL_OPEN)");
     const view = create(AdmitResponseSchema, { allowed: true, unmetered: true, warnings: [unmeteredWarning] });
     takeOff(a.req, a.res, new Flight({
-      requestId: a.requestId, credential: a.credential, task: a.task, request: a.request, tenant: "", reservationId: "", routes,
+      requestId: a.requestId, credential: a.credential, task: a.ask.task, request: a.request, tenant: known.tenant, reservationId: "", routes: known.routes,
       maxOutputTokens: undefined, headers: decisionHeaders(view, a.requestId), startedAt: a.startedAt, admitMs: 0,
     }));
   }
@@ -385,10 +395,6 @@ export function createProxyServer(deps: ProxyDeps): Server {
         ready,
         checks: { controlPlane: ready ? "ok" : "not connected", settleSpool: spooled ? `${spooled} settles waiting for replay` : "empty", failOpen: deps.failOpen.size() ? `${deps.failOpen.size()} unadmitted requests waiting to be recorded` : "none" },
       });
-    }
-    if (req.method === "GET" && path === "/metrics") {
-      void metrics.registry.metrics().then((text) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(text));
-      return;
     }
     handle(req, res).catch((err) => {
       logger.error({ err }, "proxy handler failed");

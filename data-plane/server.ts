@@ -1,10 +1,12 @@
 import type { Server } from "node:http";
 import type { Logger } from "pino";
 import { mockProviderName, type DataPlaneConfig, type ProviderConfig } from "./config.js";
+import { AdmittedCredentials } from "./admitted-credentials.js";
 import { ControlPlaneClient } from "./control-plane-client.js";
 import { FailOpen } from "./fail-open.js";
 import { createLogger } from "../control-plane/logger.js";
 import { createDataPlaneMetrics, type DataPlaneMetrics } from "./metrics.js";
+import { createMetricsServer } from "./metrics-server.js";
 import { startMockProvider, type RunningMockProvider } from "./mock-provider.js";
 import { createProxyServer } from "./proxy-server.js";
 import type { ReplayReport } from "./settle-spool.js";
@@ -13,6 +15,8 @@ import { Settler } from "./settler.js";
 
 export interface RunningDataPlane {
   readonly port: number;
+  /** Where `GET /metrics` is served (PROXY_METRICS_HOST). */
+  readonly metricsPort: number;
   readonly metrics: DataPlaneMetrics;
   readonly controlPlane: ControlPlaneClient;
   readonly spool: SettleSpool;
@@ -25,12 +29,13 @@ export interface RunningDataPlane {
   close(): Promise<void>;
 }
 
-/** Optional replacements for tests and embedding (providers instead of the config's, a logger, jitter). */
+/** Optional replacements for tests and embedding (providers instead of the config's, a logger, jitter, the clock of FAIL_OPEN's memory). */
 export interface DataPlaneDeps {
   readonly logger?: Logger;
   readonly providers?: readonly ProviderConfig[];
   readonly metrics?: DataPlaneMetrics;
   readonly random?: () => number;
+  readonly clock?: () => number;
 }
 
 /**
@@ -61,29 +66,34 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
   controlPlane.onLinkChange((up) => metrics.controlPlaneUp.set(up ? 1 : 0));
   const spool = new SettleSpool(config.spoolDir);
   const settler = new Settler({ client: controlPlane, spool, logger, metrics, replayMinMs: config.replayMinMs, replayMaxMs: config.replayMaxMs, random: deps.random });
-  const failOpen = new FailOpen({ client: controlPlane, settler, logger, metrics, fallbackProvider: config.failOpenProvider || providers[0]?.name || "" });
+  // Under FAIL_CLOSED nothing is served unadmitted, so no credential is remembered.
+  const admitted = config.failurePolicy === "FAIL_OPEN"
+    ? new AdmittedCredentials({ ttlMs: config.failOpenTtlMs, maxCredentials: config.failOpenMaxCredentials, clock: deps.clock })
+    : undefined;
+  const failOpen = new FailOpen({ client: controlPlane, settler, logger, metrics, admitted });
   const server: Server = createProxyServer({
     config, providers: new Map(providers.map((p) => [p.name, p])), controlPlane, settler, failOpen, metrics, logger,
   });
+  const metricsServer = createMetricsServer({ registry: metrics.registry, logger, requestTimeoutMs: config.requestTimeoutMs, headersTimeoutMs: config.headersTimeoutMs });
   let port: number;
+  let metricsPort: number;
   try {
-    port = await new Promise<number>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(config.port, config.host, () => resolve((server.address() as { port: number }).port));
-    });
+    port = await listen(server, config.port, config.host);
+    metricsPort = await listen(metricsServer, config.metricsPort, config.metricsHost);
   } catch (err) {
-    // e.g. the port is taken: release what was started so the process can exit.
+    // e.g. a port is taken: release what was started so the process can exit.
+    if (server.listening) await new Promise((resolve) => server.close(resolve));
     await settler.stop();
     failOpen.close();
     controlPlane.close();
     await mockProvider?.close();
     throw err;
   }
-  logger.info({ port, controlPlane: config.controlPlaneAddr, providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
+  logger.info({ port, metricsHost: config.metricsHost, metricsPort, controlPlane: config.controlPlaneAddr, providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
 
   let closing: Promise<void> | undefined;
   return {
-    port, metrics, controlPlane, spool, failOpen, mockProvider,
+    port, metricsPort, metrics, controlPlane, spool, failOpen, mockProvider,
     replaySpool: async () => {
       const report: ReplayReport = await settler.replay();
       return report.delivered;
@@ -92,6 +102,8 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
       closing ??= (async () => {
         server.closeIdleConnections();
         await new Promise<void>((resolve) => server.close(() => resolve()));
+        metricsServer.closeAllConnections();
+        await new Promise<void>((resolve) => metricsServer.close(() => resolve()));
         await settler.stop();
         await failOpen.flush().catch(() => undefined);
         failOpen.close();
@@ -102,4 +114,12 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
       return closing;
     },
   };
+}
+
+/** Listens on host:port (0: ephemeral) and resolves with the port. */
+function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => resolve((server.address() as { port: number }).port));
+  });
 }

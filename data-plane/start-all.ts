@@ -27,7 +27,8 @@ async function main(): Promise<void> {
   // Printed once for the operator, outside the JSON log stream.
   process.stderr.write(`
 control plane: gRPC on :${cp.grpcPort}, metrics/health/Connect on :${cp.httpPort}
-data plane:    ${base} (OpenAI-compatible)${dp.mockProvider ? `, in front of the mock provider at ${dp.mockProvider.baseUrl}` : ""}
+admin console: http://localhost:${cp.httpPort}/console/ (sign in with the admin token)
+data plane:    ${base} (OpenAI-compatible)${dp.mockProvider ? `, in front of the mock provider at ${dp.mockProvider.baseUrl}` : ""}; metrics on http://${dpConfig.metricsHost}:${dp.metricsPort}/metrics
 ${cpConfig.adminTokenGenerated ? `admin token:   ${cp.adminToken}\n` : ""}demo API key:  ${key}  (tenant "demo", user "demo-user", plan PRO)
 
 Try it:

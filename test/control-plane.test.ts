@@ -293,7 +293,7 @@ describe("control plane over gRPC", () => {
       req(i, { case: "admit", value: { $typeName: "admission.v1.AdmitRequest", credential: secretOf("k-globex"), task: "DRAFT", requestId: "", model: "", inputTokens: 10n, maxOutputTokens: 10n, files: 0n, agentSteps: 0n, apiCalls: 0n, attributes: {} } });
     }
     req(99n, { case: undefined });
-    req(100n, { case: "settle", value: { $typeName: "admission.v1.SettleRequest", reservationId: "bogus", inputTokens: 0n, outputTokens: 0n, provider: "", model: "", outcome: 0, latencyMs: 0n, estimated: false, credential: "" } });
+    req(100n, { case: "settle", value: { $typeName: "admission.v1.SettleRequest", reservationId: "bogus", inputTokens: 0n, outputTokens: 0n, provider: "", model: "", outcome: 0, latencyMs: 0n, estimated: false, credential: "", cacheReadTokens: 0n, cacheWriteTokens: 0n, reasoningTokens: 0n } });
     stream.end();
     await done;
     assert.equal(answers.size, 22);

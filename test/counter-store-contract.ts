@@ -27,7 +27,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
         ...reservationOf(meters), leaseExpiresAtMs: Date.now() + 60_000, nowMs: Date.now(), ...extra,
       });
     const usage = (inputTokens: number, outputTokens: number, costMicros = 0): LeaseUsage => ({
-      inputTokens, outputTokens, costMicros, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 5, settledAtMs: Date.now(),
+      inputTokens, outputTokens, costMicros, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 5, settledAtMs: Date.now(),
     });
     const withStore = (title: string, fn: (store: CounterStore) => Promise<void>) =>
       test(title, async () => {
@@ -90,6 +90,25 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       assert.deepEqual(await store.read(t, ["tok", "conc", "cost"]), [200, 0, 55]);
       assert.equal((await store.settle({ tenant: t, leaseId: "nope", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 })).status, "missing");
       assert.equal((await store.settle({ tenant: await fresh(store), leaseId: "L1", usage: usage(1, 1), nowMs: Date.now(), graceMs: 1 })).status, "missing", "leases are per tenant");
+    });
+
+    withStore("open leases are counted per tenant until settled or expired", async (store) => {
+      const t = await fresh(store);
+      const other = await fresh(store);
+      assert.equal(await store.openLeases(t), 0);
+      await reserve(store, t, [op("tok", 1, 1000)], { leaseId: "O1" });
+      await reserve(store, t, [op("tok", 1, 1000)], { leaseId: "O2" });
+      await reserve(store, t, [op("tok", 1, 1000)], { leaseId: "O3", leaseExpiresAtMs: Date.now() - 1 });
+      await reserve(store, other, [op("tok", 1, 1000)], { leaseId: "O1" });
+      await reserve(store, t, [op("tok", 5000, 1000)], { leaseId: "blocked" });
+      assert.equal(await store.openLeases(t), 3, "a blocked reservation holds no lease");
+      await store.settle({ tenant: t, leaseId: "O1", usage: usage(1, 0), nowMs: Date.now(), graceMs: 30_000 });
+      assert.equal(await store.openLeases(t), 2, "a settled lease is no longer open, recorded or not");
+      await store.markRecorded(t, "O1");
+      await store.claimDue(Date.now(), 60_000, 1000);
+      assert.equal(await store.openLeases(t), 1, "an expired lease is no longer open");
+      assert.equal(await store.openLeases(other), 1, "leases are per tenant");
+      assert.equal(await store.openLeases(`t-never-${randomBytes(4).toString("hex")}`), 0);
     });
 
     withStore("concurrent settles of one lease apply it once", async (store) => {
@@ -265,7 +284,7 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       const again = await reserve(store, t, meters, { requestId: "req-M" });
       assert.equal(again.status, "duplicate");
       assert.deepEqual(again.status === "duplicate" && asReserved(again.lease), reserved);
-      const first: LeaseUsage = { ...usage(1, 2, 3), outcome: 3, estimated: true, provider: "prov ✓", model: "m\"odel", latencyMs: 1234 };
+      const first: LeaseUsage = { ...usage(1, 2, 3), cacheReadTokens: 1, reasoningTokens: 2, outcome: 3, estimated: true, provider: "prov ✓", model: "m\"odel", latencyMs: 1234 };
       const settled = await store.settle({ tenant: t, leaseId: "M", usage: first, nowMs: Date.now(), graceMs: 30_000 });
       assert.equal(settled.status, "settled");
       assert.deepEqual(settled.status === "settled" && asReserved(settled.lease), reserved);

@@ -77,7 +77,7 @@ describe("data plane with the openai SDK", () => {
         { id: "broke", limits: [{ kind: "BUDGET_MICROS", window: "MONTH", per: "TENANT", value: 0 }], keys: [{ id: "kb" }] },
       ),
     }, admin);
-    const config = { ...loadDataPlaneConfig({}), host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${cpPort}`, spoolDir, maxBodyBytes: 1024 * 1024 };
+    const config = { ...loadDataPlaneConfig({}), host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: `127.0.0.1:${cpPort}`, spoolDir, maxBodyBytes: 1024 * 1024 };
     dp = await startDataPlane(config, {
       logger: pino({ level: "silent" }),
       providers: [

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { test } from "node:test";
 import { parseAllDocuments } from "yaml";
 import { defaultControlPlaneConfig } from "../control-plane/config.js";
-import { loadDataPlaneConfig } from "../data-plane/config.js";
+import { defaultDataPlaneConfig, loadDataPlaneConfig } from "../data-plane/config.js";
 import { pluginConfig, Schema } from "../deploy/kong/schema.js";
 
 const root = new URL("../../", import.meta.url);
@@ -67,11 +67,25 @@ test("Kubernetes: ports, service names, probes and environment agree with the co
   assert.equal(dpContainer.readinessProbe.httpGet.port, proxyPort);
   assert.equal(dpContainer.readinessProbe.httpGet.path, "/readyz");
   assert.equal(byKind(dp, "Service").spec.ports[0].targetPort, proxyPort);
+  // /metrics: its own port, scraped from the pod, not behind the Service, open only to the monitoring namespace.
+  const metricsPort = Number(dpConfig.PROXY_METRICS_PORT);
+  assert.notEqual(metricsPort, proxyPort);
+  assert.equal(metricsPort, defaultDataPlaneConfig.metricsPort);
+  assert.deepEqual(dpContainer.ports.map((p: any) => p.containerPort).sort(), [proxyPort, metricsPort].sort());
+  const annotations = byKind(dp, "Deployment").spec.template.metadata.annotations;
+  assert.deepEqual([annotations["prometheus.io/scrape"], Number(annotations["prometheus.io/port"]), annotations["prometheus.io/path"]], ["true", metricsPort, "/metrics"]);
+  assert.ok(!byKind(dp, "Service").spec.ports.some((p: any) => p.targetPort === metricsPort), "the metrics port is not in the Service");
+  const ingress = byKind(dp, "NetworkPolicy").spec.ingress;
+  assert.ok(ingress.some((r: any) => !r.from && r.ports.some((p: any) => p.port === proxyPort)), "the proxy is open to every client");
+  assert.ok(ingress.every((r: any) => !r.ports.some((p: any) => p.port === metricsPort) || r.from?.length), "the metrics port only to selected peers");
   // The providers file in the ConfigMap is what the data plane will load.
   const providers = JSON.parse(dpConfig["providers.json"]).providers;
   for (const p of providers) assert.ok(providerKeys.has(p.apiKeyEnv));
-  const loaded = loadDataPlaneConfig({ PROXY_PORT: dpConfig.PROXY_PORT, CONTROL_PLANE_ADDR: dpConfig.CONTROL_PLANE_ADDR, PROXY_FAILURE_POLICY: dpConfig.PROXY_FAILURE_POLICY });
-  assert.equal(loaded.port, proxyPort);
+  const loaded = loadDataPlaneConfig({
+    PROXY_PORT: dpConfig.PROXY_PORT, PROXY_METRICS_HOST: dpConfig.PROXY_METRICS_HOST, PROXY_METRICS_PORT: dpConfig.PROXY_METRICS_PORT,
+    CONTROL_PLANE_ADDR: dpConfig.CONTROL_PLANE_ADDR, PROXY_FAILURE_POLICY: dpConfig.PROXY_FAILURE_POLICY,
+  });
+  assert.deepEqual([loaded.port, loaded.metricsPort, loaded.metricsHost], [proxyPort, metricsPort, "0.0.0.0"]);
 });
 
 test("Envoy: ext_authz points at the control plane's gRPC port, fails closed and buffers the body", () => {
@@ -111,7 +125,11 @@ test("compose and Dockerfiles: known variables, non-root, multi-stage, the right
     for (const name of Object.keys(compose.services[service].environment)) assert.ok(known.has(name) || providerKeys.has(name), `${service}: ${name}`);
   }
   assert.equal(compose.services["data-plane"].environment.CONTROL_PLANE_ADDR, `control-plane:${defaultControlPlaneConfig.grpcPort}`);
-  for (const [file, ports] of [["deploy/Dockerfile.control-plane", [50051, 9464]], ["deploy/Dockerfile.data-plane", [8080]]] as const) {
+  const dpCompose = compose.services["data-plane"];
+  const metricsPort = Number(dpCompose.environment.PROXY_METRICS_PORT);
+  assert.ok(dpCompose.ports.includes(`127.0.0.1:${metricsPort}:${metricsPort}`), "the data plane's /metrics is published on the host's loopback only");
+  assert.ok(!dpCompose.ports.some((p: string) => p.startsWith(`${metricsPort}:`)));
+  for (const [file, ports] of [["deploy/Dockerfile.control-plane", [50051, 9464]], ["deploy/Dockerfile.data-plane", [8080, defaultDataPlaneConfig.metricsPort]]] as const) {
     const text = read(file);
     assert.equal(text.match(/^FROM /gm)?.length, 2, `${file} is multi-stage`);
     assert.match(text, /^USER node$/m, `${file} runs as non-root`);

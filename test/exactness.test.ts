@@ -160,6 +160,7 @@ class FlakyCounterStore implements CounterStore {
   generation: CounterStore["generation"] = (...a) => this.guard(() => this.inner.generation(...a));
   read: CounterStore["read"] = (...a) => this.guard(() => this.inner.read(...a));
   reset: CounterStore["reset"] = (...a) => this.guard(() => this.inner.reset(...a));
+  openLeases: CounterStore["openLeases"] = (...a) => this.guard(() => this.inner.openLeases(...a));
   ping: CounterStore["ping"] = () => this.guard(() => this.inner.ping());
   close: CounterStore["close"] = () => this.inner.close();
 }

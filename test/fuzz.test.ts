@@ -71,7 +71,7 @@ describe(`hostile input (FUZZ_SEED=${seed})`, () => {
     const bundle = bundleJson([{ id: "fz", limits: [{ kind: "CONCURRENCY", per: "TENANT", value: 100_000 }], keys: [{ id: "k-fz" }] }]);
     await cp.policy.applyBundle({ bundle: parseProtoJson(BundleSchema, bundle) }, admin);
     dp = await startDataPlane({
-      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: cp.address, spoolDir: join(dir, "dp-spool"),
+      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: cp.address, spoolDir: join(dir, "dp-spool"),
       maxBodyBytes, requestTimeoutMs: 1_500, headersTimeoutMs: 1_000, reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200,
     }, {
       logger: pino({ level: process.env.TEST_LOG_LEVEL ?? "silent" }),

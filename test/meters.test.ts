@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { LimitKind, LimitSource, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
-import { bindMeters, BoundMeterCache } from "../control-plane/meters.js";
+import { bindMeters, BoundMeterCache, costMicros, usageCostMicros } from "../control-plane/meters.js";
 import type { EffectiveLimit } from "../control-plane/policy/policy-snapshot.js";
 
 const limit = (kind: LimitKind, window: Window, per: Per, value: number): EffectiveLimit => ({
@@ -87,4 +87,24 @@ test("costMicros rounds up exactly, in doubles and past 2^53 in BigInt", async (
   const rand = (n: number) => (seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648) % n;
   for (let i = 0; i < 2_000; i++) cases.push([rand(1_000_000_001), rand(1_000_000_001), BigInt(rand(200_000_000)), BigInt(rand(200_000_000))]);
   for (const [i, o, ip, op] of cases) assert.equal(costMicros(i, o, ip, op), exact(i, o, ip, op), `${i} ${o} ${ip} ${op}`);
+});
+
+test("settled cost prices each part of the usage: uncached input, cache reads, cache writes, output; rounded up once, exact beyond 2^53", () => {
+  const prices = { inputMicrosPerMtok: 3_000_000n, outputMicrosPerMtok: 15_000_000n, cacheReadMicrosPerMtok: 300_000n, cacheWriteMicrosPerMtok: 3_750_000n };
+  const usage = { inputTokens: 10_000, cacheReadTokens: 8_000, cacheWriteTokens: 1_000, outputTokens: 500 };
+  // 1,000 x $3 + 8,000 x $0.30 + 1,000 x $3.75 + 500 x $15, per million tokens = 3,000 + 2,400 + 3,750 + 7,500 micro-USD.
+  assert.equal(usageCostMicros(usage, prices), 16_650);
+  // Unset cache prices are the input price: the same as no cache at all.
+  const plain = { inputMicrosPerMtok: 3_000_000n, outputMicrosPerMtok: 15_000_000n };
+  assert.equal(usageCostMicros(usage, plain), 37_500);
+  assert.equal(usageCostMicros(usage, plain), costMicros(10_000, 500, 3_000_000n, 15_000_000n));
+  // A free cache read is free, not the input price.
+  assert.equal(usageCostMicros({ inputTokens: 1_000_000, cacheReadTokens: 1_000_000, cacheWriteTokens: 0, outputTokens: 0 }, { ...plain, cacheReadMicrosPerMtok: 0n }), 0);
+  // The sum is rounded up once: two parts of half a micro-USD each cost 1, not 2.
+  const tiny = { inputMicrosPerMtok: 500_000n, outputMicrosPerMtok: 0n, cacheReadMicrosPerMtok: 500_000n };
+  assert.equal(usageCostMicros({ inputTokens: 2, cacheReadTokens: 1, cacheWriteTokens: 0, outputTokens: 0 }, tiny), 1);
+  // Beyond 2^53 in micro-USD x tokens: BigInt, exact.
+  const huge = { inputTokens: 900_000_000, cacheReadTokens: 400_000_001, cacheWriteTokens: 3, outputTokens: 700_000_000 };
+  const exact = (BigInt(900_000_000 - 400_000_004) * 90_000_000_000n + 400_000_001n * 9_000_000_000n + 3n * 112_500_000_000n + 700_000_000n * 360_000_000_000n + 999_999n) / 1_000_000n;
+  assert.equal(usageCostMicros(huge, { inputMicrosPerMtok: 90_000_000_000n, outputMicrosPerMtok: 360_000_000_000n, cacheReadMicrosPerMtok: 9_000_000_000n, cacheWriteMicrosPerMtok: 112_500_000_000n }), Number(exact));
 });

@@ -87,7 +87,7 @@ describe(`overload: ADMISSION_MAX_IN_FLIGHT=${maxInFlight}`, () => {
     t = await startTestControlPlane({ config: { maxInFlight }, deps: { counters } });
     await t.policy.applyBundle({ bundle: parseProtoJson(BundleSchema, bundleJson([{ id: "load", keys: [{ id: "k-load" }] }])) }, admin);
     dp = await startDataPlane({
-      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: t.address, spoolDir, reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200,
+      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: t.address, spoolDir, reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200,
     }, {
       logger: pino({ level: "silent" }),
       providers: [{ name: "up-a", baseUrl: upA.baseUrl, apiKey: "sk-a" }, { name: "up-b", baseUrl: upB.baseUrl, apiKey: "sk-b" }],

@@ -266,7 +266,7 @@ async function exerciseEveryScript(store: RedisCounterStore, other: RedisCounter
     { key: "REQUESTS|MONTH|*|TENANT|keys|0", unit: "requests", limit: 1e9, enforce: true, expiresAtMs: 0 },
     { key: "CONCURRENCY|*|USER|u", unit: "concurrency", limit: 1e9, enforce: true, expiresAtMs: 0 },
   ];
-  const usage: LeaseUsage = { inputTokens: 1, outputTokens: 1, costMicros: 1, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 1, settledAtMs: nowMs };
+  const usage: LeaseUsage = { inputTokens: 1, outputTokens: 1, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, costMicros: 1, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 1, settledAtMs: nowMs };
   const reserve = (s: RedisCounterStore, leaseId: string, requestId: string, leaseExpiresAtMs = nowMs + 60_000) =>
     s.reserve({ tenant, leaseId, reservationId: `rid-${leaseId}`, requestId, meters, amounts: { tokens: 5, costMicros: 5 }, leaseExpiresAtMs, nowMs });
   const settle = (s: RedisCounterStore, leaseId: string) => s.settle({ tenant, leaseId, usage, nowMs: s.now(), graceMs: 0 });
@@ -293,6 +293,7 @@ async function exerciseEveryScript(store: RedisCounterStore, other: RedisCounter
   const claimed = await other.claimDue(other.now(), 30_000, 100);
   assert.deepEqual(claimed.map((l) => l.leaseId).sort(), ["c", "d", "x"]);
   await Promise.all(claimed.map((l) => other.markRecorded(tenant, l.leaseId)));
+  assert.equal(await store.openLeases(tenant), 1, "e is open");
   await store.read(tenant, meters.map((m) => m.key));
   await store.reset(tenant, meters[0]!.key);
   await store.generation(tenant);

@@ -48,7 +48,7 @@ function reserveAsIs(store: RedisCounterStore, tenant: string, leaseId: string, 
 }
 
 function usage(outputTokens: number) {
-  return { inputTokens: 1, outputTokens, costMicros: 0, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 1, settledAtMs: Date.now() };
+  return { inputTokens: 1, outputTokens, costMicros: 0, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 1, settledAtMs: Date.now() };
 }
 
 async function withStores<T>(count: number, options: { keyPrefix: string; dueRescanMs?: number; url?: string }, fn: (stores: RedisCounterStore[]) => Promise<T>): Promise<T> {

@@ -1,16 +1,13 @@
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Redis } from "ioredis";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
 import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { windowSpan } from "../control-plane/windows.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { quickDatabase } from "./support/databases.js";
-import { deleteKeysWithPrefix } from "./support/redis-keys.js";
 import { scenario, secretOf } from "./support/scenario.js";
-import { missingService } from "./support/services.js";
+import { counterBackends } from "./support/counter-backends.js";
 import { meterUsed } from "./support/meter-used.js";
 
 test("calendar windows are aligned in UTC", () => {
@@ -36,21 +33,15 @@ test("windows without a span are rejected", () => {
 });
 
 /** Counters in memory, and on the shared Redis under a prefix of this test (dates in the future, so Redis keeps the keys). */
-const counterBackends = [
-  { name: "memory", skip: false as string | false, config: () => ({}) },
-  { name: "redis", skip: missingService("Redis", "REDIS_URL"), config: (prefix: string) => ({ redisUrl: process.env.REDIS_URL!, redisKeyPrefix: prefix }) },
-];
-
-for (const backend of counterBackends) {
+for (const backend of counterBackends("admwin")) {
   describe(`window boundaries with an injected clock (${backend.name} counters)`, { skip: backend.skip }, () => {
     let now = 0;
     let t: TestControlPlane;
     let database: Awaited<ReturnType<typeof quickDatabase>>;
-    const prefix = `admwin-${randomBytes(4).toString("hex")}`;
 
     before(async () => {
       database = await quickDatabase();
-      t = await startTestControlPlane({ config: { ...database.config, ...backend.config(prefix) }, deps: { clock: () => now } });
+      t = await startTestControlPlane({ config: { ...database.config, ...backend.config() }, deps: { clock: () => now } });
       await t.policy.applyBundle({
         bundle: scenario({
           id: "w",
@@ -67,11 +58,7 @@ for (const backend of counterBackends) {
     after(async () => {
       await t.close();
       await database.drop();
-      if (backend.name === "redis") {
-        const redis = new Redis(process.env.REDIS_URL!);
-        await deleteKeysWithPrefix(redis, prefix);
-        await redis.quit();
-      }
+      await backend.cleanUp();
     });
 
     const req = { credential: secretOf("kw"), task: "DRAFT", inputTokens: 100n, maxOutputTokens: 50n };

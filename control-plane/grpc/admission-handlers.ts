@@ -10,6 +10,7 @@ import { RpcError } from "../rpc-error.js";
 import type { Settlement } from "../settlement.js";
 import type { CallContext } from "./call-context.js";
 import { requireAdmin } from "./call-context.js";
+import { adminSubject } from "./admin-subject.js";
 
 export interface AdmissionHandlersDeps {
   readonly engine: DecisionEngine;
@@ -51,25 +52,13 @@ export class AdmissionHandlers {
       }
     } else {
       requireAdmin(ctx, this.deps.adminToken);
-      principal = this.adminSubject(req, snapshot);
+      if (!req.tenant && !req.keyId) throw new RpcError(Code.INVALID_ARGUMENT, "credential, tenant or key_id is required");
+      principal = adminSubject(req, snapshot);
     }
     if (req.task && !snapshot.tasks.has(req.task)) throw new RpcError(Code.NOT_FOUND, `unknown task "${req.task}"`);
     const tenantCtx = snapshot.tenantContext(principal.tenant);
     if (!tenantCtx) throw new RpcError(Code.NOT_FOUND, `tenant "${principal.tenant}" not found`);
     return this.deps.engine.explain({ principal, ctx: tenantCtx, snapshot }, req.task);
-  }
-
-  private adminSubject(req: GetEffectivePolicyRequest, snapshot: PolicySnapshot): Principal {
-    if (req.keyId) {
-      const key = snapshot.apiKeys.get(req.keyId);
-      if (!key) throw new RpcError(Code.NOT_FOUND, `api_key "${req.keyId}" not found`);
-      if (req.tenant && req.tenant !== key.tenant) throw new RpcError(Code.INVALID_ARGUMENT, `api_key "${key.id}" belongs to tenant "${key.tenant}"`);
-      return { tenant: key.tenant, user: key.user, keyId: key.id, tasks: key.tasks };
-    }
-    if (!req.tenant) throw new RpcError(Code.INVALID_ARGUMENT, "credential, tenant or key_id is required");
-    if (!snapshot.tenants.has(req.tenant)) throw new RpcError(Code.NOT_FOUND, `tenant "${req.tenant}" not found`);
-    if (req.user && !snapshot.user(req.tenant, req.user)) throw new RpcError(Code.NOT_FOUND, `user "${req.user}" not found in tenant "${req.tenant}"`);
-    return { tenant: req.tenant, user: req.user, keyId: "", tasks: null };
   }
 }
 

@@ -11,28 +11,36 @@ import type { PolicyManager } from "../policy/policy-manager.js";
 import { idPattern } from "../policy/validate-bundle.js";
 import { RpcError } from "../rpc-error.js";
 import type { AuditLog } from "../store/audit-log.js";
-import type { Ledger } from "../store/ledger.js";
+import type { Ledger, UsageDimension } from "../store/ledger.js";
+import { usageTotalsMessage } from "../usage-totals.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { isValidTimestamp, timestampMs } from "../timestamps.js";
 import { isTimeWindow, windowSpan } from "../windows.js";
 import type { CallContext } from "./call-context.js";
 import { requireAdmin } from "./call-context.js";
+import { adminSubject } from "./admin-subject.js";
+import type { DecisionEngine } from "../decide.js";
+import type { TenantStatusReader } from "../tenant-status.js";
+import { AdmitRequestSchema, DenyReason } from "../../gen/admission/v1/admission_pb.js";
 
 export interface PolicyHandlersDeps {
   readonly policy: PolicyManager;
   readonly ledger: Pick<Ledger, "usage">;
   readonly audit: Pick<AuditLog, "record" | "list">;
   readonly counters: CounterStore;
+  readonly tenantStatus: Pick<TenantStatusReader, "list">;
+  readonly engine: Pick<DecisionEngine, "simulate">;
   readonly adminToken: string;
   readonly clock?: () => number;
 }
 
-const groupByNames: Record<number, "user" | "task" | "model" | "key" | "day"> = {
+const groupByNames: Record<number, UsageDimension> = {
   [pb.UsageGroupBy.USER]: "user",
   [pb.UsageGroupBy.TASK]: "task",
   [pb.UsageGroupBy.MODEL]: "model",
   [pb.UsageGroupBy.KEY]: "key",
   [pb.UsageGroupBy.DAY]: "day",
+  [pb.UsageGroupBy.HOUR]: "hour",
 };
 
 /** The PolicyService (admin API), transport-free. Every call checks the admin token first. */
@@ -181,12 +189,10 @@ export class PolicyHandlers {
     const usage = await this.deps.ledger.usage({
       tenant: req.tenant, user: textFilter(req.user, "user"), task: textFilter(req.task, "task"), model: textFilter(req.model, "model"), startMs, endMs, groupBy,
     });
-    const totals = (t: { requests: number; inputTokens: number; outputTokens: number; costMicros: number }) => ({
-      requests: BigInt(t.requests), inputTokens: BigInt(t.inputTokens), outputTokens: BigInt(t.outputTokens), costMicros: BigInt(t.costMicros),
-    });
+    const { $typeName: _, ...totals } = usageTotalsMessage(usage.totals);
     return create(pb.GetUsageResponseSchema, {
-      ...totals(usage.totals),
-      rows: usage.rows.map((r) => create(pb.UsageRowSchema, { group: r.group, totals: create(pb.UsageTotalsSchema, totals(r.totals)) })),
+      ...totals,
+      rows: usage.rows.map((r) => create(pb.UsageRowSchema, { group: r.group, totals: usageTotalsMessage(r.totals) })),
     });
   }
 
@@ -199,7 +205,12 @@ export class PolicyHandlers {
       beforeId = Number(Buffer.from(req.pageToken, "base64url").toString("utf8"));
       if (!Number.isSafeInteger(beforeId) || beforeId <= 0) throw new RpcError(Code.INVALID_ARGUMENT, "invalid page_token");
     }
-    const events = await this.deps.audit.list({ tenant: textFilter(req.tenant, "tenant"), kindPrefix: textFilter(req.kind, "kind"), sinceMs: req.since ? requestTimeMs(req.since, "since") : undefined, pageSize, beforeId });
+    const sinceMs = req.since ? requestTimeMs(req.since, "since") : undefined;
+    const untilMs = req.until ? requestTimeMs(req.until, "until") : undefined;
+    if (sinceMs !== undefined && untilMs !== undefined && untilMs <= sinceMs) throw new RpcError(Code.INVALID_ARGUMENT, "until must be after since");
+    const events = await this.deps.audit.list({
+      tenant: textFilter(req.tenant, "tenant"), kindPrefix: textFilter(req.kind, "kind"), actor: textFilter(req.actor, "actor"), sinceMs, untilMs, pageSize, beforeId,
+    });
     const last = events.at(-1);
     return create(pb.ListAuditEventsResponseSchema, {
       events: events.map((e) => create(pb.AuditEventSchema, {
@@ -227,6 +238,30 @@ export class PolicyHandlers {
       message: `reset ${LimitKind[req.kind]}/${Window[window]} of ${Per[per]} ${subject}${req.task ? ` for task ${req.task}` : ""} (was ${previous})`,
     });
     return create(pb.ResetMeterResponseSchema, { previousUsed: BigInt(previous) });
+  }
+
+  async listTenantStatus(req: pb.ListTenantStatusRequest, ctx: CallContext): Promise<pb.ListTenantStatusResponse> {
+    this.admin(ctx);
+    if (req.nearest < 0 || req.nearest > 100) throw new RpcError(Code.INVALID_ARGUMENT, "nearest must be between 0 and 100");
+    if (req.tenant && !this.snapshot.tenants.has(req.tenant)) throw new RpcError(Code.NOT_FOUND, `tenant "${req.tenant}" not found`);
+    const tenants = await this.deps.tenantStatus.list({ tenant: req.tenant || undefined, nearest: req.nearest || 3 });
+    return create(pb.ListTenantStatusResponseSchema, { tenants });
+  }
+
+  async simulateAdmit(req: pb.SimulateAdmitRequest, ctx: CallContext): Promise<pb.SimulateAdmitResponse> {
+    this.admin(ctx);
+    const principal = adminSubject(req, this.snapshot);
+    const decision = await this.deps.engine.simulate(principal, create(AdmitRequestSchema, {
+      task: req.task, model: req.model, inputTokens: req.inputTokens, maxOutputTokens: req.maxOutputTokens, files: req.files, agentSteps: req.agentSteps, apiCalls: req.apiCalls,
+    }));
+    // As on Admit: malformed input is a status, every other denial a decision.
+    if (decision.reason === DenyReason.INVALID_REQUEST) throw new RpcError(Code.INVALID_ARGUMENT, decision.message);
+    return create(pb.SimulateAdmitResponseSchema, { decision });
+  }
+
+  async listCatalog(_req: pb.ListCatalogRequest, ctx: CallContext): Promise<pb.ListCatalogResponse> {
+    this.admin(ctx);
+    return create(pb.ListCatalogResponseSchema, { models: this.snapshot.bundle.models, tasks: this.snapshot.bundle.tasks });
   }
 }
 

@@ -56,8 +56,12 @@ export function validateBundle(bundle: Bundle): string[] {
     if (!modelNamePattern.test(m.name)) add(e, "name", "must be 1-128 characters of [A-Za-z0-9._:/@-]");
     if (!classPattern.test(m.modelClass)) add(e, "model_class", `${q(m.modelClass)} must be an upper-case class name such as PRO_M`);
     if (!idPattern.test(m.provider)) add(e, "provider", "is required ([A-Za-z0-9._-], at most 64 characters)");
-    for (const [field, price] of [["input_micros_per_mtok", m.inputMicrosPerMtok], ["output_micros_per_mtok", m.outputMicrosPerMtok]] as const) {
-      if (price < 0n || price > maxPriceMicrosPerMTok) add(e, field, `must be between 0 and ${maxPriceMicrosPerMTok}`);
+    const prices = [
+      ["input_micros_per_mtok", m.inputMicrosPerMtok], ["output_micros_per_mtok", m.outputMicrosPerMtok],
+      ["cache_read_micros_per_mtok", m.cacheReadMicrosPerMtok], ["cache_write_micros_per_mtok", m.cacheWriteMicrosPerMtok],
+    ] as const;
+    for (const [field, price] of prices) {
+      if (price !== undefined && (price < 0n || price > maxPriceMicrosPerMTok)) add(e, field, `must be between 0 and ${maxPriceMicrosPerMTok}`);
     }
     if (m.providerModel && !modelNamePattern.test(m.providerModel)) add(e, "provider_model", "must be 1-128 characters of [A-Za-z0-9._:/@-]");
     classes.add(m.modelClass);

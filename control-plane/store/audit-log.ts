@@ -22,7 +22,12 @@ export interface AuditListFilter {
   readonly tenant?: string;
   /** Events whose kind starts with this, e.g. "admin." (taken literally). */
   readonly kindPrefix?: string;
+  /** Exactly this actor, e.g. "admin:jane". */
+  readonly actor?: string;
+  /** Inclusive. */
   readonly sinceMs?: number;
+  /** Exclusive. */
+  readonly untilMs?: number;
   /** 1..1000. */
   readonly pageSize: number;
   /** The next page: the id of the last event of the previous one. */
@@ -155,7 +160,9 @@ export class AuditLog {
     };
     if (filter.tenant) add("tenant = ?", filter.tenant);
     if (filter.kindPrefix) add("starts_with(kind, ?)", filter.kindPrefix);
+    if (filter.actor) add("actor = ?", filter.actor);
     if (filter.sinceMs !== undefined) add("at >= ?", new Date(filter.sinceMs).toISOString());
+    if (filter.untilMs !== undefined) add("at < ?", new Date(filter.untilMs).toISOString());
     if (filter.beforeId !== undefined) add("id < ?", filter.beforeId);
     params.push(Math.min(Math.max(Math.trunc(filter.pageSize), 1), maxPageSize));
     const { rows } = await this.options.db.query<Record<string, unknown>>(

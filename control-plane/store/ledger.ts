@@ -13,8 +13,16 @@ export interface LedgerRow {
   readonly task: string;
   readonly model: string;
   readonly provider: string;
+  /** Every input token, cache reads and writes included. */
   readonly inputTokens: number;
+  /** Every output token, reasoning included. */
   readonly outputTokens: number;
+  /** Part of inputTokens read from the provider's prompt cache. */
+  readonly cacheReadTokens: number;
+  /** Part of inputTokens written to the provider's prompt cache. */
+  readonly cacheWriteTokens: number;
+  /** Part of outputTokens spent reasoning. */
+  readonly reasoningTokens: number;
   readonly costMicros: number;
   readonly outcome: string;
   readonly estimated: boolean;
@@ -27,10 +35,13 @@ export interface UsageTotals {
   requests: number;
   inputTokens: number;
   outputTokens: number;
+  cacheReadTokens: number;
+  cacheWriteTokens: number;
+  reasoningTokens: number;
   costMicros: number;
 }
 
-export type UsageDimension = "user" | "task" | "model" | "key" | "day";
+export type UsageDimension = "user" | "task" | "model" | "key" | "day" | "hour";
 
 export interface UsageFilter {
   readonly tenant: string;
@@ -121,10 +132,13 @@ const dimensionSql: Record<UsageDimension, string> = {
   model: "model",
   key: "key_id",
   day: "to_char(reserved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+  hour: "to_char(reserved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')",
 };
 
-const columns = "reservation_id, request_id, tenant, user_id, key_id, task, model, provider, input_tokens, output_tokens, cost_micros, outcome, estimated, latency_ms, reserved_at, settled_at";
-const sums = "count(*) AS requests, coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens, coalesce(sum(cost_micros), 0) AS cost_micros";
+const columns = "reservation_id, request_id, tenant, user_id, key_id, task, model, provider, input_tokens, output_tokens, cost_micros, outcome, estimated, latency_ms, reserved_at, settled_at, cache_read_tokens, cache_write_tokens, reasoning_tokens";
+/** The usage columns GetUsage sums. */
+const summed = ["input_tokens", "output_tokens", "cost_micros", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens"] as const;
+const sums = `count(*) AS requests, ${summed.map((c) => `coalesce(sum(${c}), 0) AS ${c}`).join(", ")}`;
 const int4Max = 2_147_483_647;
 /** Any fixed number: replicas creating or dropping partitions take turns on it. */
 const partitionLockKey = 727274002;
@@ -183,7 +197,8 @@ export class Ledger {
    */
   async replaySpool(inserted?: (rows: ReplayedRow[]) => void): Promise<number> {
     if (!this.options.spool?.pending()) return 0;
-    const n = await this.options.spool.replay(async (rows: SpooledRow[]) => {
+    const n = await this.options.spool.replay(async (spooled: SpooledRow[]) => {
+      const rows = spooled.map(withUsageParts);
       const written = await this.insert(rows);
       const replayed = rows.flatMap(({ generation, ...row }) => {
         const xid = written.get(row.reservationId);
@@ -266,7 +281,7 @@ export class Ledger {
       `INSERT INTO usage_ledger (${columns}, xid)
        SELECT *, pg_current_xact_id() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                             $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::boolean[], $14::integer[],
-                            $15::timestamptz[], $16::timestamptz[])
+                            $15::timestamptz[], $16::timestamptz[], $17::bigint[], $18::bigint[], $19::bigint[])
        ON CONFLICT (reservation_id, reserved_at) DO NOTHING
        RETURNING reservation_id, xid::text AS xid`,
       [
@@ -276,8 +291,9 @@ export class Ledger {
         rows.map((r) => String(r.inputTokens)), rows.map((r) => String(r.outputTokens)), rows.map((r) => String(r.costMicros)),
         rows.map((r) => r.outcome), rows.map((r) => r.estimated), rows.map((r) => clampLatencyMs(r.latencyMs)),
         rows.map((r) => new Date(r.reservedAtMs).toISOString()), rows.map((r) => new Date(r.settledAtMs).toISOString()),
+        rows.map((r) => String(r.cacheReadTokens)), rows.map((r) => String(r.cacheWriteTokens)), rows.map((r) => String(r.reasoningTokens)),
       ],
-      { prepareAs: "ledger_insert" },
+      { prepareAs: "ledger_insert_v2" },
     );
     try {
       this.options.onBatchWritten?.(rows.length, performance.now() - started);
@@ -326,19 +342,30 @@ export class Ledger {
     // GROUPING SETS: the groups and the grand total from the same snapshot; the total row has grouping() = 1.
     const { rows } = await this.options.db.query<Record<string, unknown>>(
       `SELECT ${dims.join(", ")}, grouping(${dims[0]}) AS is_total, ${sums}
-       FROM (SELECT ${groupBy.map((d, i) => `${dimensionSql[d]} AS g${i}`).join(", ")}, input_tokens, output_tokens, cost_micros
+       FROM (SELECT ${groupBy.map((d, i) => `${dimensionSql[d]} AS g${i}`).join(", ")}, ${summed.join(", ")}
              FROM usage_ledger WHERE ${where.join(" AND ")}) AS picked
        GROUP BY GROUPING SETS ((${dims.join(", ")}), ())
        ORDER BY is_total, ${dims.map((g) => `${g} COLLATE "C"`).join(", ")}`,
       params,
     );
-    let totals: UsageTotals = { requests: 0, inputTokens: 0, outputTokens: 0, costMicros: 0 };
+    let totals: UsageTotals = totalsOf({});
     const groups: UsageReport["rows"] = [];
     for (const r of rows) {
       if (toNumber(r.is_total) === 1) totals = totalsOf(r);
       else groups.push({ group: Object.fromEntries(groupBy.map((d, i) => [d, String(r[`g${i}`])])), totals: totalsOf(r) });
     }
     return { totals, rows: groups };
+  }
+
+  /** Totals per tenant over [startMs, endMs) in one statement; `tenants` narrows it (undefined: every tenant). Tenants without rows are absent. */
+  async usageByTenant(filter: { readonly tenants?: readonly string[]; readonly startMs: number; readonly endMs: number }): Promise<Map<string, UsageTotals>> {
+    const params: unknown[] = [new Date(filter.startMs).toISOString(), new Date(filter.endMs).toISOString()];
+    if (filter.tenants) params.push(filter.tenants);
+    const { rows } = await this.options.db.query<Record<string, unknown>>(
+      `SELECT tenant, ${sums} FROM usage_ledger WHERE reserved_at >= $1 AND reserved_at < $2${filter.tenants ? " AND tenant = ANY($3)" : ""} GROUP BY tenant`,
+      params,
+    );
+    return new Map(rows.map((r) => [String(r.tenant), totalsOf(r)]));
   }
 
   /**
@@ -473,9 +500,11 @@ function invalidField(row: LedgerRow): string | undefined {
     if (typeof v !== "string" || v.includes("\u0000")) return field;
   }
   if (row.reservationId === "") return "reservationId";
-  for (const field of ["inputTokens", "outputTokens", "costMicros"] as const) {
+  for (const field of ["inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "reasoningTokens", "costMicros"] as const) {
     if (!Number.isSafeInteger(row[field]) || row[field] < 0) return field;
   }
+  if (row.cacheReadTokens + row.cacheWriteTokens > row.inputTokens) return "cacheReadTokens";
+  if (row.reasoningTokens > row.outputTokens) return "reasoningTokens";
   if (typeof row.estimated !== "boolean") return "estimated";
   if (!Number.isFinite(row.latencyMs)) return "latencyMs";
   for (const field of ["reservedAtMs", "settledAtMs"] as const) {
@@ -498,6 +527,12 @@ export function visibleIn(snapshot: string, xid: string | null): boolean {
   return !(xip ?? "").split(",").some((p) => p !== "" && BigInt(p) === x);
 }
 
+/** A row spooled by a version that did not record the usage's cache and reasoning parts has none. */
+function withUsageParts(row: SpooledRow): SpooledRow {
+  if (row.cacheReadTokens !== undefined && row.cacheWriteTokens !== undefined && row.reasoningTokens !== undefined) return row;
+  return { ...row, cacheReadTokens: row.cacheReadTokens ?? 0, cacheWriteTokens: row.cacheWriteTokens ?? 0, reasoningTokens: row.reasoningTokens ?? 0 };
+}
+
 function clampLatencyMs(ms: number): number {
   return Math.min(Math.max(Math.round(ms), 0), int4Max);
 }
@@ -509,7 +544,11 @@ function refusedByServer(err: unknown): boolean {
 }
 
 function totalsOf(r: Record<string, unknown>): UsageTotals {
-  return { requests: toNumber(r.requests), inputTokens: toNumber(r.input_tokens), outputTokens: toNumber(r.output_tokens), costMicros: toNumber(r.cost_micros) };
+  return {
+    requests: toNumber(r.requests ?? 0), inputTokens: toNumber(r.input_tokens ?? 0), outputTokens: toNumber(r.output_tokens ?? 0),
+    cacheReadTokens: toNumber(r.cache_read_tokens ?? 0), cacheWriteTokens: toNumber(r.cache_write_tokens ?? 0), reasoningTokens: toNumber(r.reasoning_tokens ?? 0),
+    costMicros: toNumber(r.cost_micros ?? 0),
+  };
 }
 
 function fromDb(r: Record<string, unknown>): LedgerRow {
@@ -517,6 +556,7 @@ function fromDb(r: Record<string, unknown>): LedgerRow {
     reservationId: String(r.reservation_id), requestId: String(r.request_id), tenant: String(r.tenant), user: String(r.user_id),
     keyId: String(r.key_id), task: String(r.task), model: String(r.model), provider: String(r.provider),
     inputTokens: toNumber(r.input_tokens), outputTokens: toNumber(r.output_tokens), costMicros: toNumber(r.cost_micros),
+    cacheReadTokens: toNumber(r.cache_read_tokens), cacheWriteTokens: toNumber(r.cache_write_tokens), reasoningTokens: toNumber(r.reasoning_tokens),
     outcome: String(r.outcome), estimated: Boolean(r.estimated), latencyMs: toNumber(r.latency_ms),
     reservedAtMs: new Date(r.reserved_at as string | Date).getTime(), settledAtMs: new Date(r.settled_at as string | Date).getTime(),
   };

@@ -63,6 +63,14 @@ export const migrations: readonly string[] = [
   `
   ALTER TABLE usage_ledger ADD COLUMN xid xid8;
   `,
+  // The usage record's parts: cache reads and writes (of input_tokens) and reasoning (of output_tokens).
+  // Rows recorded before them had none reported: 0.
+  `
+  ALTER TABLE usage_ledger
+    ADD COLUMN cache_read_tokens bigint NOT NULL DEFAULT 0,
+    ADD COLUMN cache_write_tokens bigint NOT NULL DEFAULT 0,
+    ADD COLUMN reasoning_tokens bigint NOT NULL DEFAULT 0;
+  `,
 ];
 
 /** Any fixed number: the advisory lock every starting process takes before migrating. */

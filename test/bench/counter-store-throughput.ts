@@ -45,7 +45,7 @@ function meters(nowMs: number): MeterOp[] {
 const amounts = { tokens: 1_200, costMicros: 9_000 };
 
 const usage = (nowMs: number): LeaseUsage => ({
-  inputTokens: 200, outputTokens: 731, costMicros: 7_412, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 900, settledAtMs: nowMs,
+  inputTokens: 200, outputTokens: 731, costMicros: 7_412, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, outcome: 1, estimated: false, provider: "p", model: "m", latencyMs: 900, settledAtMs: nowMs,
 });
 
 /** Runs `pairs` reserve+settle pairs from `concurrency` workers; returns pairs per second. */

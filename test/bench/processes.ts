@@ -154,7 +154,7 @@ async function bareProxy(o: Roles["bare-proxy"]["options"]) {
 
 async function dataPlane(o: Roles["data-plane"]["options"]) {
   const spoolDir = mkdtempSync(join(tmpdir(), "adm-bench-dp-"));
-  const dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: o.controlPlaneAddr, spoolDir }, {
+  const dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: o.controlPlaneAddr, spoolDir }, {
     providers: [{ name: "p1", baseUrl: o.upstream, apiKey: "" }, { name: "p2", baseUrl: o.upstream, apiKey: "" }],
   });
   return { info: { port: dp.port }, stop: async () => (await dp.close(), rmSync(spoolDir, { recursive: true, force: true })) };
@@ -193,7 +193,7 @@ async function memory(o: Roles["memory"]["options"]) {
     if (i < o.sizes.tenants) await cp.counters.rebuild(tenant, "bench/1:1:", []);
     const r = await cp.counters.reserve({ tenant, leaseId: `l${i}`, reservationId: `l${i}`, requestId: "", meters, amounts: { tokens: 1_000, costMicros: 1_000 }, leaseExpiresAtMs: now + 300_000, nowMs: now });
     if (r.status !== "reserved") throw new Error(`reserve: ${r.status}`);
-    await cp.counters.settle({ tenant, leaseId: `l${i}`, nowMs: now, graceMs: 30_000, usage: { inputTokens: 400, outputTokens: 500, costMicros: 1_400, outcome: 1, estimated: false, provider: "p1", model: "m-pro", latencyMs: 900, settledAtMs: now } });
+    await cp.counters.settle({ tenant, leaseId: `l${i}`, nowMs: now, graceMs: 30_000, usage: { inputTokens: 400, outputTokens: 500, costMicros: 1_400, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, outcome: 1, estimated: false, provider: "p1", model: "m-pro", latencyMs: 900, settledAtMs: now } });
     await cp.counters.markRecorded(tenant, `l${i}`);
   }
   const metersMs = performance.now() - t0;

@@ -111,7 +111,7 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, Math.min(sampleEveryMs, endAt - performance.now())));
     const period = load.since(seen);
     seen += period.length;
-    const [c, d] = await Promise.all([scrape(`http://127.0.0.1:${cp.httpPort}/metrics`), scrape(`${dp.url}/metrics`)]);
+    const [c, d] = await Promise.all([scrape(`http://127.0.0.1:${cp.httpPort}/metrics`), scrape(dp.metricsUrl)]);
     const errors = period.filter(isError).length;
     const sample = {
       t_s: Math.round((performance.now() - startedAt) / 1000), sent: period.length, ok: period.filter((r) => r.ok).length,

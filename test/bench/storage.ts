@@ -15,7 +15,7 @@ function row(run: string, i: number): LedgerRow {
   const now = Date.now();
   return {
     reservationId: `${run}-${i}`, requestId: "", tenant: `bt${i % 1000}`, user: `bu${i % 10_000}`, keyId: `bk${i % 10_000}`, task: "DRAFT", model: "m-pro", provider: "p1",
-    inputTokens: 400, outputTokens: 310, costMicros: 1_020, outcome: "SUCCESS", estimated: false, latencyMs: 900, reservedAtMs: now - 900, settledAtMs: now,
+    inputTokens: 400, outputTokens: 310, costMicros: 1_020, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, outcome: "SUCCESS", estimated: false, latencyMs: 900, reservedAtMs: now - 900, settledAtMs: now,
   };
 }
 

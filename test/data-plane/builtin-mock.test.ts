@@ -24,7 +24,7 @@ describe("data plane: the npm start setup (demo bundle, built-in mock provider)"
   before(async () => {
     await seedPgliteDir(dataDir);
     cp = await startControlPlane({ ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken, dataDir, spoolDir: join(dataDir, "spool"), demo: true, logLevel: "silent" }, { logger: pino({ level: "silent" }) });
-    dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${cp.grpcPort}`, spoolDir, defaultTask: "LLM2_DRAFT" }, { logger: pino({ level: "silent" }) });
+    dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: `127.0.0.1:${cp.grpcPort}`, spoolDir, defaultTask: "LLM2_DRAFT" }, { logger: pino({ level: "silent" }) });
     client = new OpenAI({ baseURL: `http://127.0.0.1:${dp.port}/v1`, apiKey: cp.demoApiKey!, maxRetries: 0 });
   });
   after(async () => {

@@ -37,7 +37,7 @@ async function controlPlane(): Promise<{ grpcPort: number; stop(): Promise<void>
 }
 
 async function dataPlane(controlPlaneAddr: string, upstream: string): Promise<{ port: number; close(): Promise<void> }> {
-  const dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr, spoolDir: `${process.env.TMPDIR ?? "/tmp"}/overhead-spool-${process.pid}`, logLevel: "silent" }, {
+  const dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr, spoolDir: `${process.env.TMPDIR ?? "/tmp"}/overhead-spool-${process.pid}`, logLevel: "silent" }, {
     logger: silent, providers: [{ name: "up-a", baseUrl: upstream, apiKey: "sk-upstream" }, { name: "up-b", baseUrl: upstream, apiKey: "sk-upstream" }],
   });
   return { port: dp.port, close: () => dp.close() };

@@ -257,12 +257,18 @@ describe("data plane: forwarding and metering with the openai SDK", () => {
     await assert.rejects(stack.client("nobody").models.list(), (e: unknown) => e instanceof OpenAI.AuthenticationError);
   });
 
-  test("/healthz, /readyz and /metrics", async () => {
+  test("/healthz and /readyz on the proxy's port; /metrics only on its own listener, 404 on the proxy's port", async () => {
     assert.equal((await fetch(`${stack.url}/healthz`)).status, 200);
     const ready = await fetch(`${stack.url}/readyz`);
     assert.equal(ready.status, 200);
     assert.equal(((await ready.json()) as { checks: { controlPlane: string } }).checks.controlPlane, "ok");
-    const metrics = await (await fetch(`${stack.url}/metrics`)).text();
+    const onProxy = await fetch(`${stack.url}/metrics`);
+    assert.equal(onProxy.status, 404, "the proxy's clients cannot read per-tenant series");
+    const refusal = await onProxy.text();
+    assert.equal((JSON.parse(refusal) as { error: { code: string } }).error.code, "unknown_route");
+    assert.ok(!refusal.includes("proxy_tokens_total") && !refusal.includes("acme"));
+    assert.notEqual(stack.dp.metricsPort, stack.dp.port);
+    const metrics = await (await fetch(stack.metricsUrl)).text();
     for (const name of ["proxy_requests_total", "proxy_upstream_duration_seconds", "proxy_overhead_duration_seconds", "proxy_tokens_total", "proxy_settle_spool_pending", "proxy_control_plane_up 1"]) {
       assert.ok(metrics.includes(name), name);
     }

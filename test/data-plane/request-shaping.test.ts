@@ -93,4 +93,23 @@ describe("data plane: request shaping, headers and configuration", () => {
     assert.throws(() => parseProviders({ providers: [{ name: "openai", baseUrl: "https://x/v1", apiKeyEnv: "MISSING" }] }, {}), /MISSING/);
     assert.throws(() => parseProviders({ providers: [{ name: "a", baseUrl: "ftp://x" }] }, {}), /http or https/);
   });
+
+  test("configuration: /metrics listens apart from the proxy, on loopback by default", () => {
+    const d = loadDataPlaneConfig({});
+    assert.deepEqual([d.host, d.port, d.metricsHost, d.metricsPort], ["0.0.0.0", 8080, "127.0.0.1", 9465]);
+    const set = loadDataPlaneConfig({ PROXY_METRICS_HOST: "0.0.0.0", PROXY_METRICS_PORT: "0" });
+    assert.deepEqual([set.metricsHost, set.metricsPort], ["0.0.0.0", 0]);
+    assert.throws(() => loadDataPlaneConfig({ PROXY_PORT: "9000", PROXY_METRICS_PORT: "9000" }), /PROXY_METRICS_PORT must differ from PROXY_PORT/);
+    assert.throws(() => loadDataPlaneConfig({ PROXY_METRICS_PORT: "70000" }), /PROXY_METRICS_PORT/);
+  });
+
+  test("configuration: FAIL_OPEN's memory is bounded and expires", () => {
+    const d = loadDataPlaneConfig({});
+    const set = loadDataPlaneConfig({ PROXY_FAIL_OPEN_TTL_MS: "60000", PROXY_FAIL_OPEN_MAX_CREDENTIALS: "500" });
+    assert.deepEqual([set.failOpenTtlMs, set.failOpenMaxCredentials], [60_000, 500]);
+    assert.deepEqual([d.failOpenTtlMs, d.failOpenMaxCredentials], [300_000, 100_000]);
+    assert.throws(() => loadDataPlaneConfig({ PROXY_FAIL_OPEN_TTL_MS: "0" }), /PROXY_FAIL_OPEN_TTL_MS/);
+    assert.throws(() => loadDataPlaneConfig({ PROXY_FAIL_OPEN_MAX_CREDENTIALS: "-1" }), /PROXY_FAIL_OPEN_MAX_CREDENTIALS/);
+    assert.throws(() => loadDataPlaneConfig({ PROXY_FAIL_OPEN_PROVIDER: "openai" }), /PROXY_FAIL_OPEN_PROVIDER is no longer read/);
+  });
 });

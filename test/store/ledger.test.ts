@@ -2,14 +2,19 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import pino from "pino";
 import type { Database } from "../../control-plane/store/database.js";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Ledger, visibleIn, type LedgerRow } from "../../control-plane/store/ledger.js";
+import { LedgerSpool } from "../../control-plane/store/ledger-spool.js";
+import { migrate, migrations } from "../../control-plane/store/migrations.js";
 import { backends, withDatabase } from "../support/databases.js";
 
 const logger = pino({ level: "silent" });
 const nov10 = Date.UTC(2026, 10, 10, 12);
 const row = (i: number, over: Partial<LedgerRow> = {}): LedgerRow => ({
   reservationId: `res-${i}`, requestId: `req-${i}`, tenant: "acme", user: i % 2 ? "alice" : "bob", keyId: `k${i % 3}`, task: i % 2 ? "DRAFT" : "PRIOR",
-  model: "m", provider: "p", inputTokens: 10, outputTokens: 20, costMicros: 3, outcome: "SUCCESS", estimated: false, latencyMs: 5,
+  model: "m", provider: "p", inputTokens: 10, outputTokens: 20, costMicros: 3, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, outcome: "SUCCESS", estimated: false, latencyMs: 5,
   reservedAtMs: nov10, settledAtMs: nov10 + 1_000, ...over,
 });
 
@@ -120,10 +125,47 @@ for (const backend of backends()) {
           ledger.append(row(4, { costMicros: 2 ** 53 })),
           ledger.append(row(5, { reservedAtMs: Number.NaN })),
           ledger.append(row(6, { latencyMs: 12.6 })),
+          ledger.append(row(7, { cacheReadTokens: 6, cacheWriteTokens: 5 })), // more cache tokens than input tokens (10)
+          ledger.append(row(8, { reasoningTokens: 21 })), // more reasoning than output tokens (20)
         ]);
-        assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "rejected", "rejected", "rejected", "fulfilled"]);
+        assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "rejected", "rejected", "rejected", "fulfilled", "rejected", "rejected"]);
         assert.equal((await ledger.find("res-6"))?.latencyMs, 13);
         assert.equal(await count(db), 2);
+      }));
+
+    test("the usage parts migration keeps existing rows (none reported: 0) and GetUsage sums them with the new ones", () =>
+      withDatabase(backend, async (db) => {
+        const ledger = new Ledger({ db, logger });
+        // Back to the schema before the migration, with a row written then.
+        const version = migrations.indexOf(migrations.find((m) => m.includes("cache_read_tokens"))!) + 1;
+        await db.query("ALTER TABLE usage_ledger DROP COLUMN cache_read_tokens, DROP COLUMN cache_write_tokens, DROP COLUMN reasoning_tokens");
+        await db.query("DELETE FROM schema_migrations WHERE version >= $1", [version]);
+        await db.query(
+          `INSERT INTO usage_ledger (reservation_id, request_id, tenant, user_id, key_id, task, model, provider, input_tokens, output_tokens, cost_micros,
+             outcome, estimated, latency_ms, reserved_at, settled_at) VALUES ('old-1', 'req-old', 'acme', 'alice', 'k1', 'DRAFT', 'm', 'p', 100, 50, 9,
+             'SUCCESS', false, 5, $1, $1)`,
+          [new Date(nov10).toISOString()],
+        );
+        assert.ok((await migrate(db)).includes(version));
+        assert.deepEqual(await ledger.find("old-1").then((r) => r && [r.inputTokens, r.cacheReadTokens, r.cacheWriteTokens, r.outputTokens, r.reasoningTokens]), [100, 0, 0, 50, 0]);
+        await ledger.append(row(2, { inputTokens: 1_000, cacheReadTokens: 800, cacheWriteTokens: 100, outputTokens: 300, reasoningTokens: 200 }));
+        const { totals } = await ledger.usage({ tenant: "acme", startMs: Date.UTC(2026, 10, 1), endMs: Date.UTC(2026, 11, 1) });
+        assert.deepEqual(totals, { requests: 2, inputTokens: 1_100, outputTokens: 350, cacheReadTokens: 800, cacheWriteTokens: 100, reasoningTokens: 200, costMicros: 12 });
+      }));
+
+    test("a spooled row from before the usage parts replays with none", () =>
+      withDatabase(backend, async (db) => {
+        const dir = await mkdtemp(join(tmpdir(), "adm-spool-"));
+        try {
+          const { cacheReadTokens: _r, cacheWriteTokens: _w, reasoningTokens: _x, ...old } = row(1);
+          await writeFile(join(dir, "ledger-spool.jsonl"), `${JSON.stringify(old)}\n`);
+          const ledger = new Ledger({ db, logger, spool: new LedgerSpool(dir) });
+          assert.equal(await ledger.replaySpool(), 1);
+          const found = await ledger.find("res-1");
+          assert.deepEqual(found && [found.inputTokens, found.cacheReadTokens, found.cacheWriteTokens, found.reasoningTokens], [10, 0, 0, 0]);
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
       }));
 
     test("close() writes everything queued", () =>
@@ -148,22 +190,23 @@ for (const backend of backends()) {
         const ledger = new Ledger({ db, logger });
         const big = 3_000_000_000_000; // well past 2^32 and 2^31
         await Promise.all([
-          ledger.append(row(1, { inputTokens: big, costMicros: big, reservedAtMs: Date.UTC(2026, 10, 10, 23, 59, 59, 999) })),
+          ledger.append(row(1, { inputTokens: big, cacheReadTokens: big - 7, cacheWriteTokens: 5, costMicros: big, reservedAtMs: Date.UTC(2026, 10, 10, 23, 59, 59, 999) })),
           ledger.append(row(2, { inputTokens: big + 1, outputTokens: 5_000_000_000, model: "n", reservedAtMs: Date.UTC(2026, 10, 11) })),
-          ledger.append(row(3, { costMicros: 4_294_967_296 })),
+          ledger.append(row(3, { costMicros: 4_294_967_296, reasoningTokens: 19 })),
           ledger.append(row(4, { reservedAtMs: Date.UTC(2026, 9, 31, 23, 59, 59, 999) })), // before the period
           ledger.append(row(5, { reservedAtMs: Date.UTC(2026, 11, 1) })), // at endMs: excluded
           ledger.append(row(6, { tenant: "other", inputTokens: big })),
         ]);
         const period = { tenant: "acme", startMs: Date.UTC(2026, 10, 1), endMs: Date.UTC(2026, 11, 1) };
         const all = await ledger.usage(period);
-        assert.deepEqual(all, { totals: { requests: 3, inputTokens: 2 * big + 11, outputTokens: 5_000_000_040, costMicros: big + 4_294_967_299 }, rows: [] });
+        const parts = { cacheReadTokens: big - 7, cacheWriteTokens: 5, reasoningTokens: 19 };
+        assert.deepEqual(all, { totals: { requests: 3, inputTokens: 2 * big + 11, outputTokens: 5_000_000_040, ...parts, costMicros: big + 4_294_967_299 }, rows: [] });
 
         const byUserDay = await ledger.usage({ ...period, groupBy: ["user", "day"] });
         assert.deepEqual(byUserDay.totals, all.totals);
         assert.deepEqual(byUserDay.rows, [
-          { group: { user: "alice", day: "2026-11-10" }, totals: { requests: 2, inputTokens: big + 10, outputTokens: 40, costMicros: big + 4_294_967_296 } },
-          { group: { user: "bob", day: "2026-11-11" }, totals: { requests: 1, inputTokens: big + 1, outputTokens: 5_000_000_000, costMicros: 3 } },
+          { group: { user: "alice", day: "2026-11-10" }, totals: { requests: 2, inputTokens: big + 10, outputTokens: 40, ...parts, costMicros: big + 4_294_967_296 } },
+          { group: { user: "bob", day: "2026-11-11" }, totals: { requests: 1, inputTokens: big + 1, outputTokens: 5_000_000_000, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, costMicros: 3 } },
         ]);
         const byModelKeyTask = await ledger.usage({ ...period, groupBy: ["model", "key", "task"] });
         assert.deepEqual(byModelKeyTask.rows.map((r) => [r.group, r.totals.requests]), [
@@ -175,7 +218,7 @@ for (const backend of backends()) {
         assert.equal(filtered.totals.requests, 2);
         assert.equal(filtered.totals.inputTokens, big + 10);
         const none = await ledger.usage({ ...period, tenant: "nobody", groupBy: ["user"] });
-        assert.deepEqual(none, { totals: { requests: 0, inputTokens: 0, outputTokens: 0, costMicros: 0 }, rows: [] });
+        assert.deepEqual(none, { totals: { requests: 0, inputTokens: 0, outputTokens: 0, cacheReadTokens: 0, cacheWriteTokens: 0, reasoningTokens: 0, costMicros: 0 }, rows: [] });
       }));
 
     test("sums beyond 2^53 are refused, not rounded", () =>

@@ -38,6 +38,7 @@ export class LosableCounterStore implements CounterStore {
   rebuild: CounterStore["rebuild"] = (...a) => this.inner.rebuild(...a);
   read: CounterStore["read"] = (...a) => this.inner.read(...a);
   reset: CounterStore["reset"] = (...a) => this.inner.reset(...a);
+  openLeases: CounterStore["openLeases"] = (...a) => this.inner.openLeases(...a);
   ping: CounterStore["ping"] = () => this.inner.ping();
   close: CounterStore["close"] = () => this.inner.close();
 }

@@ -22,6 +22,8 @@ export interface DataPlaneProcess {
   readonly process: ChildProcess;
   readonly port: number;
   readonly url: string;
+  /** Its /metrics, on its own listener. */
+  readonly metricsUrl: string;
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
@@ -44,11 +46,11 @@ export async function startReplica(env: Record<string, string>): Promise<Replica
   };
 }
 
-/** Starts `node dist/data-plane/main.js` as its own process (PROXY_PORT=0 unless env sets it). */
+/** Starts `node dist/data-plane/main.js` as its own process (PROXY_PORT=0 and PROXY_METRICS_PORT=0 unless env sets them). */
 export async function startDataPlaneProcess(env: Record<string, string>): Promise<DataPlaneProcess> {
-  const { child, match } = await spawnService(dataPlaneJs, { PROXY_PORT: "0", PROXY_HOST: "127.0.0.1", LOG_LEVEL: "warn", ...env }, /data plane: http:\/\/localhost:(\d+)\/v1/);
+  const { child, match } = await spawnService(dataPlaneJs, { PROXY_PORT: "0", PROXY_HOST: "127.0.0.1", PROXY_METRICS_PORT: "0", LOG_LEVEL: "warn", ...env }, /data plane: http:\/\/localhost:(\d+)\/v1 .*; metrics on (http:\/\/\S+\/metrics)/);
   const port = Number(match[1]);
-  return { process: child, port, url: `http://127.0.0.1:${port}`, stop: (signal = "SIGTERM") => stopChild(child, signal) };
+  return { process: child, port, url: `http://127.0.0.1:${port}`, metricsUrl: match[2]!, stop: (signal = "SIGTERM") => stopChild(child, signal) };
 }
 
 /** Spawns a node script and waits for the line on stderr that says where it listens; keeps what it writes. */

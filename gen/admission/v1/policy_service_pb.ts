@@ -9,7 +9,9 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ApiKey, AtiToken, Bundle, LimitKind, Per, Plan, Tenant, User, Window } from "./policy_pb.js";
+import type { AdmitResponse, Meter } from "./admission_pb.js";
+import { file_admission_v1_admission } from "./admission_pb.js";
+import type { AccountStatus, ApiKey, AtiToken, Bundle, LimitKind, Mode, Model, Per, Plan, Task, Tenant, User, Window } from "./policy_pb.js";
 import { file_admission_v1_policy } from "./policy_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -19,7 +21,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file admission/v1/policy_service.proto.
  */
 export const file_admission_v1_policy_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFhZG1pc3Npb24vdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SDGFkbWlzc2lvbi52MSJeCgZDaGFuZ2USDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRIqCgZhY3Rpb24YAyABKA4yGi5hZG1pc3Npb24udjEuQ2hhbmdlQWN0aW9uEg4KBmZpZWxkcxgEIAMoCSJLChJBcHBseUJ1bmRsZVJlcXVlc3QSJAoGYnVuZGxlGAEgASgLMhQuYWRtaXNzaW9uLnYxLkJ1bmRsZRIPCgdkcnlfcnVuGAIgASgIIl4KE0FwcGx5QnVuZGxlUmVzcG9uc2USJQoHY2hhbmdlcxgBIAMoCzIULmFkbWlzc2lvbi52MS5DaGFuZ2USDwoHdmVyc2lvbhgCIAEoAxIPCgdhcHBsaWVkGAMgASgIIhUKE0V4cG9ydEJ1bmRsZVJlcXVlc3QiTQoURXhwb3J0QnVuZGxlUmVzcG9uc2USJAoGYnVuZGxlGAEgASgLMhQuYWRtaXNzaW9uLnYxLkJ1bmRsZRIPCgd2ZXJzaW9uGAIgASgDIh4KDkdldFBsYW5SZXF1ZXN0EgwKBGNvZGUYASABKAkiMwoPR2V0UGxhblJlc3BvbnNlEiAKBHBsYW4YASABKAsyEi5hZG1pc3Npb24udjEuUGxhbiISChBMaXN0UGxhbnNSZXF1ZXN0IjYKEUxpc3RQbGFuc1Jlc3BvbnNlEiEKBXBsYW5zGAEgAygLMhIuYWRtaXNzaW9uLnYxLlBsYW4iIQoRRGVsZXRlUGxhblJlcXVlc3QSDAoEY29kZRgBIAEoCSIlChJEZWxldGVQbGFuUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIgChJHZXRBdGlUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiQAoTR2V0QXRpVG9rZW5SZXNwb25zZRIpCglhdGlfdG9rZW4YASABKAsyFi5hZG1pc3Npb24udjEuQXRpVG9rZW4iFgoUTGlzdEF0aVRva2Vuc1JlcXVlc3QiQwoVTGlzdEF0aVRva2Vuc1Jlc3BvbnNlEioKCmF0aV90b2tlbnMYASADKAsyFi5hZG1pc3Npb24udjEuQXRpVG9rZW4iIwoVRGVsZXRlQXRpVG9rZW5SZXF1ZXN0EgoKAmlkGAEgASgJIikKFkRlbGV0ZUF0aVRva2VuUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIeChBHZXRUZW5hbnRSZXF1ZXN0EgoKAmlkGAEgASgJIjkKEUdldFRlbmFudFJlc3BvbnNlEiQKBnRlbmFudBgBIAEoCzIULmFkbWlzc2lvbi52MS5UZW5hbnQiFAoSTGlzdFRlbmFudHNSZXF1ZXN0IjwKE0xpc3RUZW5hbnRzUmVzcG9uc2USJQoHdGVuYW50cxgBIAMoCzIULmFkbWlzc2lvbi52MS5UZW5hbnQiMgoTRGVsZXRlVGVuYW50UmVxdWVzdBIKCgJpZBgBIAEoCRIPCgdjYXNjYWRlGAIgASgIIicKFERlbGV0ZVRlbmFudFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAMiLAoOR2V0VXNlclJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJIjMKD0dldFVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuYWRtaXNzaW9uLnYxLlVzZXIiIgoQTGlzdFVzZXJzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiNgoRTGlzdFVzZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5hZG1pc3Npb24udjEuVXNlciIvChFEZWxldGVVc2VyUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSCgoCaWQYAiABKAkiJQoSRGVsZXRlVXNlclJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAMiHgoQR2V0QXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI6ChFHZXRBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQuYWRtaXNzaW9uLnYxLkFwaUtleSIkChJMaXN0QXBpS2V5c1JlcXVlc3QSDgoGdGVuYW50GAEgASgJIj0KE0xpc3RBcGlLZXlzUmVzcG9uc2USJgoIYXBpX2tleXMYASADKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5IiEKE0RlbGV0ZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkiJwoURGVsZXRlQXBpS2V5UmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyKTAQoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDAoEdXNlchgCIAEoCRIKCgJpZBgDIAEoCRINCgV0YXNrcxgEIAMoCRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtkZXNjcmlwdGlvbhgGIAEoCSJNChRDcmVhdGVBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQuYWRtaXNzaW9uLnYxLkFwaUtleRIOCgZzZWNyZXQYAiABKAkiIQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChRSZXZva2VBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQuYWRtaXNzaW9uLnYxLkFwaUtleSLOAQoPR2V0VXNhZ2VSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBHRhc2sYAyABKAkSDQoFbW9kZWwYBCABKAkSKQoFc3RhcnQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZ3JvdXBfYnkYByADKA4yGi5hZG1pc3Npb24udjEuVXNhZ2VHcm91cEJ5ImEKC1VzYWdlVG90YWxzEhAKCHJlcXVlc3RzGAEgASgDEhQKDGlucHV0X3Rva2VucxgCIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAMgASgDEhMKC2Nvc3RfbWljcm9zGAQgASgDIpUBCghVc2FnZVJvdxIwCgVncm91cBgBIAMoCzIhLmFkbWlzc2lvbi52MS5Vc2FnZVJvdy5Hcm91cEVudHJ5EikKBnRvdGFscxgCIAEoCzIZLmFkbWlzc2lvbi52MS5Vc2FnZVRvdGFscxosCgpHcm91cEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEijAEKEEdldFVzYWdlUmVzcG9uc2USEAoIcmVxdWVzdHMYASABKAMSFAoMaW5wdXRfdG9rZW5zGAIgASgDEhUKDW91dHB1dF90b2tlbnMYAyABKAMSEwoLY29zdF9taWNyb3MYBCABKAMSJAoEcm93cxgFIAMoCzIWLmFkbWlzc2lvbi52MS5Vc2FnZVJvdyLxAQoKQXVkaXRFdmVudBIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRraW5kGAMgASgJEg0KBWFjdG9yGAQgASgJEg4KBnRlbmFudBgFIAEoCRIPCgdtZXNzYWdlGAYgASgJEjwKCmF0dHJpYnV0ZXMYByADKAsyKC5hZG1pc3Npb24udjEuQXVkaXRFdmVudC5BdHRyaWJ1dGVzRW50cnkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiiAEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEgwKBGtpbmQYAiABKAkSKQoFc2luY2UYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJIlwKF0xpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEigKBmV2ZW50cxgBIAMoCzIYLmFkbWlzc2lvbi52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKvAQoRUmVzZXRNZXRlclJlcXVlc3QSDgoGdGVuYW50GAEgASgJEiUKBGtpbmQYAiABKA4yFy5hZG1pc3Npb24udjEuTGltaXRLaW5kEiQKBndpbmRvdxgDIAEoDjIULmFkbWlzc2lvbi52MS5XaW5kb3cSHgoDcGVyGAQgASgOMhEuYWRtaXNzaW9uLnYxLlBlchIPCgdzdWJqZWN0GAUgASgJEgwKBHRhc2sYBiABKAkiKwoSUmVzZXRNZXRlclJlc3BvbnNlEhUKDXByZXZpb3VzX3VzZWQYASABKAMqmAEKDENoYW5nZUFjdGlvbhIdChlDSEFOR0VfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGAoUQ0hBTkdFX0FDVElPTl9DUkVBVEUQARIYChRDSEFOR0VfQUNUSU9OX1VQREFURRACEhsKF0NIQU5HRV9BQ1RJT05fVU5DSEFOR0VEEAMSGAoUQ0hBTkdFX0FDVElPTl9ERUxFVEUQBCqqAQoMVXNhZ2VHcm91cEJ5Eh4KGlVTQUdFX0dST1VQX0JZX1VOU1BFQ0lGSUVEEAASFwoTVVNBR0VfR1JPVVBfQllfVVNFUhABEhcKE1VTQUdFX0dST1VQX0JZX1RBU0sQAhIYChRVU0FHRV9HUk9VUF9CWV9NT0RFTBADEhYKElVTQUdFX0dST1VQX0JZX0tFWRAEEhYKElVTQUdFX0dST1VQX0JZX0RBWRAFMq8OCg1Qb2xpY3lTZXJ2aWNlElIKC0FwcGx5QnVuZGxlEiAuYWRtaXNzaW9uLnYxLkFwcGx5QnVuZGxlUmVxdWVzdBohLmFkbWlzc2lvbi52MS5BcHBseUJ1bmRsZVJlc3BvbnNlElUKDEV4cG9ydEJ1bmRsZRIhLmFkbWlzc2lvbi52MS5FeHBvcnRCdW5kbGVSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLkV4cG9ydEJ1bmRsZVJlc3BvbnNlEkYKB0dldFBsYW4SHC5hZG1pc3Npb24udjEuR2V0UGxhblJlcXVlc3QaHS5hZG1pc3Npb24udjEuR2V0UGxhblJlc3BvbnNlEkwKCUxpc3RQbGFucxIeLmFkbWlzc2lvbi52MS5MaXN0UGxhbnNSZXF1ZXN0Gh8uYWRtaXNzaW9uLnYxLkxpc3RQbGFuc1Jlc3BvbnNlEk8KCkRlbGV0ZVBsYW4SHy5hZG1pc3Npb24udjEuRGVsZXRlUGxhblJlcXVlc3QaIC5hZG1pc3Npb24udjEuRGVsZXRlUGxhblJlc3BvbnNlElIKC0dldEF0aVRva2VuEiAuYWRtaXNzaW9uLnYxLkdldEF0aVRva2VuUmVxdWVzdBohLmFkbWlzc2lvbi52MS5HZXRBdGlUb2tlblJlc3BvbnNlElgKDUxpc3RBdGlUb2tlbnMSIi5hZG1pc3Npb24udjEuTGlzdEF0aVRva2Vuc1JlcXVlc3QaIy5hZG1pc3Npb24udjEuTGlzdEF0aVRva2Vuc1Jlc3BvbnNlElsKDkRlbGV0ZUF0aVRva2VuEiMuYWRtaXNzaW9uLnYxLkRlbGV0ZUF0aVRva2VuUmVxdWVzdBokLmFkbWlzc2lvbi52MS5EZWxldGVBdGlUb2tlblJlc3BvbnNlEkwKCUdldFRlbmFudBIeLmFkbWlzc2lvbi52MS5HZXRUZW5hbnRSZXF1ZXN0Gh8uYWRtaXNzaW9uLnYxLkdldFRlbmFudFJlc3BvbnNlElIKC0xpc3RUZW5hbnRzEiAuYWRtaXNzaW9uLnYxLkxpc3RUZW5hbnRzUmVxdWVzdBohLmFkbWlzc2lvbi52MS5MaXN0VGVuYW50c1Jlc3BvbnNlElUKDERlbGV0ZVRlbmFudBIhLmFkbWlzc2lvbi52MS5EZWxldGVUZW5hbnRSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLkRlbGV0ZVRlbmFudFJlc3BvbnNlEkYKB0dldFVzZXISHC5hZG1pc3Npb24udjEuR2V0VXNlclJlcXVlc3QaHS5hZG1pc3Npb24udjEuR2V0VXNlclJlc3BvbnNlEkwKCUxpc3RVc2VycxIeLmFkbWlzc2lvbi52MS5MaXN0VXNlcnNSZXF1ZXN0Gh8uYWRtaXNzaW9uLnYxLkxpc3RVc2Vyc1Jlc3BvbnNlEk8KCkRlbGV0ZVVzZXISHy5hZG1pc3Npb24udjEuRGVsZXRlVXNlclJlcXVlc3QaIC5hZG1pc3Npb24udjEuRGVsZXRlVXNlclJlc3BvbnNlEkwKCUdldEFwaUtleRIeLmFkbWlzc2lvbi52MS5HZXRBcGlLZXlSZXF1ZXN0Gh8uYWRtaXNzaW9uLnYxLkdldEFwaUtleVJlc3BvbnNlElIKC0xpc3RBcGlLZXlzEiAuYWRtaXNzaW9uLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBohLmFkbWlzc2lvbi52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlElUKDERlbGV0ZUFwaUtleRIhLmFkbWlzc2lvbi52MS5EZWxldGVBcGlLZXlSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLkRlbGV0ZUFwaUtleVJlc3BvbnNlElUKDENyZWF0ZUFwaUtleRIhLmFkbWlzc2lvbi52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlElUKDFJldm9rZUFwaUtleRIhLmFkbWlzc2lvbi52MS5SZXZva2VBcGlLZXlSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLlJldm9rZUFwaUtleVJlc3BvbnNlEkkKCEdldFVzYWdlEh0uYWRtaXNzaW9uLnYxLkdldFVzYWdlUmVxdWVzdBoeLmFkbWlzc2lvbi52MS5HZXRVc2FnZVJlc3BvbnNlEl4KD0xpc3RBdWRpdEV2ZW50cxIkLmFkbWlzc2lvbi52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiUuYWRtaXNzaW9uLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEk8KClJlc2V0TWV0ZXISHy5hZG1pc3Npb24udjEuUmVzZXRNZXRlclJlcXVlc3QaIC5hZG1pc3Npb24udjEuUmVzZXRNZXRlclJlc3BvbnNlYgZwcm90bzM", [file_admission_v1_policy, file_google_protobuf_timestamp]);
+  fileDesc("CiFhZG1pc3Npb24vdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SDGFkbWlzc2lvbi52MSJeCgZDaGFuZ2USDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRIqCgZhY3Rpb24YAyABKA4yGi5hZG1pc3Npb24udjEuQ2hhbmdlQWN0aW9uEg4KBmZpZWxkcxgEIAMoCSJLChJBcHBseUJ1bmRsZVJlcXVlc3QSJAoGYnVuZGxlGAEgASgLMhQuYWRtaXNzaW9uLnYxLkJ1bmRsZRIPCgdkcnlfcnVuGAIgASgIIl4KE0FwcGx5QnVuZGxlUmVzcG9uc2USJQoHY2hhbmdlcxgBIAMoCzIULmFkbWlzc2lvbi52MS5DaGFuZ2USDwoHdmVyc2lvbhgCIAEoAxIPCgdhcHBsaWVkGAMgASgIIhUKE0V4cG9ydEJ1bmRsZVJlcXVlc3QiTQoURXhwb3J0QnVuZGxlUmVzcG9uc2USJAoGYnVuZGxlGAEgASgLMhQuYWRtaXNzaW9uLnYxLkJ1bmRsZRIPCgd2ZXJzaW9uGAIgASgDIh4KDkdldFBsYW5SZXF1ZXN0EgwKBGNvZGUYASABKAkiMwoPR2V0UGxhblJlc3BvbnNlEiAKBHBsYW4YASABKAsyEi5hZG1pc3Npb24udjEuUGxhbiISChBMaXN0UGxhbnNSZXF1ZXN0IjYKEUxpc3RQbGFuc1Jlc3BvbnNlEiEKBXBsYW5zGAEgAygLMhIuYWRtaXNzaW9uLnYxLlBsYW4iIQoRRGVsZXRlUGxhblJlcXVlc3QSDAoEY29kZRgBIAEoCSIlChJEZWxldGVQbGFuUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIgChJHZXRBdGlUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiQAoTR2V0QXRpVG9rZW5SZXNwb25zZRIpCglhdGlfdG9rZW4YASABKAsyFi5hZG1pc3Npb24udjEuQXRpVG9rZW4iFgoUTGlzdEF0aVRva2Vuc1JlcXVlc3QiQwoVTGlzdEF0aVRva2Vuc1Jlc3BvbnNlEioKCmF0aV90b2tlbnMYASADKAsyFi5hZG1pc3Npb24udjEuQXRpVG9rZW4iIwoVRGVsZXRlQXRpVG9rZW5SZXF1ZXN0EgoKAmlkGAEgASgJIikKFkRlbGV0ZUF0aVRva2VuUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIeChBHZXRUZW5hbnRSZXF1ZXN0EgoKAmlkGAEgASgJIjkKEUdldFRlbmFudFJlc3BvbnNlEiQKBnRlbmFudBgBIAEoCzIULmFkbWlzc2lvbi52MS5UZW5hbnQiFAoSTGlzdFRlbmFudHNSZXF1ZXN0IjwKE0xpc3RUZW5hbnRzUmVzcG9uc2USJQoHdGVuYW50cxgBIAMoCzIULmFkbWlzc2lvbi52MS5UZW5hbnQiMgoTRGVsZXRlVGVuYW50UmVxdWVzdBIKCgJpZBgBIAEoCRIPCgdjYXNjYWRlGAIgASgIIicKFERlbGV0ZVRlbmFudFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAMiLAoOR2V0VXNlclJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJIjMKD0dldFVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuYWRtaXNzaW9uLnYxLlVzZXIiIgoQTGlzdFVzZXJzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiNgoRTGlzdFVzZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5hZG1pc3Npb24udjEuVXNlciIvChFEZWxldGVVc2VyUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSCgoCaWQYAiABKAkiJQoSRGVsZXRlVXNlclJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAMiHgoQR2V0QXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI6ChFHZXRBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQuYWRtaXNzaW9uLnYxLkFwaUtleSIkChJMaXN0QXBpS2V5c1JlcXVlc3QSDgoGdGVuYW50GAEgASgJIj0KE0xpc3RBcGlLZXlzUmVzcG9uc2USJgoIYXBpX2tleXMYASADKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5IiEKE0RlbGV0ZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkiJwoURGVsZXRlQXBpS2V5UmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyKTAQoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDAoEdXNlchgCIAEoCRIKCgJpZBgDIAEoCRINCgV0YXNrcxgEIAMoCRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtkZXNjcmlwdGlvbhgGIAEoCSJNChRDcmVhdGVBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQuYWRtaXNzaW9uLnYxLkFwaUtleRIOCgZzZWNyZXQYAiABKAkiIQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChRSZXZva2VBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQuYWRtaXNzaW9uLnYxLkFwaUtleSLOAQoPR2V0VXNhZ2VSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBHRhc2sYAyABKAkSDQoFbW9kZWwYBCABKAkSKQoFc3RhcnQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZ3JvdXBfYnkYByADKA4yGi5hZG1pc3Npb24udjEuVXNhZ2VHcm91cEJ5IrIBCgtVc2FnZVRvdGFscxIQCghyZXF1ZXN0cxgBIAEoAxIUCgxpbnB1dF90b2tlbnMYAiABKAMSFQoNb3V0cHV0X3Rva2VucxgDIAEoAxITCgtjb3N0X21pY3JvcxgEIAEoAxIZChFjYWNoZV9yZWFkX3Rva2VucxgFIAEoAxIaChJjYWNoZV93cml0ZV90b2tlbnMYBiABKAMSGAoQcmVhc29uaW5nX3Rva2VucxgHIAEoAyKVAQoIVXNhZ2VSb3cSMAoFZ3JvdXAYASADKAsyIS5hZG1pc3Npb24udjEuVXNhZ2VSb3cuR3JvdXBFbnRyeRIpCgZ0b3RhbHMYAiABKAsyGS5hZG1pc3Npb24udjEuVXNhZ2VUb3RhbHMaLAoKR3JvdXBFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIt0BChBHZXRVc2FnZVJlc3BvbnNlEhAKCHJlcXVlc3RzGAEgASgDEhQKDGlucHV0X3Rva2VucxgCIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAMgASgDEhMKC2Nvc3RfbWljcm9zGAQgASgDEiQKBHJvd3MYBSADKAsyFi5hZG1pc3Npb24udjEuVXNhZ2VSb3cSGQoRY2FjaGVfcmVhZF90b2tlbnMYBiABKAMSGgoSY2FjaGVfd3JpdGVfdG9rZW5zGAcgASgDEhgKEHJlYXNvbmluZ190b2tlbnMYCCABKAMi8QEKCkF1ZGl0RXZlbnQSCgoCaWQYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEa2luZBgDIAEoCRINCgVhY3RvchgEIAEoCRIOCgZ0ZW5hbnQYBSABKAkSDwoHbWVzc2FnZRgGIAEoCRI8CgphdHRyaWJ1dGVzGAcgAygLMiguYWRtaXNzaW9uLnYxLkF1ZGl0RXZlbnQuQXR0cmlidXRlc0VudHJ5GjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsIBChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgRraW5kGAIgASgJEikKBXNpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRINCgVhY3RvchgGIAEoCRIpCgV1bnRpbBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiXAoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhguYWRtaXNzaW9uLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIq8BChFSZXNldE1ldGVyUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSJQoEa2luZBgCIAEoDjIXLmFkbWlzc2lvbi52MS5MaW1pdEtpbmQSJAoGd2luZG93GAMgASgOMhQuYWRtaXNzaW9uLnYxLldpbmRvdxIeCgNwZXIYBCABKA4yES5hZG1pc3Npb24udjEuUGVyEg8KB3N1YmplY3QYBSABKAkSDAoEdGFzaxgGIAEoCSIrChJSZXNldE1ldGVyUmVzcG9uc2USFQoNcHJldmlvdXNfdXNlZBgBIAEoAyI6ChdMaXN0VGVuYW50U3RhdHVzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDwoHbmVhcmVzdBgCIAEoBSKYAgoMVGVuYW50U3RhdHVzEg4KBnRlbmFudBgBIAEoCRIMCgRuYW1lGAIgASgJEisKBnN0YXR1cxgDIAEoDjIbLmFkbWlzc2lvbi52MS5BY2NvdW50U3RhdHVzEgwKBHBsYW4YBCABKAkSEQoJYXRpX3Rva2VuGAUgASgJEiAKBG1vZGUYBiABKA4yEi5hZG1pc3Npb24udjEuTW9kZRIoCgVtb250aBgHIAEoCzIZLmFkbWlzc2lvbi52MS5Vc2FnZVRvdGFscxIkCgduZWFyZXN0GAggAygLMhMuYWRtaXNzaW9uLnYxLk1ldGVyEhkKEW9wZW5fcmVzZXJ2YXRpb25zGAkgASgDEg8KB3Byb2JsZW0YCiABKAkiRwoYTGlzdFRlbmFudFN0YXR1c1Jlc3BvbnNlEisKB3RlbmFudHMYASADKAsyGi5hZG1pc3Npb24udjEuVGVuYW50U3RhdHVzIskBChRTaW11bGF0ZUFkbWl0UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDAoEdXNlchgCIAEoCRIOCgZrZXlfaWQYAyABKAkSDAoEdGFzaxgEIAEoCRINCgVtb2RlbBgFIAEoCRIUCgxpbnB1dF90b2tlbnMYBiABKAMSGQoRbWF4X291dHB1dF90b2tlbnMYByABKAMSDQoFZmlsZXMYCCABKAMSEwoLYWdlbnRfc3RlcHMYCSABKAMSEQoJYXBpX2NhbGxzGAogASgDIkYKFVNpbXVsYXRlQWRtaXRSZXNwb25zZRItCghkZWNpc2lvbhgBIAEoCzIbLmFkbWlzc2lvbi52MS5BZG1pdFJlc3BvbnNlIhQKEkxpc3RDYXRhbG9nUmVxdWVzdCJdChNMaXN0Q2F0YWxvZ1Jlc3BvbnNlEiMKBm1vZGVscxgBIAMoCzITLmFkbWlzc2lvbi52MS5Nb2RlbBIhCgV0YXNrcxgCIAMoCzISLmFkbWlzc2lvbi52MS5UYXNrKpgBCgxDaGFuZ2VBY3Rpb24SHQoZQ0hBTkdFX0FDVElPTl9VTlNQRUNJRklFRBAAEhgKFENIQU5HRV9BQ1RJT05fQ1JFQVRFEAESGAoUQ0hBTkdFX0FDVElPTl9VUERBVEUQAhIbChdDSEFOR0VfQUNUSU9OX1VOQ0hBTkdFRBADEhgKFENIQU5HRV9BQ1RJT05fREVMRVRFEAQqwwEKDFVzYWdlR3JvdXBCeRIeChpVU0FHRV9HUk9VUF9CWV9VTlNQRUNJRklFRBAAEhcKE1VTQUdFX0dST1VQX0JZX1VTRVIQARIXChNVU0FHRV9HUk9VUF9CWV9UQVNLEAISGAoUVVNBR0VfR1JPVVBfQllfTU9ERUwQAxIWChJVU0FHRV9HUk9VUF9CWV9LRVkQBBIWChJVU0FHRV9HUk9VUF9CWV9EQVkQBRIXChNVU0FHRV9HUk9VUF9CWV9IT1VSEAYywBAKDVBvbGljeVNlcnZpY2USUgoLQXBwbHlCdW5kbGUSIC5hZG1pc3Npb24udjEuQXBwbHlCdW5kbGVSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkFwcGx5QnVuZGxlUmVzcG9uc2USVQoMRXhwb3J0QnVuZGxlEiEuYWRtaXNzaW9uLnYxLkV4cG9ydEJ1bmRsZVJlcXVlc3QaIi5hZG1pc3Npb24udjEuRXhwb3J0QnVuZGxlUmVzcG9uc2USRgoHR2V0UGxhbhIcLmFkbWlzc2lvbi52MS5HZXRQbGFuUmVxdWVzdBodLmFkbWlzc2lvbi52MS5HZXRQbGFuUmVzcG9uc2USTAoJTGlzdFBsYW5zEh4uYWRtaXNzaW9uLnYxLkxpc3RQbGFuc1JlcXVlc3QaHy5hZG1pc3Npb24udjEuTGlzdFBsYW5zUmVzcG9uc2USTwoKRGVsZXRlUGxhbhIfLmFkbWlzc2lvbi52MS5EZWxldGVQbGFuUmVxdWVzdBogLmFkbWlzc2lvbi52MS5EZWxldGVQbGFuUmVzcG9uc2USUgoLR2V0QXRpVG9rZW4SIC5hZG1pc3Npb24udjEuR2V0QXRpVG9rZW5SZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkdldEF0aVRva2VuUmVzcG9uc2USWAoNTGlzdEF0aVRva2VucxIiLmFkbWlzc2lvbi52MS5MaXN0QXRpVG9rZW5zUmVxdWVzdBojLmFkbWlzc2lvbi52MS5MaXN0QXRpVG9rZW5zUmVzcG9uc2USWwoORGVsZXRlQXRpVG9rZW4SIy5hZG1pc3Npb24udjEuRGVsZXRlQXRpVG9rZW5SZXF1ZXN0GiQuYWRtaXNzaW9uLnYxLkRlbGV0ZUF0aVRva2VuUmVzcG9uc2USTAoJR2V0VGVuYW50Eh4uYWRtaXNzaW9uLnYxLkdldFRlbmFudFJlcXVlc3QaHy5hZG1pc3Npb24udjEuR2V0VGVuYW50UmVzcG9uc2USUgoLTGlzdFRlbmFudHMSIC5hZG1pc3Npb24udjEuTGlzdFRlbmFudHNSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RUZW5hbnRzUmVzcG9uc2USVQoMRGVsZXRlVGVuYW50EiEuYWRtaXNzaW9uLnYxLkRlbGV0ZVRlbmFudFJlcXVlc3QaIi5hZG1pc3Npb24udjEuRGVsZXRlVGVuYW50UmVzcG9uc2USRgoHR2V0VXNlchIcLmFkbWlzc2lvbi52MS5HZXRVc2VyUmVxdWVzdBodLmFkbWlzc2lvbi52MS5HZXRVc2VyUmVzcG9uc2USTAoJTGlzdFVzZXJzEh4uYWRtaXNzaW9uLnYxLkxpc3RVc2Vyc1JlcXVlc3QaHy5hZG1pc3Npb24udjEuTGlzdFVzZXJzUmVzcG9uc2USTwoKRGVsZXRlVXNlchIfLmFkbWlzc2lvbi52MS5EZWxldGVVc2VyUmVxdWVzdBogLmFkbWlzc2lvbi52MS5EZWxldGVVc2VyUmVzcG9uc2USTAoJR2V0QXBpS2V5Eh4uYWRtaXNzaW9uLnYxLkdldEFwaUtleVJlcXVlc3QaHy5hZG1pc3Npb24udjEuR2V0QXBpS2V5UmVzcG9uc2USUgoLTGlzdEFwaUtleXMSIC5hZG1pc3Npb24udjEuTGlzdEFwaUtleXNSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2USVQoMRGVsZXRlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLkRlbGV0ZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuRGVsZXRlQXBpS2V5UmVzcG9uc2USVQoMQ3JlYXRlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLkNyZWF0ZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USVQoMUmV2b2tlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuUmV2b2tlQXBpS2V5UmVzcG9uc2USSQoIR2V0VXNhZ2USHS5hZG1pc3Npb24udjEuR2V0VXNhZ2VSZXF1ZXN0Gh4uYWRtaXNzaW9uLnYxLkdldFVzYWdlUmVzcG9uc2USXgoPTGlzdEF1ZGl0RXZlbnRzEiQuYWRtaXNzaW9uLnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJS5hZG1pc3Npb24udjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USTwoKUmVzZXRNZXRlchIfLmFkbWlzc2lvbi52MS5SZXNldE1ldGVyUmVxdWVzdBogLmFkbWlzc2lvbi52MS5SZXNldE1ldGVyUmVzcG9uc2USYQoQTGlzdFRlbmFudFN0YXR1cxIlLmFkbWlzc2lvbi52MS5MaXN0VGVuYW50U3RhdHVzUmVxdWVzdBomLmFkbWlzc2lvbi52MS5MaXN0VGVuYW50U3RhdHVzUmVzcG9uc2USWAoNU2ltdWxhdGVBZG1pdBIiLmFkbWlzc2lvbi52MS5TaW11bGF0ZUFkbWl0UmVxdWVzdBojLmFkbWlzc2lvbi52MS5TaW11bGF0ZUFkbWl0UmVzcG9uc2USUgoLTGlzdENhdGFsb2cSIC5hZG1pc3Npb24udjEuTGlzdENhdGFsb2dSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RDYXRhbG9nUmVzcG9uc2ViBnByb3RvMw", [file_admission_v1_admission, file_admission_v1_policy, file_google_protobuf_timestamp]);
 
 /**
  * One entry of a diff.
@@ -992,7 +994,7 @@ export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
   messageDesc(file_admission_v1_policy_service, 39);
 
 /**
- * Usage totals.
+ * Usage totals (the usage record's convention: see admission.v1.SettleRequest).
  *
  * @generated from message admission.v1.UsageTotals
  */
@@ -1005,14 +1007,14 @@ export type UsageTotals = Message<"admission.v1.UsageTotals"> & {
   requests: bigint;
 
   /**
-   * Input tokens.
+   * Input tokens, cache reads and writes included.
    *
    * @generated from field: int64 input_tokens = 2;
    */
   inputTokens: bigint;
 
   /**
-   * Output tokens.
+   * Output tokens, reasoning included.
    *
    * @generated from field: int64 output_tokens = 3;
    */
@@ -1024,6 +1026,27 @@ export type UsageTotals = Message<"admission.v1.UsageTotals"> & {
    * @generated from field: int64 cost_micros = 4;
    */
   costMicros: bigint;
+
+  /**
+   * The part of input_tokens read from the provider's prompt cache.
+   *
+   * @generated from field: int64 cache_read_tokens = 5;
+   */
+  cacheReadTokens: bigint;
+
+  /**
+   * The part of input_tokens written to the provider's prompt cache.
+   *
+   * @generated from field: int64 cache_write_tokens = 6;
+   */
+  cacheWriteTokens: bigint;
+
+  /**
+   * The part of output_tokens spent reasoning.
+   *
+   * @generated from field: int64 reasoning_tokens = 7;
+   */
+  reasoningTokens: bigint;
 };
 
 /**
@@ -1040,7 +1063,7 @@ export const UsageTotalsSchema: GenMessage<UsageTotals> = /*@__PURE__*/
  */
 export type UsageRow = Message<"admission.v1.UsageRow"> & {
   /**
-   * The group's values, keyed by dimension name (user, task, model, key, day).
+   * The group's values, keyed by dimension name (user, task, model, key, day, hour).
    *
    * @generated from field: map<string, string> group = 1;
    */
@@ -1101,6 +1124,27 @@ export type GetUsageResponse = Message<"admission.v1.GetUsageResponse"> & {
    * @generated from field: repeated admission.v1.UsageRow rows = 5;
    */
   rows: UsageRow[];
+
+  /**
+   * Cache reads over the period (part of input_tokens).
+   *
+   * @generated from field: int64 cache_read_tokens = 6;
+   */
+  cacheReadTokens: bigint;
+
+  /**
+   * Cache writes over the period (part of input_tokens).
+   *
+   * @generated from field: int64 cache_write_tokens = 7;
+   */
+  cacheWriteTokens: bigint;
+
+  /**
+   * Reasoning tokens over the period (part of output_tokens).
+   *
+   * @generated from field: int64 reasoning_tokens = 8;
+   */
+  reasoningTokens: bigint;
 };
 
 /**
@@ -1215,6 +1259,20 @@ export type ListAuditEventsRequest = Message<"admission.v1.ListAuditEventsReques
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
+
+  /**
+   * Only events of this actor (exact: "admin:jane", "key:demo-key").
+   *
+   * @generated from field: string actor = 6;
+   */
+  actor: string;
+
+  /**
+   * Only events before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp until = 7;
+   */
+  until?: Timestamp | undefined;
 };
 
 /**
@@ -1330,6 +1388,291 @@ export const ResetMeterResponseSchema: GenMessage<ResetMeterResponse> = /*@__PUR
   messageDesc(file_admission_v1_policy_service, 47);
 
 /**
+ * The status of tenants for an overview.
+ *
+ * @generated from message admission.v1.ListTenantStatusRequest
+ */
+export type ListTenantStatusRequest = Message<"admission.v1.ListTenantStatusRequest"> & {
+  /**
+   * Only this tenant (empty: every tenant).
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * Meters to return per tenant, nearest to their limit first (default 3, at most 100).
+   *
+   * @generated from field: int32 nearest = 2;
+   */
+  nearest: number;
+};
+
+/**
+ * Describes the message admission.v1.ListTenantStatusRequest.
+ * Use `create(ListTenantStatusRequestSchema)` to create a new message.
+ */
+export const ListTenantStatusRequestSchema: GenMessage<ListTenantStatusRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 48);
+
+/**
+ * One tenant at a glance.
+ *
+ * @generated from message admission.v1.TenantStatus
+ */
+export type TenantStatus = Message<"admission.v1.TenantStatus"> & {
+  /**
+   * Tenant id.
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * Display name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * ACTIVE or SUSPENDED.
+   *
+   * @generated from field: admission.v1.AccountStatus status = 3;
+   */
+  status: AccountStatus;
+
+  /**
+   * Plan code from the tenant's ATI token.
+   *
+   * @generated from field: string plan = 4;
+   */
+  plan: string;
+
+  /**
+   * The tenant's ATI token.
+   *
+   * @generated from field: string ati_token = 5;
+   */
+  atiToken: string;
+
+  /**
+   * Effective enforcement mode.
+   *
+   * @generated from field: admission.v1.Mode mode = 6;
+   */
+  mode: Mode;
+
+  /**
+   * Recorded usage this calendar month (UTC), from the ledger.
+   *
+   * @generated from field: admission.v1.UsageTotals month = 7;
+   */
+  month?: UsageTotals | undefined;
+
+  /**
+   * The metered limits of the tenant, its users and its API keys, in their current
+   * windows, highest used/limit first (lifted limits have no meter).
+   *
+   * @generated from field: repeated admission.v1.Meter nearest = 8;
+   */
+  nearest: Meter[];
+
+  /**
+   * Reservations open now (admitted, neither settled nor expired), from the counter store.
+   *
+   * @generated from field: int64 open_reservations = 9;
+   */
+  openReservations: bigint;
+
+  /**
+   * Why meters or open reservations are missing, when they are (counters unreachable).
+   *
+   * @generated from field: string problem = 10;
+   */
+  problem: string;
+};
+
+/**
+ * Describes the message admission.v1.TenantStatus.
+ * Use `create(TenantStatusSchema)` to create a new message.
+ */
+export const TenantStatusSchema: GenMessage<TenantStatus> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 49);
+
+/**
+ * Tenants with their status, this month's usage and the meters nearest their limit.
+ *
+ * @generated from message admission.v1.ListTenantStatusResponse
+ */
+export type ListTenantStatusResponse = Message<"admission.v1.ListTenantStatusResponse"> & {
+  /**
+   * By tenant id.
+   *
+   * @generated from field: repeated admission.v1.TenantStatus tenants = 1;
+   */
+  tenants: TenantStatus[];
+};
+
+/**
+ * Describes the message admission.v1.ListTenantStatusResponse.
+ * Use `create(ListTenantStatusResponseSchema)` to create a new message.
+ */
+export const ListTenantStatusResponseSchema: GenMessage<ListTenantStatusResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 50);
+
+/**
+ * What an Admit would decide now for a subject, reserving nothing.
+ *
+ * @generated from message admission.v1.SimulateAdmitRequest
+ */
+export type SimulateAdmitRequest = Message<"admission.v1.SimulateAdmitRequest"> & {
+  /**
+   * Tenant id (required unless key_id is given).
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * User id (optional).
+   *
+   * @generated from field: string user = 2;
+   */
+  user: string;
+
+  /**
+   * API key id (optional): the key's tenant, user and task scope; a revoked or
+   * expired key is UNAUTHENTICATED, as it would be on Admit.
+   *
+   * @generated from field: string key_id = 3;
+   */
+  keyId: string;
+
+  /**
+   * Task code.
+   *
+   * @generated from field: string task = 4;
+   */
+  task: string;
+
+  /**
+   * Requested model name or class; empty: the plan's default class.
+   *
+   * @generated from field: string model = 5;
+   */
+  model: string;
+
+  /**
+   * Input tokens of the request.
+   *
+   * @generated from field: int64 input_tokens = 6;
+   */
+  inputTokens: bigint;
+
+  /**
+   * Requested max output tokens (0: as many as allowed).
+   *
+   * @generated from field: int64 max_output_tokens = 7;
+   */
+  maxOutputTokens: bigint;
+
+  /**
+   * Attached files.
+   *
+   * @generated from field: int64 files = 8;
+   */
+  files: bigint;
+
+  /**
+   * Agent steps.
+   *
+   * @generated from field: int64 agent_steps = 9;
+   */
+  agentSteps: bigint;
+
+  /**
+   * Tool/API calls.
+   *
+   * @generated from field: int64 api_calls = 10;
+   */
+  apiCalls: bigint;
+};
+
+/**
+ * Describes the message admission.v1.SimulateAdmitRequest.
+ * Use `create(SimulateAdmitRequestSchema)` to create a new message.
+ */
+export const SimulateAdmitRequestSchema: GenMessage<SimulateAdmitRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 51);
+
+/**
+ * The decision an Admit would answer now. No reservation is made: reservation_id
+ * is empty and the meters' used values include the request as if it had been
+ * reserved. Nothing is audited, no alert is raised.
+ *
+ * @generated from message admission.v1.SimulateAdmitResponse
+ */
+export type SimulateAdmitResponse = Message<"admission.v1.SimulateAdmitResponse"> & {
+  /**
+   * The decision.
+   *
+   * @generated from field: admission.v1.AdmitResponse decision = 1;
+   */
+  decision?: AdmitResponse | undefined;
+};
+
+/**
+ * Describes the message admission.v1.SimulateAdmitResponse.
+ * Use `create(SimulateAdmitResponseSchema)` to create a new message.
+ */
+export const SimulateAdmitResponseSchema: GenMessage<SimulateAdmitResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 52);
+
+/**
+ * List the catalog.
+ *
+ * @generated from message admission.v1.ListCatalogRequest
+ */
+export type ListCatalogRequest = Message<"admission.v1.ListCatalogRequest"> & {
+};
+
+/**
+ * Describes the message admission.v1.ListCatalogRequest.
+ * Use `create(ListCatalogRequestSchema)` to create a new message.
+ */
+export const ListCatalogRequestSchema: GenMessage<ListCatalogRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 53);
+
+/**
+ * The catalog: models with prices, tasks with their features.
+ *
+ * @generated from message admission.v1.ListCatalogResponse
+ */
+export type ListCatalogResponse = Message<"admission.v1.ListCatalogResponse"> & {
+  /**
+   * Models.
+   *
+   * @generated from field: repeated admission.v1.Model models = 1;
+   */
+  models: Model[];
+
+  /**
+   * Tasks.
+   *
+   * @generated from field: repeated admission.v1.Task tasks = 2;
+   */
+  tasks: Task[];
+};
+
+/**
+ * Describes the message admission.v1.ListCatalogResponse.
+ * Use `create(ListCatalogResponseSchema)` to create a new message.
+ */
+export const ListCatalogResponseSchema: GenMessage<ListCatalogResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 54);
+
+/**
  * What applying a bundle does to one entity.
  *
  * @generated from enum admission.v1.ChangeAction
@@ -1410,6 +1753,13 @@ export enum UsageGroupBy {
    * @generated from enum value: USAGE_GROUP_BY_DAY = 5;
    */
   DAY = 5,
+
+  /**
+   * By hour (UTC) of the reservation: "2026-01-05T13:00:00Z".
+   *
+   * @generated from enum value: USAGE_GROUP_BY_HOUR = 6;
+   */
+  HOUR = 6,
 }
 
 /**
@@ -1643,6 +1993,36 @@ export const PolicyService: GenService<{
     methodKind: "unary";
     input: typeof ResetMeterRequestSchema;
     output: typeof ResetMeterResponseSchema;
+  },
+  /**
+   * Tenants with status, plan, mode, this month's usage, nearest meters and open reservations.
+   *
+   * @generated from rpc admission.v1.PolicyService.ListTenantStatus
+   */
+  listTenantStatus: {
+    methodKind: "unary";
+    input: typeof ListTenantStatusRequestSchema;
+    output: typeof ListTenantStatusResponseSchema;
+  },
+  /**
+   * What an Admit would decide now for a tenant, user or key, without reserving.
+   *
+   * @generated from rpc admission.v1.PolicyService.SimulateAdmit
+   */
+  simulateAdmit: {
+    methodKind: "unary";
+    input: typeof SimulateAdmitRequestSchema;
+    output: typeof SimulateAdmitResponseSchema;
+  },
+  /**
+   * Models and tasks.
+   *
+   * @generated from rpc admission.v1.PolicyService.ListCatalog
+   */
+  listCatalog: {
+    methodKind: "unary";
+    input: typeof ListCatalogRequestSchema;
+    output: typeof ListCatalogResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_admission_v1_policy_service, 0);

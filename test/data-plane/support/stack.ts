@@ -54,6 +54,8 @@ export interface StackOptions {
   readonly persistent?: boolean;
   /** Both planes log through the product's own logger (createLogger, at debug) into this stream; silent otherwise. */
   readonly logs?: DestinationStream;
+  /** The data plane's clock (FAIL_OPEN's memory of admissions); Date.now otherwise. */
+  readonly clock?: () => number;
 }
 
 /** The real control plane in-process, two test providers, and the data plane in front of them. */
@@ -77,10 +79,11 @@ export class Stack {
     await stack.startControlPlane();
     await stack.applyBundle(bundleJson(options.tenants));
     stack.dp = await startDataPlane({
-      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
+      ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: `127.0.0.1:${stack.cp.grpcPort}`, spoolDir: stack.spoolDir,
       reconnectMinMs: 20, reconnectMaxMs: 200, replayMinMs: 50, replayMaxMs: 200, ...options.dataPlane,
     }, {
       logger: stack.logger("data-plane"),
+      clock: options.clock,
       providers: [
         { name: "up-a", baseUrl: stack.upA.baseUrl, apiKey: "sk-provider-a-SECRET" },
         { name: "up-b", baseUrl: stack.upB.baseUrl, apiKey: "sk-provider-b-SECRET" },
@@ -90,17 +93,18 @@ export class Stack {
     return stack;
   }
 
-  /** Starts (or restarts, on the same port and data) the control plane. */
-  async startControlPlane(): Promise<void> {
+  /** Starts (or restarts, on the same ports and data) the control plane; `changes` stay for later restarts (e.g. a new admin token). */
+  async startControlPlane(changes: Partial<ControlPlaneConfig> = {}): Promise<void> {
     this.cpConfig ??= {
       ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken, dataDir: this.dataDir,
       spoolDir: mkdtempSync(join(tmpdir(), "dp-cp-spool-")), logLevel: "silent", shutdownGraceMs: 500, ...this.options.controlPlane,
     };
+    this.cpConfig = { ...this.cpConfig, ...changes };
     // Not persistent: every start gets an empty database, as an in-memory one would (seeded: much faster to create).
     const dataDir = this.options.persistent ? this.dataDir : mkdtempSync(join(this.dataDir, "run-"));
     await seedPgliteDir(dataDir);
     this.cp = await startControlPlane({ ...this.cpConfig, dataDir }, { logger: this.logger("control-plane") });
-    this.cpConfig = { ...this.cpConfig, grpcPort: this.cp.grpcPort };
+    this.cpConfig = { ...this.cpConfig, grpcPort: this.cp.grpcPort, httpPort: this.cp.httpPort };
   }
 
   private logger(service: string): Logger {
@@ -117,6 +121,15 @@ export class Stack {
     }
   }
 
+  async revokeKey(id: string): Promise<void> {
+    const policy = policyClient(`127.0.0.1:${this.cp.grpcPort}`);
+    try {
+      await policy.revokeApiKey({ id }, admin);
+    } finally {
+      policy.close();
+    }
+  }
+
   client(key: string, options: { task?: string; headers?: Record<string, string> } = {}): OpenAI {
     return new OpenAI({
       baseURL: `http://127.0.0.1:${this.dp.port}/v1`, apiKey: secret(key), maxRetries: 0,
@@ -126,6 +139,11 @@ export class Stack {
 
   get url(): string {
     return `http://127.0.0.1:${this.dp.port}`;
+  }
+
+  /** The data plane's /metrics, on its own listener. */
+  get metricsUrl(): string {
+    return `http://127.0.0.1:${this.dp.metricsPort}/metrics`;
   }
 
   /** Ledger rows of a tenant, oldest first. */
