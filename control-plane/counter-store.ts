@@ -3,7 +3,9 @@
  * and never knows whether counters live in memory or in Redis. Every method
  * touches the keys of one tenant only (Redis: one hash slot), and each call is
  * atomic. Implementations throw CounterStoreUnavailableError when the backend
- * cannot be reached; the failure policy above decides what that means.
+ * cannot be reached; the failure policy above decides what that means. One that
+ * refuses this process or cannot be trusted throws CounterStoreMisconfiguredError,
+ * which no failure policy lets through.
  *
  * Generations. A tenant's counters are usable only once they hold the ledger's
  * usage: `rebuild` sets them from sums the ledger read in one snapshot and tags
@@ -173,6 +175,20 @@ export class CounterStoreUnavailableError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "CounterStoreUnavailableError";
+  }
+}
+
+/**
+ * The counter store refuses this process (credentials, permissions) or is set up so that
+ * its counts cannot be trusted. Not transient: no failure policy admits unmetered on it
+ * (every Admit is denied UNAVAILABLE) and readiness fails with the message, which names
+ * what to fix and never holds a secret. Everything else treats it as unavailable
+ * (settles wait and are retried).
+ */
+export class CounterStoreMisconfiguredError extends CounterStoreUnavailableError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CounterStoreMisconfiguredError";
   }
 }
 

@@ -8,7 +8,7 @@ import {
 import type { Model, Task } from "../gen/admission/v1/policy_pb.js";
 import { LimitKind, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore } from "./counter-store.js";
-import { CounterStoreUnavailableError, reservedAmount, type MeterOp, type ReservedAmounts, type ReserveResult } from "./counter-store.js";
+import { CounterStoreMisconfiguredError, CounterStoreUnavailableError, reservedAmount, type MeterOp, type ReservedAmounts, type ReserveResult } from "./counter-store.js";
 import type { CounterRebuild } from "./counter-rebuild.js";
 import type { CredentialVerifier, Principal } from "./credentials.js";
 import { reasonMapping, reasonName } from "./deny-reasons.js";
@@ -380,6 +380,15 @@ export class DecisionEngine {
   }
 
   private storeUnavailable(ctx: TenantContext, who: MeterWho, req: AdmitRequest, base: MessageInitShape<typeof AdmitResponseSchema>, err: Error, effects: boolean): AdmitResponse {
+    if (err instanceof CounterStoreMisconfiguredError) {
+      // No outage that passes: FAIL_OPEN would leave the tenant unmetered for as long as nobody fixes it.
+      if (effects) {
+        this.deps.metrics.storeErrors.inc({ op: "reserve" });
+        this.deps.metrics.storeMisconfigured.inc({ op: "reserve" });
+        this.deps.logger.error({ err: err.message, tenant: who.tenant }, "counter store misconfigured; Admit denied");
+      }
+      return deny(DenyReason.UNAVAILABLE, "counter store misconfigured (it refuses this control plane or cannot be trusted): denied for every tenant until it is fixed", req.requestId, 1000);
+    }
     if (effects) {
       this.deps.metrics.storeErrors.inc({ op: "reserve" });
       this.deps.logger.warn({ err: err.message, tenant: who.tenant }, "counter store unavailable");

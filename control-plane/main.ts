@@ -1,5 +1,6 @@
 import { startControlPlane } from "./app.js";
 import { ConfigError, loadControlPlaneConfig } from "./config.js";
+import { CounterStoreMisconfiguredError } from "./counter-store.js";
 
 /** `npm run control-plane`: the control plane alone, configured from the environment. */
 async function main(): Promise<void> {
@@ -28,6 +29,10 @@ async function main(): Promise<void> {
 }
 
 main().catch((err) => {
+  if (err instanceof CounterStoreMisconfiguredError) {
+    process.stderr.write(`configuration error: ${err.message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`control plane failed to start: ${err instanceof Error ? err.stack : String(err)}\n`);
   process.exit(1);
 });

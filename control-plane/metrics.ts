@@ -12,6 +12,7 @@ export interface Metrics {
   readonly wouldDeny: Counter<"mode" | "kind">;
   readonly alerts: Counter<"kind" | "threshold">;
   readonly storeErrors: Counter<"op">;
+  readonly storeMisconfigured: Counter<"op">;
   readonly counterRebuilds: Counter<"trigger">;
   readonly counterReconciles: Counter<"result">;
   readonly policyReloads: Counter<"result">;
@@ -46,6 +47,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     wouldDeny: new Counter({ name: "admission_would_deny_total", help: "Requests over a SOFT or SHADOW limit that ENFORCE would have denied", labelNames: ["mode", "kind"], registers }),
     alerts: new Counter({ name: "admission_alerts_total", help: "Threshold alerts raised (once per meter and window)", labelNames: ["kind", "threshold"], registers }),
     storeErrors: new Counter({ name: "admission_counter_store_errors_total", help: "Counter store calls that failed", labelNames: ["op"], registers }),
+    storeMisconfigured: new Counter({
+      name: "admission_counter_store_misconfigured_total",
+      help: "Counter store calls refused as misconfiguration (credentials, permissions): their Admits are denied whatever the failure policy",
+      labelNames: ["op"],
+      registers,
+    }),
     counterRebuilds: new Counter({
       name: "admission_counter_rebuilds_total",
       help: "Tenants whose counters were rebuilt from the ledger, by trigger (start, bundle: added tenants; cold: the store had lost them)",

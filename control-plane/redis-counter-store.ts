@@ -1,10 +1,12 @@
+import { createHash } from "node:crypto";
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
 import type { Logger } from "pino";
 import type {
   CounterStore, LeaseMeter, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, MeterOp, MeterUnit, ReservedAmounts, ReserveRequest, ReserveResult,
   SettleLeaseRequest, SettleLeaseResult,
 } from "./counter-store.js";
-import { CounterStoreUnavailableError, reservedAmount, settledAmount } from "./counter-store.js";
+import { CounterStoreMisconfiguredError, CounterStoreUnavailableError, settledAmount } from "./counter-store.js";
+import { checkRedisConfiguration, refusalOf } from "./redis-configuration.js";
 
 /*
  * Key layout (prefix "adm", tenant "acme"). Every key of a tenant carries the hash tag
@@ -91,8 +93,29 @@ import { CounterStoreUnavailableError, reservedAmount, settledAmount } from "./c
  * Redis as one command running them in turn (see RedisCounterStore.run), and on a single
  * Redis everything sent within a tick leaves in one write (coalesceWrites).
  *
+ * Declared keys. Every key a script reads or writes is passed in KEYS (as Redis requires;
+ * Cluster, proxies and ACL key patterns rely on it): a script never makes a key name from
+ * its arguments or from what it read. The fixed keys of a tenant (gen, due, due-hint) and
+ * the lease's own key are known to any caller; what only the lease knows is declared by
+ * the caller from memory and checked by the script before it writes anything:
+ *   - a settle declares the lease's meter keys, which this process remembers from the
+ *     reserve (LeaseKeys); the script compares them with the lease's records and, when
+ *     they differ (the lease was reserved by another replica), answers with the records,
+ *     and the settle is sent again with their keys: one call more, only then;
+ *   - a markRecorded declares the key of the lease's request id, the same way;
+ *   - a reserve whose request id already names another lease answers with that lease's
+ *     id and is sent again with its key declared (a retried Admit: rare);
+ *   - the sweeper reads a tenant's due lease ids, then their states and meters, then
+ *     claims them with every lease key and concurrency meter declared (a lease that
+ *     changed meanwhile is left for the next sweep).
+ * In a batch (see batchLua) each operation's keys are its slice of KEYS. The meter
+ * records stay as they are: they carry the amounts and expiries (and the keys, which a
+ * settle compares against KEYS; one concatenation per meter, as building the names cost).
+ *
  * Requires `maxmemory-policy noeviction`: an evicted meter undercounts, an evicted
- * generation key makes a rebuild add the ledger to intact counters.
+ * generation key makes a rebuild add the ledger to intact counters. The store checks it
+ * (see checkRedisConfiguration) at start (refusing to start), on every reconnect and
+ * every 10 s (readiness fails while it is wrong).
  */
 
 /** The layout of a meter record for Lua's struct.unpack (see "Meter records" above). */
@@ -100,8 +123,8 @@ const recordLayout = ">c1Bc0Bc0Hc0";
 
 /**
  * Lua helpers of the tenant scripts. They are made (as closures) once per script call, so
- * a script takes only those it uses, and they take the tenant's key prefix `p` and KEYS as
- * arguments, so that a batch (see batchLua) makes them once for all its operations.
+ * a script takes only those it uses, and they take the keys they touch as arguments (never
+ * a name they make), so that a batch (see batchLua) makes them once for all its operations.
  */
 const helpers = {
   serverNow: `
@@ -111,12 +134,11 @@ local function server_now()
 end
 `,
   add: `
--- Adds \`amount\` (a number) to a meter. Its expiry (\`exp\`, decimal; '0': never) is set when
--- the key is created (the value is then the amount), as in memory: later additions to the
--- same window carry the same expiry.
-local function add(p, key, amount, exp)
+-- Adds \`amount\` (a number) to the meter at key \`mk\`. Its expiry (\`exp\`, decimal; '0':
+-- never) is set when the key is created (the value is then the amount), as in memory:
+-- later additions to the same window carry the same expiry.
+local function add(mk, amount, exp)
   if amount == 0 then return end
-  local mk = p .. 'm:' .. key
   if call('INCRBY', mk, amount) == amount and exp ~= '0' then call('PEXPIREAT', mk, exp) end
 end
 `,
@@ -131,29 +153,45 @@ local function each_meter(records, fn)
   end
 end
 `,
+  declared: `
+-- True when KEYS[from .. from + count - 1] are the keys (\`mp\`, the tenant's meter-key prefix,
+-- then the record's key) of a lease's meter records, of those of unit \`only\` if given.
+local function declared(KEYS, from, count, records, mp, only)
+  local i, ok = from, true
+  each_meter(records, function(unit, amount, exp, key)
+    if only and unit ~= only then return end
+    if KEYS[i] ~= mp .. key then ok = false end
+    i = i + 1
+  end)
+  return ok and i == from + count
+end
+`,
   pushLease: `
--- Appends a lease as replies carry it (see leaseAt): id, state, rid, exp, meters, usage.
-local function push_lease(p, out, id)
-  local h = call('HMGET', p .. 'lease:' .. id, 'state', 'rid', 'exp', 'meters', 'usage')
+-- Appends a lease (key \`lk\`) as replies carry it (see leaseAt): id, state, rid, exp, meters, usage, req.
+local function push_lease(lk, out, id)
+  local h = call('HMGET', lk, 'state', 'rid', 'exp', 'meters', 'usage', 'req')
   out[#out + 1] = id
-  for i = 1, 5 do out[#out + 1] = h[i] or '' end
+  for i = 1, 6 do out[#out + 1] = h[i] or '' end
   return out
 end
 `,
   track: `
--- Puts a lease on the tenant's due zset (KEYS[1]) at \`score\`; \`hint\` is :due-hint (KEYS[2])
--- as read at the start of the script. Returns the score to publish in the index (a
--- number), or ''.
-local function track(KEYS, id, score, hint)
-  call('ZADD', KEYS[1], score, id)
+-- Puts a lease on the tenant's due zset (\`due\`) at \`score\`; \`hint\` is the value of :due-hint
+-- (key \`hk\`) as read at the start of the script. Returns the score to publish in the index
+-- (a number), or ''.
+local function track(due, hk, id, score, hint)
+  call('ZADD', due, score, id)
   if hint and tonumber(hint) <= tonumber(score) then return '' end
-  call('SET', KEYS[2], score)
+  call('SET', hk, score)
   return tonumber(score)
 end
 `,
 };
 
-/** A tenant script: its body and the helpers it uses. In a body, `p` is ARGV[1], the tenant's key prefix. */
+/**
+ * A tenant script: its body and the helpers it uses. A body touches only keys of KEYS
+ * (see "Declared keys" at the top of this file); its layout is the one of `keysOf` below.
+ */
 interface TenantScript {
   readonly uses: ReadonlyArray<keyof typeof helpers>;
   readonly body: string;
@@ -161,37 +199,40 @@ interface TenantScript {
 
 /** The Lua of a tenant script run on its own. */
 function tenantLua(script: TenantScript): string {
-  return `local call = redis.call\n${script.uses.map((h) => helpers[h]).join("")}local p = ARGV[1]\n${script.body}`;
+  return `local call = redis.call\n${script.uses.map((h) => helpers[h]).join("")}${script.body}`;
 }
 
 /**
- * KEYS: due, hint. ARGV: prefix, leaseId, requestId, requestIdExpiresAtMs, leaseExpiresAtMs,
- * reservationId, meter records, limits. One MGET reads the generation, the hint, the request
- * id's lease and every meter. A lease id that already exists is a duplicate too, so a
- * retried call cannot reserve twice.
+ * KEYS: due, lease, seen lease, gen, hint, req, then the meters in record order. ARGV:
+ * leaseId, requestId, requestIdExpiresAtMs, leaseExpiresAtMs, reservationId, meter records,
+ * limits, the lease id the request id was seen with (whose key is the third, '' if none).
+ * One MGET reads the generation, the hint, the request id's lease and every meter. A lease
+ * id that already exists is a duplicate too, so a retried call cannot reserve twice.
  * Reply: status, publish, then used values (reserved), index + used (blocked) or a lease
- * (duplicate); just 'cold' while the tenant has no generation.
+ * (duplicate); just 'cold' while the tenant has no generation; 'seen' and a lease id when
+ * the request id names a lease other than the one declared third (call again with it).
  * Values are integer replies (a Lua number becomes a 64-bit integer: exact, as it is below 2^53).
  */
 const reserve: TenantScript = {
   uses: ["pushLease", "track"],
   body: `
-local id, req, records, limits = ARGV[2], ARGV[3], ARGV[7], ARGV[8]
--- Without a request id, the third key read (':req:') is one that is never written.
-local keys = {p .. 'gen', KEYS[2], p .. 'req:' .. req}
+local id, req, records, limits = ARGV[1], ARGV[2], ARGV[6], ARGV[7]
+local got = call('MGET', unpack(KEYS, 4))
+if not got[1] then return {'cold'} end
+local seen = req ~= '' and got[3]
+if seen and seen ~= id then
+  if seen ~= ARGV[8] then return {'seen', seen} end
+  if call('EXISTS', KEYS[3]) == 1 then return push_lease(KEYS[3], {'duplicate', ''}, seen) end
+end
+if call('EXISTS', KEYS[2]) == 1 then return push_lease(KEYS[2], {'duplicate', ''}, id) end
 local amounts, exps = {}, {}
 local count, pos = 0, 1
 while pos <= #records do
   count = count + 1
   local unit, key
   unit, amounts[count], exps[count], key, pos = struct.unpack('${recordLayout}', records, pos)
-  keys[3 + count] = p .. 'm:' .. key
 end
-local got = call('MGET', unpack(keys))
-if not got[1] then return {'cold'} end
-local seen = req ~= '' and got[3]
-if seen and seen ~= id and call('EXISTS', p .. 'lease:' .. seen) == 1 then return push_lease(p, {'duplicate', ''}, seen) end
-if call('EXISTS', p .. 'lease:' .. id) == 1 then return push_lease(p, {'duplicate', ''}, id) end
+if count ~= #KEYS - 6 then return redis.error_reply('reserve: meter keys and records differ in number') end
 local used = {}
 for i = 1, count do used[i] = tonumber(got[3 + i] or '0') end
 for i = 1, count do
@@ -201,102 +242,162 @@ local out = {'reserved', ''}
 for i = 1, count do
   if not got[3 + i] and exps[i] ~= '0' then
     -- A new window: created with its expiry in one write.
-    call('SET', keys[3 + i], amounts[i], 'PXAT', exps[i])
+    call('SET', KEYS[6 + i], amounts[i], 'PXAT', exps[i])
     out[2 + i] = tonumber(amounts[i])
   else
-    out[2 + i] = call('INCRBY', keys[3 + i], amounts[i])
+    out[2 + i] = call('INCRBY', KEYS[6 + i], amounts[i])
   end
 end
-call('HSET', p .. 'lease:' .. id, 'state', 'open', 'exp', ARGV[5], 'rid', ARGV[6], 'req', req, 'meters', records)
-out[2] = track(KEYS, id, ARGV[5], got[2])
-if req ~= '' then call('SET', p .. 'req:' .. req, id, 'PXAT', ARGV[4]) end
+call('HSET', KEYS[2], 'state', 'open', 'exp', ARGV[4], 'rid', ARGV[5], 'req', req, 'meters', records)
+out[2] = track(KEYS[1], KEYS[5], id, ARGV[4], got[2])
+if req ~= '' then call('SET', KEYS[6], id, 'PXAT', ARGV[3]) end
 return out
 `,
 };
 
 /**
- * KEYS: due, hint. ARGV: prefix, leaseId, caller's nowMs, graceMs, encoded usage, then the
- * settled amount of a requests, tokens and cost meter. Reply: status, publish, generation,
- * then the lease's rid, exp and meters (settled) or the lease (already).
+ * KEYS: due, lease, gen, hint, then the lease's meters in record order. ARGV: leaseId,
+ * caller's nowMs, graceMs, encoded usage, the settled amount of a requests, tokens and cost
+ * meter, the tenant's meter-key prefix. Reply: status, publish, generation, then the lease's
+ * rid, exp and meters (settled) or the lease (already); 'meters', '', generation, the
+ * lease's meter records and request id when its meter keys were not the ones declared
+ * (call again with them); 'cold' or 'missing'.
  */
 const settle: TenantScript = {
   uses: ["serverNow", "add", "eachMeter", "pushLease", "track"],
   body: `
-local got = call('MGET', p .. 'gen', KEYS[2])
+local got = call('MGET', KEYS[3], KEYS[4])
 local gen = got[1]
 if not gen then return {'cold'} end
-local id = ARGV[2]
-local lk = p .. 'lease:' .. id
-local h = call('HMGET', lk, 'state', 'rid', 'exp', 'meters')
+local id = ARGV[1]
+local h = call('HMGET', KEYS[2], 'state', 'rid', 'exp', 'meters', 'req')
 if not h[1] then return {'missing', '', gen} end
-if h[1] ~= 'open' then return push_lease(p, {'already', '', gen}, id) end
-local settled = {r = tonumber(ARGV[6]), t = tonumber(ARGV[7]), c = tonumber(ARGV[8]), n = 0}
-each_meter(h[4], function(unit, amount, exp, key) add(p, key, settled[unit] - tonumber(amount), exp) end)
-call('HSET', lk, 'state', 'settled', 'usage', ARGV[5])
+if h[1] ~= 'open' then return push_lease(KEYS[2], {'already', '', gen}, id) end
+local settled = {r = tonumber(ARGV[5]), t = tonumber(ARGV[6]), c = tonumber(ARGV[7]), n = 0}
+-- One pass over the records checks the declared keys and computes the deltas; none is
+-- applied unless every key was declared.
+local mp, i, ok, deltas, exps = ARGV[8], 4, true, {}, {}
+each_meter(h[4], function(unit, amount, exp, key)
+  i = i + 1
+  if KEYS[i] ~= mp .. key then ok = false end
+  deltas[i], exps[i] = settled[unit] - tonumber(amount), exp
+end)
+if not ok or i ~= #KEYS then return {'meters', '', gen, h[4], h[5]} end
+for j = 5, i do add(KEYS[j], deltas[j], exps[j]) end
+call('HSET', KEYS[2], 'state', 'settled', 'usage', ARGV[4])
 -- Due for the sweeper graceMs after the settle: by the earlier of both clocks, so a
 -- replica running ahead cannot push it out; one running behind only makes it earlier.
-local publish = track(KEYS, id, math.min(server_now(), tonumber(ARGV[3])) + tonumber(ARGV[4]), got[2])
+local publish = track(KEYS[1], KEYS[4], id, math.min(server_now(), tonumber(ARGV[2])) + tonumber(ARGV[3]), got[2])
 return {'settled', publish, gen, h[2], h[3], h[4]}
 `,
 };
 
 /**
- * KEYS: due, hint (unused). ARGV: prefix, leaseId. The ledger row of a settled or expired
- * lease is durable: the lease and its request id go (a repeated settle is answered from
- * the ledger, a repeated Admit is a new request). Reply: the tenant's generation ('' while cold).
+ * KEYS: due, lease, gen, req (the key of the lease's request id; of '' if it has none).
+ * ARGV: leaseId, that request id. The ledger row of a settled or expired lease is durable:
+ * the lease and its request id go (a repeated settle is answered from the ledger, a
+ * repeated Admit is a new request). Reply: the tenant's generation ('' while cold); or, as
+ * an array, the lease's request id when it is not the one declared (call again with it).
  */
 const recorded: TenantScript = {
   uses: [],
   body: `
-local id = ARGV[2]
-local lk = p .. 'lease:' .. id
-local h = call('HMGET', lk, 'state', 'req')
+local id = ARGV[1]
+local h = call('HMGET', KEYS[2], 'state', 'req')
 if h[1] and h[1] ~= 'open' then
+  local req = h[2] or ''
+  if req ~= ARGV[2] then return {req} end
   call('ZREM', KEYS[1], id)
-  call('DEL', lk)
-  if h[2] and h[2] ~= '' and call('GET', p .. 'req:' .. h[2]) == id then call('DEL', p .. 'req:' .. h[2]) end
+  call('DEL', KEYS[2])
+  if req ~= '' and call('GET', KEYS[4]) == id then call('DEL', KEYS[4]) end
 end
-return call('GET', p .. 'gen') or ''
+return call('GET', KEYS[3]) or ''
 `,
 };
 
-/** KEYS: due, hint. ARGV: prefix, leaseId, expiresAtMs. Reply: 'renewed', publish, rid, meters; or 'missing'. */
+/** KEYS: due, lease, hint. ARGV: leaseId, expiresAtMs. Reply: 'renewed', publish, rid, meters; or 'missing'. */
 const renew: TenantScript = {
   uses: ["track"],
   body: `
-local id = ARGV[2]
-local lk = p .. 'lease:' .. id
-local h = call('HMGET', lk, 'state', 'rid', 'meters')
+local h = call('HMGET', KEYS[2], 'state', 'rid', 'meters')
 if h[1] ~= 'open' then return {'missing'} end
-call('HSET', lk, 'exp', ARGV[3])
-return {'renewed', track(KEYS, id, ARGV[3], call('GET', KEYS[2])), h[2], h[3]}
+call('HSET', KEYS[2], 'exp', ARGV[2])
+return {'renewed', track(KEYS[1], KEYS[3], ARGV[1], ARGV[2], call('GET', KEYS[3])), h[2], h[3]}
+`,
+};
+
+/** KEYS: due. ARGV: limit. Reply: the ids of leases due by the server's clock, earliest first. */
+const dueLeases: TenantScript = {
+  uses: ["serverNow"],
+  body: `
+return call('ZRANGEBYSCORE', KEYS[1], '-inf', server_now(), 'LIMIT', 0, tonumber(ARGV[1]))
+`,
+};
+
+/** KEYS: leases. Reply: how many of them are open. */
+const openCount: TenantScript = {
+  uses: [],
+  body: `
+local n = 0
+for _, lk in ipairs(KEYS) do
+  if call('HGET', lk, 'state') == 'open' then n = n + 1 end
+end
+return n
+`,
+};
+
+/** KEYS: leases. Reply: per lease its state and meter records ('' when it is gone). */
+const leaseFields: TenantScript = {
+  uses: [],
+  body: `
+local out = {}
+for _, lk in ipairs(KEYS) do
+  local h = call('HMGET', lk, 'state', 'meters')
+  out[#out + 1] = h[1] or ''
+  out[#out + 1] = h[2] or ''
+end
+return out
 `,
 };
 
 /**
- * KEYS: due, hint. ARGV: prefix, graceMs, limit. Claims this tenant's due leases by the
- * server's clock and re-scores them now + graceMs. Reply: the tenant's next due score
- * ('' when nothing is left), its generation, then 6 fields per claimed lease.
+ * KEYS: due, hint, gen, then per lease its key and the keys of its concurrency meters.
+ * ARGV: graceMs, the tenant's meter-key prefix, then per lease its id and how many
+ * concurrency keys it declared. Claims those of the leases that are still due by the
+ * server's clock and re-scores them now + graceMs; a lease whose concurrency keys are not
+ * the ones declared is left for the next sweep. Reply: the tenant's next due score ('' when
+ * nothing is left), its generation, then 7 fields per claimed lease.
  */
 const claim: TenantScript = {
-  uses: ["serverNow", "add", "eachMeter", "pushLease"],
+  uses: ["serverNow", "add", "eachMeter", "declared", "pushLease"],
   body: `
 local now = server_now()
-local out = {'', call('GET', p .. 'gen') or ''}
-for _, id in ipairs(call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))) do
-  local lk = p .. 'lease:' .. id
-  local h = call('HMGET', lk, 'state', 'meters')
-  if not h[1] then
-    call('ZREM', KEYS[1], id)
-  else
-    if h[1] == 'open' then
-      -- Expired: the estimate stands as the charge; only concurrency is released.
-      each_meter(h[2], function(unit, amount, exp, key) if unit == 'n' then add(p, key, -tonumber(amount), '0') end end)
-      call('HSET', lk, 'state', 'expired')
+local out = {'', call('GET', KEYS[3]) or ''}
+local k = 4
+for a = 3, #ARGV, 2 do
+  local id, n, lk = ARGV[a], tonumber(ARGV[a + 1]), KEYS[k]
+  local score = call('ZSCORE', KEYS[1], id)
+  if score and tonumber(score) <= now then
+    local h = call('HMGET', lk, 'state', 'meters')
+    if not h[1] then
+      call('ZREM', KEYS[1], id)
+    elseif h[1] ~= 'open' or declared(KEYS, k + 1, n, h[2], ARGV[2], 'n') then
+      if h[1] == 'open' then
+        -- Expired: the estimate stands as the charge; only concurrency is released.
+        local i = k
+        each_meter(h[2], function(unit, amount, exp, key)
+          if unit == 'n' then
+            i = i + 1
+            add(KEYS[i], -tonumber(amount), '0')
+          end
+        end)
+        call('HSET', lk, 'state', 'expired')
+      end
+      call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id)
+      push_lease(lk, out, id)
     end
-    call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
-    push_lease(p, out, id)
   end
+  k = k + 1 + n
 end
 local first = call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if first[2] then
@@ -310,25 +411,30 @@ return out
 };
 
 /**
- * KEYS: due (routing only). ARGV: prefix, mode, generation, count, then per charge: key,
- * amount, expiresAtMs. Mode 'charge' adds only while the tenant is in that generation;
+ * KEYS: gen, then one meter per charge. ARGV: mode, generation, then per charge its amount
+ * and expiresAtMs. Mode 'charge' adds only while the tenant is in that generation;
  * 'rebuild' adds only while it is cold, and makes it that generation. Reply: 1 if applied.
  */
 const charge: TenantScript = {
   uses: ["add"],
   body: `
-local gen = call('GET', p .. 'gen')
-if ARGV[2] == 'rebuild' then
+local gen = call('GET', KEYS[1])
+if ARGV[1] == 'rebuild' then
   if gen then return 0 end
-  call('SET', p .. 'gen', ARGV[3])
-elseif gen ~= ARGV[3] then
+  call('SET', KEYS[1], ARGV[2])
+elseif gen ~= ARGV[2] then
   return 0
 end
-for i = 0, tonumber(ARGV[4]) - 1 do
-  local b = 5 + i * 3
-  add(p, ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2])
-end
+for i = 2, #KEYS do add(KEYS[i], tonumber(ARGV[2 * i - 1]), ARGV[2 * i]) end
 return 1
+`,
+};
+
+/** KEYS: one key under the store's prefix. Checks that this user may run scripts on the store's keys (see checkRedisConfiguration). */
+const probe: TenantScript = {
+  uses: [],
+  body: `
+return call('EXISTS', KEYS[1])
 `,
 };
 
@@ -337,38 +443,27 @@ const batchable = { reserve, settle, recorded };
 type BatchableOp = keyof typeof batchable;
 
 /**
- * KEYS: a due key (routing only). ARGV: per operation: its name (a key of batchable), its
- * argument count, its arguments (the first is its tenant's prefix, which names its due and
- * due-hint keys). Runs each as its own script would, in order; reply: one reply per
- * operation, an error reply for one that failed (its writes so far stay, as they would
- * in a script of its own).
+ * KEYS: the keys of every operation, one slice after the other. ARGV: per operation: its
+ * name (a key of batchable), its key count, its argument count, its arguments. Runs each
+ * as its own script would, on its slice of KEYS, in order; reply: one reply per operation,
+ * an error reply for one that failed (its writes so far stay, as they would in a script of
+ * its own).
  */
 const batchLua = `local call = redis.call
 ${Object.values(helpers).join("")}
 local ops = {
-${Object.entries(batchable).map(([name, s]) => `${name} = function(KEYS, ARGV)\nlocal p = ARGV[1]\n${s.body}\nend,`).join("\n")}
+${Object.entries(batchable).map(([name, s]) => `${name} = function(KEYS, ARGV)\n${s.body}\nend,`).join("\n")}
 }
-local out, i = {}, 1
-while i <= #ARGV do
-  local op, n = ARGV[i], tonumber(ARGV[i + 1])
-  local args = {unpack(ARGV, i + 2, i + 1 + n)}
-  local ok, reply = pcall(ops[op], {args[1] .. 'due', args[1] .. 'due-hint'}, args)
-  out[#out + 1] = ok and reply or {err = reply}
-  i = i + 2 + n
+local out, a, k = {}, 1, 1
+while a <= #ARGV do
+  local op, nk, na = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local ok, reply = pcall(ops[op], {unpack(KEYS, k, k + nk - 1)}, {unpack(ARGV, a + 3, a + 2 + na)})
+  -- A failed redis.call raises an error reply (a table); a Lua error raises its message.
+  if ok or type(reply) == 'table' then out[#out + 1] = reply else out[#out + 1] = {err = reply} end
+  a = a + 3 + na
+  k = k + nk
 end
 return out
-`;
-
-/**
- * KEYS: due. ARGV: prefix. Reply: how many of the tenant's leases are open. Every lease
- * the store holds is on :due until recorded, so this reads one state per lease in flight.
- */
-const openLeasesScript = `
-local n = 0
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  if redis.call('HGET', ARGV[1] .. 'lease:' .. id, 'state') == 'open' then n = n + 1 end
-end
-return n
 `;
 
 /** KEYS: index, gen, seq. ARGV: pairs of tenant, score. Lowers (or adds) each tenant's index score. */
@@ -414,39 +509,57 @@ return 1
 type Client = Redis | Cluster;
 
 /**
- * A script's arguments after its keys go as one array, which ioredis flattens into the
- * command. The *Buffer variants (made by defineCommand) reply with bulk strings as Buffers:
- * the replies that can carry a lease's meter records, which are binary.
+ * A tenant script, run as EVALSHA with as many keys as the call touches (EVAL when Redis
+ * does not know it yet: after a restart or SCRIPT FLUSH). Not a defineCommand: a command
+ * whose key count varies takes it as its first argument, and ioredis's Cluster
+ * autopipelining would route such a command by that number instead of by its first key.
+ * Replies come with bulk strings as Buffers: lease replies can carry meter records, which
+ * are binary.
  */
+class TenantLua {
+  readonly lua: string;
+  readonly sha: string;
+
+  constructor(script: TenantScript | string) {
+    this.lua = typeof script === "string" ? script : tenantLua(script);
+    this.sha = createHash("sha1").update(this.lua).digest("hex");
+  }
+}
+
+const tenantScripts = {
+  reserve: new TenantLua(reserve),
+  settle: new TenantLua(settle),
+  recorded: new TenantLua(recorded),
+  batch: new TenantLua(batchLua),
+  renew: new TenantLua(renew),
+  dueLeases: new TenantLua(dueLeases),
+  leaseFields: new TenantLua(leaseFields),
+  openCount: new TenantLua(openCount),
+  claim: new TenantLua(claim),
+  charge: new TenantLua(charge),
+  probe: new TenantLua(probe),
+};
+
+/** The index scripts (fixed keys), made by defineCommand. */
 interface Scripts {
-  admReserveBuffer(due: string, hint: string, args: ReadonlyArray<string | Buffer>): Promise<Reply>;
-  admSettleBuffer(due: string, hint: string, args: ReadonlyArray<string | Buffer>): Promise<Reply>;
-  admRecordedBuffer(due: string, hint: string, args: ReadonlyArray<string | Buffer>): Promise<Buffer>;
-  admBatchBuffer(due: string, args: Array<string | Buffer>): Promise<Array<Reply | Buffer | Error>>;
-  admRenewBuffer(due: string, hint: string, args: string[]): Promise<Reply>;
-  admClaimBuffer(due: string, hint: string, args: string[]): Promise<Reply>;
-  admCharge(due: string, args: string[]): Promise<number>;
   admPublish(index: string, gen: string, seq: string, ...args: string[]): Promise<number>;
   admDueTenants(index: string, gen: string, ...args: string[]): Promise<string[]>;
   admAfterClaim(index: string, gen: string, ...args: string[]): Promise<number>;
-  admOpenLeases(due: string, prefix: string): Promise<number>;
 }
 
-/** A reply of a *Buffer script: bulk strings as Buffers, integers as numbers. */
+/** EVALSHA and EVAL with Buffer replies, their keys and arguments as arrays (ioredis flattens them into the command). */
+interface Evaluating {
+  evalshaBuffer(sha: string, keyCount: number, keys: readonly string[], args: ReadonlyArray<string | Buffer>): Promise<unknown>;
+  evalBuffer(lua: string, keyCount: number, keys: readonly string[], args: ReadonlyArray<string | Buffer>): Promise<unknown>;
+}
+
+/** A reply of a tenant script: bulk strings as Buffers, integers as numbers. */
 type Reply = Array<Buffer | number>;
 
 const scripts: ReadonlyArray<[name: string, numberOfKeys: number, lua: string]> = [
-  ["admReserve", 2, tenantLua(reserve)],
-  ["admSettle", 2, tenantLua(settle)],
-  ["admRecorded", 2, tenantLua(recorded)],
-  ["admBatch", 1, batchLua],
-  ["admRenew", 2, tenantLua(renew)],
-  ["admClaim", 2, tenantLua(claim)],
-  ["admCharge", 1, tenantLua(charge)],
   ["admPublish", 3, publishScript],
   ["admDueTenants", 2, dueTenantsScript],
   ["admAfterClaim", 2, afterClaimScript],
-  ["admOpenLeases", 1, openLeasesScript],
 ];
 
 export interface RedisCounterStoreOptions {
@@ -514,8 +627,9 @@ export const failFastClusterOptions: ClusterOptions = {
 /**
  * Reply errors that mean "the backend cannot serve now", not "the script is wrong".
  * MOVED/ASK reach us only when the redirection could not be followed (the owner is down).
+ * Refusals (NOAUTH, WRONGPASS, NOPERM) are no passing fault: see refusalOf.
  */
-const transientReply = /^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|READONLY|BUSY|OOM|NOREPLICAS|NOAUTH|WRONGPASS|MOVED|ASK)\b/;
+const transientReply = /^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|READONLY|BUSY|OOM|NOREPLICAS|MOVED|ASK)\b/;
 
 /** Publications that failed (connection trouble) are retried by the next claimDue; beyond this many, the SCAN finds them. */
 const maxUnpublished = 100_000;
@@ -525,6 +639,25 @@ const maxBatch = 100;
 
 /** Tenants one claimDue call looks at, at most. */
 const dueTenantsPerClaim = 1_000;
+
+/** Leases whose keys this process remembers (see LeaseKeys), at most; the oldest are forgotten first. */
+const maxKnownLeases = 100_000;
+
+/** How often the clock offset and the Redis configuration are read again. */
+const checkIntervalMs = 10_000;
+
+/**
+ * What the settle and markRecorded of a lease must declare besides the tenant's fixed
+ * keys: its meters' keys and its request id (whose key markRecorded deletes). Remembered
+ * from the reserve (or from a reply that named them), so that a lease reserved here is
+ * settled and recorded in one call each; one reserved by another replica costs one more
+ * call each (the script names what to declare). The scripts check what was declared, so
+ * a wrong memory costs a call, never a count.
+ */
+interface LeaseKeys {
+  readonly meters: readonly string[];
+  readonly requestId: string;
+}
 
 /**
  * Counters and leases in Redis or Redis Cluster, shared by every control-plane
@@ -539,11 +672,17 @@ export class RedisCounterStore implements CounterStore {
   private readonly requestIdTtlMs: number;
   private readonly dueRescanMs: number;
   private readonly localClock: () => number;
-  private readonly clockTimer: NodeJS.Timeout;
+  private readonly checkTimer: NodeJS.Timeout;
   private readonly unpublished = new Map<string, number>();
+  /** By lease key. */
+  private readonly knownLeases = new Map<string, LeaseKeys>();
   private lastRescanCheckMs = Number.NEGATIVE_INFINITY;
   private offsetMs = 0;
   private reachable = true;
+  /** Why Redis refused the connection (credentials), until it is ready again. */
+  private refused: string | undefined;
+  /** What the last configuration check found wrong (see checkConfiguration), until one finds nothing. */
+  private misconfigured: string | undefined;
   private corked = false;
   private queue: Queued[] = [];
 
@@ -555,20 +694,30 @@ export class RedisCounterStore implements CounterStore {
     this.dueRescanMs = options.dueRescanMs ?? 60_000;
     this.localClock = options.localClock ?? Date.now;
     for (const [name, numberOfKeys, lua] of scripts) this.client.defineCommand(name, { numberOfKeys, lua });
-    this.client.on("error", (err: Error) => this.unreachable(err));
-    this.client.on("node error", (err: Error) => this.unreachable(err));
+    this.client.on("error", (err: Error) => this.connectionError(err));
+    this.client.on("node error", (err: Error) => this.connectionError(err));
     this.client.on("ready", () => {
-      if (!this.reachable) this.logger?.info("redis reachable again");
+      if (this.refused !== undefined) this.logger?.info("redis accepts the counter store's credentials again");
+      else if (!this.reachable) this.logger?.info("redis reachable again");
       this.reachable = true;
+      this.refused = undefined;
+      // A reconnect may be to another server (a failover) or after a restart with another configuration.
+      void this.checkConfiguration().catch(() => undefined);
     });
-    this.clockTimer = setInterval(() => void this.syncClock().catch(() => undefined), 10_000);
-    this.clockTimer.unref();
+    this.checkTimer = setInterval(() => {
+      void this.syncClock().catch(() => undefined);
+      void this.checkConfiguration().catch(() => undefined);
+    }, checkIntervalMs);
+    this.checkTimer.unref();
   }
 
   /**
    * A store on a single Redis (`url`) or a Redis Cluster (`clusterNodes`). Waits up to
    * `readyTimeoutMs` for the connection; if Redis is not there yet, the store is
    * returned anyway: calls fail fast until it is, and the client keeps reconnecting.
+   * Refuses (throws CounterStoreMisconfiguredError, the store closed) when Redis refuses
+   * the credentials or the store's scripts, or its eviction policy is not noeviction or
+   * cannot be read (see checkRedisConfiguration).
    */
   static async connect(options: RedisConnectOptions): Promise<RedisCounterStore> {
     const client: Client = options.clusterNodes?.length
@@ -577,19 +726,36 @@ export class RedisCounterStore implements CounterStore {
     const store = new RedisCounterStore({
       client, keyPrefix: options.keyPrefix, logger: options.logger, dueRescanMs: options.dueRescanMs, localClock: options.localClock,
     });
-    await new Promise<void>((resolve) => {
-      if (client.status === "ready") return resolve();
-      const timer = setTimeout(() => {
-        client.off("ready", ready);
-        options.logger?.warn({ status: client.status }, "redis not ready yet; decisions follow the failure policy until it is");
-        resolve();
-      }, options.readyTimeoutMs ?? 5_000);
-      const ready = () => {
+    let problem = await new Promise<string | undefined>((resolve) => {
+      if (client.status === "ready") return resolve(undefined);
+      const done = (found: string | undefined) => {
         clearTimeout(timer);
-        resolve();
+        client.off("ready", ready);
+        client.off("error", error);
+        client.off("node error", error);
+        resolve(found);
+      };
+      const timer = setTimeout(() => {
+        options.logger?.warn({ status: client.status }, "redis not ready yet; decisions follow the failure policy until it is");
+        done(undefined);
+      }, options.readyTimeoutMs ?? 5_000);
+      const ready = () => done(undefined);
+      const error = (err: Error) => {
+        const refusal = refusalOf(err);
+        if (refusal !== undefined) done(credentialsRefused(refusal));
       };
       client.once("ready", ready);
+      client.on("error", error);
+      client.on("node error", error);
     });
+    if (problem === undefined && client.status === "ready") {
+      // Unreachable again already: the check runs on the next ready.
+      problem = await store.checkConfiguration().catch((err) => (err instanceof CounterStoreMisconfiguredError ? err.message : undefined));
+    }
+    if (problem !== undefined) {
+      await store.close();
+      throw new CounterStoreMisconfiguredError(`the counter store cannot use its Redis: ${problem}`);
+    }
     await store.syncClock().catch((err) => options.logger?.warn({ err: String(err) }, "could not read the Redis clock yet"));
     return store;
   }
@@ -610,46 +776,84 @@ export class RedisCounterStore implements CounterStore {
     this.offsetMs = Math.round(serverMs - (before + after) / 2);
   }
 
+  /**
+   * Checks what the store needs of Redis (see checkRedisConfiguration) and keeps the
+   * finding for ping (readiness), logging when it changes: at start, on every reconnect
+   * and every 10 s, so a CONFIG SET that enables eviction later is seen. Returns the
+   * problem, if any; throws CounterStoreUnavailableError when Redis cannot be reached.
+   */
+  async checkConfiguration(): Promise<string | undefined> {
+    const nodes: Redis[] = this.client instanceof Cluster ? this.client.nodes("master") : [this.client];
+    const problem = await this.call(() => checkRedisConfiguration({ nodes, probe: () => this.eval(tenantScripts.probe, [this.seqKey], []) }));
+    if (problem !== undefined && problem !== this.misconfigured) this.logger?.error({ problem }, "the counter store's redis is misconfigured; readiness fails until it is fixed");
+    if (problem === undefined && this.misconfigured !== undefined) this.logger?.info("the counter store's redis configuration is fixed");
+    this.misconfigured = problem;
+    return problem;
+  }
+
   async reserve(r: ReserveRequest): Promise<ReserveResult> {
     const prefix = this.tenantPrefix(r.tenant);
-    const [records, limits] = encodeMeters(r.meters, r.amounts);
+    const [records, limits, meterKeys] = encodeMeters(prefix, r.meters, r.amounts);
+    const lease = `${prefix}lease:${r.leaseId}`;
+    const fixed = [`${prefix}gen`, `${prefix}due-hint`, `${prefix}req:${r.requestId}`, ...meterKeys];
     const args = [
-      prefix, r.leaseId, r.requestId, String(instant(r.leaseExpiresAtMs) + this.requestIdTtlMs), String(r.leaseExpiresAtMs), r.reservationId, records, limits,
+      r.leaseId, r.requestId, String(instant(r.leaseExpiresAtMs) + this.requestIdTtlMs), String(r.leaseExpiresAtMs), r.reservationId, records, limits, "",
     ];
-    const reply = (await this.run("reserve", prefix, args)) as Reply;
-    switch (text(reply[0])) {
-      case "reserved":
-        if (typeof reply[1] === "number") await this.publish(r.tenant, reply[1]);
-        return { status: "reserved", used: reply.slice(2) as number[] };
-      case "blocked":
-        return { status: "blocked", index: reply[2] as number, used: reply.slice(3) as number[] };
-      case "duplicate":
-        return { status: "duplicate", lease: leaseAt(r.tenant, reply, 2) };
-      default:
-        return { status: "cold" };
+    for (let attempt = 0; ; attempt++) {
+      const seen = args[7] as string;
+      const reply = (await this.run("reserve", prefix, [`${prefix}due`, lease, seen ? `${prefix}lease:${seen}` : lease, ...fixed], args)) as Reply;
+      switch (text(reply[0])) {
+        case "reserved":
+          this.remember(lease, { meters: meterKeys, requestId: r.requestId });
+          if (typeof reply[1] === "number") await this.publish(r.tenant, reply[1]);
+          return { status: "reserved", used: reply.slice(2) as number[] };
+        case "blocked":
+          return { status: "blocked", index: reply[2] as number, used: reply.slice(3) as number[] };
+        case "duplicate":
+          return { status: "duplicate", lease: leaseAt(r.tenant, reply, 2) };
+        case "seen":
+          // The request id names another lease: declare its key and ask again (a retried Admit, rare).
+          if (attempt >= 2) throw new Error(`reserve: request id ${r.requestId} keeps naming other leases`);
+          args[7] = text(reply[1]);
+          continue;
+        default:
+          return { status: "cold" };
+      }
     }
   }
 
   async settle(r: SettleLeaseRequest): Promise<SettleLeaseResult> {
     const prefix = this.tenantPrefix(r.tenant);
+    const lease = `${prefix}lease:${r.leaseId}`;
     const u = r.usage;
     const args = [
-      prefix, r.leaseId, String(r.nowMs), String(r.graceMs), encodeUsage(u),
+      r.leaseId, String(r.nowMs), String(r.graceMs), encodeUsage(u),
       String(integer(settledAmount("requests", u), "requests")), String(integer(settledAmount("tokens", u), "tokens")), String(integer(settledAmount("cost", u), "cost")),
+      `${prefix}m:`,
     ];
-    const reply = (await this.run("settle", prefix, args)) as Reply;
-    const status = text(reply[0]);
-    if (status === "cold") return { status: "cold" };
-    const generation = text(reply[2]);
-    if (status === "missing") return { status: "missing", generation };
-    if (typeof reply[1] === "number") await this.publish(r.tenant, reply[1]);
-    if (status === "already") return { status: "already", lease: leaseAt(r.tenant, reply, 3), generation };
-    return { status: "settled", lease: leaseOf(r.tenant, r.leaseId, "settled", text(reply[3]), text(reply[4]), reply[5] as Buffer, u), generation };
+    let known = this.knownLeases.get(lease);
+    for (let attempt = 0; ; attempt++) {
+      const reply = (await this.run("settle", prefix, [`${prefix}due`, lease, `${prefix}gen`, `${prefix}due-hint`, ...(known?.meters ?? [])], args)) as Reply;
+      const status = text(reply[0]);
+      if (status === "cold") return { status: "cold" };
+      const generation = text(reply[2]);
+      if (status === "meters") {
+        // Reserved elsewhere (or forgotten here): declare its meters and ask again.
+        if (attempt >= 1) throw new Error(`settle: the meters of lease ${r.leaseId} are not the ones it named`);
+        known = this.remember(lease, { meters: decodeMeters(reply[3] as Buffer).map((m) => `${prefix}m:${m.key}`), requestId: text(reply[4]) });
+        continue;
+      }
+      if (status === "missing") return { status: "missing", generation };
+      if (typeof reply[1] === "number") await this.publish(r.tenant, reply[1]);
+      if (status === "already") return { status: "already", lease: leaseAt(r.tenant, reply, 3), generation };
+      return { status: "settled", lease: leaseOf(r.tenant, r.leaseId, "settled", text(reply[3]), text(reply[4]), reply[5] as Buffer, u), generation };
+    }
   }
 
   async renew(tenant: string, leaseId: string, expiresAtMs: number): Promise<LeaseRecord | undefined> {
     const prefix = this.tenantPrefix(tenant);
-    const reply = await this.call(() => this.client.admRenewBuffer(`${prefix}due`, `${prefix}due-hint`, [prefix, leaseId, String(instant(expiresAtMs))]));
+    const keys = [`${prefix}due`, `${prefix}lease:${leaseId}`, `${prefix}due-hint`];
+    const reply = await this.call(() => this.eval<Reply>(tenantScripts.renew, keys, [leaseId, String(instant(expiresAtMs))]));
     if (text(reply[0]) === "missing") return undefined;
     if (typeof reply[1] === "number") await this.publish(tenant, reply[1]);
     return leaseOf(tenant, leaseId, "open", text(reply[2]), expiresAtMs, reply[3] as Buffer, undefined);
@@ -657,9 +861,25 @@ export class RedisCounterStore implements CounterStore {
 
   async markRecorded(tenant: string, leaseId: string): Promise<string | undefined> {
     const prefix = this.tenantPrefix(tenant);
-    return text((await this.run("recorded", prefix, [prefix, leaseId])) as Buffer) || undefined;
+    const lease = `${prefix}lease:${leaseId}`;
+    let requestId = this.knownLeases.get(lease)?.requestId ?? "";
+    for (let attempt = 0; ; attempt++) {
+      const reply = (await this.run("recorded", prefix, [`${prefix}due`, lease, `${prefix}gen`, `${prefix}req:${requestId}`], [leaseId, requestId])) as Buffer | Reply;
+      if (Buffer.isBuffer(reply)) {
+        this.knownLeases.delete(lease);
+        return text(reply) || undefined;
+      }
+      // The lease has another request id than the one declared: declare its key and ask again.
+      if (attempt >= 1) throw new Error(`markRecorded: the request id of lease ${leaseId} is not the one it named`);
+      requestId = text(reply[0]);
+    }
   }
 
+  /**
+   * Per tenant the index lists as due: the ids of its due leases (by the server's clock),
+   * their state and meters (an open one's concurrency meters are released), then the
+   * claim with every key declared, which claims those still due.
+   */
   async claimDue(nowMs: number, graceMs: number, limit: number): Promise<LeaseRecord[]> {
     await this.republish();
     await this.rescanIfDue();
@@ -669,9 +889,26 @@ export class RedisCounterStore implements CounterStore {
     for (let i = 0; i + 1 < listed.length && claimed.length < limit; i += 2) {
       const tenant = listed[i]!;
       const prefix = this.tenantPrefix(tenant);
-      const reply = await this.call(() => this.client.admClaimBuffer(`${prefix}due`, `${prefix}due-hint`, [prefix, String(graceMs), String(limit - claimed.length)]));
+      const due = `${prefix}due`;
+      const ids = (await this.call(() => this.eval<Buffer[]>(tenantScripts.dueLeases, [due], [String(limit - claimed.length)]))).map(text);
+      const leaseKeys = ids.map((id) => `${prefix}lease:${id}`);
+      const fields = ids.length > 0 ? await this.call(() => this.eval<Buffer[]>(tenantScripts.leaseFields, leaseKeys, [])) : [];
+      const keys = [due, `${prefix}due-hint`, `${prefix}gen`];
+      const args = [String(graceMs), `${prefix}m:`];
+      ids.forEach((id, j) => {
+        const open = text(fields[2 * j]) === "open";
+        const concurrency = open ? decodeMeters(fields[2 * j + 1]!).filter((m) => m.unit === "concurrency").map((m) => `${prefix}m:${m.key}`) : [];
+        keys.push(leaseKeys[j]!, ...concurrency);
+        args.push(id, String(concurrency.length));
+      });
+      const reply = await this.call(() => this.eval<Reply>(tenantScripts.claim, keys, args));
       const generation = text(reply[1]) || undefined;
-      for (let j = 2; j + 5 < reply.length; j += 6) claimed.push(leaseAt(tenant, reply, j, generation));
+      for (let j = 2; j + 6 < reply.length; j += 7) {
+        const lease = leaseAt(tenant, reply, j, generation);
+        // Its markRecorded follows; its meters are no longer needed (it is not open).
+        this.remember(`${prefix}lease:${lease.leaseId}`, { meters: [], requestId: text(reply[j + 6]) });
+        claimed.push(lease);
+      }
       after.push(tenant, listed[i + 1]!, text(reply[0]));
     }
     if (after.length > 0) await this.call(() => this.client.admAfterClaim(this.indexKey, this.genKey, ...after));
@@ -693,9 +930,13 @@ export class RedisCounterStore implements CounterStore {
   private async chargeIn(mode: "charge" | "rebuild", tenant: string, generation: string, charges: readonly MeterCharge[]): Promise<boolean> {
     if (generation === "") throw new TypeError("generation must not be empty");
     const prefix = this.tenantPrefix(tenant);
-    const args = [prefix, mode, generation, String(charges.length)];
-    for (const c of charges) args.push(c.key, String(integer(c.amount, "amount")), String(instant(c.expiresAtMs)));
-    return (await this.call(() => this.client.admCharge(`${prefix}due`, args))) === 1;
+    const keys = [`${prefix}gen`];
+    const args = [mode, generation];
+    for (const c of charges) {
+      keys.push(`${prefix}m:${c.key}`);
+      args.push(String(integer(c.amount, "amount")), String(instant(c.expiresAtMs)));
+    }
+    return (await this.call(() => this.eval<number>(tenantScripts.charge, keys, args))) === 1;
   }
 
   async read(tenant: string, keys: readonly string[]): Promise<number[]> {
@@ -705,9 +946,20 @@ export class RedisCounterStore implements CounterStore {
     return values.map((v) => (v === null ? 0 : Number(v)));
   }
 
+  /**
+   * Every lease the store holds is on :due until recorded: its ids, then their states
+   * (their keys declared, a thousand per script call). Not one snapshot: a lease reserved
+   * or settled between the calls may or may not be counted.
+   */
   async openLeases(tenant: string): Promise<number> {
     const prefix = this.tenantPrefix(tenant);
-    return this.call(() => this.client.admOpenLeases(`${prefix}due`, prefix));
+    const ids = await this.call(() => this.client.zrange(`${prefix}due`, "0", "-1"));
+    let open = 0;
+    for (let i = 0; i < ids.length; i += 1_000) {
+      const keys = ids.slice(i, i + 1_000).map((id) => `${prefix}lease:${id}`);
+      open += await this.call(() => this.eval<number>(tenantScripts.openCount, keys, []));
+    }
+    return open;
   }
 
   async reset(tenant: string, key: string): Promise<number> {
@@ -715,13 +967,23 @@ export class RedisCounterStore implements CounterStore {
     return previous === null ? 0 : Number(previous);
   }
 
+  /** Readiness: Redis answers, and the configuration check finds nothing wrong (credentials, permissions, eviction). */
   async ping(): Promise<void> {
     await this.call(() => this.client.ping());
+    const problem = await this.checkConfiguration();
+    if (problem !== undefined) throw new CounterStoreMisconfiguredError(problem);
   }
 
   async close(): Promise<void> {
-    clearInterval(this.clockTimer);
+    clearInterval(this.checkTimer);
     await this.client.quit().catch(() => this.client.disconnect());
+  }
+
+  /** Remembers a lease's keys (see LeaseKeys) for its settle and markRecorded. */
+  private remember(lease: string, keys: LeaseKeys): LeaseKeys {
+    if (this.knownLeases.size >= maxKnownLeases) this.knownLeases.delete(this.knownLeases.keys().next().value!);
+    this.knownLeases.set(lease, keys);
+    return keys;
   }
 
   private tenantPrefix(tenant: string): string {
@@ -798,8 +1060,15 @@ export class RedisCounterStore implements CounterStore {
     this.logger?.debug({ tenants: found }, "due-lease safety-net scan done");
   }
 
-  private unreachable(err: Error): void {
-    if (this.reachable) this.logger?.warn({ err: err.message }, "redis unreachable; counter calls fail fast until it is back");
+  /** A connection's error: Redis refusing the credentials (kept until the next ready: calls fail as misconfigured), or trouble. */
+  private connectionError(err: Error): void {
+    const refusal = refusalOf(err);
+    if (refusal === undefined) {
+      if (this.reachable) this.logger?.warn({ err: err.message }, "redis unreachable; counter calls fail fast until it is back");
+    } else {
+      if (this.refused === undefined) this.logger?.error({ err: refusal }, "redis refused the counter store's credentials; every Admit is denied until they are fixed");
+      this.refused = credentialsRefused(refusal);
+    }
     this.reachable = false;
   }
 
@@ -829,9 +1098,9 @@ export class RedisCounterStore implements CounterStore {
    * each, so a tick holds one decision (measured: 1.0 operation per flush at concurrency
    * 64, against ~7 per turn), and each one was a command and a socket write of its own.
    */
-  private run(op: BatchableOp, prefix: string, args: ReadonlyArray<string | Buffer>): Promise<Reply | Buffer> {
+  private run(op: BatchableOp, prefix: string, keys: readonly string[], args: ReadonlyArray<string | Buffer>): Promise<Reply | Buffer> {
     return new Promise((resolve, reject) => {
-      if (this.queue.push({ op, prefix, args, resolve, reject }) === 1) setImmediate(() => this.flush());
+      if (this.queue.push({ op, prefix, keys, args, resolve, reject }) === 1) setImmediate(() => this.flush());
     });
   }
 
@@ -864,12 +1133,16 @@ export class RedisCounterStore implements CounterStore {
       this.call(() => this.alone(q)).then(q.resolve, q.reject);
       return;
     }
+    const keys: string[] = [];
     const args: Array<string | Buffer> = [];
-    for (const q of batch) args.push(q.op, String(q.args.length), ...q.args);
-    this.call(() => this.client.admBatchBuffer(`${batch[0]!.prefix}due`, args)).then(
+    for (const q of batch) {
+      keys.push(...q.keys);
+      args.push(q.op, String(q.keys.length), String(q.args.length), ...q.args);
+    }
+    this.call(() => this.eval<Array<Reply | Buffer | Error>>(tenantScripts.batch, keys, args)).then(
       (replies) => batch.forEach((q, i) => {
         const reply = replies[i]!;
-        if (reply instanceof Error) q.reject(failure(reply));
+        if (reply instanceof Error) q.reject(this.failure(reply));
         else q.resolve(reply);
       }),
       (err) => batch.forEach((q) => q.reject(err)),
@@ -877,42 +1150,57 @@ export class RedisCounterStore implements CounterStore {
   }
 
   /** A queued operation as its own script. */
-  private alone({ op, prefix, args }: Queued): Promise<Reply | Buffer> {
-    const [due, hint] = [`${prefix}due`, `${prefix}due-hint`];
-    switch (op) {
-      case "reserve":
-        return this.client.admReserveBuffer(due, hint, args);
-      case "settle":
-        return this.client.admSettleBuffer(due, hint, args);
-      case "recorded":
-        return this.client.admRecordedBuffer(due, hint, args);
+  private alone({ op, keys, args }: Queued): Promise<Reply | Buffer> {
+    return this.eval(tenantScripts[op], keys, args);
+  }
+
+  /** Runs a tenant script on `keys` (all it touches) with `args`. */
+  private async eval<R>(script: TenantLua, keys: readonly string[], args: ReadonlyArray<string | Buffer>): Promise<R> {
+    const client = this.client as unknown as Evaluating;
+    try {
+      return (await client.evalshaBuffer(script.sha, keys.length, keys, args)) as R;
+    } catch (err) {
+      if (!(err instanceof Error && err.message.startsWith("NOSCRIPT"))) throw err;
+      return (await client.evalBuffer(script.lua, keys.length, keys, args)) as R;
     }
   }
 
-  /** Connection trouble becomes CounterStoreUnavailableError; script bugs stay errors. */
+  /** Connection trouble becomes CounterStoreUnavailableError, a refusal CounterStoreMisconfiguredError; script bugs stay errors. */
   private async call<T>(fn: () => Promise<T>): Promise<T> {
     this.coalesceWrites();
     try {
       return await fn();
     } catch (err) {
-      throw failure(err);
+      throw this.failure(err);
     }
+  }
+
+  /**
+   * Redis refusing us (a reply, or the connection down because it refused the credentials)
+   * as CounterStoreMisconfiguredError; connection trouble and replies that mean the backend
+   * cannot serve now as CounterStoreUnavailableError; anything else as it is.
+   */
+  private failure(err: unknown): unknown {
+    if (err instanceof TypeError || err instanceof RangeError || err instanceof CounterStoreUnavailableError) return err;
+    const refusal = refusalOf(err);
+    if (refusal !== undefined) return new CounterStoreMisconfiguredError(`redis refused the counter store: ${refusal}`, { cause: err });
+    const message = err instanceof Error ? err.message : String(err);
+    const isReply = (err as { name?: string } | null)?.name === "ReplyError";
+    if (isReply && !transientReply.test(message)) return err;
+    if (this.refused !== undefined) return new CounterStoreMisconfiguredError(this.refused, { cause: err });
+    return new CounterStoreUnavailableError(`redis: ${message}`, { cause: err });
   }
 }
 
-/** Connection trouble (and replies that mean the backend cannot serve now) as CounterStoreUnavailableError; anything else as it is. */
-function failure(err: unknown): unknown {
-  if (err instanceof TypeError || err instanceof RangeError) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  const isReply = (err as { name?: string } | null)?.name === "ReplyError";
-  if (isReply && !transientReply.test(message)) return err;
-  return new CounterStoreUnavailableError(`redis: ${message}`, { cause: err });
+function credentialsRefused(refusal: string): string {
+  return `redis refused the counter store's credentials (check the user and password in its URL): ${refusal}`;
 }
 
 /** A tenant script waiting for the end of its tick (see RedisCounterStore.run). */
 interface Queued {
   readonly op: BatchableOp;
   readonly prefix: string;
+  readonly keys: readonly string[];
   readonly args: ReadonlyArray<string | Buffer>;
   readonly resolve: (reply: Reply | Buffer) => void;
   readonly reject: (err: unknown) => void;
@@ -923,7 +1211,7 @@ const unitCodes: Readonly<Record<MeterUnit, number>> = { requests: 0x72 /* r */,
 const unitsByCode: Readonly<Record<number, MeterUnit>> = Object.fromEntries(Object.entries(unitCodes).map(([unit, code]) => [code, unit as MeterUnit]));
 const stateNames: Readonly<Record<string, LeaseState>> = { open: "open", settled: "settled", expired: "expired" };
 
-/** Reads a lease from a reply: id, then its fields state, rid, exp, meters, usage (see push_lease), at `at`. */
+/** Reads a lease from a reply: id, then its fields state, rid, exp, meters, usage, req (see push_lease), at `at`. */
 function leaseAt(tenant: string, reply: Reply, at: number, generation?: string): LeaseRecord {
   const usage = text(reply[at + 5]);
   return leaseOf(
@@ -963,9 +1251,13 @@ function text(value: Buffer | number | undefined): string {
  * subject and window), so what does not depend on the amounts (unit, expiry, key; the
  * limits) is encoded once per meter list and only the amounts per reserve.
  */
-function encodeMeters(meters: readonly MeterOp[], amounts: ReservedAmounts): [records: Buffer, limits: Buffer] {
+function encodeMeters(prefix: string, meters: readonly MeterOp[], amounts: ReservedAmounts): [records: Buffer, limits: Buffer, keys: readonly string[]] {
   let fixed = encodedMeters.get(meters);
   if (!fixed) encodedMeters.set(meters, (fixed = encodeFixed(meters)));
+  if (fixed.prefix !== prefix) {
+    fixed.prefix = prefix;
+    fixed.keys = meters.map((m) => `${prefix}m:${m.key}`);
+  }
   const amountText: Record<MeterUnit, string> = {
     requests: "1", concurrency: "1", tokens: String(integer(amounts.tokens, "amount")), cost: String(integer(amounts.costMicros, "amount")),
   };
@@ -979,13 +1271,21 @@ function encodeMeters(meters: readonly MeterOp[], amounts: ReservedAmounts): [re
     at = writeShort(records, at, amountText[unit]);
     at += fixed.tails[i]!.copy(records, at);
   }
-  return [records, fixed.limits];
+  return [records, fixed.limits, fixed.keys];
 }
 
-const encodedMeters = new WeakMap<readonly MeterOp[], { readonly tails: readonly Buffer[]; readonly limits: Buffer }>();
+/** What encodeMeters keeps per meter list: see encodeFixed; and the meters' Redis keys under the last prefix they were used with. */
+interface FixedMeters {
+  readonly tails: readonly Buffer[];
+  readonly limits: Buffer;
+  prefix: string;
+  keys: readonly string[];
+}
+
+const encodedMeters = new WeakMap<readonly MeterOp[], FixedMeters>();
 
 /** Per meter its record after the amount (expiry, key length, key), and the limits. */
-function encodeFixed(meters: readonly MeterOp[]): { tails: Buffer[]; limits: Buffer } {
+function encodeFixed(meters: readonly MeterOp[]): FixedMeters {
   const limits = Buffer.allocUnsafe(8 * meters.length);
   const tails = meters.map((m, i) => {
     if (Number.isNaN(m.limit)) throw new RangeError(`limit of meter ${m.key} is not a number`);
@@ -999,7 +1299,7 @@ function encodeFixed(meters: readonly MeterOp[]): { tails: Buffer[]; limits: Buf
     key.copy(tail, at + 2);
     return tail;
   });
-  return { tails, limits };
+  return { tails, limits, prefix: "", keys: [] };
 }
 
 /** Writes a 1-byte length and an ASCII string (a decimal) at `at`; returns where it ends. */

@@ -1,0 +1,46 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+export function createMetrics(options = {}) {
+    const registry = new Registry();
+    if (options.defaultMetrics)
+        collectDefaultMetrics({ register: registry });
+    const registers = [registry];
+    return {
+        registry,
+        decisions: new Counter({ name: "admission_decisions_total", help: "Admit decisions by outcome and deny reason", labelNames: ["outcome", "reason"], registers }),
+        decisionSeconds: new Histogram({
+            name: "admission_decision_duration_seconds",
+            help: "Time to decide an Admit",
+            buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
+            registers,
+        }),
+        activeReservations: new Gauge({ name: "admission_active_reservations", help: "Reservations granted by this process and not yet settled or expired", registers }),
+        settles: new Counter({ name: "admission_settles_total", help: "Settles by result (settled, duplicate, late)", labelNames: ["result"], registers }),
+        expiries: new Counter({ name: "admission_lease_expiries_total", help: "Leases that expired unsettled and were charged their estimate", registers }),
+        ledgerWriteSeconds: new Histogram({
+            name: "admission_ledger_write_duration_seconds",
+            help: "Time until a ledger row is durable (group commit)",
+            buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+            registers,
+        }),
+        wouldDeny: new Counter({ name: "admission_would_deny_total", help: "Requests over a SOFT or SHADOW limit that ENFORCE would have denied", labelNames: ["mode", "kind"], registers }),
+        alerts: new Counter({ name: "admission_alerts_total", help: "Threshold alerts raised (once per meter and window)", labelNames: ["kind", "threshold"], registers }),
+        storeErrors: new Counter({ name: "admission_counter_store_errors_total", help: "Counter store calls that failed", labelNames: ["op"], registers }),
+        counterRebuilds: new Counter({
+            name: "admission_counter_rebuilds_total",
+            help: "Tenants whose counters were rebuilt from the ledger, by trigger (start, bundle: added tenants; cold: the store had lost them)",
+            labelNames: ["trigger"],
+            registers,
+        }),
+        counterReconciles: new Counter({
+            name: "admission_counter_reconciles_total",
+            help: "Settles checked against a newer counter generation than the one their usage went into, by result (charged, counted: the rebuild had it, pending)",
+            labelNames: ["result"],
+            registers,
+        }),
+        policyReloads: new Counter({ name: "admission_policy_reloads_total", help: "Policy snapshot reloads by result", labelNames: ["result"], registers }),
+        policyVersion: new Gauge({ name: "admission_policy_version", help: "Version of the policy snapshot in use", registers }),
+        rpcs: new Counter({ name: "admission_rpcs_total", help: "RPCs by method and status code", labelNames: ["method", "code"], registers }),
+        inFlight: new Gauge({ name: "admission_rpcs_in_flight", help: "Calls being decided now, over every front end (bounded by ADMISSION_MAX_IN_FLIGHT)", registers }),
+    };
+}
+//# sourceMappingURL=metrics.js.map

@@ -1,0 +1,202 @@
+import { LimitKind, Per, Window } from "../../gen/admission/v1/policy_pb.js";
+import { isValidTimestamp } from "../timestamps.js";
+import { isTimeWindow } from "../windows.js";
+/** A bundle (merged with the stored config) that does not validate. Nothing is changed. */
+export class BundleValidationError extends Error {
+    problems;
+    constructor(problems) {
+        super(`invalid policy: ${problems.slice(0, 20).join("; ")}${problems.length > 20 ? `; and ${problems.length - 20} more` : ""}`);
+        this.problems = problems;
+        this.name = "BundleValidationError";
+    }
+}
+export const idPattern = /^[A-Za-z0-9._-]{1,64}$/;
+export const userIdPattern = /^[^\s/]{1,128}$/;
+const modelNamePattern = /^[A-Za-z0-9._:/@-]{1,128}$/;
+const classPattern = /^[A-Z][A-Z0-9_]{0,63}$/;
+const hexSha256 = /^[0-9a-f]{64}$/;
+export const maxLimitValue = Number.MAX_SAFE_INTEGER;
+const maxPriceMicrosPerMTok = 1000000000000n;
+const perRequestKinds = new Set([
+    LimitKind.INPUT_TOKENS, LimitKind.OUTPUT_TOKENS, LimitKind.AGENT_STEPS, LimitKind.FILES, LimitKind.API_CALLS,
+]);
+export function isPerRequestKind(kind) {
+    return perRequestKinds.has(kind);
+}
+/**
+ * Validates a whole config (catalog, plans, tokens, tenants, users, keys) and
+ * returns every problem, each naming the entity and field. Empty when valid.
+ */
+/** A value quoted in a problem: JSON-escaped (no control characters reach a status line) and at most 64 characters. */
+function q(value) {
+    return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value); // JSON escapes a lone surrogate
+}
+export function validateBundle(bundle) {
+    const problems = [];
+    const add = (entity, field, message) => problems.push(`${entity}: field ${field}: ${message}`);
+    const unique = (items, id, label) => {
+        const seen = new Set();
+        for (const item of items) {
+            const key = id(item);
+            if (seen.has(key))
+                add(`${label} ${q(key)}`, "id", "appears twice");
+            seen.add(key);
+        }
+    };
+    const classes = new Set();
+    unique(bundle.models, (m) => m.name, "model");
+    for (const m of bundle.models) {
+        const e = `model ${q(m.name)}`;
+        if (!modelNamePattern.test(m.name))
+            add(e, "name", "must be 1-128 characters of [A-Za-z0-9._:/@-]");
+        if (!classPattern.test(m.modelClass))
+            add(e, "model_class", `${q(m.modelClass)} must be an upper-case class name such as PRO_M`);
+        if (!idPattern.test(m.provider))
+            add(e, "provider", "is required ([A-Za-z0-9._-], at most 64 characters)");
+        for (const [field, price] of [["input_micros_per_mtok", m.inputMicrosPerMtok], ["output_micros_per_mtok", m.outputMicrosPerMtok]]) {
+            if (price < 0n || price > maxPriceMicrosPerMTok)
+                add(e, field, `must be between 0 and ${maxPriceMicrosPerMTok}`);
+        }
+        if (m.providerModel && !modelNamePattern.test(m.providerModel))
+            add(e, "provider_model", "must be 1-128 characters of [A-Za-z0-9._:/@-]");
+        classes.add(m.modelClass);
+    }
+    const tasks = new Set();
+    const features = new Set();
+    unique(bundle.tasks, (t) => t.code, "task");
+    for (const t of bundle.tasks) {
+        const e = `task ${q(t.code)}`;
+        if (!idPattern.test(t.code))
+            add(e, "code", "must be 1-64 characters of [A-Za-z0-9._-]");
+        if (!idPattern.test(t.feature))
+            add(e, "feature", "is required ([A-Za-z0-9._-], at most 64 characters)");
+        tasks.add(t.code);
+        features.add(t.feature);
+    }
+    const checkLimits = (entity, limits) => {
+        const seen = new Set();
+        limits.forEach((l, i) => {
+            const f = (name) => `limits[${i}].${name}`;
+            if (l.kind === LimitKind.UNSPECIFIED || LimitKind[l.kind] === undefined) {
+                add(entity, f("kind"), "is required (REQUESTS, TOKENS, BUDGET_MICROS, CONCURRENCY, INPUT_TOKENS, OUTPUT_TOKENS, AGENT_STEPS, FILES, API_CALLS)");
+                return;
+            }
+            if (isPerRequestKind(l.kind)) {
+                if (l.window !== Window.REQUEST && l.window !== Window.UNSPECIFIED)
+                    add(entity, f("window"), `${LimitKind[l.kind]} is a per-request cap: window must be REQUEST`);
+            }
+            else if (l.kind === LimitKind.CONCURRENCY) {
+                if (l.window !== Window.UNSPECIFIED)
+                    add(entity, f("window"), "CONCURRENCY has no window: leave it unset");
+            }
+            else if (!isTimeWindow(l.window)) {
+                add(entity, f("window"), `${LimitKind[l.kind]} needs a window: SECOND, MINUTE, HOUR, DAY or MONTH`);
+            }
+            if (l.value < -1n || l.value > BigInt(maxLimitValue))
+                add(entity, f("value"), `${l.value} is out of range (-1 lifts, 0 blocks, at most ${maxLimitValue})`);
+            if (l.task && !tasks.has(l.task))
+                add(entity, f("task"), `unknown task ${q(l.task)}`);
+            if (Per[l.per] === undefined)
+                add(entity, f("per"), `unknown value ${l.per}`);
+            const key = `${l.kind}|${normalizedWindow(l)}|${l.task}|${normalizedPer(l)}`;
+            if (seen.has(key))
+                add(entity, f("kind"), "duplicates another limit with the same kind, window, task and per");
+            seen.add(key);
+        });
+    };
+    const plans = new Set();
+    unique(bundle.plans, (p) => p.code, "plan");
+    for (const p of bundle.plans) {
+        const e = `plan ${q(p.code)}`;
+        if (!idPattern.test(p.code))
+            add(e, "code", "must be 1-64 characters of [A-Za-z0-9._-]");
+        for (const feature of p.features)
+            if (!features.has(feature))
+                add(e, "features", `unknown feature ${q(feature)} (no task belongs to it)`);
+        p.taskAccess.forEach((access, i) => {
+            if (!tasks.has(access.task))
+                add(e, `task_access[${i}].task`, `unknown task ${q(access.task)}`);
+            if (access.modelClasses.length === 0)
+                add(e, `task_access[${i}].model_classes`, "is empty");
+            for (const c of access.modelClasses)
+                if (!classes.has(c))
+                    add(e, `task_access[${i}].model_classes`, `no model has class ${q(c)}`);
+        });
+        checkLimits(e, p.limits);
+        plans.add(p.code);
+    }
+    const tokens = new Set();
+    unique(bundle.atiTokens, (t) => t.id, "ati_token");
+    for (const t of bundle.atiTokens) {
+        const e = `ati_token ${q(t.id)}`;
+        if (!idPattern.test(t.id))
+            add(e, "id", "must be 1-64 characters of [A-Za-z0-9._-]");
+        if (!plans.has(t.plan))
+            add(e, "plan", `unknown plan ${q(t.plan)}`);
+        if (t.expiresAt && !isValidTimestamp(t.expiresAt))
+            add(e, "expires_at", "must be a time between years 0001 and 9999");
+        tokens.add(t.id);
+    }
+    const tenants = new Set();
+    unique(bundle.tenants, (t) => t.id, "tenant");
+    for (const t of bundle.tenants) {
+        const e = `tenant ${q(t.id)}`;
+        if (!idPattern.test(t.id))
+            add(e, "id", "must be 1-64 characters of [A-Za-z0-9._-]");
+        if (!tokens.has(t.atiToken))
+            add(e, "ati_token", `unknown ATI token ${q(t.atiToken)}`);
+        checkLimits(e, t.limits);
+        tenants.add(t.id);
+    }
+    const users = new Set();
+    unique(bundle.users, (u) => `${u.tenant}/${u.id}`, "user");
+    for (const u of bundle.users) {
+        const e = `user ${q(`${u.tenant}/${u.id}`)}`;
+        if (!userIdPattern.test(u.id))
+            add(e, "id", "must be 1-128 characters without spaces or '/'");
+        if (!tenants.has(u.tenant))
+            add(e, "tenant", `unknown tenant ${q(u.tenant)}`);
+        checkLimits(e, u.limits);
+        users.add(`${u.tenant}/${u.id}`);
+    }
+    const hashes = new Set();
+    unique(bundle.apiKeys, (k) => k.id, "api_key");
+    for (const k of bundle.apiKeys) {
+        const e = `api_key ${q(k.id)}`;
+        if (!idPattern.test(k.id))
+            add(e, "id", "must be 1-64 characters of [A-Za-z0-9._-]");
+        if (!tenants.has(k.tenant))
+            add(e, "tenant", `unknown tenant ${q(k.tenant)}`);
+        if (k.user && !users.has(`${k.tenant}/${k.user}`))
+            add(e, "user", `unknown user ${q(k.user)} in tenant ${q(k.tenant)}`);
+        if (k.secret) {
+            if (k.secret.length < 32 || k.secret.length > 512)
+                add(e, "secret", "must be 32-512 characters");
+        }
+        else if (!hexSha256.test(k.secretSha256)) {
+            add(e, "secret_sha256", "is required (64 lower-case hex characters) when no secret is given");
+        }
+        if (k.secretSha256) {
+            if (hashes.has(k.secretSha256))
+                add(e, "secret_sha256", "another key has the same secret");
+            hashes.add(k.secretSha256);
+        }
+        for (const task of k.tasks)
+            if (!tasks.has(task))
+                add(e, "tasks", `unknown task ${q(task)}`);
+        if (k.expiresAt && !isValidTimestamp(k.expiresAt))
+            add(e, "expires_at", "must be a time between years 0001 and 9999");
+    }
+    return problems;
+}
+/** Per-request caps may leave the window unset; it means REQUEST. */
+export function normalizedWindow(limit) {
+    return isPerRequestKind(limit.kind) ? Window.REQUEST : limit.window;
+}
+/** Metered limits default to PER_TENANT; per-request caps have no subject. */
+export function normalizedPer(limit) {
+    if (isPerRequestKind(limit.kind))
+        return Per.UNSPECIFIED;
+    return limit.per === Per.UNSPECIFIED ? Per.TENANT : limit.per;
+}
+//# sourceMappingURL=validate-bundle.js.map

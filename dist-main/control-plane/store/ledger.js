@@ -1,0 +1,401 @@
+import { toNumber } from "./database.js";
+const dimensionSql = {
+    user: "user_id",
+    task: "task",
+    model: "model",
+    key: "key_id",
+    day: "to_char(reserved_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+};
+const columns = "reservation_id, request_id, tenant, user_id, key_id, task, model, provider, input_tokens, output_tokens, cost_micros, outcome, estimated, latency_ms, reserved_at, settled_at";
+const sums = "count(*) AS requests, coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens, coalesce(sum(cost_micros), 0) AS cost_micros";
+const int4Max = 2_147_483_647;
+/** Any fixed number: replicas creating or dropping partitions take turns on it. */
+const partitionLockKey = 727274002;
+const partitionPattern = /^usage_ledger_y(\d{4})m(\d{2})$/;
+/** The longest a settle waits for company under load (see minBatchIntervalMs). */
+const maxPaceMs = 5;
+/** Months ahead of the current one that always have a partition. */
+const monthsAhead = 2;
+/**
+ * The usage ledger. append() resolves only once the row is committed. While
+ * one INSERT is in flight new rows queue, and everything queued goes into the
+ * next single multi-row INSERT (group commit), so throughput grows with
+ * concurrency while each Settle still waits for its own commit.
+ */
+export class Ledger {
+    options;
+    queue = [];
+    flushing;
+    maxBatchRows;
+    minBatchIntervalMs;
+    lastBatchStartedMs = -Infinity;
+    lastBatchRows = 0;
+    lastBatchMs = 0;
+    constructor(options) {
+        this.options = options;
+        this.maxBatchRows = Math.max(1, options.maxBatchRows ?? 500);
+        this.minBatchIntervalMs = Math.max(0, options.minBatchIntervalMs ?? (options.db.kind === "pglite" ? 2 : 0));
+    }
+    /**
+     * Resolves once the row is durable: committed, or — when the database is
+     * unreachable, a spool is configured and `spool` is not false — fsync'd to
+     * the spool. `inserted` is false when the reservation was already recorded
+     * (including by an earlier row of the same batch: the first one wins). A
+     * row that could never be stored rejects at once without joining a batch;
+     * a failed batch rejects (or spools) every append in it and the next batch
+     * starts afresh.
+     */
+    append(row, options = {}) {
+        const invalid = invalidField(row);
+        if (invalid)
+            return Promise.reject(new TypeError(`ledger row ${JSON.stringify(row.reservationId)}: invalid ${invalid}`));
+        return new Promise((resolve, reject) => {
+            this.queue.push({ row, spool: options.spool ?? true, generation: options.generation, resolve, reject });
+            this.flushing ??= this.flushLoop();
+        });
+    }
+    /** Rows waiting in the spool for the database. */
+    spoolPending() {
+        return this.options.spool?.pending() ?? false;
+    }
+    /**
+     * Writes spooled rows to the database (idempotently); returns how many. `inserted`
+     * hears of the rows that were new, as each batch commits.
+     */
+    async replaySpool(inserted) {
+        if (!this.options.spool?.pending())
+            return 0;
+        const n = await this.options.spool.replay(async (rows) => {
+            const written = await this.insert(rows);
+            const replayed = rows.flatMap(({ generation, ...row }) => {
+                const xid = written.get(row.reservationId);
+                written.delete(row.reservationId); // a reservation spooled twice was inserted once
+                return xid === undefined ? [] : [{ row, xid, generation }];
+            });
+            if (replayed.length > 0)
+                inserted?.(replayed);
+        });
+        if (n > 0)
+            this.options.logger.info({ rows: n }, "ledger spool replayed");
+        return n;
+    }
+    async flushLoop() {
+        try {
+            // Before each batch, let the I/O that arrived meanwhile (more settles) run and join it:
+            // without this turn, batches written back to back from microtasks carry a row or two each.
+            do {
+                await new Promise((r) => setImmediate(r));
+                const waitMs = this.paceMs() - (performance.now() - this.lastBatchStartedMs);
+                if (waitMs > 0 && this.queue.length < this.maxBatchRows)
+                    await new Promise((r) => setTimeout(r, waitMs));
+                const started = performance.now();
+                this.lastBatchStartedMs = started;
+                const batch = this.queue.splice(0, this.maxBatchRows);
+                this.lastBatchRows = batch.length;
+                await this.writeBatch(batch);
+                this.lastBatchMs = performance.now() - started;
+            } while (this.queue.length > 0);
+        }
+        finally {
+            this.flushing = undefined;
+        }
+    }
+    /** How long after the previous batch's start the next may start: 0 unless settles arrive concurrently. */
+    paceMs() {
+        if (this.minBatchIntervalMs === 0 || this.lastBatchRows <= 1)
+            return 0;
+        return Math.max(this.minBatchIntervalMs, Math.min(maxPaceMs, 10 * this.lastBatchMs));
+    }
+    async writeBatch(batch) {
+        const first = new Map();
+        const repeats = [];
+        for (const p of batch) {
+            if (first.has(p.row.reservationId))
+                repeats.push(p);
+            else
+                first.set(p.row.reservationId, p);
+        }
+        let written;
+        try {
+            written = await this.insert([...first.values()].map((p) => p.row));
+        }
+        catch (err) {
+            this.options.logger.error({ err: String(err), rows: batch.length }, "ledger batch failed");
+            await this.spoolOrReject(batch, err);
+            return;
+        }
+        for (const p of first.values()) {
+            const xid = written.get(p.row.reservationId);
+            p.resolve(xid === undefined ? { inserted: false } : { inserted: true, xid });
+        }
+        for (const p of repeats)
+            p.resolve({ inserted: false });
+    }
+    async spoolOrReject(batch, err) {
+        const spool = this.options.spool;
+        // Only an unreachable database is worth spooling: a statement the server refused would fail again on replay.
+        const spoolable = spool && !refusedByServer(err) ? batch.filter((p) => p.spool) : [];
+        for (const p of batch)
+            if (!spoolable.includes(p))
+                p.reject(err);
+        if (spoolable.length === 0)
+            return;
+        try {
+            await spool.append(spoolable.map((p) => (p.generation === undefined ? p.row : { ...p.row, generation: p.generation })));
+            for (const p of spoolable)
+                p.resolve({ inserted: true, spooled: true });
+        }
+        catch (spoolErr) {
+            this.options.logger.error({ err: String(spoolErr) }, "ledger spool write failed");
+            for (const p of spoolable)
+                p.reject(err);
+        }
+    }
+    /** One multi-row INSERT (one statement, so one commit); returns the new reservation ids and their transaction. */
+    async insert(rows) {
+        const started = performance.now();
+        const { rows: inserted } = await this.options.db.query(`INSERT INTO usage_ledger (${columns}, xid)
+       SELECT *, pg_current_xact_id() FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                            $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::boolean[], $14::integer[],
+                            $15::timestamptz[], $16::timestamptz[])
+       ON CONFLICT (reservation_id, reserved_at) DO NOTHING
+       RETURNING reservation_id, xid::text AS xid`, [
+            rows.map((r) => r.reservationId), rows.map((r) => r.requestId), rows.map((r) => r.tenant), rows.map((r) => r.user),
+            rows.map((r) => r.keyId), rows.map((r) => r.task), rows.map((r) => r.model), rows.map((r) => r.provider),
+            // Decimal strings: exact for any safe integer on both backends.
+            rows.map((r) => String(r.inputTokens)), rows.map((r) => String(r.outputTokens)), rows.map((r) => String(r.costMicros)),
+            rows.map((r) => r.outcome), rows.map((r) => r.estimated), rows.map((r) => clampLatencyMs(r.latencyMs)),
+            rows.map((r) => new Date(r.reservedAtMs).toISOString()), rows.map((r) => new Date(r.settledAtMs).toISOString()),
+        ], { prepareAs: "ledger_insert" });
+        try {
+            this.options.onBatchWritten?.(rows.length, performance.now() - started);
+        }
+        catch (err) {
+            this.options.logger.warn({ err }, "onBatchWritten threw");
+        }
+        return new Map(inserted.map((r) => [r.reservation_id, r.xid]));
+    }
+    /**
+     * The transaction that wrote a reservation's row: undefined when there is no row
+     * (yet: it may sit in the spool), null for a row older than this column.
+     */
+    async xidOf(reservationId) {
+        const { rows } = await this.options.db.query("SELECT xid::text AS xid FROM usage_ledger WHERE reservation_id = $1 ORDER BY id LIMIT 1", [reservationId]);
+        return rows.length === 0 ? undefined : rows[0].xid;
+    }
+    /** The row recorded for a reservation (the first one, should several reserved times exist). */
+    async find(reservationId) {
+        const { rows } = await this.options.db.query(`SELECT ${columns} FROM usage_ledger WHERE reservation_id = $1 ORDER BY id LIMIT 1`, [reservationId]);
+        return rows[0] ? fromDb(rows[0]) : undefined;
+    }
+    /** A tenant's usage over [startMs, endMs), in total and per group; exact (one statement, one snapshot). */
+    async usage(filter) {
+        const where = ["tenant = $1", "reserved_at >= $2", "reserved_at < $3"];
+        const params = [filter.tenant, new Date(filter.startMs).toISOString(), new Date(filter.endMs).toISOString()];
+        for (const [column, value] of [["user_id", filter.user], ["task", filter.task], ["model", filter.model]]) {
+            if (value === undefined)
+                continue;
+            params.push(value);
+            where.push(`${column} = $${params.length}`);
+        }
+        const groupBy = [...new Set(filter.groupBy ?? [])];
+        if (groupBy.length === 0) {
+            const { rows } = await this.options.db.query(`SELECT ${sums} FROM usage_ledger WHERE ${where.join(" AND ")}`, params);
+            return { totals: totalsOf(rows[0] ?? {}), rows: [] };
+        }
+        const dims = groupBy.map((_, i) => `g${i}`);
+        // GROUPING SETS: the groups and the grand total from the same snapshot; the total row has grouping() = 1.
+        const { rows } = await this.options.db.query(`SELECT ${dims.join(", ")}, grouping(${dims[0]}) AS is_total, ${sums}
+       FROM (SELECT ${groupBy.map((d, i) => `${dimensionSql[d]} AS g${i}`).join(", ")}, input_tokens, output_tokens, cost_micros
+             FROM usage_ledger WHERE ${where.join(" AND ")}) AS picked
+       GROUP BY GROUPING SETS ((${dims.join(", ")}), ())
+       ORDER BY is_total, ${dims.map((g) => `${g} COLLATE "C"`).join(", ")}`, params);
+        let totals = { requests: 0, inputTokens: 0, outputTokens: 0, costMicros: 0 };
+        const groups = [];
+        for (const r of rows) {
+            if (toNumber(r.is_total) === 1)
+                totals = totalsOf(r);
+            else
+                groups.push({ group: Object.fromEntries(groupBy.map((d, i) => [d, String(r[`g${i}`])])), totals: totalsOf(r) });
+        }
+        return { totals, rows: groups };
+    }
+    /**
+     * What counters are rebuilt from: for each of `sinceMs` (window starts), the sums by
+     * tenant, subject and task of the rows of `tenants` reserved at or after it — one
+     * statement, so one snapshot, which is returned with them.
+     */
+    async rebuildSums(tenants, sinceMs) {
+        if (sinceMs.length === 0)
+            throw new RangeError("rebuildSums needs at least one window start");
+        const params = [tenants, ...sinceMs.map((ms) => new Date(ms).toISOString())];
+        const oldest = 2 + sinceMs.indexOf(Math.min(...sinceMs));
+        const perWindow = sinceMs.map((_, i) => {
+            const since = `FILTER (WHERE reserved_at >= $${i + 2})`;
+            return `count(*) ${since} AS r${i}, coalesce(sum(input_tokens + output_tokens) ${since}, 0) AS t${i}, coalesce(sum(cost_micros) ${since}, 0) AS c${i}`;
+        });
+        // The outer join keeps one row (and so the snapshot) when the tenant has no rows at all.
+        const { rows } = await this.options.db.query(`SELECT pg_current_snapshot()::text AS snapshot, s.*
+       FROM (SELECT 1) AS one LEFT JOIN (
+         SELECT tenant, user_id, key_id, task, ${perWindow.join(", ")}
+         FROM usage_ledger WHERE tenant = ANY($1::text[]) AND reserved_at >= $${oldest}
+         GROUP BY tenant, user_id, key_id, task
+         ORDER BY tenant COLLATE "C", user_id COLLATE "C", key_id COLLATE "C", task COLLATE "C") AS s ON true`, params);
+        const sums = sinceMs.map((_, i) => rows
+            .filter((r) => r.user_id !== null && toNumber(r[`r${i}`]) > 0)
+            .map((r) => ({
+            tenant: String(r.tenant), user: String(r.user_id), keyId: String(r.key_id), task: String(r.task),
+            requests: toNumber(r[`r${i}`]), tokens: toNumber(r[`t${i}`]), costMicros: toNumber(r[`c${i}`]),
+        })));
+        return { snapshot: String(rows[0].snapshot), sums };
+    }
+    /**
+     * Creates the monthly partitions (UTC) for the month of `nowMs` and the next
+     * two, plus one for every month that has rows in the default partition
+     * (rows reserved in a month that had no partition yet): those rows move
+     * into it, so retention can drop them with their month. Safe to run on
+     * several replicas at once.
+     */
+    async ensurePartitions(nowMs) {
+        const now = new Date(nowMs);
+        const created = await this.options.db.transaction(async (tx) => {
+            await tx.query("SELECT pg_advisory_xact_lock($1)", [partitionLockKey]);
+            const existing = new Set((await partitionsOf(tx)).map((p) => p.name));
+            const months = new Map();
+            for (let i = 0; i <= monthsAhead; i++) {
+                const from = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + i, 1));
+                if (!existing.has(partitionName(from)))
+                    months.set(partitionName(from), from);
+            }
+            const { rows: anyStray } = await tx.query("SELECT 1 FROM usage_ledger_default LIMIT 1");
+            if (months.size === 0 && anyStray.length === 0)
+                return [];
+            // Creating a partition locks usage_ledger anyway; taking it first, as an INSERT does, cannot deadlock with one,
+            // and no row can reach the default partition while we move rows out of it.
+            await tx.query("LOCK TABLE ONLY usage_ledger IN ACCESS EXCLUSIVE MODE");
+            const stray = new Set();
+            const { rows } = await tx.query("SELECT DISTINCT to_char(reserved_at AT TIME ZONE 'UTC', 'YYYY-MM') AS month FROM usage_ledger_default");
+            for (const { month } of rows) {
+                const from = new Date(`${month}-01T00:00:00Z`);
+                stray.add(partitionName(from));
+                if (!existing.has(partitionName(from)))
+                    months.set(partitionName(from), from);
+            }
+            for (const [name, from] of months) {
+                const to = new Date(Date.UTC(from.getUTCFullYear(), from.getUTCMonth() + 1, 1));
+                const bounds = `FROM ('${from.toISOString()}') TO ('${to.toISOString()}')`;
+                if (stray.has(name)) {
+                    await tx.query(`CREATE TABLE ${name} (LIKE usage_ledger INCLUDING DEFAULTS)`);
+                    await tx.query(`WITH moved AS (DELETE FROM usage_ledger_default WHERE reserved_at >= $1 AND reserved_at < $2 RETURNING *)
+             INSERT INTO ${name} SELECT * FROM moved`, [from.toISOString(), to.toISOString()]);
+                    await tx.query(`ALTER TABLE usage_ledger ATTACH PARTITION ${name} FOR VALUES ${bounds}`);
+                }
+                else {
+                    await tx.query(`CREATE TABLE ${name} PARTITION OF usage_ledger FOR VALUES ${bounds}`);
+                }
+            }
+            return [...months.keys()];
+        });
+        if (created.length > 0)
+            this.options.logger.info({ partitions: created }, "ledger partitions created");
+    }
+    /**
+     * Retention: drops the monthly partitions that end at or before
+     * `monthStartMs` and deletes older rows left in the default partition.
+     * Returns how many partitions were dropped.
+     */
+    async dropPartitionsBefore(monthStartMs) {
+        const dropped = await this.options.db.transaction(async (tx) => {
+            await tx.query("SELECT pg_advisory_xact_lock($1)", [partitionLockKey]);
+            const names = (await partitionsOf(tx)).filter((p) => p.endMs <= monthStartMs).map((p) => p.name);
+            // Parent first, as an INSERT locks them.
+            if (names.length > 0)
+                await tx.query("LOCK TABLE ONLY usage_ledger IN ACCESS EXCLUSIVE MODE");
+            for (const name of names)
+                await tx.query(`DROP TABLE ${name}`);
+            await tx.query("DELETE FROM usage_ledger_default WHERE reserved_at < $1", [new Date(monthStartMs).toISOString()]);
+            return names;
+        });
+        if (dropped.length > 0)
+            this.options.logger.info({ partitions: dropped }, "ledger partitions dropped");
+        return dropped.length;
+    }
+    /** Waits for everything queued to be written. */
+    async close() {
+        while (this.flushing)
+            await this.flushing;
+    }
+}
+/** The monthly partitions of usage_ledger (not the default one). */
+async function partitionsOf(tx) {
+    const { rows } = await tx.query(`SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+     WHERE p.relname = 'usage_ledger' AND p.relnamespace = current_schema()::regnamespace`);
+    return rows.flatMap(({ relname }) => {
+        const m = partitionPattern.exec(relname);
+        return m ? [{ name: relname, endMs: Date.UTC(Number(m[1]), Number(m[2]), 1) }] : [];
+    });
+}
+function partitionName(monthStart) {
+    return `usage_ledger_y${monthStart.getUTCFullYear()}m${String(monthStart.getUTCMonth() + 1).padStart(2, "0")}`;
+}
+/** The field that makes a row unstorable, if any (checked before it can spoil a batch). */
+function invalidField(row) {
+    for (const field of ["reservationId", "requestId", "tenant", "user", "keyId", "task", "model", "provider", "outcome"]) {
+        const v = row[field];
+        // PostgreSQL text cannot hold NUL.
+        if (typeof v !== "string" || v.includes("\u0000"))
+            return field;
+    }
+    if (row.reservationId === "")
+        return "reservationId";
+    for (const field of ["inputTokens", "outputTokens", "costMicros"]) {
+        if (!Number.isSafeInteger(row[field]) || row[field] < 0)
+            return field;
+    }
+    if (typeof row.estimated !== "boolean")
+        return "estimated";
+    if (!Number.isFinite(row.latencyMs))
+        return "latencyMs";
+    for (const field of ["reservedAtMs", "settledAtMs"]) {
+        if (!Number.isFinite(row[field]) || Number.isNaN(new Date(row[field]).getTime()))
+            return field;
+    }
+    return undefined;
+}
+/**
+ * Whether the committed transaction `xid` is visible in `snapshot` (pg_snapshot text
+ * "xmin:xmax:xip,…"), i.e. had committed when the snapshot was taken: below xmin, or
+ * below xmax and not in progress then. A row without an xid predates every snapshot.
+ */
+export function visibleIn(snapshot, xid) {
+    if (xid === null)
+        return true;
+    const [xmin, xmax, xip] = snapshot.split(":");
+    const x = BigInt(xid);
+    if (x < BigInt(xmin))
+        return true;
+    if (x >= BigInt(xmax))
+        return false;
+    return !(xip ?? "").split(",").some((p) => p !== "" && BigInt(p) === x);
+}
+function clampLatencyMs(ms) {
+    return Math.min(Math.max(Math.round(ms), 0), int4Max);
+}
+/** Whether the server answered with an error about the statement or its data (SQLSTATE classes 22, 23, 42). */
+function refusedByServer(err) {
+    const code = err?.code;
+    return typeof code === "string" && /^(22|23|42)[0-9A-Z]{3}$/.test(code);
+}
+function totalsOf(r) {
+    return { requests: toNumber(r.requests), inputTokens: toNumber(r.input_tokens), outputTokens: toNumber(r.output_tokens), costMicros: toNumber(r.cost_micros) };
+}
+function fromDb(r) {
+    return {
+        reservationId: String(r.reservation_id), requestId: String(r.request_id), tenant: String(r.tenant), user: String(r.user_id),
+        keyId: String(r.key_id), task: String(r.task), model: String(r.model), provider: String(r.provider),
+        inputTokens: toNumber(r.input_tokens), outputTokens: toNumber(r.output_tokens), costMicros: toNumber(r.cost_micros),
+        outcome: String(r.outcome), estimated: Boolean(r.estimated), latencyMs: toNumber(r.latency_ms),
+        reservedAtMs: new Date(r.reserved_at).getTime(), settledAtMs: new Date(r.settled_at).getTime(),
+    };
+}
+//# sourceMappingURL=ledger.js.map

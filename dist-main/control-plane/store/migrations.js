@@ -1,0 +1,93 @@
+/**
+ * Ordered SQL migrations, written for PostgreSQL (PGlite runs the same SQL).
+ * Migration n (1-based) is recorded in schema_migrations as version n. Never
+ * edit an applied migration: append a new one.
+ */
+export const migrations = [
+    `
+  CREATE TABLE policy_entities (
+    kind text NOT NULL,
+    id text NOT NULL,
+    body jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (kind, id)
+  );
+  CREATE TABLE policy_version (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version bigint NOT NULL
+  );
+  INSERT INTO policy_version (singleton, version) VALUES (true, 0);
+  CREATE TABLE control_plane_secrets (
+    name text PRIMARY KEY,
+    value text NOT NULL
+  );
+  CREATE TABLE usage_ledger (
+    id bigserial,
+    reservation_id text NOT NULL,
+    request_id text NOT NULL,
+    tenant text NOT NULL,
+    user_id text NOT NULL,
+    key_id text NOT NULL,
+    task text NOT NULL,
+    model text NOT NULL,
+    provider text NOT NULL,
+    input_tokens bigint NOT NULL,
+    output_tokens bigint NOT NULL,
+    cost_micros bigint NOT NULL,
+    outcome text NOT NULL,
+    estimated boolean NOT NULL,
+    latency_ms integer NOT NULL,
+    reserved_at timestamptz NOT NULL,
+    settled_at timestamptz NOT NULL
+  ) PARTITION BY RANGE (reserved_at);
+  CREATE UNIQUE INDEX usage_ledger_reservation ON usage_ledger (reservation_id, reserved_at);
+  CREATE INDEX usage_ledger_tenant_time ON usage_ledger (tenant, reserved_at);
+  CREATE TABLE usage_ledger_default PARTITION OF usage_ledger DEFAULT;
+  CREATE TABLE audit_events (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL,
+    kind text NOT NULL,
+    actor text NOT NULL,
+    tenant text NOT NULL,
+    message text NOT NULL,
+    attributes jsonb NOT NULL DEFAULT '{}'
+  );
+  CREATE INDEX audit_events_tenant ON audit_events (tenant, id);
+  CREATE INDEX audit_events_kind ON audit_events (kind, id);
+  `,
+    // The transaction that wrote each row, so a counter rebuild can tell which rows its snapshot saw
+    // (rows written before this migration have none: every later snapshot saw them).
+    `
+  ALTER TABLE usage_ledger ADD COLUMN xid xid8;
+  `,
+];
+/** Any fixed number: the advisory lock every starting process takes before migrating. */
+const migrationLockKey = 727274001;
+/**
+ * Applies pending migrations in one transaction and records each in
+ * schema_migrations. Processes starting at once queue on a transaction-scoped
+ * advisory lock, so exactly one applies them and the others find them done.
+ * Returns the versions applied by this call.
+ */
+export async function migrate(db, logger) {
+    const applied = await db.transaction(async (tx) => {
+        await tx.query("SELECT pg_advisory_xact_lock($1)", [migrationLockKey]);
+        await tx.query("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())");
+        const { rows } = await tx.query("SELECT coalesce(max(version), 0)::int4 AS version FROM schema_migrations");
+        const current = rows[0]?.version ?? 0;
+        if (current > migrations.length) {
+            logger?.warn({ schemaVersion: current, known: migrations.length }, "database schema is newer than this build");
+        }
+        const done = [];
+        for (let version = current + 1; version <= migrations.length; version++) {
+            await tx.exec(migrations[version - 1]);
+            await tx.query("INSERT INTO schema_migrations (version) VALUES ($1)", [version]);
+            done.push(version);
+        }
+        return done;
+    });
+    if (applied.length > 0)
+        logger?.info({ versions: applied }, "database migrated");
+    return applied;
+}
+//# sourceMappingURL=migrations.js.map
