@@ -32,6 +32,11 @@ import { openDatabase, type Database } from "./store/database.js";
 import { Ledger } from "./store/ledger.js";
 import { LedgerSpool } from "./store/ledger-spool.js";
 import { applyRetention } from "./store/retention.js";
+import { WebhookOutbox } from "./store/webhook-outbox.js";
+import { WebhookEvents } from "./webhook-events.js";
+import { WebhookWorker } from "./webhook-worker.js";
+import { BundleSchema, WebhookSchema } from "../gen/admission/v1/policy_pb.js";
+import { create } from "@bufbuild/protobuf";
 import { file_admission_v1_admission } from "../gen/admission/v1/admission_pb.js";
 import { file_admission_v1_policy_service } from "../gen/admission/v1/policy_service_pb.js";
 import { file_envoy_service_auth_v3_external_auth } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
@@ -50,6 +55,8 @@ export interface RunningControlPlane {
   readonly ledger: Ledger;
   readonly audit: AuditLog;
   readonly database: Database;
+  readonly webhooks: WebhookWorker;
+  readonly events: WebhookEvents;
   /** Graceful: stop taking calls, drain, flush the ledger and audit log, close stores. */
   stop(): Promise<void>;
 }
@@ -97,9 +104,20 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   }
   const snapshot = () => policy.snapshot();
 
+  const outbox = new WebhookOutbox(database);
+  let worker: WebhookWorker | undefined;
+  const events = new WebhookEvents({ db: database, policy: snapshot, logger, clock, onCommitted: () => worker?.kick() });
+  worker = new WebhookWorker({
+    outbox, policy: snapshot, audit, metrics, logger, clock,
+    settings: { ...config.webhooks, pollIntervalMs: 1_000, concurrency: 8 },
+    // A 410 disables the endpoint in the config, so every replica stops sending to it.
+    disable: async (webhook) => {
+      await policy.apply(create(BundleSchema, { webhooks: [create(WebhookSchema, { ...webhook, disabled: true })] }), { dryRun: false, actor: "webhooks" });
+    },
+  });
   const rebuild = new CounterRebuild({ counters, ledger, policy: snapshot, metrics, logger, clock });
   const engine = new DecisionEngine({
-    policy: snapshot, credentials, counters, rebuild, signer, audit, metrics, logger, clock,
+    policy: snapshot, credentials, counters, rebuild, signer, audit, events, metrics, logger, clock,
     settings: { leaseTtlMs: config.leaseTtlMs, defaultMaxOutputTokens: config.defaultMaxOutputTokens, alertThresholds: config.alertThresholds },
   });
   const settlement = new Settlement({
@@ -116,6 +134,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     if (added.length > 0) void warm(added, "bundle");
   });
   settlement.start();
+  worker.start();
   const maintenance = setInterval(() => {
     void applyRetention({ ledger, audit }, clock(), config).catch((err) => logger.error({ err }, "store maintenance failed"));
   }, 3_600_000);
@@ -124,7 +143,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const server = new grpc.Server({ "grpc.max_receive_message_length": 8 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
   const admissionHandlers = new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken });
   const tenantStatus = new TenantStatusReader({ policy: snapshot, counters, rebuild, ledger, clock });
-  const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, tenantStatus, engine, adminToken: config.adminToken, clock });
+  const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, tenantStatus, engine, outbox, deliverNow: () => worker.kick(), adminToken: config.adminToken, clock });
   const limit = new InFlightLimit(config.maxInFlight, metrics.inFlight);
   addAdmissionServices(server, { admission: admissionHandlers, policy: policyHandlers, metrics, logger, limit });
   addExtAuthz(server, { engine, metrics, limit, logger });
@@ -177,6 +196,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       await new Promise<void>((resolve) => http.close(() => resolve()));
       clearInterval(maintenance);
       await settlement.stop();
+      await worker.stop();
       await policy.stop();
       await ledger.close();
       await audit.close();
@@ -187,7 +207,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
     return stopping;
   };
 
-  return { grpcPort, httpPort, adminToken: config.adminToken, demoApiKey, logger, metrics, policy, settlement, counters, ledger, audit, database, stop };
+  return { grpcPort, httpPort, adminToken: config.adminToken, demoApiKey, logger, metrics, policy, settlement, counters, ledger, audit, database, webhooks: worker, events, stop };
 }
 
 /** Redis (or Redis Cluster) when configured, otherwise counters in this process. */

@@ -49,6 +49,16 @@ export interface ControlPlaneConfig {
   readonly httpHeadersTimeoutMs: number;
   /** The admin console's built files (served at /console/): `npm run build` writes them to dist/console. */
   readonly consoleDir: string;
+  readonly webhooks: {
+    /** ADMISSION_WEBHOOK_RETRY_MIN_MS: the first retry's delay (each later one doubles, with jitter). */
+    readonly retryMinMs: number;
+    /** ADMISSION_WEBHOOK_RETRY_MAX_AGE_MS: events undelivered this long after they were raised are given up. */
+    readonly retryMaxAgeMs: number;
+    /** ADMISSION_WEBHOOK_TIMEOUT_MS: one attempt at most. */
+    readonly timeoutMs: number;
+    /** ADMISSION_WEBHOOK_ALLOW_PRIVATE_NETWORKS=1: endpoints may be on loopback, private or link-local addresses. */
+    readonly allowPrivateNetworks: boolean;
+  };
 }
 
 export class ConfigError extends Error {
@@ -83,6 +93,7 @@ export const defaultControlPlaneConfig: ControlPlaneConfig = {
   httpHeadersTimeoutMs: 10_000,
   // This module is dist/control-plane/config.js once built.
   consoleDir: fileURLToPath(new URL("../console/", import.meta.url)),
+  webhooks: { retryMinMs: 5_000, retryMaxAgeMs: 86_400_000, timeoutMs: 10_000, allowPrivateNetworks: false },
 };
 
 export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConfig {
@@ -143,6 +154,12 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConf
     httpRequestTimeoutMs: int(env, "ADMISSION_HTTP_REQUEST_TIMEOUT_MS", d.httpRequestTimeoutMs, 100, 3_600_000),
     httpHeadersTimeoutMs: int(env, "ADMISSION_HTTP_HEADERS_TIMEOUT_MS", d.httpHeadersTimeoutMs, 100, 3_600_000),
     consoleDir: d.consoleDir,
+    webhooks: {
+      retryMinMs: int(env, "ADMISSION_WEBHOOK_RETRY_MIN_MS", d.webhooks.retryMinMs, 10, 3_600_000),
+      retryMaxAgeMs: int(env, "ADMISSION_WEBHOOK_RETRY_MAX_AGE_MS", d.webhooks.retryMaxAgeMs, 0, 30 * 86_400_000),
+      timeoutMs: int(env, "ADMISSION_WEBHOOK_TIMEOUT_MS", d.webhooks.timeoutMs, 100, 120_000),
+      allowPrivateNetworks: flag(env, "ADMISSION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", d.webhooks.allowPrivateNetworks),
+    },
   };
   if (config.leaseTtlMs > config.maxLeaseTtlMs) throw new ConfigError("ADMISSION_LEASE_TTL_MS must not exceed ADMISSION_MAX_LEASE_TTL_MS (a lease's whole lifetime)");
   if (config.httpHeadersTimeoutMs > config.httpRequestTimeoutMs) throw new ConfigError("ADMISSION_HTTP_HEADERS_TIMEOUT_MS must not exceed ADMISSION_HTTP_REQUEST_TIMEOUT_MS");

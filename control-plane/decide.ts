@@ -23,6 +23,9 @@ import { RpcError } from "./rpc-error.js";
 import { msTimestamp } from "./timestamps.js";
 import { isTimeWindow } from "./windows.js";
 import type { Logger } from "pino";
+import type { OutboxEvent } from "./store/webhook-outbox.js";
+import { actorOf, meterLabel, ThresholdAlerts } from "./threshold-alerts.js";
+import type { WebhookEvents } from "./webhook-events.js";
 
 export interface DecisionSettings {
   /** Lease time to live when the caller does not renew. */
@@ -40,6 +43,10 @@ export interface DecisionDeps {
   readonly rebuild: CounterRebuild;
   readonly signer: ReservationSigner;
   readonly audit: Pick<AuditLog, "record">;
+  /** Where alerts go as webhook events (written before the Admit that raised them answers). */
+  readonly events?: Pick<WebhookEvents, "event" | "write">;
+  /** The alert path (built from settings, audit, metrics and events when not given). */
+  readonly alerts?: ThresholdAlerts;
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly settings: DecisionSettings;
@@ -80,6 +87,7 @@ export class DecisionEngine {
   private readonly random: (bytes: number) => Buffer;
   private readonly boundMeters = new BoundMeterCache();
   private readonly lowestThreshold: number;
+  private readonly alerts: ThresholdAlerts;
   /** Plans by principal, task and model, for the snapshot `plansOf` (see planFor). */
   private plans = new WeakMap<Principal, Map<string, Map<string, AdmitPlan>>>();
   private plansOf: PolicySnapshot | undefined;
@@ -89,6 +97,7 @@ export class DecisionEngine {
     this.clock = deps.clock ?? Date.now;
     this.random = deps.random ?? pooledRandomBytes();
     this.lowestThreshold = Math.min(...deps.settings.alertThresholds);
+    this.alerts = deps.alerts ?? new ThresholdAlerts({ metrics: deps.metrics, audit: deps.audit, events: deps.events, thresholds: deps.settings.alertThresholds });
   }
 
   /**
@@ -209,12 +218,15 @@ export class DecisionEngine {
     }
 
     const views: Meter[] = new Array(meters.length);
+    let raised: OutboxEvent[] | undefined;
     for (let i = 0; i < meters.length; i++) {
       const m = meters[i]!;
       const used = result.used[i]!;
       views[i] = meterView(m, used, nowMs);
-      this.checkThresholds(m, used, reservedAmount(m.unit, amounts), warnings, who, effects);
+      const alerts = this.checkThresholds(m, used, reservedAmount(m.unit, amounts), warnings, who, effects, nowMs);
+      if (alerts) (raised ??= []).push(...alerts);
     }
+    if (raised) await this.writeEvents(raised, who.tenant);
     if (effects) this.deps.metrics.activeReservations.inc();
     // The answer to nearly every call: a literal with every field, as create() would build it.
     return {
@@ -348,7 +360,7 @@ export class DecisionEngine {
    * once per meter and window: only the decision that crosses a threshold
    * raises it. SHADOW meters over their limit are counted as would-be denials.
    */
-  private checkThresholds(m: BoundMeter, used: number, amount: number, warnings: string[], who: MeterWho, effects: boolean): void {
+  private checkThresholds(m: BoundMeter, used: number, amount: number, warnings: string[], who: MeterWho, effects: boolean, nowMs: number): OutboxEvent[] | undefined {
     const limit = m.limit.value;
     if (limit <= 0) return;
     const mode = m.limit.mode;
@@ -364,18 +376,20 @@ export class DecisionEngine {
       warnings.push(`${label} at ${Math.floor((used * 100) / limit)}% (${used}/${limit})`);
     }
     if (!effects) return;
-    for (const threshold of thresholds) {
-      const at = limit * threshold;
-      if (before < at && used >= at) {
-        this.deps.metrics.alerts.inc({ kind: LimitKind[m.limit.kind], threshold: String(threshold) });
-        this.deps.audit.record({
-          kind: "alert.threshold",
-          actor: actorOf(who),
-          tenant: who.tenant,
-          message: `${label} reached ${Math.round(threshold * 100)}% of its limit (${used}/${limit}, mode ${Mode[mode]})`,
-          attributes: { key: m.key, threshold: String(threshold), mode: Mode[mode] },
-        });
-      }
+    return this.alerts.raise(m, before, used, who, nowMs);
+  }
+
+  /**
+   * An Admit's alerts are in the outbox before it answers. Should the database be
+   * unreachable, the Admit is still answered (its decision does not depend on them):
+   * the alerts are logged and counted, and stay in the audit log's retry queue.
+   */
+  private async writeEvents(events: OutboxEvent[], tenant: string): Promise<void> {
+    try {
+      await this.deps.events!.write(undefined, events);
+    } catch (err) {
+      for (const e of events) this.deps.metrics.webhookEventsUnrecorded.inc({ type: e.type });
+      this.deps.logger.error({ err: String(err), tenant, events: events.map((e) => e.id) }, "webhook events not recorded: outbox unavailable");
     }
   }
 
@@ -473,14 +487,6 @@ export class DecisionEngine {
 
 type MeterWho = { readonly tenant: string; readonly user: string; readonly keyId: string };
 
-/** How warnings and alerts name a meter, e.g. "TOKENS/DAY/DRAFT alice". */
-function meterLabel(m: BoundMeter): string {
-  return `${LimitKind[m.limit.kind]}/${Window[m.limit.window]}${m.limit.task ? `/${m.limit.task}` : ""} ${m.subject}`;
-}
-
-function actorOf(who: MeterWho): string {
-  return who.keyId ? `key:${who.keyId}` : who.user ? `user:${who.user}` : "anonymous";
-}
 
 function requestCount(kind: LimitKind, req: AdmitRequest): number {
   switch (kind) {

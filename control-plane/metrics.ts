@@ -20,6 +20,10 @@ export interface Metrics {
   readonly rpcs: Counter<"method" | "code">;
   readonly inFlight: Gauge;
   readonly spoolQuarantined: Counter;
+  readonly webhookDeliveries: Counter<"webhook" | "outcome">;
+  readonly webhookAttempts: Counter<"webhook" | "result">;
+  readonly webhookOldestPendingSeconds: Gauge;
+  readonly webhookEventsUnrecorded: Counter<"type">;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -72,6 +76,29 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     spoolQuarantined: new Counter({
       name: "admission_ledger_spool_quarantined_total",
       help: "Ledger spool lines that could not be read back, kept in ledger-spool.quarantine.jsonl (not in the ledger until an operator replays them)",
+      registers,
+    }),
+    webhookDeliveries: new Counter({
+      name: "admission_webhook_deliveries_total",
+      help: "Webhook deliveries finished, by endpoint and outcome (delivered; failed: given up or 410; dropped: endpoint deleted or disabled)",
+      labelNames: ["webhook", "outcome"],
+      registers,
+    }),
+    webhookAttempts: new Counter({
+      name: "admission_webhook_attempts_total",
+      help: "Webhook attempts by endpoint and result (ok, http_error: a non-2xx answer, error: no answer, timeout or refused target)",
+      labelNames: ["webhook", "result"],
+      registers,
+    }),
+    webhookOldestPendingSeconds: new Gauge({
+      name: "admission_webhook_oldest_undelivered_seconds",
+      help: "Age of the oldest event with a delivery still pending (0: none), as of this replica's last outbox poll",
+      registers,
+    }),
+    webhookEventsUnrecorded: new Counter({
+      name: "admission_webhook_events_unrecorded_total",
+      help: "Events an Admit raised that could not be written to the outbox (the database was unreachable): logged, not delivered",
+      labelNames: ["type"],
       registers,
     }),
   };

@@ -3,7 +3,9 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { status as Code } from "@grpc/grpc-js";
 import { randomBytes } from "node:crypto";
 import * as pb from "../../gen/admission/v1/policy_service_pb.js";
-import { ApiKeySchema, BundleSchema, LimitKind, Per, Window } from "../../gen/admission/v1/policy_pb.js";
+import type { Webhook } from "../../gen/admission/v1/policy_pb.js";
+import { ApiKeySchema, BundleSchema, LimitKind, Per, WebhookSchema, Window } from "../../gen/admission/v1/policy_pb.js";
+import type { DeliveryRecord, DeliveryState, WebhookOutbox } from "../store/webhook-outbox.js";
 import { generateApiKeySecret } from "../credentials.js";
 import { isMeteredKind, meterKey } from "../meters.js";
 import type { CounterStore } from "../counter-store.js";
@@ -30,6 +32,9 @@ export interface PolicyHandlersDeps {
   readonly counters: CounterStore;
   readonly tenantStatus: Pick<TenantStatusReader, "list">;
   readonly engine: Pick<DecisionEngine, "simulate">;
+  readonly outbox: Pick<WebhookOutbox, "list" | "redeliver">;
+  /** Wakes this replica's delivery worker (a redelivery is due at once). */
+  readonly deliverNow?: () => void;
   readonly adminToken: string;
   readonly clock?: () => number;
 }
@@ -69,7 +74,8 @@ export class PolicyHandlers {
   async exportBundle(_req: pb.ExportBundleRequest, ctx: CallContext): Promise<pb.ExportBundleResponse> {
     this.admin(ctx);
     const s = this.snapshot;
-    return create(pb.ExportBundleResponseSchema, { bundle: s.bundle, version: BigInt(s.version) });
+    const bundle = create(BundleSchema, { ...s.bundle, webhooks: s.bundle.webhooks.map(withoutSecret) });
+    return create(pb.ExportBundleResponseSchema, { bundle, version: BigInt(s.version) });
   }
 
   async getPlan(req: pb.GetPlanRequest, ctx: CallContext): Promise<pb.GetPlanResponse> {
@@ -259,10 +265,78 @@ export class PolicyHandlers {
     return create(pb.SimulateAdmitResponseSchema, { decision });
   }
 
+  async getWebhook(req: pb.GetWebhookRequest, ctx: CallContext): Promise<pb.GetWebhookResponse> {
+    this.admin(ctx);
+    return create(pb.GetWebhookResponseSchema, { webhook: withoutSecret(found("webhook", req.id, this.snapshot.webhooks.get(req.id))) });
+  }
+
+  async listWebhooks(req: pb.ListWebhooksRequest, ctx: CallContext): Promise<pb.ListWebhooksResponse> {
+    this.admin(ctx);
+    return create(pb.ListWebhooksResponseSchema, { webhooks: this.snapshot.bundle.webhooks.filter((w) => !req.tenant || w.tenant === req.tenant).map(withoutSecret) });
+  }
+
+  async deleteWebhook(req: pb.DeleteWebhookRequest, ctx: CallContext): Promise<pb.DeleteWebhookResponse> {
+    const version = await this.deps.policy.delete("webhook", req.id, { actor: this.admin(ctx) });
+    return create(pb.DeleteWebhookResponseSchema, { version: BigInt(version) });
+  }
+
+  async listWebhookDeliveries(req: pb.ListWebhookDeliveriesRequest, ctx: CallContext): Promise<pb.ListWebhookDeliveriesResponse> {
+    this.admin(ctx);
+    if (req.pageSize < 0 || req.pageSize > 500) throw new RpcError(Code.INVALID_ARGUMENT, "page_size must be between 0 and 500");
+    const pageSize = req.pageSize || 50;
+    const state = req.state === pb.WebhookDeliveryState.UNSPECIFIED ? undefined : deliveryStates[req.state];
+    if (req.state !== pb.WebhookDeliveryState.UNSPECIFIED && !state) throw new RpcError(Code.INVALID_ARGUMENT, `unknown state ${req.state}`);
+    let beforeId: number | undefined;
+    if (req.pageToken) {
+      beforeId = Number(Buffer.from(req.pageToken, "base64url").toString("utf8"));
+      if (!Number.isSafeInteger(beforeId) || beforeId <= 0) throw new RpcError(Code.INVALID_ARGUMENT, "invalid page_token");
+    }
+    const deliveries = await this.deps.outbox.list({ webhook: textFilter(req.webhook, "webhook"), tenant: textFilter(req.tenant, "tenant"), state, pageSize, beforeId });
+    const last = deliveries.at(-1);
+    return create(pb.ListWebhookDeliveriesResponseSchema, {
+      deliveries: deliveries.map(deliveryMessage),
+      nextPageToken: deliveries.length === pageSize && last ? Buffer.from(String(last.id)).toString("base64url") : "",
+    });
+  }
+
+  async redeliverWebhook(req: pb.RedeliverWebhookRequest, ctx: CallContext): Promise<pb.RedeliverWebhookResponse> {
+    const actor = this.admin(ctx);
+    if (req.id <= 0n || req.id > BigInt(Number.MAX_SAFE_INTEGER)) throw new RpcError(Code.INVALID_ARGUMENT, "id must be a delivery id");
+    const delivery = await this.deps.outbox.redeliver(Number(req.id), this.clock());
+    if (!delivery) throw new RpcError(Code.NOT_FOUND, `webhook delivery ${req.id} not found`);
+    this.deps.audit.record({
+      kind: "admin.redeliver_webhook", actor, tenant: delivery.tenant,
+      message: `queued delivery ${delivery.id} of event ${delivery.eventId} to webhook "${delivery.webhook}" again`, attributes: { webhook: delivery.webhook },
+    });
+    this.deps.deliverNow?.();
+    return create(pb.RedeliverWebhookResponseSchema, { delivery: deliveryMessage(delivery) });
+  }
+
   async listCatalog(_req: pb.ListCatalogRequest, ctx: CallContext): Promise<pb.ListCatalogResponse> {
     this.admin(ctx);
     return create(pb.ListCatalogResponseSchema, { models: this.snapshot.bundle.models, tasks: this.snapshot.bundle.tasks });
   }
+}
+
+const deliveryStates: Record<number, DeliveryState> = {
+  [pb.WebhookDeliveryState.PENDING]: "pending",
+  [pb.WebhookDeliveryState.DELIVERED]: "delivered",
+  [pb.WebhookDeliveryState.FAILED]: "failed",
+};
+
+/** A webhook as the API shows it: never with its secret. */
+function withoutSecret(webhook: Webhook): Webhook {
+  return create(WebhookSchema, { ...webhook, secret: "" });
+}
+
+function deliveryMessage(d: DeliveryRecord): pb.WebhookDelivery {
+  const state = Number(Object.entries(deliveryStates).find(([, name]) => name === d.state)?.[0] ?? 0);
+  return create(pb.WebhookDeliverySchema, {
+    id: BigInt(d.id), eventId: d.eventId, eventType: d.type, webhook: d.webhook, tenant: d.tenant, state,
+    createdAt: timestampFromMs(d.createdAtMs), nextAttemptAt: d.state === "pending" ? timestampFromMs(d.nextAttemptAtMs) : undefined,
+    attempts: d.attempts.map((a) => create(pb.WebhookAttemptSchema, { time: timestampFromMs(a.atMs), httpStatus: a.httpStatus, latencyMs: BigInt(a.latencyMs), error: a.error })),
+    dataJson: JSON.stringify(d.data),
+  });
 }
 
 function found<T>(kind: string, id: string, value: T | undefined): T {

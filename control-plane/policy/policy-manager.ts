@@ -5,9 +5,10 @@ import type { Change } from "../../gen/admission/v1/policy_service_pb.js";
 import { ChangeAction, ChangeSchema } from "../../gen/admission/v1/policy_service_pb.js";
 import type { ApiKey, Bundle } from "../../gen/admission/v1/policy_pb.js";
 import {
-  ApiKeySchema, AtiTokenSchema, BundleSchema, FailurePolicy, ModelSchema, PlanSchema, TaskSchema, TenantSchema, UserSchema,
+  ApiKeySchema, AtiTokenSchema, BundleSchema, FailurePolicy, ModelSchema, PlanSchema, TaskSchema, TenantSchema, UserSchema, WebhookSchema,
 } from "../../gen/admission/v1/policy_pb.js";
 import { sha256Hex } from "../credentials.js";
+import { generateWebhookSecret } from "../webhook-signing.js";
 import type { Metrics } from "../metrics.js";
 import { RpcError } from "../rpc-error.js";
 import type { AuditLog } from "../store/audit-log.js";
@@ -15,7 +16,7 @@ import type { ConfigRepository, EntityRecord } from "../store/config-repository.
 import { PolicySnapshot } from "./policy-snapshot.js";
 import { BundleValidationError } from "./validate-bundle.js";
 
-type ListField = "models" | "tasks" | "plans" | "atiTokens" | "tenants" | "users" | "apiKeys";
+type ListField = "models" | "tasks" | "plans" | "atiTokens" | "tenants" | "users" | "apiKeys" | "webhooks";
 
 interface EntityKind {
   readonly kind: string;
@@ -33,6 +34,7 @@ const entityKinds: readonly EntityKind[] = [
   { kind: "tenant", list: "tenants", schema: TenantSchema, id: (e) => e.id },
   { kind: "user", list: "users", schema: UserSchema, id: (e) => `${e.tenant}/${e.id}` },
   { kind: "api_key", list: "apiKeys", schema: ApiKeySchema, id: (e) => e.id },
+  { kind: "webhook", list: "webhooks", schema: WebhookSchema, id: (e) => e.id },
 ];
 
 export interface PolicyManagerDeps {
@@ -104,10 +106,11 @@ export class PolicyManager {
         if (kind === "tenant") {
           const users = base.bundle.users.filter((u) => u.tenant === id).map((u) => ({ kind: "user", id: `${u.tenant}/${u.id}` }));
           const keys = base.bundle.apiKeys.filter((k) => k.tenant === id).map((k) => ({ kind: "api_key", id: k.id }));
-          if (!options.cascade && users.length + keys.length > 0) {
-            throw new RpcError(Code.FAILED_PRECONDITION, `tenant "${id}" has ${users.length} users and ${keys.length} API keys; delete them first or set cascade`);
+          const webhooks = base.bundle.webhooks.filter((w) => w.tenant === id).map((w) => ({ kind: "webhook", id: w.id }));
+          if (!options.cascade && users.length + keys.length + webhooks.length > 0) {
+            throw new RpcError(Code.FAILED_PRECONDITION, `tenant "${id}" has ${users.length} users, ${keys.length} API keys and ${webhooks.length} webhooks; delete them first or set cascade`);
           }
-          deletes.push(...users, ...keys);
+          deletes.push(...users, ...keys, ...webhooks);
         }
         const merged = mergeBundle(base.bundle, undefined, deletes);
         try {
@@ -135,8 +138,21 @@ export class PolicyManager {
 
   private async applyNow(bundle: Bundle, options: { dryRun: boolean; actor: string }): Promise<{ changes: Change[]; version: number }> {
     const incoming = hashSecrets(bundle, this.clock());
+    // A webhook applied without a secret keeps the one it has; a new one gets a fresh one, returned once.
+    const unsecured = incoming.webhooks.filter((w) => !w.secret);
+    const generated = new Map<string, string>();
     for (let attempt = 0; ; attempt++) {
       const base = this.current;
+      for (const w of unsecured) {
+        const existing = base.webhooks.get(w.id)?.secret;
+        if (existing) {
+          w.secret = existing;
+          generated.delete(w.id);
+        } else {
+          w.secret = generated.get(w.id) ?? generateWebhookSecret();
+          generated.set(w.id, w.secret);
+        }
+      }
       try {
         PolicySnapshot.compile(mergeBundle(base.bundle, incoming, []), base.version, this.deps.defaultFailurePolicy);
       } catch (err) {
@@ -148,6 +164,7 @@ export class PolicyManager {
       const merged = mergeBundle(base.bundle, incoming, []);
       const { changes, upserts } = diff(base.bundle, incoming);
       if (options.dryRun) return { changes, version: base.version };
+      for (const c of changes) if (c.kind === "webhook" && generated.has(c.id)) c.generatedSecret = generated.get(c.id)!;
       if (upserts.length === 0) return { changes, version: base.version };
       const version = await this.save(base, merged, upserts, [], attempt);
       if (version === undefined) continue;
@@ -230,6 +247,7 @@ function hashSecrets(bundle: Bundle, nowMs: number): Bundle {
     if (!key.createdAt) key.createdAt = { $typeName: "google.protobuf.Timestamp", seconds: BigInt(Math.floor(nowMs / 1000)), nanos: 0 };
     return key;
   });
+  copy.webhooks = bundle.webhooks.map((w) => create(WebhookSchema, w));
   return copy;
 }
 
@@ -252,7 +270,8 @@ function mergeBundle(base: Bundle, upserts: Bundle | undefined, deletes: Readonl
 
 function entityJson(spec: EntityKind, entity: any): Record<string, JsonValue> {
   const json = toJson(spec.schema, entity) as Record<string, JsonValue>;
-  delete json.secret;
+  // An API key keeps only its secret's hash; a webhook needs its secret to sign (it is never returned).
+  if (spec.kind !== "webhook") delete json.secret;
   return json;
 }
 

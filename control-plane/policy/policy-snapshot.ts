@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { RouteSchema, type Route } from "../../gen/admission/v1/admission_pb.js";
-import type { ApiKey, AtiToken, Bundle, Limit, Model, Plan, Task, Tenant, User } from "../../gen/admission/v1/policy_pb.js";
+import type { ApiKey, AtiToken, Bundle, Limit, Model, Plan, Task, Tenant, User, Webhook } from "../../gen/admission/v1/policy_pb.js";
 import { AccountStatus, FailurePolicy, LimitKind, LimitSource, Mode, Per, TokenStatus, Window } from "../../gen/admission/v1/policy_pb.js";
 import { BundleValidationError, isPerRequestKind, normalizedPer, normalizedWindow, validateBundle } from "./validate-bundle.js";
 import { timestampMs } from "../timestamps.js";
@@ -59,6 +59,8 @@ export class PolicySnapshot {
   readonly tenants = new Map<string, Tenant>();
   readonly apiKeys = new Map<string, CompiledApiKey>();
   readonly apiKeysByHash = new Map<string, CompiledApiKey>();
+  /** Webhook endpoints by id (secrets included: never hand these to a caller). */
+  readonly webhooks = new Map<string, Webhook>();
   private readonly modelsByClass = new Map<string, Model[]>();
   private readonly tenantContexts = new Map<string, TenantContext>();
   /** Effective limits by tenant, user ("" for none) and task: nested maps, so a lookup builds no key string. */
@@ -104,6 +106,7 @@ export class PolicySnapshot {
       s.apiKeys.set(k.id, compiled);
       s.apiKeysByHash.set(k.secretSha256, compiled);
     }
+    for (const w of bundle.webhooks) s.webhooks.set(w.id, w);
     for (const tenant of bundle.tenants) {
       const token = s.atiTokens.get(tenant.atiToken)!;
       const plan = s.plans.get(token.plan)!;
@@ -122,7 +125,16 @@ export class PolicySnapshot {
   }
 
   static empty(defaultFailurePolicy = FailurePolicy.FAIL_CLOSED): PolicySnapshot {
-    return PolicySnapshot.compile({ $typeName: "admission.v1.Bundle", models: [], tasks: [], plans: [], atiTokens: [], tenants: [], users: [], apiKeys: [] }, 0, defaultFailurePolicy);
+    return PolicySnapshot.compile({ $typeName: "admission.v1.Bundle", models: [], tasks: [], plans: [], atiTokens: [], tenants: [], users: [], apiKeys: [], webhooks: [] }, 0, defaultFailurePolicy);
+  }
+
+  /** The enabled endpoints subscribed to an event of `type` about `tenant` ("": none): the tenant's own and the operators'. */
+  webhooksFor(type: string, tenant: string): Webhook[] {
+    const found: Webhook[] = [];
+    for (const w of this.webhooks.values()) {
+      if (!w.disabled && (w.tenant === "" || w.tenant === tenant) && w.events.includes(type)) found.push(w);
+    }
+    return found;
   }
 
   tenantContext(tenantId: string): TenantContext | undefined {

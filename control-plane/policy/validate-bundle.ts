@@ -1,5 +1,7 @@
 import type { Bundle, Limit } from "../../gen/admission/v1/policy_pb.js";
-import { LimitKind, Per, Window } from "../../gen/admission/v1/policy_pb.js";
+import { LimitKind, Per, WebhookFormat, Window } from "../../gen/admission/v1/policy_pb.js";
+import { operatorOnlyEvents, webhookEventTypes } from "../webhook-events.js";
+import { webhookSecretProblem } from "../webhook-signing.js";
 import { isValidTimestamp } from "../timestamps.js";
 import { isTimeWindow } from "../windows.js";
 
@@ -166,6 +168,25 @@ export function validateBundle(bundle: Bundle): string[] {
     for (const task of k.tasks) if (!tasks.has(task)) add(e, "tasks", `unknown task ${q(task)}`);
     if (k.expiresAt && !isValidTimestamp(k.expiresAt)) add(e, "expires_at", "must be a time between years 0001 and 9999");
   }
+
+  unique(bundle.webhooks, (w) => w.id, "webhook");
+  for (const w of bundle.webhooks) {
+    const e = `webhook ${q(w.id)}`;
+    if (!idPattern.test(w.id)) add(e, "id", "must be 1-64 characters of [A-Za-z0-9._-]");
+    if (w.tenant && !tenants.has(w.tenant)) add(e, "tenant", `unknown tenant ${q(w.tenant)}`);
+    const urlProblem = webhookUrlProblem(w.url);
+    if (urlProblem) add(e, "url", urlProblem);
+    const secretProblem = webhookSecretProblem(w.secret);
+    if (secretProblem) add(e, "secret", secretProblem);
+    if (w.events.length === 0) add(e, "events", `is empty (any of ${webhookEventTypes.join(", ")})`);
+    for (const type of w.events) {
+      if (!(webhookEventTypes as readonly string[]).includes(type)) add(e, "events", `unknown event ${q(type)} (${webhookEventTypes.join(", ")})`);
+      else if (w.tenant && operatorOnlyEvents.has(type)) add(e, "events", `${type} goes to operator endpoints only (no tenant)`);
+    }
+    if (new Set(w.events).size !== w.events.length) add(e, "events", "lists an event twice");
+    if (WebhookFormat[w.format] === undefined) add(e, "format", `unknown value ${w.format}`);
+    if (w.description.length > 512) add(e, "description", "is at most 512 characters");
+  }
   return problems;
 }
 
@@ -178,4 +199,18 @@ export function normalizedWindow(limit: Limit): Window {
 export function normalizedPer(limit: Limit): Per {
   if (isPerRequestKind(limit.kind)) return Per.UNSPECIFIED;
   return limit.per === Per.UNSPECIFIED ? Per.TENANT : limit.per;
+}
+
+/** Why a webhook URL cannot be sent to, or undefined: an absolute http(s) URL without credentials, at most 2048 characters. */
+function webhookUrlProblem(url: string): string | undefined {
+  if (url.length > 2048) return "is at most 2048 characters";
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return `${q(url)} is not a URL`;
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") return `scheme ${q(parsed.protocol.slice(0, -1))} is not allowed (http or https)`;
+  if (parsed.username || parsed.password) return "must not carry credentials (sign with the secret instead)";
+  return undefined;
 }

@@ -2,7 +2,7 @@ import type { Database } from "./database.js";
 import { toNumber } from "./database.js";
 
 /** The kinds of config entity; a user's id is "tenant/user". */
-export const entityKinds = ["model", "task", "plan", "ati_token", "tenant", "user", "api_key"] as const;
+export const entityKinds = ["model", "task", "plan", "ati_token", "tenant", "user", "api_key", "webhook"] as const;
 export type EntityKind = (typeof entityKinds)[number];
 
 /** A config entity as stored: its proto3-JSON body. */

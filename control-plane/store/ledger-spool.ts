@@ -2,10 +2,11 @@ import { existsSync, mkdirSync } from "node:fs";
 import { rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { invalidLedgerField, type LedgerRow } from "./ledger.js";
+import type { OutboxEvent } from "./webhook-outbox.js";
 import { appendLinesDurably, dropTornTail, quarantineLines, readSpoolLines, type QuarantinedLines } from "./spool-file.js";
 
-/** A spooled row, with the counter generation its usage went into (if any: see Settlement). */
-export type SpooledRow = LedgerRow & { readonly generation?: string };
+/** A spooled row, with the counter generation its usage went into (if any: see Settlement) and the webhook events it raised. */
+export type SpooledRow = LedgerRow & { readonly generation?: string; readonly events?: readonly OutboxEvent[] };
 
 export interface LedgerSpoolOptions {
   readonly dir: string;
@@ -90,5 +91,12 @@ function parseRow(line: string): SpooledRow | undefined {
   const row = { ...read, cacheReadTokens: read.cacheReadTokens ?? 0, cacheWriteTokens: read.cacheWriteTokens ?? 0, reasoningTokens: read.reasoningTokens ?? 0 } as SpooledRow;
   if (invalidLedgerField(row) !== undefined) return undefined;
   if (row.generation !== undefined && typeof row.generation !== "string") return undefined;
+  if (row.events !== undefined && !(Array.isArray(row.events) && row.events.every(isOutboxEvent))) return undefined;
   return row;
+}
+
+function isOutboxEvent(e: unknown): e is OutboxEvent {
+  const v = e as Partial<OutboxEvent> | null;
+  return typeof v === "object" && v !== null && typeof v.id === "string" && typeof v.type === "string" && typeof v.tenant === "string"
+    && typeof v.data === "object" && v.data !== null && Number.isFinite(v.atMs) && Array.isArray(v.webhooks) && v.webhooks.every((w) => typeof w === "string");
 }

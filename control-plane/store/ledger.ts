@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { Database, Queryable } from "./database.js";
 import { toNumber } from "./database.js";
 import type { LedgerSpool, SpooledRow } from "./ledger-spool.js";
+import { insertOutboxEvents, type OutboxEvent } from "./webhook-outbox.js";
 
 /** One settled or expired reservation. Append-only; idempotent per (reservationId, reservedAtMs). */
 export interface LedgerRow {
@@ -109,6 +110,8 @@ export interface LedgerOptions {
   readonly minBatchIntervalMs?: number;
   /** Called after each committed INSERT with its row count and duration. */
   readonly onBatchWritten?: (rows: number, ms: number) => void;
+  /** Called after rows carrying webhook events committed (and so did the events). */
+  readonly onEventsCommitted?: () => void;
 }
 
 /** A spooled row the replay has just inserted, with its transaction and the generation it was spooled with. */
@@ -122,6 +125,7 @@ interface Pending {
   readonly row: LedgerRow;
   readonly spool: boolean;
   readonly generation?: string;
+  readonly events?: readonly OutboxEvent[];
   readonly resolve: (r: AppendResult) => void;
   readonly reject: (err: unknown) => void;
 }
@@ -177,11 +181,12 @@ export class Ledger {
    * a failed batch rejects (or spools) every append in it and the next batch
    * starts afresh.
    */
-  append(row: LedgerRow, options: { spool?: boolean; generation?: string } = {}): Promise<AppendResult> {
+  append(row: LedgerRow, options: { spool?: boolean; generation?: string; events?: readonly OutboxEvent[] } = {}): Promise<AppendResult> {
     const invalid = invalidLedgerField(row);
     if (invalid) return Promise.reject(new TypeError(`ledger row ${JSON.stringify(row.reservationId)}: invalid ${invalid}`));
+    const events = options.events && options.events.length > 0 ? options.events : undefined;
     return new Promise((resolve, reject) => {
-      this.queue.push({ row, spool: options.spool ?? true, generation: options.generation, resolve, reject });
+      this.queue.push({ row, spool: options.spool ?? true, generation: options.generation, events, resolve, reject });
       this.flushing ??= this.flushLoop();
     });
   }
@@ -198,8 +203,8 @@ export class Ledger {
   async replaySpool(inserted?: (rows: ReplayedRow[]) => void): Promise<number> {
     if (!this.options.spool?.pending()) return 0;
     const n = await this.options.spool.replay(async (rows: SpooledRow[]) => {
-      const written = await this.insert(rows);
-      const replayed = rows.flatMap(({ generation, ...row }) => {
+      const written = await this.insert(rows.map(({ events: _, ...row }) => row), eventsOf(rows));
+      const replayed = rows.flatMap(({ generation, events: _, ...row }) => {
         const xid = written.get(row.reservationId);
         written.delete(row.reservationId); // a reservation spooled twice was inserted once
         return xid === undefined ? [] : [{ row, xid, generation }];
@@ -245,7 +250,7 @@ export class Ledger {
     }
     let written: Map<string, string>;
     try {
-      written = await this.insert([...first.values()].map((p) => p.row));
+      written = await this.insert([...first.values()].map((p) => p.row), eventsOf([...first.values()].map((p) => ({ reservationId: p.row.reservationId, events: p.events }))));
     } catch (err) {
       this.options.logger.error({ err: String(err), rows: batch.length }, "ledger batch failed");
       await this.spoolOrReject(batch, err);
@@ -265,7 +270,7 @@ export class Ledger {
     for (const p of batch) if (!spoolable.includes(p)) p.reject(err);
     if (spoolable.length === 0) return;
     try {
-      await spool!.append(spoolable.map((p) => (p.generation === undefined ? p.row : { ...p.row, generation: p.generation })));
+      await spool!.append(spoolable.map((p) => ({ ...p.row, ...(p.generation === undefined ? {} : { generation: p.generation }), ...(p.events ? { events: p.events } : {}) })));
       for (const p of spoolable) p.resolve({ inserted: true, spooled: true });
     } catch (spoolErr) {
       this.options.logger.error({ err: String(spoolErr) }, "ledger spool write failed");
@@ -273,10 +278,27 @@ export class Ledger {
     }
   }
 
-  /** One multi-row INSERT (one statement, so one commit); returns the new reservation ids and their transaction. */
-  private async insert(rows: readonly LedgerRow[]): Promise<Map<string, string>> {
+  /**
+   * One multi-row INSERT (one statement, so one commit); returns the new reservation ids and
+   * their transaction. Rows carrying webhook events are written in one transaction with the
+   * events of the rows that were new (a repeated settle raises nothing again).
+   */
+  private async insert(rows: readonly LedgerRow[], events?: ReadonlyMap<string, readonly OutboxEvent[]>): Promise<Map<string, string>> {
     const started = performance.now();
-    const written = await insertLedgerRows(this.options.db, rows);
+    const written = events
+      ? await this.options.db.transaction(async (tx) => {
+          const inserted = await insertLedgerRows(tx, rows);
+          await insertOutboxEvents(tx, [...inserted.keys()].flatMap((id) => events.get(id) ?? []));
+          return inserted;
+        })
+      : await insertLedgerRows(this.options.db, rows);
+    if (events) {
+      try {
+        this.options.onEventsCommitted?.();
+      } catch (err) {
+        this.options.logger.warn({ err }, "onEventsCommitted threw");
+      }
+    }
     try {
       this.options.onBatchWritten?.(rows.length, performance.now() - started);
     } catch (err) {
@@ -456,6 +478,13 @@ export class Ledger {
   async close(): Promise<void> {
     while (this.flushing) await this.flushing;
   }
+}
+
+/** The webhook events rows carry, by reservation id; undefined when none does (the plain INSERT, no transaction). */
+function eventsOf(rows: ReadonlyArray<{ readonly reservationId: string; readonly events?: readonly OutboxEvent[] }>): Map<string, readonly OutboxEvent[]> | undefined {
+  let events: Map<string, readonly OutboxEvent[]> | undefined;
+  for (const r of rows) if (r.events && r.events.length > 0) (events ??= new Map()).set(r.reservationId, r.events);
+  return events;
 }
 
 /** The monthly partitions of usage_ledger (not the default one). */

@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file admission/v1/policy.proto.
  */
 export const file_admission_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZG1pc3Npb24vdjEvcG9saWN5LnByb3RvEgxhZG1pc3Npb24udjEipQIKBU1vZGVsEgwKBG5hbWUYASABKAkSEwoLbW9kZWxfY2xhc3MYAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSHQoVaW5wdXRfbWljcm9zX3Blcl9tdG9rGAQgASgDEh4KFm91dHB1dF9taWNyb3NfcGVyX210b2sYBSABKAMSFgoOcHJvdmlkZXJfbW9kZWwYBiABKAkSJwoaY2FjaGVfcmVhZF9taWNyb3NfcGVyX210b2sYByABKANIAIgBARIoChtjYWNoZV93cml0ZV9taWNyb3NfcGVyX210b2sYCCABKANIAYgBAUIdChtfY2FjaGVfcmVhZF9taWNyb3NfcGVyX210b2tCHgocX2NhY2hlX3dyaXRlX21pY3Jvc19wZXJfbXRvayI6CgRUYXNrEgwKBGNvZGUYASABKAkSDwoHZmVhdHVyZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCSIxCgpUYXNrQWNjZXNzEgwKBHRhc2sYASABKAkSFQoNbW9kZWxfY2xhc3NlcxgCIAMoCSKzAQoFTGltaXQSJQoEa2luZBgBIAEoDjIXLmFkbWlzc2lvbi52MS5MaW1pdEtpbmQSJAoGd2luZG93GAIgASgOMhQuYWRtaXNzaW9uLnYxLldpbmRvdxINCgV2YWx1ZRgDIAEoAxIMCgR0YXNrGAQgASgJEh4KA3BlchgFIAEoDjIRLmFkbWlzc2lvbi52MS5QZXISIAoEbW9kZRgGIAEoDjISLmFkbWlzc2lvbi52MS5Nb2RlIogBCgRQbGFuEgwKBGNvZGUYASABKAkSDAoEbmFtZRgCIAEoCRIQCghmZWF0dXJlcxgDIAMoCRItCgt0YXNrX2FjY2VzcxgEIAMoCzIYLmFkbWlzc2lvbi52MS5UYXNrQWNjZXNzEiMKBmxpbWl0cxgFIAMoCzITLmFkbWlzc2lvbi52MS5MaW1pdCJ/CghBdGlUb2tlbhIKCgJpZBgBIAEoCRIMCgRwbGFuGAIgASgJEikKBnN0YXR1cxgDIAEoDjIZLmFkbWlzc2lvbi52MS5Ub2tlblN0YXR1cxIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLeAQoGVGVuYW50EgoKAmlkGAEgASgJEhEKCWF0aV90b2tlbhgCIAEoCRIrCgZzdGF0dXMYAyABKA4yGy5hZG1pc3Npb24udjEuQWNjb3VudFN0YXR1cxIgCgRtb2RlGAQgASgOMhIuYWRtaXNzaW9uLnYxLk1vZGUSMwoOZmFpbHVyZV9wb2xpY3kYBSABKA4yGy5hZG1pc3Npb24udjEuRmFpbHVyZVBvbGljeRIjCgZsaW1pdHMYBiADKAsyEy5hZG1pc3Npb24udjEuTGltaXQSDAoEbmFtZRgHIAEoCSJ0CgRVc2VyEgoKAmlkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIrCgZzdGF0dXMYAyABKA4yGy5hZG1pc3Npb24udjEuQWNjb3VudFN0YXR1cxIjCgZsaW1pdHMYBCADKAsyEy5hZG1pc3Npb24udjEuTGltaXQi7gEKBkFwaUtleRIKCgJpZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEdXNlchgDIAEoCRIOCgZzZWNyZXQYBCABKAkSFQoNc2VjcmV0X3NoYTI1NhgFIAEoCRINCgV0YXNrcxgGIAMoCRIuCgpleHBpcmVzX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAggASgIEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Rlc2NyaXB0aW9uGAogASgJIpECCgZCdW5kbGUSIwoGbW9kZWxzGAEgAygLMhMuYWRtaXNzaW9uLnYxLk1vZGVsEiEKBXRhc2tzGAIgAygLMhIuYWRtaXNzaW9uLnYxLlRhc2sSIQoFcGxhbnMYAyADKAsyEi5hZG1pc3Npb24udjEuUGxhbhIqCgphdGlfdG9rZW5zGAQgAygLMhYuYWRtaXNzaW9uLnYxLkF0aVRva2VuEiUKB3RlbmFudHMYBSADKAsyFC5hZG1pc3Npb24udjEuVGVuYW50EiEKBXVzZXJzGAYgAygLMhIuYWRtaXNzaW9uLnYxLlVzZXISJgoIYXBpX2tleXMYByADKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5KpgCCglMaW1pdEtpbmQSGgoWTElNSVRfS0lORF9VTlNQRUNJRklFRBAAEhcKE0xJTUlUX0tJTkRfUkVRVUVTVFMQARIVChFMSU1JVF9LSU5EX1RPS0VOUxACEhwKGExJTUlUX0tJTkRfQlVER0VUX01JQ1JPUxADEhoKFkxJTUlUX0tJTkRfQ09OQ1VSUkVOQ1kQBBIbChdMSU1JVF9LSU5EX0lOUFVUX1RPS0VOUxAFEhwKGExJTUlUX0tJTkRfT1VUUFVUX1RPS0VOUxAGEhoKFkxJTUlUX0tJTkRfQUdFTlRfU1RFUFMQBxIUChBMSU1JVF9LSU5EX0ZJTEVTEAgSGAoUTElNSVRfS0lORF9BUElfQ0FMTFMQCSqNAQoGV2luZG93EhYKEldJTkRPV19VTlNQRUNJRklFRBAAEhEKDVdJTkRPV19TRUNPTkQQARIRCg1XSU5ET1dfTUlOVVRFEAISDwoLV0lORE9XX0hPVVIQAxIOCgpXSU5ET1dfREFZEAQSEAoMV0lORE9XX01PTlRIEAUSEgoOV0lORE9XX1JFUVVFU1QQBipFCgNQZXISEwoPUEVSX1VOU1BFQ0lGSUVEEAASDgoKUEVSX1RFTkFOVBABEgwKCFBFUl9VU0VSEAISCwoHUEVSX0tFWRADKk4KBE1vZGUSFAoQTU9ERV9VTlNQRUNJRklFRBAAEhAKDE1PREVfRU5GT1JDRRABEg0KCU1PREVfU09GVBACEg8KC01PREVfU0hBRE9XEAMqbQoNRmFpbHVyZVBvbGljeRIeChpGQUlMVVJFX1BPTElDWV9VTlNQRUNJRklFRBAAEh4KGkZBSUxVUkVfUE9MSUNZX0ZBSUxfQ0xPU0VEEAESHAoYRkFJTFVSRV9QT0xJQ1lfRkFJTF9PUEVOEAIqXgoLVG9rZW5TdGF0dXMSHAoYVE9LRU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTVE9LRU5fU1RBVFVTX0FDVElWRRABEhgKFFRPS0VOX1NUQVRVU19SRVZPS0VEEAIqaAoNQWNjb3VudFN0YXR1cxIeChpBQ0NPVU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFUFDQ09VTlRfU1RBVFVTX0FDVElWRRABEhwKGEFDQ09VTlRfU1RBVFVTX1NVU1BFTkRFRBACKnIKC0xpbWl0U291cmNlEhwKGExJTUlUX1NPVVJDRV9VTlNQRUNJRklFRBAAEhUKEUxJTUlUX1NPVVJDRV9QTEFOEAESFwoTTElNSVRfU09VUkNFX1RFTkFOVBACEhUKEUxJTUlUX1NPVVJDRV9VU0VSEANiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChlhZG1pc3Npb24vdjEvcG9saWN5LnByb3RvEgxhZG1pc3Npb24udjEipQIKBU1vZGVsEgwKBG5hbWUYASABKAkSEwoLbW9kZWxfY2xhc3MYAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSHQoVaW5wdXRfbWljcm9zX3Blcl9tdG9rGAQgASgDEh4KFm91dHB1dF9taWNyb3NfcGVyX210b2sYBSABKAMSFgoOcHJvdmlkZXJfbW9kZWwYBiABKAkSJwoaY2FjaGVfcmVhZF9taWNyb3NfcGVyX210b2sYByABKANIAIgBARIoChtjYWNoZV93cml0ZV9taWNyb3NfcGVyX210b2sYCCABKANIAYgBAUIdChtfY2FjaGVfcmVhZF9taWNyb3NfcGVyX210b2tCHgocX2NhY2hlX3dyaXRlX21pY3Jvc19wZXJfbXRvayI6CgRUYXNrEgwKBGNvZGUYASABKAkSDwoHZmVhdHVyZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCSIxCgpUYXNrQWNjZXNzEgwKBHRhc2sYASABKAkSFQoNbW9kZWxfY2xhc3NlcxgCIAMoCSKzAQoFTGltaXQSJQoEa2luZBgBIAEoDjIXLmFkbWlzc2lvbi52MS5MaW1pdEtpbmQSJAoGd2luZG93GAIgASgOMhQuYWRtaXNzaW9uLnYxLldpbmRvdxINCgV2YWx1ZRgDIAEoAxIMCgR0YXNrGAQgASgJEh4KA3BlchgFIAEoDjIRLmFkbWlzc2lvbi52MS5QZXISIAoEbW9kZRgGIAEoDjISLmFkbWlzc2lvbi52MS5Nb2RlIogBCgRQbGFuEgwKBGNvZGUYASABKAkSDAoEbmFtZRgCIAEoCRIQCghmZWF0dXJlcxgDIAMoCRItCgt0YXNrX2FjY2VzcxgEIAMoCzIYLmFkbWlzc2lvbi52MS5UYXNrQWNjZXNzEiMKBmxpbWl0cxgFIAMoCzITLmFkbWlzc2lvbi52MS5MaW1pdCJ/CghBdGlUb2tlbhIKCgJpZBgBIAEoCRIMCgRwbGFuGAIgASgJEikKBnN0YXR1cxgDIAEoDjIZLmFkbWlzc2lvbi52MS5Ub2tlblN0YXR1cxIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLeAQoGVGVuYW50EgoKAmlkGAEgASgJEhEKCWF0aV90b2tlbhgCIAEoCRIrCgZzdGF0dXMYAyABKA4yGy5hZG1pc3Npb24udjEuQWNjb3VudFN0YXR1cxIgCgRtb2RlGAQgASgOMhIuYWRtaXNzaW9uLnYxLk1vZGUSMwoOZmFpbHVyZV9wb2xpY3kYBSABKA4yGy5hZG1pc3Npb24udjEuRmFpbHVyZVBvbGljeRIjCgZsaW1pdHMYBiADKAsyEy5hZG1pc3Npb24udjEuTGltaXQSDAoEbmFtZRgHIAEoCSJ0CgRVc2VyEgoKAmlkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIrCgZzdGF0dXMYAyABKA4yGy5hZG1pc3Npb24udjEuQWNjb3VudFN0YXR1cxIjCgZsaW1pdHMYBCADKAsyEy5hZG1pc3Npb24udjEuTGltaXQi7gEKBkFwaUtleRIKCgJpZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEdXNlchgDIAEoCRIOCgZzZWNyZXQYBCABKAkSFQoNc2VjcmV0X3NoYTI1NhgFIAEoCRINCgV0YXNrcxgGIAMoCRIuCgpleHBpcmVzX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAggASgIEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Rlc2NyaXB0aW9uGAogASgJIroCCgZCdW5kbGUSIwoGbW9kZWxzGAEgAygLMhMuYWRtaXNzaW9uLnYxLk1vZGVsEiEKBXRhc2tzGAIgAygLMhIuYWRtaXNzaW9uLnYxLlRhc2sSIQoFcGxhbnMYAyADKAsyEi5hZG1pc3Npb24udjEuUGxhbhIqCgphdGlfdG9rZW5zGAQgAygLMhYuYWRtaXNzaW9uLnYxLkF0aVRva2VuEiUKB3RlbmFudHMYBSADKAsyFC5hZG1pc3Npb24udjEuVGVuYW50EiEKBXVzZXJzGAYgAygLMhIuYWRtaXNzaW9uLnYxLlVzZXISJgoIYXBpX2tleXMYByADKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5EicKCHdlYmhvb2tzGAggAygLMhUuYWRtaXNzaW9uLnYxLldlYmhvb2sipgEKB1dlYmhvb2sSCgoCaWQYASABKAkSDgoGdGVuYW50GAIgASgJEgsKA3VybBgDIAEoCRIOCgZzZWNyZXQYBCABKAkSDgoGZXZlbnRzGAUgAygJEisKBmZvcm1hdBgGIAEoDjIbLmFkbWlzc2lvbi52MS5XZWJob29rRm9ybWF0EhAKCGRpc2FibGVkGAcgASgIEhMKC2Rlc2NyaXB0aW9uGAggASgJKpgCCglMaW1pdEtpbmQSGgoWTElNSVRfS0lORF9VTlNQRUNJRklFRBAAEhcKE0xJTUlUX0tJTkRfUkVRVUVTVFMQARIVChFMSU1JVF9LSU5EX1RPS0VOUxACEhwKGExJTUlUX0tJTkRfQlVER0VUX01JQ1JPUxADEhoKFkxJTUlUX0tJTkRfQ09OQ1VSUkVOQ1kQBBIbChdMSU1JVF9LSU5EX0lOUFVUX1RPS0VOUxAFEhwKGExJTUlUX0tJTkRfT1VUUFVUX1RPS0VOUxAGEhoKFkxJTUlUX0tJTkRfQUdFTlRfU1RFUFMQBxIUChBMSU1JVF9LSU5EX0ZJTEVTEAgSGAoUTElNSVRfS0lORF9BUElfQ0FMTFMQCSqNAQoGV2luZG93EhYKEldJTkRPV19VTlNQRUNJRklFRBAAEhEKDVdJTkRPV19TRUNPTkQQARIRCg1XSU5ET1dfTUlOVVRFEAISDwoLV0lORE9XX0hPVVIQAxIOCgpXSU5ET1dfREFZEAQSEAoMV0lORE9XX01PTlRIEAUSEgoOV0lORE9XX1JFUVVFU1QQBipFCgNQZXISEwoPUEVSX1VOU1BFQ0lGSUVEEAASDgoKUEVSX1RFTkFOVBABEgwKCFBFUl9VU0VSEAISCwoHUEVSX0tFWRADKk4KBE1vZGUSFAoQTU9ERV9VTlNQRUNJRklFRBAAEhAKDE1PREVfRU5GT1JDRRABEg0KCU1PREVfU09GVBACEg8KC01PREVfU0hBRE9XEAMqbQoNRmFpbHVyZVBvbGljeRIeChpGQUlMVVJFX1BPTElDWV9VTlNQRUNJRklFRBAAEh4KGkZBSUxVUkVfUE9MSUNZX0ZBSUxfQ0xPU0VEEAESHAoYRkFJTFVSRV9QT0xJQ1lfRkFJTF9PUEVOEAIqXgoLVG9rZW5TdGF0dXMSHAoYVE9LRU5fU1RBVFVTX1VOU1BFQ0lGSUVEEAASFwoTVE9LRU5fU1RBVFVTX0FDVElWRRABEhgKFFRPS0VOX1NUQVRVU19SRVZPS0VEEAIqaAoNQWNjb3VudFN0YXR1cxIeChpBQ0NPVU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFUFDQ09VTlRfU1RBVFVTX0FDVElWRRABEhwKGEFDQ09VTlRfU1RBVFVTX1NVU1BFTkRFRBACKnIKC0xpbWl0U291cmNlEhwKGExJTUlUX1NPVVJDRV9VTlNQRUNJRklFRBAAEhUKEUxJTUlUX1NPVVJDRV9QTEFOEAESFwoTTElNSVRfU09VUkNFX1RFTkFOVBACEhUKEUxJTUlUX1NPVVJDRV9VU0VSEAMqZgoNV2ViaG9va0Zvcm1hdBIeChpXRUJIT09LX0ZPUk1BVF9VTlNQRUNJRklFRBAAEhsKF1dFQkhPT0tfRk9STUFUX1NUQU5EQVJEEAESGAoUV0VCSE9PS19GT1JNQVRfU0xBQ0sQAmIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A model in the catalog.
@@ -550,6 +550,13 @@ export type Bundle = Message<"admission.v1.Bundle"> & {
    * @generated from field: repeated admission.v1.ApiKey api_keys = 7;
    */
   apiKeys: ApiKey[];
+
+  /**
+   * Webhook endpoints events are delivered to.
+   *
+   * @generated from field: repeated admission.v1.Webhook webhooks = 8;
+   */
+  webhooks: Webhook[];
 };
 
 /**
@@ -558,6 +565,81 @@ export type Bundle = Message<"admission.v1.Bundle"> & {
  */
 export const BundleSchema: GenMessage<Bundle> = /*@__PURE__*/
   messageDesc(file_admission_v1_policy, 9);
+
+/**
+ * An endpoint that receives events as Standard Webhooks (signed, retried,
+ * at least once). With a tenant it hears that tenant's events only; without,
+ * every tenant's (an operator's endpoint).
+ *
+ * @generated from message admission.v1.Webhook
+ */
+export type Webhook = Message<"admission.v1.Webhook"> & {
+  /**
+   * Unique endpoint id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Optional tenant id; empty: an operator's endpoint.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * http:// or https:// URL the events are POSTed to.
+   *
+   * @generated from field: string url = 3;
+   */
+  url: string;
+
+  /**
+   * Input only: the signing secret, "whsec_" + base64 of 24-64 random bytes.
+   * Generated (and returned once, in the apply's change) when a new endpoint
+   * has none; kept when an existing one is applied without it. Never returned.
+   *
+   * @generated from field: string secret = 4;
+   */
+  secret: string;
+
+  /**
+   * Event types: alert.threshold, lease.expired, key.expiring,
+   * credits.granted, admin.change (operator endpoints only).
+   *
+   * @generated from field: repeated string events = 5;
+   */
+  events: string[];
+
+  /**
+   * Body format (default STANDARD).
+   *
+   * @generated from field: admission.v1.WebhookFormat format = 6;
+   */
+  format: WebhookFormat;
+
+  /**
+   * A disabled endpoint is sent nothing (set when it answers 410 Gone).
+   *
+   * @generated from field: bool disabled = 7;
+   */
+  disabled: boolean;
+
+  /**
+   * Free text for operators.
+   *
+   * @generated from field: string description = 8;
+   */
+  description: string;
+};
+
+/**
+ * Describes the message admission.v1.Webhook.
+ * Use `create(WebhookSchema)` to create a new message.
+ */
+export const WebhookSchema: GenMessage<Webhook> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy, 10);
 
 /**
  * What a limit meters.
@@ -901,4 +983,36 @@ export enum LimitSource {
  */
 export const LimitSourceSchema: GenEnum<LimitSource> = /*@__PURE__*/
   enumDesc(file_admission_v1_policy, 7);
+
+/**
+ * How a webhook's body is shaped. Every format is signed the same way.
+ *
+ * @generated from enum admission.v1.WebhookFormat
+ */
+export enum WebhookFormat {
+  /**
+   * @generated from enum value: WEBHOOK_FORMAT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Standard Webhooks JSON: {"type", "timestamp", "data"} (the default).
+   *
+   * @generated from enum value: WEBHOOK_FORMAT_STANDARD = 1;
+   */
+  STANDARD = 1,
+
+  /**
+   * A Slack incoming-webhook body: {"text": "..."}.
+   *
+   * @generated from enum value: WEBHOOK_FORMAT_SLACK = 2;
+   */
+  SLACK = 2,
+}
+
+/**
+ * Describes the enum admission.v1.WebhookFormat.
+ */
+export const WebhookFormatSchema: GenEnum<WebhookFormat> = /*@__PURE__*/
+  enumDesc(file_admission_v1_policy, 8);
 

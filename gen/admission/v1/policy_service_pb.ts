@@ -11,7 +11,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { AdmitResponse, Meter } from "./admission_pb.js";
 import { file_admission_v1_admission } from "./admission_pb.js";
-import type { AccountStatus, ApiKey, AtiToken, Bundle, LimitKind, Mode, Model, Per, Plan, Task, Tenant, User, Window } from "./policy_pb.js";
+import type { AccountStatus, ApiKey, AtiToken, Bundle, LimitKind, Mode, Model, Per, Plan, Task, Tenant, User, Webhook, Window } from "./policy_pb.js";
 import { file_admission_v1_policy } from "./policy_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -21,7 +21,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file admission/v1/policy_service.proto.
  */
 export const file_admission_v1_policy_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFhZG1pc3Npb24vdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SDGFkbWlzc2lvbi52MSJeCgZDaGFuZ2USDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRIqCgZhY3Rpb24YAyABKA4yGi5hZG1pc3Npb24udjEuQ2hhbmdlQWN0aW9uEg4KBmZpZWxkcxgEIAMoCSJLChJBcHBseUJ1bmRsZVJlcXVlc3QSJAoGYnVuZGxlGAEgASgLMhQuYWRtaXNzaW9uLnYxLkJ1bmRsZRIPCgdkcnlfcnVuGAIgASgIIl4KE0FwcGx5QnVuZGxlUmVzcG9uc2USJQoHY2hhbmdlcxgBIAMoCzIULmFkbWlzc2lvbi52MS5DaGFuZ2USDwoHdmVyc2lvbhgCIAEoAxIPCgdhcHBsaWVkGAMgASgIIhUKE0V4cG9ydEJ1bmRsZVJlcXVlc3QiTQoURXhwb3J0QnVuZGxlUmVzcG9uc2USJAoGYnVuZGxlGAEgASgLMhQuYWRtaXNzaW9uLnYxLkJ1bmRsZRIPCgd2ZXJzaW9uGAIgASgDIh4KDkdldFBsYW5SZXF1ZXN0EgwKBGNvZGUYASABKAkiMwoPR2V0UGxhblJlc3BvbnNlEiAKBHBsYW4YASABKAsyEi5hZG1pc3Npb24udjEuUGxhbiISChBMaXN0UGxhbnNSZXF1ZXN0IjYKEUxpc3RQbGFuc1Jlc3BvbnNlEiEKBXBsYW5zGAEgAygLMhIuYWRtaXNzaW9uLnYxLlBsYW4iIQoRRGVsZXRlUGxhblJlcXVlc3QSDAoEY29kZRgBIAEoCSIlChJEZWxldGVQbGFuUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIgChJHZXRBdGlUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiQAoTR2V0QXRpVG9rZW5SZXNwb25zZRIpCglhdGlfdG9rZW4YASABKAsyFi5hZG1pc3Npb24udjEuQXRpVG9rZW4iFgoUTGlzdEF0aVRva2Vuc1JlcXVlc3QiQwoVTGlzdEF0aVRva2Vuc1Jlc3BvbnNlEioKCmF0aV90b2tlbnMYASADKAsyFi5hZG1pc3Npb24udjEuQXRpVG9rZW4iIwoVRGVsZXRlQXRpVG9rZW5SZXF1ZXN0EgoKAmlkGAEgASgJIikKFkRlbGV0ZUF0aVRva2VuUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIeChBHZXRUZW5hbnRSZXF1ZXN0EgoKAmlkGAEgASgJIjkKEUdldFRlbmFudFJlc3BvbnNlEiQKBnRlbmFudBgBIAEoCzIULmFkbWlzc2lvbi52MS5UZW5hbnQiFAoSTGlzdFRlbmFudHNSZXF1ZXN0IjwKE0xpc3RUZW5hbnRzUmVzcG9uc2USJQoHdGVuYW50cxgBIAMoCzIULmFkbWlzc2lvbi52MS5UZW5hbnQiMgoTRGVsZXRlVGVuYW50UmVxdWVzdBIKCgJpZBgBIAEoCRIPCgdjYXNjYWRlGAIgASgIIicKFERlbGV0ZVRlbmFudFJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAMiLAoOR2V0VXNlclJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJIjMKD0dldFVzZXJSZXNwb25zZRIgCgR1c2VyGAEgASgLMhIuYWRtaXNzaW9uLnYxLlVzZXIiIgoQTGlzdFVzZXJzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiNgoRTGlzdFVzZXJzUmVzcG9uc2USIQoFdXNlcnMYASADKAsyEi5hZG1pc3Npb24udjEuVXNlciIvChFEZWxldGVVc2VyUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSCgoCaWQYAiABKAkiJQoSRGVsZXRlVXNlclJlc3BvbnNlEg8KB3ZlcnNpb24YASABKAMiHgoQR2V0QXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI6ChFHZXRBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQuYWRtaXNzaW9uLnYxLkFwaUtleSIkChJMaXN0QXBpS2V5c1JlcXVlc3QSDgoGdGVuYW50GAEgASgJIj0KE0xpc3RBcGlLZXlzUmVzcG9uc2USJgoIYXBpX2tleXMYASADKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5IiEKE0RlbGV0ZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkiJwoURGVsZXRlQXBpS2V5UmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyKTAQoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDAoEdXNlchgCIAEoCRIKCgJpZBgDIAEoCRINCgV0YXNrcxgEIAMoCRIuCgpleHBpcmVzX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtkZXNjcmlwdGlvbhgGIAEoCSJNChRDcmVhdGVBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQuYWRtaXNzaW9uLnYxLkFwaUtleRIOCgZzZWNyZXQYAiABKAkiIQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI9ChRSZXZva2VBcGlLZXlSZXNwb25zZRIlCgdhcGlfa2V5GAEgASgLMhQuYWRtaXNzaW9uLnYxLkFwaUtleSLOAQoPR2V0VXNhZ2VSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgR1c2VyGAIgASgJEgwKBHRhc2sYAyABKAkSDQoFbW9kZWwYBCABKAkSKQoFc3RhcnQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKA2VuZBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZ3JvdXBfYnkYByADKA4yGi5hZG1pc3Npb24udjEuVXNhZ2VHcm91cEJ5IrIBCgtVc2FnZVRvdGFscxIQCghyZXF1ZXN0cxgBIAEoAxIUCgxpbnB1dF90b2tlbnMYAiABKAMSFQoNb3V0cHV0X3Rva2VucxgDIAEoAxITCgtjb3N0X21pY3JvcxgEIAEoAxIZChFjYWNoZV9yZWFkX3Rva2VucxgFIAEoAxIaChJjYWNoZV93cml0ZV90b2tlbnMYBiABKAMSGAoQcmVhc29uaW5nX3Rva2VucxgHIAEoAyKVAQoIVXNhZ2VSb3cSMAoFZ3JvdXAYASADKAsyIS5hZG1pc3Npb24udjEuVXNhZ2VSb3cuR3JvdXBFbnRyeRIpCgZ0b3RhbHMYAiABKAsyGS5hZG1pc3Npb24udjEuVXNhZ2VUb3RhbHMaLAoKR3JvdXBFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIt0BChBHZXRVc2FnZVJlc3BvbnNlEhAKCHJlcXVlc3RzGAEgASgDEhQKDGlucHV0X3Rva2VucxgCIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAMgASgDEhMKC2Nvc3RfbWljcm9zGAQgASgDEiQKBHJvd3MYBSADKAsyFi5hZG1pc3Npb24udjEuVXNhZ2VSb3cSGQoRY2FjaGVfcmVhZF90b2tlbnMYBiABKAMSGgoSY2FjaGVfd3JpdGVfdG9rZW5zGAcgASgDEhgKEHJlYXNvbmluZ190b2tlbnMYCCABKAMi8QEKCkF1ZGl0RXZlbnQSCgoCaWQYASABKAMSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEa2luZBgDIAEoCRINCgVhY3RvchgEIAEoCRIOCgZ0ZW5hbnQYBSABKAkSDwoHbWVzc2FnZRgGIAEoCRI8CgphdHRyaWJ1dGVzGAcgAygLMiguYWRtaXNzaW9uLnYxLkF1ZGl0RXZlbnQuQXR0cmlidXRlc0VudHJ5GjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsIBChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgRraW5kGAIgASgJEikKBXNpbmNlGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRINCgVhY3RvchgGIAEoCRIpCgV1bnRpbBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiXAoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKAoGZXZlbnRzGAEgAygLMhguYWRtaXNzaW9uLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIq8BChFSZXNldE1ldGVyUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSJQoEa2luZBgCIAEoDjIXLmFkbWlzc2lvbi52MS5MaW1pdEtpbmQSJAoGd2luZG93GAMgASgOMhQuYWRtaXNzaW9uLnYxLldpbmRvdxIeCgNwZXIYBCABKA4yES5hZG1pc3Npb24udjEuUGVyEg8KB3N1YmplY3QYBSABKAkSDAoEdGFzaxgGIAEoCSIrChJSZXNldE1ldGVyUmVzcG9uc2USFQoNcHJldmlvdXNfdXNlZBgBIAEoAyI6ChdMaXN0VGVuYW50U3RhdHVzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDwoHbmVhcmVzdBgCIAEoBSKYAgoMVGVuYW50U3RhdHVzEg4KBnRlbmFudBgBIAEoCRIMCgRuYW1lGAIgASgJEisKBnN0YXR1cxgDIAEoDjIbLmFkbWlzc2lvbi52MS5BY2NvdW50U3RhdHVzEgwKBHBsYW4YBCABKAkSEQoJYXRpX3Rva2VuGAUgASgJEiAKBG1vZGUYBiABKA4yEi5hZG1pc3Npb24udjEuTW9kZRIoCgVtb250aBgHIAEoCzIZLmFkbWlzc2lvbi52MS5Vc2FnZVRvdGFscxIkCgduZWFyZXN0GAggAygLMhMuYWRtaXNzaW9uLnYxLk1ldGVyEhkKEW9wZW5fcmVzZXJ2YXRpb25zGAkgASgDEg8KB3Byb2JsZW0YCiABKAkiRwoYTGlzdFRlbmFudFN0YXR1c1Jlc3BvbnNlEisKB3RlbmFudHMYASADKAsyGi5hZG1pc3Npb24udjEuVGVuYW50U3RhdHVzIskBChRTaW11bGF0ZUFkbWl0UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSDAoEdXNlchgCIAEoCRIOCgZrZXlfaWQYAyABKAkSDAoEdGFzaxgEIAEoCRINCgVtb2RlbBgFIAEoCRIUCgxpbnB1dF90b2tlbnMYBiABKAMSGQoRbWF4X291dHB1dF90b2tlbnMYByABKAMSDQoFZmlsZXMYCCABKAMSEwoLYWdlbnRfc3RlcHMYCSABKAMSEQoJYXBpX2NhbGxzGAogASgDIkYKFVNpbXVsYXRlQWRtaXRSZXNwb25zZRItCghkZWNpc2lvbhgBIAEoCzIbLmFkbWlzc2lvbi52MS5BZG1pdFJlc3BvbnNlIhQKEkxpc3RDYXRhbG9nUmVxdWVzdCJdChNMaXN0Q2F0YWxvZ1Jlc3BvbnNlEiMKBm1vZGVscxgBIAMoCzITLmFkbWlzc2lvbi52MS5Nb2RlbBIhCgV0YXNrcxgCIAMoCzISLmFkbWlzc2lvbi52MS5UYXNrKpgBCgxDaGFuZ2VBY3Rpb24SHQoZQ0hBTkdFX0FDVElPTl9VTlNQRUNJRklFRBAAEhgKFENIQU5HRV9BQ1RJT05fQ1JFQVRFEAESGAoUQ0hBTkdFX0FDVElPTl9VUERBVEUQAhIbChdDSEFOR0VfQUNUSU9OX1VOQ0hBTkdFRBADEhgKFENIQU5HRV9BQ1RJT05fREVMRVRFEAQqwwEKDFVzYWdlR3JvdXBCeRIeChpVU0FHRV9HUk9VUF9CWV9VTlNQRUNJRklFRBAAEhcKE1VTQUdFX0dST1VQX0JZX1VTRVIQARIXChNVU0FHRV9HUk9VUF9CWV9UQVNLEAISGAoUVVNBR0VfR1JPVVBfQllfTU9ERUwQAxIWChJVU0FHRV9HUk9VUF9CWV9LRVkQBBIWChJVU0FHRV9HUk9VUF9CWV9EQVkQBRIXChNVU0FHRV9HUk9VUF9CWV9IT1VSEAYywBAKDVBvbGljeVNlcnZpY2USUgoLQXBwbHlCdW5kbGUSIC5hZG1pc3Npb24udjEuQXBwbHlCdW5kbGVSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkFwcGx5QnVuZGxlUmVzcG9uc2USVQoMRXhwb3J0QnVuZGxlEiEuYWRtaXNzaW9uLnYxLkV4cG9ydEJ1bmRsZVJlcXVlc3QaIi5hZG1pc3Npb24udjEuRXhwb3J0QnVuZGxlUmVzcG9uc2USRgoHR2V0UGxhbhIcLmFkbWlzc2lvbi52MS5HZXRQbGFuUmVxdWVzdBodLmFkbWlzc2lvbi52MS5HZXRQbGFuUmVzcG9uc2USTAoJTGlzdFBsYW5zEh4uYWRtaXNzaW9uLnYxLkxpc3RQbGFuc1JlcXVlc3QaHy5hZG1pc3Npb24udjEuTGlzdFBsYW5zUmVzcG9uc2USTwoKRGVsZXRlUGxhbhIfLmFkbWlzc2lvbi52MS5EZWxldGVQbGFuUmVxdWVzdBogLmFkbWlzc2lvbi52MS5EZWxldGVQbGFuUmVzcG9uc2USUgoLR2V0QXRpVG9rZW4SIC5hZG1pc3Npb24udjEuR2V0QXRpVG9rZW5SZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkdldEF0aVRva2VuUmVzcG9uc2USWAoNTGlzdEF0aVRva2VucxIiLmFkbWlzc2lvbi52MS5MaXN0QXRpVG9rZW5zUmVxdWVzdBojLmFkbWlzc2lvbi52MS5MaXN0QXRpVG9rZW5zUmVzcG9uc2USWwoORGVsZXRlQXRpVG9rZW4SIy5hZG1pc3Npb24udjEuRGVsZXRlQXRpVG9rZW5SZXF1ZXN0GiQuYWRtaXNzaW9uLnYxLkRlbGV0ZUF0aVRva2VuUmVzcG9uc2USTAoJR2V0VGVuYW50Eh4uYWRtaXNzaW9uLnYxLkdldFRlbmFudFJlcXVlc3QaHy5hZG1pc3Npb24udjEuR2V0VGVuYW50UmVzcG9uc2USUgoLTGlzdFRlbmFudHMSIC5hZG1pc3Npb24udjEuTGlzdFRlbmFudHNSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RUZW5hbnRzUmVzcG9uc2USVQoMRGVsZXRlVGVuYW50EiEuYWRtaXNzaW9uLnYxLkRlbGV0ZVRlbmFudFJlcXVlc3QaIi5hZG1pc3Npb24udjEuRGVsZXRlVGVuYW50UmVzcG9uc2USRgoHR2V0VXNlchIcLmFkbWlzc2lvbi52MS5HZXRVc2VyUmVxdWVzdBodLmFkbWlzc2lvbi52MS5HZXRVc2VyUmVzcG9uc2USTAoJTGlzdFVzZXJzEh4uYWRtaXNzaW9uLnYxLkxpc3RVc2Vyc1JlcXVlc3QaHy5hZG1pc3Npb24udjEuTGlzdFVzZXJzUmVzcG9uc2USTwoKRGVsZXRlVXNlchIfLmFkbWlzc2lvbi52MS5EZWxldGVVc2VyUmVxdWVzdBogLmFkbWlzc2lvbi52MS5EZWxldGVVc2VyUmVzcG9uc2USTAoJR2V0QXBpS2V5Eh4uYWRtaXNzaW9uLnYxLkdldEFwaUtleVJlcXVlc3QaHy5hZG1pc3Npb24udjEuR2V0QXBpS2V5UmVzcG9uc2USUgoLTGlzdEFwaUtleXMSIC5hZG1pc3Npb24udjEuTGlzdEFwaUtleXNSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2USVQoMRGVsZXRlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLkRlbGV0ZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuRGVsZXRlQXBpS2V5UmVzcG9uc2USVQoMQ3JlYXRlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLkNyZWF0ZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USVQoMUmV2b2tlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuUmV2b2tlQXBpS2V5UmVzcG9uc2USSQoIR2V0VXNhZ2USHS5hZG1pc3Npb24udjEuR2V0VXNhZ2VSZXF1ZXN0Gh4uYWRtaXNzaW9uLnYxLkdldFVzYWdlUmVzcG9uc2USXgoPTGlzdEF1ZGl0RXZlbnRzEiQuYWRtaXNzaW9uLnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJS5hZG1pc3Npb24udjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USTwoKUmVzZXRNZXRlchIfLmFkbWlzc2lvbi52MS5SZXNldE1ldGVyUmVxdWVzdBogLmFkbWlzc2lvbi52MS5SZXNldE1ldGVyUmVzcG9uc2USYQoQTGlzdFRlbmFudFN0YXR1cxIlLmFkbWlzc2lvbi52MS5MaXN0VGVuYW50U3RhdHVzUmVxdWVzdBomLmFkbWlzc2lvbi52MS5MaXN0VGVuYW50U3RhdHVzUmVzcG9uc2USWAoNU2ltdWxhdGVBZG1pdBIiLmFkbWlzc2lvbi52MS5TaW11bGF0ZUFkbWl0UmVxdWVzdBojLmFkbWlzc2lvbi52MS5TaW11bGF0ZUFkbWl0UmVzcG9uc2USUgoLTGlzdENhdGFsb2cSIC5hZG1pc3Npb24udjEuTGlzdENhdGFsb2dSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RDYXRhbG9nUmVzcG9uc2ViBnByb3RvMw", [file_admission_v1_admission, file_admission_v1_policy, file_google_protobuf_timestamp]);
+  fileDesc("CiFhZG1pc3Npb24vdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SDGFkbWlzc2lvbi52MSJ4CgZDaGFuZ2USDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRIqCgZhY3Rpb24YAyABKA4yGi5hZG1pc3Npb24udjEuQ2hhbmdlQWN0aW9uEg4KBmZpZWxkcxgEIAMoCRIYChBnZW5lcmF0ZWRfc2VjcmV0GAUgASgJIksKEkFwcGx5QnVuZGxlUmVxdWVzdBIkCgZidW5kbGUYASABKAsyFC5hZG1pc3Npb24udjEuQnVuZGxlEg8KB2RyeV9ydW4YAiABKAgiXgoTQXBwbHlCdW5kbGVSZXNwb25zZRIlCgdjaGFuZ2VzGAEgAygLMhQuYWRtaXNzaW9uLnYxLkNoYW5nZRIPCgd2ZXJzaW9uGAIgASgDEg8KB2FwcGxpZWQYAyABKAgiFQoTRXhwb3J0QnVuZGxlUmVxdWVzdCJNChRFeHBvcnRCdW5kbGVSZXNwb25zZRIkCgZidW5kbGUYASABKAsyFC5hZG1pc3Npb24udjEuQnVuZGxlEg8KB3ZlcnNpb24YAiABKAMiHgoOR2V0UGxhblJlcXVlc3QSDAoEY29kZRgBIAEoCSIzCg9HZXRQbGFuUmVzcG9uc2USIAoEcGxhbhgBIAEoCzISLmFkbWlzc2lvbi52MS5QbGFuIhIKEExpc3RQbGFuc1JlcXVlc3QiNgoRTGlzdFBsYW5zUmVzcG9uc2USIQoFcGxhbnMYASADKAsyEi5hZG1pc3Npb24udjEuUGxhbiIhChFEZWxldGVQbGFuUmVxdWVzdBIMCgRjb2RlGAEgASgJIiUKEkRlbGV0ZVBsYW5SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDIiAKEkdldEF0aVRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSJAChNHZXRBdGlUb2tlblJlc3BvbnNlEikKCWF0aV90b2tlbhgBIAEoCzIWLmFkbWlzc2lvbi52MS5BdGlUb2tlbiIWChRMaXN0QXRpVG9rZW5zUmVxdWVzdCJDChVMaXN0QXRpVG9rZW5zUmVzcG9uc2USKgoKYXRpX3Rva2VucxgBIAMoCzIWLmFkbWlzc2lvbi52MS5BdGlUb2tlbiIjChVEZWxldGVBdGlUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiKQoWRGVsZXRlQXRpVG9rZW5SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDIh4KEEdldFRlbmFudFJlcXVlc3QSCgoCaWQYASABKAkiOQoRR2V0VGVuYW50UmVzcG9uc2USJAoGdGVuYW50GAEgASgLMhQuYWRtaXNzaW9uLnYxLlRlbmFudCIUChJMaXN0VGVuYW50c1JlcXVlc3QiPAoTTGlzdFRlbmFudHNSZXNwb25zZRIlCgd0ZW5hbnRzGAEgAygLMhQuYWRtaXNzaW9uLnYxLlRlbmFudCIyChNEZWxldGVUZW5hbnRSZXF1ZXN0EgoKAmlkGAEgASgJEg8KB2Nhc2NhZGUYAiABKAgiJwoURGVsZXRlVGVuYW50UmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIsCg5HZXRVc2VyUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSCgoCaWQYAiABKAkiMwoPR2V0VXNlclJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5hZG1pc3Npb24udjEuVXNlciIiChBMaXN0VXNlcnNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSI2ChFMaXN0VXNlcnNSZXNwb25zZRIhCgV1c2VycxgBIAMoCzISLmFkbWlzc2lvbi52MS5Vc2VyIi8KEURlbGV0ZVVzZXJSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIKCgJpZBgCIAEoCSIlChJEZWxldGVVc2VyUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIeChBHZXRBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIjoKEUdldEFwaUtleVJlc3BvbnNlEiUKB2FwaV9rZXkYASABKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5IiQKEkxpc3RBcGlLZXlzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiPQoTTGlzdEFwaUtleXNSZXNwb25zZRImCghhcGlfa2V5cxgBIAMoCzIULmFkbWlzc2lvbi52MS5BcGlLZXkiIQoTRGVsZXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSInChREZWxldGVBcGlLZXlSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDIpMBChNDcmVhdGVBcGlLZXlSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgR1c2VyGAIgASgJEgoKAmlkGAMgASgJEg0KBXRhc2tzGAQgAygJEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Rlc2NyaXB0aW9uGAYgASgJIk0KFENyZWF0ZUFwaUtleVJlc3BvbnNlEiUKB2FwaV9rZXkYASABKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5Eg4KBnNlY3JldBgCIAEoCSIhChNSZXZva2VBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIj0KFFJldm9rZUFwaUtleVJlc3BvbnNlEiUKB2FwaV9rZXkYASABKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5Is4BCg9HZXRVc2FnZVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgwKBHVzZXIYAiABKAkSDAoEdGFzaxgDIAEoCRINCgVtb2RlbBgEIAEoCRIpCgVzdGFydBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoDZW5kGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghncm91cF9ieRgHIAMoDjIaLmFkbWlzc2lvbi52MS5Vc2FnZUdyb3VwQnkisgEKC1VzYWdlVG90YWxzEhAKCHJlcXVlc3RzGAEgASgDEhQKDGlucHV0X3Rva2VucxgCIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAMgASgDEhMKC2Nvc3RfbWljcm9zGAQgASgDEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAUgASgDEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgGIAEoAxIYChByZWFzb25pbmdfdG9rZW5zGAcgASgDIpUBCghVc2FnZVJvdxIwCgVncm91cBgBIAMoCzIhLmFkbWlzc2lvbi52MS5Vc2FnZVJvdy5Hcm91cEVudHJ5EikKBnRvdGFscxgCIAEoCzIZLmFkbWlzc2lvbi52MS5Vc2FnZVRvdGFscxosCgpHcm91cEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3QEKEEdldFVzYWdlUmVzcG9uc2USEAoIcmVxdWVzdHMYASABKAMSFAoMaW5wdXRfdG9rZW5zGAIgASgDEhUKDW91dHB1dF90b2tlbnMYAyABKAMSEwoLY29zdF9taWNyb3MYBCABKAMSJAoEcm93cxgFIAMoCzIWLmFkbWlzc2lvbi52MS5Vc2FnZVJvdxIZChFjYWNoZV9yZWFkX3Rva2VucxgGIAEoAxIaChJjYWNoZV93cml0ZV90b2tlbnMYByABKAMSGAoQcmVhc29uaW5nX3Rva2VucxgIIAEoAyLxAQoKQXVkaXRFdmVudBIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRraW5kGAMgASgJEg0KBWFjdG9yGAQgASgJEg4KBnRlbmFudBgFIAEoCRIPCgdtZXNzYWdlGAYgASgJEjwKCmF0dHJpYnV0ZXMYByADKAsyKC5hZG1pc3Npb24udjEuQXVkaXRFdmVudC5BdHRyaWJ1dGVzRW50cnkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiwgEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEgwKBGtpbmQYAiABKAkSKQoFc2luY2UYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJEg0KBWFjdG9yGAYgASgJEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJcChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIoCgZldmVudHMYASADKAsyGC5hZG1pc3Npb24udjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkirwEKEVJlc2V0TWV0ZXJSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIlCgRraW5kGAIgASgOMhcuYWRtaXNzaW9uLnYxLkxpbWl0S2luZBIkCgZ3aW5kb3cYAyABKA4yFC5hZG1pc3Npb24udjEuV2luZG93Eh4KA3BlchgEIAEoDjIRLmFkbWlzc2lvbi52MS5QZXISDwoHc3ViamVjdBgFIAEoCRIMCgR0YXNrGAYgASgJIisKElJlc2V0TWV0ZXJSZXNwb25zZRIVCg1wcmV2aW91c191c2VkGAEgASgDIjoKF0xpc3RUZW5hbnRTdGF0dXNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIPCgduZWFyZXN0GAIgASgFIpgCCgxUZW5hbnRTdGF0dXMSDgoGdGVuYW50GAEgASgJEgwKBG5hbWUYAiABKAkSKwoGc3RhdHVzGAMgASgOMhsuYWRtaXNzaW9uLnYxLkFjY291bnRTdGF0dXMSDAoEcGxhbhgEIAEoCRIRCglhdGlfdG9rZW4YBSABKAkSIAoEbW9kZRgGIAEoDjISLmFkbWlzc2lvbi52MS5Nb2RlEigKBW1vbnRoGAcgASgLMhkuYWRtaXNzaW9uLnYxLlVzYWdlVG90YWxzEiQKB25lYXJlc3QYCCADKAsyEy5hZG1pc3Npb24udjEuTWV0ZXISGQoRb3Blbl9yZXNlcnZhdGlvbnMYCSABKAMSDwoHcHJvYmxlbRgKIAEoCSJHChhMaXN0VGVuYW50U3RhdHVzUmVzcG9uc2USKwoHdGVuYW50cxgBIAMoCzIaLmFkbWlzc2lvbi52MS5UZW5hbnRTdGF0dXMiyQEKFFNpbXVsYXRlQWRtaXRSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgR1c2VyGAIgASgJEg4KBmtleV9pZBgDIAEoCRIMCgR0YXNrGAQgASgJEg0KBW1vZGVsGAUgASgJEhQKDGlucHV0X3Rva2VucxgGIAEoAxIZChFtYXhfb3V0cHV0X3Rva2VucxgHIAEoAxINCgVmaWxlcxgIIAEoAxITCgthZ2VudF9zdGVwcxgJIAEoAxIRCglhcGlfY2FsbHMYCiABKAMiRgoVU2ltdWxhdGVBZG1pdFJlc3BvbnNlEi0KCGRlY2lzaW9uGAEgASgLMhsuYWRtaXNzaW9uLnYxLkFkbWl0UmVzcG9uc2UiFAoSTGlzdENhdGFsb2dSZXF1ZXN0Il0KE0xpc3RDYXRhbG9nUmVzcG9uc2USIwoGbW9kZWxzGAEgAygLMhMuYWRtaXNzaW9uLnYxLk1vZGVsEiEKBXRhc2tzGAIgAygLMhIuYWRtaXNzaW9uLnYxLlRhc2siHwoRR2V0V2ViaG9va1JlcXVlc3QSCgoCaWQYASABKAkiPAoSR2V0V2ViaG9va1Jlc3BvbnNlEiYKB3dlYmhvb2sYASABKAsyFS5hZG1pc3Npb24udjEuV2ViaG9vayIlChNMaXN0V2ViaG9va3NSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSI/ChRMaXN0V2ViaG9va3NSZXNwb25zZRInCgh3ZWJob29rcxgBIAMoCzIVLmFkbWlzc2lvbi52MS5XZWJob29rIiIKFERlbGV0ZVdlYmhvb2tSZXF1ZXN0EgoKAmlkGAEgASgJIigKFURlbGV0ZVdlYmhvb2tSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDInIKDldlYmhvb2tBdHRlbXB0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2h0dHBfc3RhdHVzGAIgASgFEhIKCmxhdGVuY3lfbXMYAyABKAMSDQoFZXJyb3IYBCABKAkivwIKD1dlYmhvb2tEZWxpdmVyeRIKCgJpZBgBIAEoAxIQCghldmVudF9pZBgCIAEoCRISCgpldmVudF90eXBlGAMgASgJEg8KB3dlYmhvb2sYBCABKAkSDgoGdGVuYW50GAUgASgJEjEKBXN0YXRlGAYgASgOMiIuYWRtaXNzaW9uLnYxLldlYmhvb2tEZWxpdmVyeVN0YXRlEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD25leHRfYXR0ZW1wdF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoIYXR0ZW1wdHMYCSADKAsyHC5hZG1pc3Npb24udjEuV2ViaG9va0F0dGVtcHQSEQoJZGF0YV9qc29uGAogASgJIpkBChxMaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXF1ZXN0Eg8KB3dlYmhvb2sYASABKAkSDgoGdGVuYW50GAIgASgJEjEKBXN0YXRlGAMgASgOMiIuYWRtaXNzaW9uLnYxLldlYmhvb2tEZWxpdmVyeVN0YXRlEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImsKHUxpc3RXZWJob29rRGVsaXZlcmllc1Jlc3BvbnNlEjEKCmRlbGl2ZXJpZXMYASADKAsyHS5hZG1pc3Npb24udjEuV2ViaG9va0RlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIlChdSZWRlbGl2ZXJXZWJob29rUmVxdWVzdBIKCgJpZBgBIAEoAyJLChhSZWRlbGl2ZXJXZWJob29rUmVzcG9uc2USLwoIZGVsaXZlcnkYASABKAsyHS5hZG1pc3Npb24udjEuV2ViaG9va0RlbGl2ZXJ5KpgBCgxDaGFuZ2VBY3Rpb24SHQoZQ0hBTkdFX0FDVElPTl9VTlNQRUNJRklFRBAAEhgKFENIQU5HRV9BQ1RJT05fQ1JFQVRFEAESGAoUQ0hBTkdFX0FDVElPTl9VUERBVEUQAhIbChdDSEFOR0VfQUNUSU9OX1VOQ0hBTkdFRBADEhgKFENIQU5HRV9BQ1RJT05fREVMRVRFEAQqwwEKDFVzYWdlR3JvdXBCeRIeChpVU0FHRV9HUk9VUF9CWV9VTlNQRUNJRklFRBAAEhcKE1VTQUdFX0dST1VQX0JZX1VTRVIQARIXChNVU0FHRV9HUk9VUF9CWV9UQVNLEAISGAoUVVNBR0VfR1JPVVBfQllfTU9ERUwQAxIWChJVU0FHRV9HUk9VUF9CWV9LRVkQBBIWChJVU0FHRV9HUk9VUF9CWV9EQVkQBRIXChNVU0FHRV9HUk9VUF9CWV9IT1VSEAYqqwEKFFdlYmhvb2tEZWxpdmVyeVN0YXRlEiYKIldFQkhPT0tfREVMSVZFUllfU1RBVEVfVU5TUEVDSUZJRUQQABIiCh5XRUJIT09LX0RFTElWRVJZX1NUQVRFX1BFTkRJTkcQARIkCiBXRUJIT09LX0RFTElWRVJZX1NUQVRFX0RFTElWRVJFRBACEiEKHVdFQkhPT0tfREVMSVZFUllfU1RBVEVfRkFJTEVEEAMylxQKDVBvbGljeVNlcnZpY2USUgoLQXBwbHlCdW5kbGUSIC5hZG1pc3Npb24udjEuQXBwbHlCdW5kbGVSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkFwcGx5QnVuZGxlUmVzcG9uc2USVQoMRXhwb3J0QnVuZGxlEiEuYWRtaXNzaW9uLnYxLkV4cG9ydEJ1bmRsZVJlcXVlc3QaIi5hZG1pc3Npb24udjEuRXhwb3J0QnVuZGxlUmVzcG9uc2USRgoHR2V0UGxhbhIcLmFkbWlzc2lvbi52MS5HZXRQbGFuUmVxdWVzdBodLmFkbWlzc2lvbi52MS5HZXRQbGFuUmVzcG9uc2USTAoJTGlzdFBsYW5zEh4uYWRtaXNzaW9uLnYxLkxpc3RQbGFuc1JlcXVlc3QaHy5hZG1pc3Npb24udjEuTGlzdFBsYW5zUmVzcG9uc2USTwoKRGVsZXRlUGxhbhIfLmFkbWlzc2lvbi52MS5EZWxldGVQbGFuUmVxdWVzdBogLmFkbWlzc2lvbi52MS5EZWxldGVQbGFuUmVzcG9uc2USUgoLR2V0QXRpVG9rZW4SIC5hZG1pc3Npb24udjEuR2V0QXRpVG9rZW5SZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkdldEF0aVRva2VuUmVzcG9uc2USWAoNTGlzdEF0aVRva2VucxIiLmFkbWlzc2lvbi52MS5MaXN0QXRpVG9rZW5zUmVxdWVzdBojLmFkbWlzc2lvbi52MS5MaXN0QXRpVG9rZW5zUmVzcG9uc2USWwoORGVsZXRlQXRpVG9rZW4SIy5hZG1pc3Npb24udjEuRGVsZXRlQXRpVG9rZW5SZXF1ZXN0GiQuYWRtaXNzaW9uLnYxLkRlbGV0ZUF0aVRva2VuUmVzcG9uc2USTAoJR2V0VGVuYW50Eh4uYWRtaXNzaW9uLnYxLkdldFRlbmFudFJlcXVlc3QaHy5hZG1pc3Npb24udjEuR2V0VGVuYW50UmVzcG9uc2USUgoLTGlzdFRlbmFudHMSIC5hZG1pc3Npb24udjEuTGlzdFRlbmFudHNSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RUZW5hbnRzUmVzcG9uc2USVQoMRGVsZXRlVGVuYW50EiEuYWRtaXNzaW9uLnYxLkRlbGV0ZVRlbmFudFJlcXVlc3QaIi5hZG1pc3Npb24udjEuRGVsZXRlVGVuYW50UmVzcG9uc2USRgoHR2V0VXNlchIcLmFkbWlzc2lvbi52MS5HZXRVc2VyUmVxdWVzdBodLmFkbWlzc2lvbi52MS5HZXRVc2VyUmVzcG9uc2USTAoJTGlzdFVzZXJzEh4uYWRtaXNzaW9uLnYxLkxpc3RVc2Vyc1JlcXVlc3QaHy5hZG1pc3Npb24udjEuTGlzdFVzZXJzUmVzcG9uc2USTwoKRGVsZXRlVXNlchIfLmFkbWlzc2lvbi52MS5EZWxldGVVc2VyUmVxdWVzdBogLmFkbWlzc2lvbi52MS5EZWxldGVVc2VyUmVzcG9uc2USTAoJR2V0QXBpS2V5Eh4uYWRtaXNzaW9uLnYxLkdldEFwaUtleVJlcXVlc3QaHy5hZG1pc3Npb24udjEuR2V0QXBpS2V5UmVzcG9uc2USUgoLTGlzdEFwaUtleXMSIC5hZG1pc3Npb24udjEuTGlzdEFwaUtleXNSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2USVQoMRGVsZXRlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLkRlbGV0ZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuRGVsZXRlQXBpS2V5UmVzcG9uc2USVQoMQ3JlYXRlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLkNyZWF0ZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USVQoMUmV2b2tlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuUmV2b2tlQXBpS2V5UmVzcG9uc2USSQoIR2V0VXNhZ2USHS5hZG1pc3Npb24udjEuR2V0VXNhZ2VSZXF1ZXN0Gh4uYWRtaXNzaW9uLnYxLkdldFVzYWdlUmVzcG9uc2USXgoPTGlzdEF1ZGl0RXZlbnRzEiQuYWRtaXNzaW9uLnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJS5hZG1pc3Npb24udjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USTwoKUmVzZXRNZXRlchIfLmFkbWlzc2lvbi52MS5SZXNldE1ldGVyUmVxdWVzdBogLmFkbWlzc2lvbi52MS5SZXNldE1ldGVyUmVzcG9uc2USYQoQTGlzdFRlbmFudFN0YXR1cxIlLmFkbWlzc2lvbi52MS5MaXN0VGVuYW50U3RhdHVzUmVxdWVzdBomLmFkbWlzc2lvbi52MS5MaXN0VGVuYW50U3RhdHVzUmVzcG9uc2USWAoNU2ltdWxhdGVBZG1pdBIiLmFkbWlzc2lvbi52MS5TaW11bGF0ZUFkbWl0UmVxdWVzdBojLmFkbWlzc2lvbi52MS5TaW11bGF0ZUFkbWl0UmVzcG9uc2USUgoLTGlzdENhdGFsb2cSIC5hZG1pc3Npb24udjEuTGlzdENhdGFsb2dSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RDYXRhbG9nUmVzcG9uc2USTwoKR2V0V2ViaG9vaxIfLmFkbWlzc2lvbi52MS5HZXRXZWJob29rUmVxdWVzdBogLmFkbWlzc2lvbi52MS5HZXRXZWJob29rUmVzcG9uc2USVQoMTGlzdFdlYmhvb2tzEiEuYWRtaXNzaW9uLnYxLkxpc3RXZWJob29rc1JlcXVlc3QaIi5hZG1pc3Npb24udjEuTGlzdFdlYmhvb2tzUmVzcG9uc2USWAoNRGVsZXRlV2ViaG9vaxIiLmFkbWlzc2lvbi52MS5EZWxldGVXZWJob29rUmVxdWVzdBojLmFkbWlzc2lvbi52MS5EZWxldGVXZWJob29rUmVzcG9uc2UScAoVTGlzdFdlYmhvb2tEZWxpdmVyaWVzEiouYWRtaXNzaW9uLnYxLkxpc3RXZWJob29rRGVsaXZlcmllc1JlcXVlc3QaKy5hZG1pc3Npb24udjEuTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVzcG9uc2USYQoQUmVkZWxpdmVyV2ViaG9vaxIlLmFkbWlzc2lvbi52MS5SZWRlbGl2ZXJXZWJob29rUmVxdWVzdBomLmFkbWlzc2lvbi52MS5SZWRlbGl2ZXJXZWJob29rUmVzcG9uc2ViBnByb3RvMw", [file_admission_v1_admission, file_admission_v1_policy, file_google_protobuf_timestamp]);
 
 /**
  * One entry of a diff.
@@ -56,6 +56,14 @@ export type Change = Message<"admission.v1.Change"> & {
    * @generated from field: repeated string fields = 4;
    */
   fields: string[];
+
+  /**
+   * A secret generated by this apply (a webhook created without one):
+   * returned this once, never again.
+   *
+   * @generated from field: string generated_secret = 5;
+   */
+  generatedSecret: string;
 };
 
 /**
@@ -1674,6 +1682,377 @@ export const ListCatalogResponseSchema: GenMessage<ListCatalogResponse> = /*@__P
   messageDesc(file_admission_v1_policy_service, 54);
 
 /**
+ * Get a webhook endpoint.
+ *
+ * @generated from message admission.v1.GetWebhookRequest
+ */
+export type GetWebhookRequest = Message<"admission.v1.GetWebhookRequest"> & {
+  /**
+   * Endpoint id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message admission.v1.GetWebhookRequest.
+ * Use `create(GetWebhookRequestSchema)` to create a new message.
+ */
+export const GetWebhookRequestSchema: GenMessage<GetWebhookRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 55);
+
+/**
+ * A webhook endpoint.
+ *
+ * @generated from message admission.v1.GetWebhookResponse
+ */
+export type GetWebhookResponse = Message<"admission.v1.GetWebhookResponse"> & {
+  /**
+   * The endpoint (no secret).
+   *
+   * @generated from field: admission.v1.Webhook webhook = 1;
+   */
+  webhook?: Webhook | undefined;
+};
+
+/**
+ * Describes the message admission.v1.GetWebhookResponse.
+ * Use `create(GetWebhookResponseSchema)` to create a new message.
+ */
+export const GetWebhookResponseSchema: GenMessage<GetWebhookResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 56);
+
+/**
+ * List webhook endpoints.
+ *
+ * @generated from message admission.v1.ListWebhooksRequest
+ */
+export type ListWebhooksRequest = Message<"admission.v1.ListWebhooksRequest"> & {
+  /**
+   * Only this tenant's endpoints (empty: all, operator endpoints included).
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message admission.v1.ListWebhooksRequest.
+ * Use `create(ListWebhooksRequestSchema)` to create a new message.
+ */
+export const ListWebhooksRequestSchema: GenMessage<ListWebhooksRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 57);
+
+/**
+ * Webhook endpoints.
+ *
+ * @generated from message admission.v1.ListWebhooksResponse
+ */
+export type ListWebhooksResponse = Message<"admission.v1.ListWebhooksResponse"> & {
+  /**
+   * The endpoints (no secrets).
+   *
+   * @generated from field: repeated admission.v1.Webhook webhooks = 1;
+   */
+  webhooks: Webhook[];
+};
+
+/**
+ * Describes the message admission.v1.ListWebhooksResponse.
+ * Use `create(ListWebhooksResponseSchema)` to create a new message.
+ */
+export const ListWebhooksResponseSchema: GenMessage<ListWebhooksResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 58);
+
+/**
+ * Delete a webhook endpoint.
+ *
+ * @generated from message admission.v1.DeleteWebhookRequest
+ */
+export type DeleteWebhookRequest = Message<"admission.v1.DeleteWebhookRequest"> & {
+  /**
+   * Endpoint id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message admission.v1.DeleteWebhookRequest.
+ * Use `create(DeleteWebhookRequestSchema)` to create a new message.
+ */
+export const DeleteWebhookRequestSchema: GenMessage<DeleteWebhookRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 59);
+
+/**
+ * Deleted.
+ *
+ * @generated from message admission.v1.DeleteWebhookResponse
+ */
+export type DeleteWebhookResponse = Message<"admission.v1.DeleteWebhookResponse"> & {
+  /**
+   * Config version after the change.
+   *
+   * @generated from field: int64 version = 1;
+   */
+  version: bigint;
+};
+
+/**
+ * Describes the message admission.v1.DeleteWebhookResponse.
+ * Use `create(DeleteWebhookResponseSchema)` to create a new message.
+ */
+export const DeleteWebhookResponseSchema: GenMessage<DeleteWebhookResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 60);
+
+/**
+ * One attempt to deliver.
+ *
+ * @generated from message admission.v1.WebhookAttempt
+ */
+export type WebhookAttempt = Message<"admission.v1.WebhookAttempt"> & {
+  /**
+   * When it started.
+   *
+   * @generated from field: google.protobuf.Timestamp time = 1;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * HTTP status answered; 0 when there was no answer (see error).
+   *
+   * @generated from field: int32 http_status = 2;
+   */
+  httpStatus: number;
+
+  /**
+   * How long it took.
+   *
+   * @generated from field: int64 latency_ms = 3;
+   */
+  latencyMs: bigint;
+
+  /**
+   * Why it failed (connection error, timeout, refused target); empty on success.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message admission.v1.WebhookAttempt.
+ * Use `create(WebhookAttemptSchema)` to create a new message.
+ */
+export const WebhookAttemptSchema: GenMessage<WebhookAttempt> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 61);
+
+/**
+ * One event to one endpoint.
+ *
+ * @generated from message admission.v1.WebhookDelivery
+ */
+export type WebhookDelivery = Message<"admission.v1.WebhookDelivery"> & {
+  /**
+   * Delivery id (for RedeliverWebhook).
+   *
+   * @generated from field: int64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * The event id: the webhook-id header, the same on every attempt.
+   *
+   * @generated from field: string event_id = 2;
+   */
+  eventId: string;
+
+  /**
+   * Event type, e.g. alert.threshold.
+   *
+   * @generated from field: string event_type = 3;
+   */
+  eventType: string;
+
+  /**
+   * The endpoint.
+   *
+   * @generated from field: string webhook = 4;
+   */
+  webhook: string;
+
+  /**
+   * The event's tenant (empty: none).
+   *
+   * @generated from field: string tenant = 5;
+   */
+  tenant: string;
+
+  /**
+   * Where it stands.
+   *
+   * @generated from field: admission.v1.WebhookDeliveryState state = 6;
+   */
+  state: WebhookDeliveryState;
+
+  /**
+   * When the event was raised.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 7;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * The next attempt (pending deliveries).
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_at = 8;
+   */
+  nextAttemptAt?: Timestamp | undefined;
+
+  /**
+   * Attempts so far, oldest first.
+   *
+   * @generated from field: repeated admission.v1.WebhookAttempt attempts = 9;
+   */
+  attempts: WebhookAttempt[];
+
+  /**
+   * The event's data, as JSON.
+   *
+   * @generated from field: string data_json = 10;
+   */
+  dataJson: string;
+};
+
+/**
+ * Describes the message admission.v1.WebhookDelivery.
+ * Use `create(WebhookDeliverySchema)` to create a new message.
+ */
+export const WebhookDeliverySchema: GenMessage<WebhookDelivery> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 62);
+
+/**
+ * List deliveries.
+ *
+ * @generated from message admission.v1.ListWebhookDeliveriesRequest
+ */
+export type ListWebhookDeliveriesRequest = Message<"admission.v1.ListWebhookDeliveriesRequest"> & {
+  /**
+   * Only this endpoint's.
+   *
+   * @generated from field: string webhook = 1;
+   */
+  webhook: string;
+
+  /**
+   * Only this tenant's events.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Only deliveries in this state.
+   *
+   * @generated from field: admission.v1.WebhookDeliveryState state = 3;
+   */
+  state: WebhookDeliveryState;
+
+  /**
+   * 1..500, default 50.
+   *
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * From a previous response's next_page_token.
+   *
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message admission.v1.ListWebhookDeliveriesRequest.
+ * Use `create(ListWebhookDeliveriesRequestSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesRequestSchema: GenMessage<ListWebhookDeliveriesRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 63);
+
+/**
+ * Deliveries, newest first.
+ *
+ * @generated from message admission.v1.ListWebhookDeliveriesResponse
+ */
+export type ListWebhookDeliveriesResponse = Message<"admission.v1.ListWebhookDeliveriesResponse"> & {
+  /**
+   * The deliveries.
+   *
+   * @generated from field: repeated admission.v1.WebhookDelivery deliveries = 1;
+   */
+  deliveries: WebhookDelivery[];
+
+  /**
+   * The next page; empty at the end.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message admission.v1.ListWebhookDeliveriesResponse.
+ * Use `create(ListWebhookDeliveriesResponseSchema)` to create a new message.
+ */
+export const ListWebhookDeliveriesResponseSchema: GenMessage<ListWebhookDeliveriesResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 64);
+
+/**
+ * Queue a delivery again.
+ *
+ * @generated from message admission.v1.RedeliverWebhookRequest
+ */
+export type RedeliverWebhookRequest = Message<"admission.v1.RedeliverWebhookRequest"> & {
+  /**
+   * Delivery id.
+   *
+   * @generated from field: int64 id = 1;
+   */
+  id: bigint;
+};
+
+/**
+ * Describes the message admission.v1.RedeliverWebhookRequest.
+ * Use `create(RedeliverWebhookRequestSchema)` to create a new message.
+ */
+export const RedeliverWebhookRequestSchema: GenMessage<RedeliverWebhookRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 65);
+
+/**
+ * Queued.
+ *
+ * @generated from message admission.v1.RedeliverWebhookResponse
+ */
+export type RedeliverWebhookResponse = Message<"admission.v1.RedeliverWebhookResponse"> & {
+  /**
+   * The delivery, pending again.
+   *
+   * @generated from field: admission.v1.WebhookDelivery delivery = 1;
+   */
+  delivery?: WebhookDelivery | undefined;
+};
+
+/**
+ * Describes the message admission.v1.RedeliverWebhookResponse.
+ * Use `create(RedeliverWebhookResponseSchema)` to create a new message.
+ */
+export const RedeliverWebhookResponseSchema: GenMessage<RedeliverWebhookResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 66);
+
+/**
  * What applying a bundle does to one entity.
  *
  * @generated from enum admission.v1.ChangeAction
@@ -1768,6 +2147,45 @@ export enum UsageGroupBy {
  */
 export const UsageGroupBySchema: GenEnum<UsageGroupBy> = /*@__PURE__*/
   enumDesc(file_admission_v1_policy_service, 1);
+
+/**
+ * Where a delivery stands.
+ *
+ * @generated from enum admission.v1.WebhookDeliveryState
+ */
+export enum WebhookDeliveryState {
+  /**
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Waiting for its next attempt.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_PENDING = 1;
+   */
+  PENDING = 1,
+
+  /**
+   * The endpoint answered 2xx.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_DELIVERED = 2;
+   */
+  DELIVERED = 2,
+
+  /**
+   * Given up: retried past ADMISSION_WEBHOOK_RETRY_MAX_AGE_MS, or the endpoint is gone (410), disabled or deleted.
+   *
+   * @generated from enum value: WEBHOOK_DELIVERY_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+}
+
+/**
+ * Describes the enum admission.v1.WebhookDeliveryState.
+ */
+export const WebhookDeliveryStateSchema: GenEnum<WebhookDeliveryState> = /*@__PURE__*/
+  enumDesc(file_admission_v1_policy_service, 2);
 
 /**
  * The admin service.
@@ -2024,6 +2442,56 @@ export const PolicyService: GenService<{
     methodKind: "unary";
     input: typeof ListCatalogRequestSchema;
     output: typeof ListCatalogResponseSchema;
+  },
+  /**
+   * Get a webhook endpoint (without its secret).
+   *
+   * @generated from rpc admission.v1.PolicyService.GetWebhook
+   */
+  getWebhook: {
+    methodKind: "unary";
+    input: typeof GetWebhookRequestSchema;
+    output: typeof GetWebhookResponseSchema;
+  },
+  /**
+   * List webhook endpoints (without their secrets).
+   *
+   * @generated from rpc admission.v1.PolicyService.ListWebhooks
+   */
+  listWebhooks: {
+    methodKind: "unary";
+    input: typeof ListWebhooksRequestSchema;
+    output: typeof ListWebhooksResponseSchema;
+  },
+  /**
+   * Delete a webhook endpoint; its pending deliveries are dropped.
+   *
+   * @generated from rpc admission.v1.PolicyService.DeleteWebhook
+   */
+  deleteWebhook: {
+    methodKind: "unary";
+    input: typeof DeleteWebhookRequestSchema;
+    output: typeof DeleteWebhookResponseSchema;
+  },
+  /**
+   * Deliveries of events to endpoints, newest first, with their attempts.
+   *
+   * @generated from rpc admission.v1.PolicyService.ListWebhookDeliveries
+   */
+  listWebhookDeliveries: {
+    methodKind: "unary";
+    input: typeof ListWebhookDeliveriesRequestSchema;
+    output: typeof ListWebhookDeliveriesResponseSchema;
+  },
+  /**
+   * Queue a delivery again (whatever its state), to be attempted now.
+   *
+   * @generated from rpc admission.v1.PolicyService.RedeliverWebhook
+   */
+  redeliverWebhook: {
+    methodKind: "unary";
+    input: typeof RedeliverWebhookRequestSchema;
+    output: typeof RedeliverWebhookResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_admission_v1_policy_service, 0);
