@@ -35,6 +35,7 @@ import { applyRetention } from "./store/retention.js";
 import { WebhookOutbox } from "./store/webhook-outbox.js";
 import { WebhookEvents } from "./webhook-events.js";
 import { WebhookWorker } from "./webhook-worker.js";
+import { ThresholdAlerts } from "./threshold-alerts.js";
 import { BundleSchema, WebhookSchema } from "../gen/admission/v1/policy_pb.js";
 import { create } from "@bufbuild/protobuf";
 import { file_admission_v1_admission } from "../gen/admission/v1/admission_pb.js";
@@ -89,13 +90,24 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       logger.error({ from, quarantineFile, count: lineNumbers.length, lines: lineNumbers.slice(0, 100) }, "ledger spool lines unreadable: kept in the quarantine file, not recorded in the ledger");
     },
   });
-  const ledger = new Ledger({ db: database, logger, spool });
+  // Events committed here (with a ledger row, an admin change, an Admit) wake this replica's delivery worker at once.
+  const ledger = new Ledger({ db: database, logger, spool, onEventsCommitted: () => worker.kick() });
   await ledger.ensurePartitions(clock());
   const audit = new AuditLog({ db: database, logger, clock });
   const signer = new ReservationSigner(await repository.getOrCreateSecret("reservation_signing_key", () => randomBytes(32).toString("base64url")));
   const credentials = new CredentialVerifier(config.jwt, clock);
 
-  const policy = new PolicyManager({ repository, audit, metrics, logger, defaultFailurePolicy: config.failurePolicy, pollIntervalMs: 5_000, clock });
+  const outbox = new WebhookOutbox(database);
+  const events = new WebhookEvents({ db: database, policy: () => policy.snapshot(), logger, clock, onCommitted: () => worker.kick() });
+  const worker = new WebhookWorker({
+    outbox, policy: () => policy.snapshot(), audit, metrics, logger, clock, raiseDue: () => events.raiseExpiringKeys(),
+    settings: { ...config.webhooks, pollIntervalMs: 1_000, concurrency: 8 },
+    // A 410 disables the endpoint in the config, so every replica stops sending to it.
+    disable: async (webhook) => {
+      await policy.apply(create(BundleSchema, { webhooks: [create(WebhookSchema, { ...webhook, disabled: true })] }), { dryRun: false, actor: "webhooks" });
+    },
+  });
+  const policy = new PolicyManager({ repository, audit, events, metrics, logger, defaultFailurePolicy: config.failurePolicy, pollIntervalMs: 5_000, clock });
   await policy.start();
   let demoApiKey: string | undefined;
   if (config.demo) {
@@ -104,24 +116,14 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   }
   const snapshot = () => policy.snapshot();
 
-  const outbox = new WebhookOutbox(database);
-  let worker: WebhookWorker | undefined;
-  const events = new WebhookEvents({ db: database, policy: snapshot, logger, clock, onCommitted: () => worker?.kick() });
-  worker = new WebhookWorker({
-    outbox, policy: snapshot, audit, metrics, logger, clock,
-    settings: { ...config.webhooks, pollIntervalMs: 1_000, concurrency: 8 },
-    // A 410 disables the endpoint in the config, so every replica stops sending to it.
-    disable: async (webhook) => {
-      await policy.apply(create(BundleSchema, { webhooks: [create(WebhookSchema, { ...webhook, disabled: true })] }), { dryRun: false, actor: "webhooks" });
-    },
-  });
+  const alerts = new ThresholdAlerts({ metrics, audit, events, thresholds: config.alertThresholds });
   const rebuild = new CounterRebuild({ counters, ledger, policy: snapshot, metrics, logger, clock });
   const engine = new DecisionEngine({
-    policy: snapshot, credentials, counters, rebuild, signer, audit, events, metrics, logger, clock,
+    policy: snapshot, credentials, counters, rebuild, signer, audit, events, alerts, metrics, logger, clock,
     settings: { leaseTtlMs: config.leaseTtlMs, defaultMaxOutputTokens: config.defaultMaxOutputTokens, alertThresholds: config.alertThresholds },
   });
   const settlement = new Settlement({
-    policy: snapshot, credentials, counters, rebuild, signer, ledger, audit, metrics, logger, clock,
+    policy: snapshot, credentials, counters, rebuild, signer, ledger, audit, alerts, events, metrics, logger, clock,
     settings: { leaseTtlMs: config.leaseTtlMs, maxLeaseTtlMs: config.maxLeaseTtlMs, recordGraceMs: 30_000, sweepIntervalMs: 1_000 },
   });
   // Every tenant's counters in one read of the ledger, rather than one query per tenant on its first call.

@@ -16,6 +16,11 @@ import { RpcError } from "./rpc-error.js";
 import type { AuditLog } from "./store/audit-log.js";
 import type { Ledger, LedgerRow } from "./store/ledger.js";
 import { msTimestamp } from "./timestamps.js";
+import { settledAmount } from "./counter-store.js";
+import { bindMeters } from "./meters.js";
+import type { OutboxEvent } from "./store/webhook-outbox.js";
+import type { ThresholdAlerts } from "./threshold-alerts.js";
+import type { WebhookEvents } from "./webhook-events.js";
 
 export interface SettlementSettings {
   readonly leaseTtlMs: number;
@@ -35,6 +40,10 @@ export interface SettlementDeps {
   readonly signer: ReservationSigner;
   readonly ledger: Pick<Ledger, "append" | "find" | "replaySpool">;
   readonly audit: Pick<AuditLog, "record">;
+  /** The alert path: a Settle whose usage exceeds its reservation may cross a threshold. */
+  readonly alerts?: ThresholdAlerts;
+  /** Builds lease.expired events. */
+  readonly events?: Pick<WebhookEvents, "event">;
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly settings: SettlementSettings;
@@ -104,7 +113,9 @@ export class Settlement {
     }
 
     if (result.status === "settled") {
-      const { row, xid } = await this.record(ledgerRow(claims, usage), { generation: result.generation });
+      // Alerts this usage raised commit with its row, so they are durable before the Settle is acknowledged.
+      const events = await this.settleAlerts(claims, result.lease, usage, nowMs);
+      const { row, xid } = await this.record(ledgerRow(claims, usage), { generation: result.generation, events });
       await this.confirm({ claims, usage, resettle: false, appliedIn: result.generation, xid }, true);
       this.deps.metrics.activeReservations.dec();
       this.deps.metrics.settles.inc({ result: "settled" });
@@ -196,7 +207,9 @@ export class Settlement {
     }
     const expired = lease.state === "expired" && !lease.usage;
     const usage = expired ? expiredUsage(claims, nowMs) : lease.usage!;
-    const { inserted, row, xid } = await this.record(ledgerRow(claims, usage), { generation: lease.generation });
+    // The lease.expired event commits with the row, and only if this is the row that records the expiry.
+    const event = expired ? this.deps.events?.event("lease.expired", claims.tenant, expiredData(claims, usage)) : undefined;
+    const { inserted, row, xid } = await this.record(ledgerRow(claims, usage), { generation: lease.generation, events: event && [event] });
     if (expired && !inserted && lease.generation !== undefined) {
       // A settle was recorded for it, but never reached the counters (its replica died while the store was away).
       await this.deps.rebuild.correctExpired(claims, usage, usageOfRow(row), lease.generation).catch((err) => {
@@ -252,8 +265,44 @@ export class Settlement {
     };
   }
 
-  /** Appends the row; `generation`: the counter generation its usage went into, kept with it if it is spooled. */
-  private async record(row: LedgerRow, options: { spool?: boolean; generation?: string } = {}): Promise<{ inserted: boolean; row: LedgerRow; xid?: string }> {
+  /**
+   * The alerts of the meters this usage charged beyond what the lease reserved: each such
+   * meter is read after the settle and checked over [used - excess, used]. None when the
+   * usage fits its reservation (nearly always) or the meters cannot be read.
+   */
+  private async settleAlerts(claims: ReservationClaims, lease: LeaseRecord, usage: LeaseUsage, nowMs: number): Promise<OutboxEvent[] | undefined> {
+    const alerts = this.deps.alerts;
+    if (!alerts) return undefined;
+    const over = lease.meters.filter((m) => settledAmount(m.unit, usage) > m.amount);
+    if (over.length === 0) return undefined;
+    const snapshot = this.deps.policy();
+    const ctx = snapshot.tenantContext(claims.tenant);
+    if (!ctx) return undefined;
+    const who = { tenant: claims.tenant, user: claims.user, keyId: claims.keyId };
+    const bound = new Map(bindMeters(snapshot.effectiveLimits(ctx, claims.user, claims.task), who, claims.reservedAtMs).map((m) => [m.key, m]));
+    const meters = over.flatMap((m) => {
+      const b = bound.get(m.key);
+      return b ? [{ charged: m, meter: b }] : [];
+    });
+    if (meters.length === 0) return undefined;
+    let used: number[];
+    try {
+      used = await this.deps.counters.read(claims.tenant, meters.map((m) => m.charged.key));
+    } catch (err) {
+      this.deps.logger.warn({ err: String(err), tenant: claims.tenant }, "could not read meters for threshold alerts after a settle");
+      return undefined;
+    }
+    let events: OutboxEvent[] | undefined;
+    meters.forEach(({ charged, meter }, i) => {
+      const excess = settledAmount(charged.unit, usage) - charged.amount;
+      const raised = alerts.raise(meter, used[i]! - excess, used[i]!, who, nowMs);
+      if (raised) (events ??= []).push(...raised);
+    });
+    return events;
+  }
+
+  /** Appends the row; `generation`: the counter generation its usage went into, kept with it if it is spooled; `events`: webhook events committed with it. */
+  private async record(row: LedgerRow, options: { spool?: boolean; generation?: string; events?: readonly OutboxEvent[] } = {}): Promise<{ inserted: boolean; row: LedgerRow; xid?: string }> {
     const started = performance.now();
     let inserted: boolean;
     let xid: string | undefined;
@@ -384,6 +433,16 @@ function expiredUsage(claims: ReservationClaims, nowMs: number): LeaseUsage {
     model: claims.model,
     latencyMs: 0,
     settledAtMs: nowMs,
+  };
+}
+
+/** A lease.expired event's data: whose reservation, for what, and the estimate it was charged. */
+function expiredData(claims: ReservationClaims, usage: LeaseUsage): Record<string, unknown> {
+  return {
+    tenant: claims.tenant, ...(claims.user ? { user: claims.user } : {}), ...(claims.keyId ? { keyId: claims.keyId } : {}),
+    requestId: claims.requestId, task: claims.task, model: claims.model,
+    inputTokens: usage.inputTokens, outputTokens: usage.outputTokens, costMicros: usage.costMicros,
+    reservedAt: new Date(claims.reservedAtMs).toISOString(), expiredAt: new Date(usage.settledAtMs).toISOString(),
   };
 }
 

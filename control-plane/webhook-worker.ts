@@ -28,6 +28,8 @@ export interface WebhookWorkerDeps {
   /** Disables an endpoint that answered 410 Gone (a config change, so every replica stops). */
   readonly disable: (webhook: Webhook, reason: string) => Promise<void>;
   readonly audit: Pick<AuditLog, "record">;
+  /** Raises the events that come due with time (key.expiring) before each poll. */
+  readonly raiseDue?: () => Promise<unknown>;
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly settings: WebhookWorkerSettings;
@@ -106,6 +108,7 @@ export class WebhookWorker {
     let attempted = 0;
     try {
       const { concurrency, timeoutMs } = this.deps.settings;
+      await this.deps.raiseDue?.().catch((err) => this.deps.logger.warn({ err: String(err) }, "could not raise due webhook events"));
       for (;;) {
         const claimed = await this.deps.outbox.claim(this.clock(), timeoutMs + claimSlackMs, concurrency);
         await Promise.all(claimed.map((d) => this.attempt(d)));

@@ -162,7 +162,10 @@ describe("webhooks: endpoints in the bundle, signed alerts to a real receiver", 
     assert.deepEqual(mine.map((w) => [w.attempt, w.status]), [[1, 500], [2, 500], [3, 204]]);
     assert.equal(new Set(mine.map((w) => w.id)).size, 1, "every attempt carries the same webhook-id");
     assert.ok(mine.every((w) => w.verified));
-    const [d] = (await t.policy.listWebhookDeliveries({ webhook: "acme-alerts", pageSize: 1 }, admin)).deliveries;
+    // The receiver reports the request as it answers: the worker records the answer right after.
+    const latest = async () => (await t.policy.listWebhookDeliveries({ webhook: "acme-alerts", pageSize: 1 }, admin)).deliveries[0]!;
+    await waitUntil(async () => (await latest()).state !== WebhookDeliveryState.PENDING);
+    const d = await latest();
     assert.equal(d!.state, WebhookDeliveryState.DELIVERED);
     assert.deepEqual(d!.attempts.map((a) => a.httpStatus), [500, 500, 204]);
     assert.equal(d!.attempts[0]!.error, "HTTP 500");
@@ -248,6 +251,82 @@ describe("webhooks: 410 Gone and the private-network guard", () => {
       await t.close();
       await receiver.stop();
     }
+  });
+});
+
+describe("webhooks: lease.expired, key.expiring and admin.change", () => {
+  let t: TestControlPlane;
+  let receiver: WebhookReceiver;
+  const secret = generateWebhookSecret();
+
+  before(async () => {
+    t = await startTestControlPlane({ config: { leaseTtlMs: 1_000, maxLeaseTtlMs: 1_000, webhooks: { retryMinMs: 50, retryMaxAgeMs: 60_000, timeoutMs: 2_000, allowPrivateNetworks: true } } });
+    receiver = await startWebhookReceiver(secret);
+  });
+
+  after(async () => {
+    await t?.close();
+    await receiver?.stop();
+  });
+
+  it("admin.change tells operator endpoints who changed what (names, never values), committed with the change", async () => {
+    const applied = await t.policy.applyBundle({
+      bundle: bundle([
+        { id: "ops", url: receiver.url, secret, events: ["admin.change", "lease.expired", "key.expiring"] },
+        { id: "acme-new", tenant: "acme", url: "https://hooks.example.com/acme", events: ["alert.threshold"] },
+      ]),
+    }, { ...admin, "x-admission-actor": "jane" });
+    const generated = applied.changes.find((c) => c.id === "acme-new")!.generatedSecret;
+    assert.ok(generated);
+    await receiver.waitFor((r) => r.some((w) => w.body.type === "admin.change"));
+    const [change] = receiver.received.filter((w) => w.body.type === "admin.change");
+    assert.ok(change!.verified, change!.error);
+    assert.equal(change!.body.data.actor, "admin:jane");
+    assert.equal(change!.body.data.version, Number(applied.version));
+    assert.deepEqual(change!.body.data.changes.find((c: any) => c.id === "acme-new"), { kind: "webhook", id: "acme-new", action: "CREATE", fields: [] });
+    assert.ok(!JSON.stringify(change!.body).includes(generated.slice(6)) && !JSON.stringify(change!.body).includes(keySecret), "no secret in the event");
+    await t.policy.deleteWebhook({ id: "acme-new" }, admin);
+    await receiver.waitFor((r) => r.some((w) => w.body.type === "admin.change" && w.body.data.changes[0]?.action === "DELETE"));
+  });
+
+  it("lease.expired is raised once when the sweeper charges an unsettled lease its estimate", async () => {
+    const d = await t.admission.admit({ credential: keySecret, task: "DRAFT", inputTokens: 10n, maxOutputTokens: 20n, requestId: "req-expiring" });
+    assert.ok(d.allowed);
+    await new Promise((r) => setTimeout(r, 1_200));
+    await t.cp.settlement.sweep();
+    await receiver.waitFor((r) => r.some((w) => w.body.type === "lease.expired"));
+    await t.cp.settlement.sweep();
+    await t.cp.webhooks.runOnce();
+    const expired = receiver.received.filter((w) => w.body.type === "lease.expired");
+    assert.equal(expired.length, 1);
+    assert.ok(expired[0]!.verified);
+    assert.deepEqual(
+      { ...expired[0]!.body.data, reservedAt: undefined, expiredAt: undefined },
+      { tenant: "acme", user: "alice", keyId: "k-alice", requestId: "req-expiring", task: "DRAFT", model: "m-pro", inputTokens: 10, outputTokens: 20, costMicros: expired[0]!.body.data.costMicros, reservedAt: undefined, expiredAt: undefined },
+    );
+    assert.ok(expired[0]!.body.data.costMicros > 0);
+  });
+
+  it("key.expiring is raised once for a key within 7 days of its expiry, whatever the scans and replicas", async () => {
+    const inThreeDays = new Date(Date.now() + 3 * 86_400_000).toISOString();
+    const inMonth = new Date(Date.now() + 30 * 86_400_000).toISOString();
+    await t.policy.applyBundle({
+      bundle: parseProtoJson(BundleSchema, {
+        apiKeys: [
+          { id: "k-soon", tenant: "acme", user: "alice", secret: `${keySecret}-soon`, expiresAt: inThreeDays, description: "CI key" },
+          { id: "k-later", tenant: "acme", user: "alice", secret: `${keySecret}-later`, expiresAt: inMonth },
+        ],
+      }),
+    }, admin);
+    await t.cp.webhooks.runOnce();
+    await receiver.waitFor((r) => r.some((w) => w.body.type === "key.expiring"));
+    // Another snapshot makes the next poll scan again: the same event, nothing sent twice.
+    await t.policy.applyBundle({ bundle: parseProtoJson(BundleSchema, { users: [{ id: "carol", tenant: "acme" }] }) }, admin);
+    await t.cp.webhooks.runOnce();
+    await t.cp.webhooks.runOnce();
+    const expiring = receiver.received.filter((w) => w.body.type === "key.expiring");
+    assert.equal(expiring.length, 1);
+    assert.deepEqual(expiring[0]!.body.data, { tenant: "acme", keyId: "k-soon", user: "alice", expiresAt: inThreeDays, description: "CI key" });
   });
 });
 

@@ -9,6 +9,7 @@ import {
 } from "../../gen/admission/v1/policy_pb.js";
 import { sha256Hex } from "../credentials.js";
 import { generateWebhookSecret } from "../webhook-signing.js";
+import type { WebhookEvents } from "../webhook-events.js";
 import type { Metrics } from "../metrics.js";
 import { RpcError } from "../rpc-error.js";
 import type { AuditLog } from "../store/audit-log.js";
@@ -40,6 +41,8 @@ const entityKinds: readonly EntityKind[] = [
 export interface PolicyManagerDeps {
   readonly repository: ConfigRepository;
   readonly audit: Pick<AuditLog, "record">;
+  /** admin.change events go to operator endpoints, committed with the change. */
+  readonly events?: Pick<WebhookEvents, "event" | "write" | "committed">;
   readonly metrics: Metrics;
   readonly logger: Logger;
   readonly defaultFailurePolicy: FailurePolicy;
@@ -119,7 +122,9 @@ export class PolicyManager {
           if (err instanceof BundleValidationError) throw new RpcError(Code.FAILED_PRECONDITION, `cannot delete ${kind} "${id}": ${err.message}`);
           throw err;
         }
-        const version = await this.save(base, merged, [], deletes, attempt);
+        const version = await this.save(base, merged, [], deletes, attempt, {
+          actor: options.actor, changes: deletes.map((d) => ({ kind: d.kind, id: d.id, action: "DELETE", fields: [] })),
+        });
         if (version === undefined) continue;
         this.deps.audit.record({ kind: "admin.delete", actor: options.actor, tenant: kind === "tenant" ? id : tenantOf(existing), message: `deleted ${deletes.map((d) => `${d.kind} "${d.id}"`).join(", ")}`, attributes: { version: String(version) } });
         return version;
@@ -166,9 +171,11 @@ export class PolicyManager {
       if (options.dryRun) return { changes, version: base.version };
       for (const c of changes) if (c.kind === "webhook" && generated.has(c.id)) c.generatedSecret = generated.get(c.id)!;
       if (upserts.length === 0) return { changes, version: base.version };
-      const version = await this.save(base, merged, upserts, [], attempt);
-      if (version === undefined) continue;
       const changed = changes.filter((c) => c.action !== ChangeAction.UNCHANGED);
+      const version = await this.save(base, merged, upserts, [], attempt, {
+        actor: options.actor, changes: changed.map((c) => ({ kind: c.kind, id: c.id, action: ChangeAction[c.action], fields: c.fields })),
+      });
+      if (version === undefined) continue;
       const tenants = new Set(changed.map((c) => (c.kind === "tenant" ? c.id : c.kind === "user" ? c.id.split("/")[0]! : "")).filter(Boolean));
       this.deps.audit.record({
         kind: "admin.apply",
@@ -181,11 +188,23 @@ export class PolicyManager {
     }
   }
 
-  /** Persists and swaps; undefined when another replica changed the config first (retry on the fresh one). */
-  private async save(base: PolicySnapshot, merged: Bundle, upserts: EntityRecord[], deletes: Array<{ kind: string; id: string }>, attempt: number): Promise<number | undefined> {
+  /**
+   * Persists and swaps; undefined when another replica changed the config first (retry on the fresh one).
+   * The admin.change event (`change`: who changed what, never a value) commits with it.
+   */
+  private async save(
+    base: PolicySnapshot, merged: Bundle, upserts: EntityRecord[], deletes: Array<{ kind: string; id: string }>, attempt: number,
+    change: { actor: string; changes: Array<{ kind: string; id: string; action: string; fields: string[] }> },
+  ): Promise<number | undefined> {
     let version: number;
+    // The endpoints as they are after the change: an operator endpoint hears of its own creation.
+    const event = this.deps.events?.event("admin.change", "", { actor: change.actor, changes: change.changes }, merged.webhooks);
     try {
-      version = await this.deps.repository.save({ upserts, deletes, expectedVersion: base.version });
+      version = await this.deps.repository.save({
+        upserts, deletes, expectedVersion: base.version,
+        alsoInTransaction: event && ((tx, v) => this.deps.events!.write(tx, [{ ...event, data: { ...event.data, version: v } }])),
+      });
+      if (event) this.deps.events!.committed();
     } catch (err) {
       if ((err as Error).name === "ConflictError" && attempt < 5) {
         await this.reload();

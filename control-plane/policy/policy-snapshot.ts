@@ -4,6 +4,7 @@ import type { ApiKey, AtiToken, Bundle, Limit, Model, Plan, Task, Tenant, User, 
 import { AccountStatus, FailurePolicy, LimitKind, LimitSource, Mode, Per, TokenStatus, Window } from "../../gen/admission/v1/policy_pb.js";
 import { BundleValidationError, isPerRequestKind, normalizedPer, normalizedWindow, validateBundle } from "./validate-bundle.js";
 import { timestampMs } from "../timestamps.js";
+import { subscribed } from "../webhook-events.js";
 import type { Principal } from "../credentials.js";
 
 /** One limit after precedence (user > tenant > plan) for a subject and task. */
@@ -130,11 +131,7 @@ export class PolicySnapshot {
 
   /** The enabled endpoints subscribed to an event of `type` about `tenant` ("": none): the tenant's own and the operators'. */
   webhooksFor(type: string, tenant: string): Webhook[] {
-    const found: Webhook[] = [];
-    for (const w of this.webhooks.values()) {
-      if (!w.disabled && (w.tenant === "" || w.tenant === tenant) && w.events.includes(type)) found.push(w);
-    }
-    return found;
+    return subscribed(this.webhooks.values(), type, tenant);
   }
 
   tenantContext(tenantId: string): TenantContext | undefined {

@@ -1,4 +1,4 @@
-import type { Database } from "./database.js";
+import type { Database, Queryable } from "./database.js";
 import { toNumber } from "./database.js";
 
 /** The kinds of config entity; a user's id is "tenant/user". */
@@ -17,6 +17,8 @@ export interface ConfigChange {
   readonly deletes: ReadonlyArray<{ kind: string; id: string }>;
   /** Refuse the change (ConflictError) unless the stored version is this one. */
   readonly expectedVersion?: number;
+  /** Runs in the change's transaction, with the new version (e.g. to write the events it raises). */
+  readonly alsoInTransaction?: (tx: Queryable, version: number) => Promise<void>;
 }
 
 /** Another writer changed the config since the version this change was based on. */
@@ -87,6 +89,7 @@ export class ConfigRepository {
       }
       const version = current + 1;
       await tx.query("UPDATE policy_version SET version = $1", [version]);
+      await change.alsoInTransaction?.(tx, version);
       await tx.query("SELECT pg_notify($1, $2)", [configChannel, String(version)]);
       return version;
     });

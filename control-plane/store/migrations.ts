@@ -76,16 +76,17 @@ export const migrations: readonly string[] = [
   CREATE INDEX IF NOT EXISTS audit_events_at ON audit_events (at);
   `,
   // The webhook outbox: each event, written in the transaction of what raised it, one delivery per
-  // endpoint it goes to (claimed by one replica at a time), and every attempt made.
+  // endpoint it goes to (claimed by one replica at a time), and every attempt made. Idempotent, as a
+  // migration after an earlier one is re-run (tests roll the schema back).
   `
-  CREATE TABLE webhook_events (
+  CREATE TABLE IF NOT EXISTS webhook_events (
     id text PRIMARY KEY,
     type text NOT NULL,
     tenant text NOT NULL,
     data jsonb NOT NULL,
     created_at timestamptz NOT NULL
   );
-  CREATE TABLE webhook_deliveries (
+  CREATE TABLE IF NOT EXISTS webhook_deliveries (
     id bigserial PRIMARY KEY,
     event_id text NOT NULL REFERENCES webhook_events (id) ON DELETE CASCADE,
     webhook text NOT NULL,
@@ -96,9 +97,9 @@ export const migrations: readonly string[] = [
     completed_at timestamptz,
     UNIQUE (event_id, webhook)
   );
-  CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
-  CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries (webhook, id);
-  CREATE TABLE webhook_attempts (
+  CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
+  CREATE INDEX IF NOT EXISTS webhook_deliveries_webhook ON webhook_deliveries (webhook, id);
+  CREATE TABLE IF NOT EXISTS webhook_attempts (
     id bigserial PRIMARY KEY,
     delivery_id bigint NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
     at timestamptz NOT NULL,
@@ -106,7 +107,7 @@ export const migrations: readonly string[] = [
     latency_ms integer NOT NULL,
     error text NOT NULL
   );
-  CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
+  CREATE INDEX IF NOT EXISTS webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
   `,
 ];
 
