@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { toJson } from "@bufbuild/protobuf";
@@ -76,6 +77,14 @@ describe("webhooks: endpoints in the bundle, signed alerts to a real receiver", 
     assert.ok(!JSON.stringify(toJson(BundleSchema, exported.bundle!)).includes(secret.slice(6)));
     const reapplied = await t.policy.applyBundle({ bundle: exported.bundle! }, admin);
     assert.ok(reapplied.changes.filter((c) => c.kind === "webhook").every((c) => c.generatedSecret === "" && c.fields.length === 0), "re-applying the export changes no webhook");
+  });
+
+  it("the README's endpoints apply as written", async () => {
+    const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+    const section = readme.slice(readme.indexOf("## Webhooks"));
+    const json = /```json\n([\s\S]*?)```/.exec(section)![1]!;
+    const dry = await t.policy.applyBundle({ bundle: parseProtoJson(BundleSchema, JSON.parse(json)), dryRun: true }, admin);
+    assert.deepEqual(dry.changes.map((c) => [c.kind, c.id]), [["webhook", "acme-alerts"], ["webhook", "ops-slack"]]);
   });
 
   it("refuses bad endpoints naming the entity and field, and changes nothing", async () => {
