@@ -138,7 +138,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   settlement.start();
   worker.start();
   const maintenance = setInterval(() => {
-    void applyRetention({ ledger, audit }, clock(), config).catch((err) => logger.error({ err }, "store maintenance failed"));
+    void applyRetention({ ledger, audit, outbox }, clock(), config).catch((err) => logger.error({ err }, "store maintenance failed"));
   }, 3_600_000);
   maintenance.unref();
 

@@ -7,6 +7,7 @@ import type { AuditLog } from "./store/audit-log.js";
 import type { ClaimedDelivery, WebhookOutbox } from "./store/webhook-outbox.js";
 import { sendWebhook, type WebhookSendResult } from "./webhook-sender.js";
 import { webhookSignature } from "./webhook-signing.js";
+import { timestampMs } from "./timestamps.js";
 
 export interface WebhookWorkerSettings {
   /** The first retry's delay; each later one doubles (ADMISSION_WEBHOOK_RETRY_MIN_MS). */
@@ -140,7 +141,7 @@ export class WebhookWorker {
         headers: {
           "webhook-id": delivery.eventId,
           "webhook-timestamp": String(timestampSec),
-          "webhook-signature": webhookSignature([webhook.secret], delivery.eventId, timestampSec, body),
+          "webhook-signature": webhookSignature(signingSecrets(webhook, atMs), delivery.eventId, timestampSec, body),
         },
       },
       { timeoutMs: this.deps.settings.timeoutMs, allowPrivateNetworks: this.deps.settings.allowPrivateNetworks },
@@ -175,6 +176,11 @@ export class WebhookWorker {
 export function retryDelayMs(attempt: number, retryMinMs: number, random: number): number {
   const base = Math.min(retryMinMs * 2 ** Math.min(Math.max(attempt - 1, 0), 30), maxRetryDelayMs);
   return Math.round(base * (0.75 + 0.5 * random));
+}
+
+/** The secrets that sign a message now: the endpoint's, and while a rotation is under way the one it replaced. */
+function signingSecrets(webhook: Webhook, nowMs: number): string[] {
+  return webhook.previousSecret && timestampMs(webhook.previousSecretExpiresAt) > nowMs ? [webhook.secret, webhook.previousSecret] : [webhook.secret];
 }
 
 /** The body an endpoint receives: Standard Webhooks JSON, or Slack's {"text"}. */

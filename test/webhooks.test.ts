@@ -187,6 +187,29 @@ describe("webhooks: endpoints in the bundle, signed alerts to a real receiver", 
     assert.equal(await grpcStatus(t.policy.redeliverWebhook({ id: 999_999n }, admin)), grpc.status.NOT_FOUND);
   });
 
+  it("a changed secret: both sign for a day, so receivers on the old and on the new one verify", async () => {
+    const rotated = generateWebhookSecret();
+    const applied = await applyWebhooks(t, [{ id: "acme-alerts", tenant: "acme", url: receiver.url, secret: rotated, events: ["alert.threshold"] }]);
+    assert.deepEqual(applied.changes.find((c) => c.id === "acme-alerts")!.fields.sort(), ["previousSecret", "previousSecretExpiresAt", "secret"]);
+    const shown = (await t.policy.getWebhook({ id: "acme-alerts" }, admin)).webhook!;
+    assert.equal(shown.previousSecret, "");
+    assert.ok(Number(shown.previousSecretExpiresAt!.seconds) * 1000 > Date.now() + 23 * 3_600_000);
+    const onOld = receiver.received.length;
+    await t.cp.events.raise(undefined, "alert.threshold", "acme", { n: "rotation" });
+    await receiver.waitFor((r) => r.length > onOld);
+    assert.ok(receiver.received[onOld]!.verified, `the old secret still verifies: ${receiver.received[onOld]!.error}`);
+    // The receiver switches to the new secret (same address): verified too.
+    const port = Number(new URL(receiver.url).port);
+    await receiver.stop();
+    receiver = await startWebhookReceiver(rotated, { mode: "ok" }, port);
+    await t.cp.events.raise(undefined, "alert.threshold", "acme", { n: "rotated" });
+    await receiver.waitFor((r) => r.length > 0);
+    assert.ok(receiver.received[0]!.verified, `the new secret verifies: ${receiver.received[0]!.error}`);
+    // Re-applying the endpoint unchanged keeps the rotation under way.
+    const again = await applyWebhooks(t, [{ id: "acme-alerts", tenant: "acme", url: receiver.url, events: ["alert.threshold"] }]);
+    assert.deepEqual(again.changes.find((c) => c.id === "acme-alerts")!.fields, []);
+  });
+
   it("a redirect and a hang are failed attempts, never a crash", async () => {
     for (const mode of ["redirect", "hang"] as const) {
       await receiver.setBehaviour({ mode });

@@ -326,7 +326,7 @@ const deliveryStates: Record<number, DeliveryState> = {
 
 /** A webhook as the API shows it: never with its secret. */
 function withoutSecret(webhook: Webhook): Webhook {
-  return create(WebhookSchema, { ...webhook, secret: "" });
+  return create(WebhookSchema, { ...webhook, secret: "", previousSecret: "" });
 }
 
 function deliveryMessage(d: DeliveryRecord): pb.WebhookDelivery {

@@ -3,7 +3,9 @@ import { status as Code } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import type { Change } from "../../gen/admission/v1/policy_service_pb.js";
 import { ChangeAction, ChangeSchema } from "../../gen/admission/v1/policy_service_pb.js";
-import type { ApiKey, Bundle } from "../../gen/admission/v1/policy_pb.js";
+import type { ApiKey, Bundle, Webhook } from "../../gen/admission/v1/policy_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampMs } from "../timestamps.js";
 import {
   ApiKeySchema, AtiTokenSchema, BundleSchema, FailurePolicy, ModelSchema, PlanSchema, TaskSchema, TenantSchema, UserSchema, WebhookSchema,
 } from "../../gen/admission/v1/policy_pb.js";
@@ -158,6 +160,7 @@ export class PolicyManager {
           generated.set(w.id, w.secret);
         }
       }
+      for (const w of incoming.webhooks) rotateSecret(w, base.webhooks.get(w.id), this.clock());
       try {
         PolicySnapshot.compile(mergeBundle(base.bundle, incoming, []), base.version, this.deps.defaultFailurePolicy);
       } catch (err) {
@@ -268,6 +271,27 @@ function hashSecrets(bundle: Bundle, nowMs: number): Bundle {
   });
   copy.webhooks = bundle.webhooks.map((w) => create(WebhookSchema, w));
   return copy;
+}
+
+/** How long a replaced webhook secret still signs, next to the new one. */
+export const webhookSecretOverlapMs = 86_400_000;
+
+/**
+ * A webhook's previous secret is the control plane's to set: the one a change of secret
+ * replaced, kept signing for webhookSecretOverlapMs; an unchanged secret keeps the rotation
+ * under way (until it ends).
+ */
+function rotateSecret(w: Webhook, existing: Webhook | undefined, nowMs: number): void {
+  w.previousSecret = "";
+  w.previousSecretExpiresAt = undefined;
+  if (!existing) return;
+  if (existing.secret !== w.secret) {
+    w.previousSecret = existing.secret;
+    w.previousSecretExpiresAt = timestampFromMs(nowMs + webhookSecretOverlapMs);
+  } else if (existing.previousSecret && timestampMs(existing.previousSecretExpiresAt) > nowMs) {
+    w.previousSecret = existing.previousSecret;
+    w.previousSecretExpiresAt = existing.previousSecretExpiresAt;
+  }
 }
 
 function mergeBundle(base: Bundle, upserts: Bundle | undefined, deletes: ReadonlyArray<{ kind: string; id: string }>): Bundle {

@@ -178,6 +178,7 @@ export function validateBundle(bundle: Bundle): string[] {
     if (urlProblem) add(e, "url", urlProblem);
     const secretProblem = webhookSecretProblem(w.secret);
     if (secretProblem) add(e, "secret", secretProblem);
+    if (w.previousSecret && webhookSecretProblem(w.previousSecret)) add(e, "previous_secret", "is not a webhook secret (it is set by the control plane only)");
     if (w.events.length === 0) add(e, "events", `is empty (any of ${webhookEventTypes.join(", ")})`);
     for (const type of w.events) {
       if (!(webhookEventTypes as readonly string[]).includes(type)) add(e, "events", `unknown event ${q(type)} (${webhookEventTypes.join(", ")})`);

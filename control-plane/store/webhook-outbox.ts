@@ -168,6 +168,30 @@ export class WebhookOutbox {
     }));
   }
 
+  /**
+   * Retention: deletes events raised before `cutoffMs` none of whose deliveries is still
+   * pending (their deliveries and attempts with them), `batchRows` events per statement.
+   * Returns how many events were deleted.
+   */
+  async deleteFinishedBefore(cutoffMs: number, batchRows = 10_000): Promise<number> {
+    let deleted = 0;
+    for (;;) {
+      const { rows } = await this.db.query<{ n: number | string }>(
+        `WITH gone AS (
+           DELETE FROM webhook_events WHERE id IN (
+             SELECT e.id FROM webhook_events e WHERE e.created_at < $1
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id AND d.state = 'pending')
+             LIMIT $2)
+           RETURNING 1)
+         SELECT count(*) AS n FROM gone`,
+        [new Date(cutoffMs).toISOString(), batchRows],
+      );
+      const n = toNumber(rows[0]?.n ?? 0);
+      deleted += n;
+      if (n < batchRows) return deleted;
+    }
+  }
+
   /** When the oldest pending delivery's event was raised; undefined when none is pending. */
   async oldestPendingMs(): Promise<number | undefined> {
     const { rows } = await this.db.query<{ oldest: string | Date | null }>("SELECT min(created_at) AS oldest FROM webhook_deliveries WHERE state = 'pending'");

@@ -68,6 +68,17 @@ for (const backend of backends()) {
         const [latest] = await outbox.list({ pageSize: 1 });
         assert.deepEqual(latest!.data, { threshold: 0.8, used: 900 });
         assert.equal(latest!.state, "pending");
+
+        // Retention keeps an event while any of its deliveries is pending.
+        assert.equal(await outbox.deleteFinishedBefore(at + 60_000), 0);
+        const claimed = await outbox.claim(at + 2_000, 40_000, 10);
+        assert.equal(claimed.length, 4);
+        for (const d of claimed.filter((c) => c.eventId === "evt_1")) {
+          assert.equal(await outbox.complete(d, { atMs: at + 2_000, httpStatus: 204, latencyMs: 3, error: "" }, { state: "delivered" }), true);
+        }
+        assert.equal(await outbox.claim(at + 3_000, 40_000, 10).then((c) => c.length), 0, "claimed deliveries are not claimed again before their lease ends");
+        assert.equal(await outbox.deleteFinishedBefore(at + 60_000), 1);
+        assert.deepEqual(await pending(), ["evt_2>acme-hook", "evt_2>ops"]);
         await ledger.close();
       }));
   });
