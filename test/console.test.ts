@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Browser, Locator, Page } from "playwright-core";
-import { LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
+import { BundleSchema, LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
+import { parseProtoJson } from "../control-plane/policy/proto-json.js";
 import { UsageGroupBy } from "../gen/admission/v1/policy_service_pb.js";
 import { admissionClient, policyClient } from "./support/grpc-clients.js";
 import { artifactsDir, launchChromium, missingBrowser } from "./support/browser.js";
@@ -159,6 +160,23 @@ describe("admin console in the browser", { skip }, () => {
     const res = await chat(created);
     assert.equal(res.status, 401);
     assert.match(await res.text(), /revoked/);
+  });
+
+  test("the webhooks panel shows the tenant's endpoint (no secret) and its deliveries with their attempts; one can be attempted again", async () => {
+    const applied = await api().applyBundle({ bundle: parseProtoJson(BundleSchema, { webhooks: [{ id: "acme-hook", tenant: "acme", url: "http://127.0.0.1:1/hook", events: ["alert.threshold"] }] }) }, admin);
+    const secret = applied.changes.find((c) => c.id === "acme-hook")!.generatedSecret;
+    await stack.cp.events.raise(undefined, "alert.threshold", "acme", { tenant: "acme", threshold: 0.8 });
+    await stack.cp.webhooks.runOnce();
+    await page.reload();
+    const row = page.locator("#webhooks tr[data-delivery]").first();
+    await row.waitFor();
+    await page.locator('#webhooks li[data-webhook="acme-hook"]').waitFor();
+    assert.ok(!(await page.content()).includes(secret.slice(6)), "no secret on the page");
+    assert.match(await cell("#webhooks tr[data-delivery]", "state").first().innerText(), /^pending/);
+    assert.match(await row.innerText(), /no answer refused target: 127\.0\.0\.1 is a private or reserved address/);
+    await shot("tenant-webhooks");
+    await row.getByRole("button", { name: /^Attempt now/ }).click();
+    await waitFor(async () => (await api().listWebhookDeliveries({ webhook: "acme-hook" }, admin)).deliveries[0]!.attempts.length === 2, "the second attempt");
   });
 
   test("a limit change is dry-run first (the diff shown), then applied, and the meter's limit follows", async () => {

@@ -5,11 +5,12 @@ import { ErrorNote, LimitsTable, Money, Num, Section, useLoad } from "../compone
 import { KeysPanel } from "./tenant-keys.js";
 import { LimitsEditor } from "./tenant-editor.js";
 import { UsagePanel } from "./tenant-usage.js";
+import { WebhooksPanel } from "./tenant-webhooks.js";
 
 /**
  * One tenant: what it is (status, plan, mode), its effective limits with their live
  * meters, an editor for its limits and mode (dry run, diff, apply), its usage over time,
- * its users and API keys. Each panel is its own component reading its own calls; a
+ * its users and API keys, its webhooks and their deliveries. Each panel is its own component reading its own calls; a
  * panel for a new API slots into `panels` below.
  */
 export function TenantPage({ api, tenant, epoch }: { api: Api; tenant: string; epoch: number }) {
@@ -22,6 +23,7 @@ export function TenantPage({ api, tenant, epoch }: { api: Api; tenant: string; e
     <LimitsEditor api={api} tenant={tenant} deps={deps} onApplied={() => setChanges((c) => c + 1)} key="editor" />,
     <UsagePanel api={api} tenant={tenant} deps={deps} key="usage" />,
     <KeysPanel api={api} tenant={tenant} deps={deps} key="keys" />,
+    <WebhooksPanel api={api} tenant={tenant} deps={deps} key="webhooks" />,
   ];
   return (
     <>
