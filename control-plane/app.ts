@@ -32,7 +32,7 @@ import { openDatabase, type Database } from "./store/database.js";
 import { Ledger } from "./store/ledger.js";
 import { LedgerSpool } from "./store/ledger-spool.js";
 import { applyRetention } from "./store/retention.js";
-import { WebhookOutbox } from "./store/webhook-outbox.js";
+import { WebhookOutbox, webhookEventSpool } from "./store/webhook-outbox.js";
 import { WebhookEvents } from "./webhook-events.js";
 import { WebhookWorker } from "./webhook-worker.js";
 import { ThresholdAlerts } from "./threshold-alerts.js";
@@ -98,9 +98,19 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const credentials = new CredentialVerifier(config.jwt, clock);
 
   const outbox = new WebhookOutbox(database);
-  const events = new WebhookEvents({ db: database, policy: () => policy.snapshot(), logger, clock, onCommitted: () => worker.kick() });
+  const eventSpool = webhookEventSpool({
+    dir: config.spoolDir,
+    onQuarantine: ({ from, quarantineFile, lineNumbers }) => {
+      metrics.spoolQuarantined.inc(lineNumbers.length);
+      logger.error({ from, quarantineFile, count: lineNumbers.length }, "webhook spool lines unreadable: kept in the quarantine file, not delivered");
+    },
+  });
+  const events = new WebhookEvents({ db: database, policy: () => policy.snapshot(), logger, clock, spool: eventSpool, onCommitted: () => worker.kick() });
   const worker = new WebhookWorker({
-    outbox, policy: () => policy.snapshot(), audit, metrics, logger, clock, raiseDue: () => events.raiseExpiringKeys(),
+    outbox, policy: () => policy.snapshot(), audit, metrics, logger, clock, raiseDue: async () => {
+      await events.replaySpool();
+      await events.raiseExpiringKeys();
+    },
     settings: { ...config.webhooks, pollIntervalMs: 1_000, concurrency: 8 },
     // A 410 disables the endpoint in the config, so every replica stops sending to it.
     disable: async (webhook) => {
@@ -173,6 +183,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       database: async () => {
         await database.ping();
         if (ledger.spoolPending()) throw new Error("ledger rows spooled, replaying");
+        if (eventSpool.pending()) throw new Error("webhook events spooled, replaying");
       },
       counters: () => counters.ping(),
     },

@@ -380,9 +380,9 @@ export class DecisionEngine {
   }
 
   /**
-   * An Admit's alerts are in the outbox before it answers. Should the database be
-   * unreachable, the Admit is still answered (its decision does not depend on them):
-   * the alerts are logged and counted, and stay in the audit log's retry queue.
+   * An Admit's alerts are in the outbox (or, while the database is unreachable, fsync'd to
+   * the event spool) before it answers. Should both fail, the Admit is still answered (its
+   * decision does not depend on them): the alerts are logged, counted and audited.
    */
   private async writeEvents(events: OutboxEvent[], tenant: string): Promise<void> {
     try {

@@ -4,6 +4,8 @@ import type { Webhook } from "../gen/admission/v1/policy_pb.js";
 import type { PolicySnapshot } from "./policy/policy-snapshot.js";
 import type { Database, Queryable } from "./store/database.js";
 import { insertOutboxEvents, type OutboxEvent } from "./store/webhook-outbox.js";
+import { refusedByServer } from "./store/ledger.js";
+import type { JsonLinesSpool } from "./store/spool-file.js";
 
 /** The events endpoints may subscribe to. */
 export const webhookEventTypes = ["alert.threshold", "lease.expired", "key.expiring", "credits.granted", "admin.change"] as const;
@@ -31,6 +33,8 @@ export interface WebhookEventsDeps {
   readonly clock?: () => number;
   /** Hears that events were committed (the local worker sends them at once). */
   readonly onCommitted?: () => void;
+  /** Where events written without a caller's transaction wait while the database is unreachable. */
+  readonly spool?: JsonLinesSpool<OutboxEvent>;
 }
 
 /**
@@ -66,15 +70,36 @@ export class WebhookEvents {
     if (event) await this.write(tx, [event]);
   }
 
-  /** Writes built events (see event()) in `tx`, or in a transaction of their own. */
+  /**
+   * Writes built events (see event()) in `tx`, or in a transaction of their own; then, should
+   * the database be unreachable, to the spool (resolving once they are fsync'd there).
+   */
   async write(tx: Queryable | undefined, events: readonly OutboxEvent[]): Promise<void> {
     if (events.length === 0) return;
     if (tx) {
       await insertOutboxEvents(tx, events);
       return;
     }
-    await this.deps.db.transaction((own) => insertOutboxEvents(own, events));
+    try {
+      await this.deps.db.transaction((own) => insertOutboxEvents(own, events));
+    } catch (err) {
+      if (!this.deps.spool || refusedByServer(err)) throw err;
+      await this.deps.spool.append(events);
+      this.deps.logger.warn({ err: String(err), events: events.length }, "webhook events spooled: the database is unreachable");
+      return;
+    }
     this.committed();
+  }
+
+  /** Writes spooled events to the outbox (idempotently); returns how many. */
+  async replaySpool(): Promise<number> {
+    if (!this.deps.spool?.pending()) return 0;
+    const n = await this.deps.spool.replay((events) => this.deps.db.transaction((tx) => insertOutboxEvents(tx, events)));
+    if (n > 0) {
+      this.deps.logger.info({ events: n }, "webhook event spool replayed");
+      this.committed();
+    }
+    return n;
   }
 
   /**

@@ -29,7 +29,7 @@ export interface WebhookWorkerDeps {
   /** Disables an endpoint that answered 410 Gone (a config change, so every replica stops). */
   readonly disable: (webhook: Webhook, reason: string) => Promise<void>;
   readonly audit: Pick<AuditLog, "record">;
-  /** Raises the events that come due with time (key.expiring) before each poll. */
+  /** Before each poll: writes events spooled while the database was away, raises those due with time (key.expiring). */
   readonly raiseDue?: () => Promise<unknown>;
   readonly metrics: Metrics;
   readonly logger: Logger;

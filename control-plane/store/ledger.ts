@@ -542,8 +542,8 @@ function clampLatencyMs(ms: number): number {
   return Math.min(Math.max(Math.round(ms), 0), int4Max);
 }
 
-/** Whether the server answered with an error about the statement or its data (SQLSTATE classes 22, 23, 42). */
-function refusedByServer(err: unknown): boolean {
+/** Whether the server answered with an error about the statement or its data (SQLSTATE classes 22, 23, 42): no use spooling it. */
+export function refusedByServer(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === "string" && /^(22|23|42)[0-9A-Z]{3}$/.test(code);
 }

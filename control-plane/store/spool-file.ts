@@ -1,5 +1,6 @@
-import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, readSync, fstatSync } from "node:fs";
-import { open, readFile } from "node:fs/promises";
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, fstatSync } from "node:fs";
+import { open, readFile, rename, rm } from "node:fs/promises";
+import { join } from "node:path";
 
 /**
  * The JSON-lines files both planes spool to (the control plane's ledger rows,
@@ -82,4 +83,77 @@ export function dropTornTail(path: string): boolean {
 /** Appends the lines to the quarantine file, durably (they stay there until an operator deals with them). */
 export async function quarantineLines(quarantineFile: string, lines: readonly string[]): Promise<void> {
   if (lines.length > 0) await appendLinesDurably(quarantineFile, lines.map((l) => `${l}\n`).join(""));
+}
+
+export interface JsonLinesSpoolOptions<T> {
+  readonly dir: string;
+  /** File names: `<name>.jsonl`, `<name>.replaying.jsonl`, `<name>.quarantine.jsonl`. */
+  readonly name: string;
+  /** A line's item, or undefined for a line that is not one (it is quarantined). */
+  readonly parse: (line: string) => T | undefined;
+  /** Hears of lines a replay could not read: moved to the quarantine file, never deleted (count them, log them). */
+  readonly onQuarantine?: (quarantined: QuarantinedLines) => void;
+}
+
+/**
+ * Items that could not reach the database, kept on local disk: appended as JSON
+ * lines and fsync'd before the caller is answered, replayed later. Replay renames
+ * the file first, so items spooled meanwhile go to a fresh one. A torn last line
+ * (a crash mid-append: never acknowledged) is dropped; any other line `parse`
+ * refuses goes to the quarantine file.
+ */
+export class JsonLinesSpool<T> {
+  private readonly active: string;
+  private readonly replaying: string;
+  readonly quarantineFile: string;
+  private appending: Promise<void> = Promise.resolve();
+
+  constructor(private readonly options: JsonLinesSpoolOptions<T>) {
+    mkdirSync(options.dir, { recursive: true });
+    this.active = join(options.dir, `${options.name}.jsonl`);
+    this.replaying = join(options.dir, `${options.name}.replaying.jsonl`);
+    this.quarantineFile = join(options.dir, `${options.name}.quarantine.jsonl`);
+    // Before the first append: an item must not be glued to the torn remains of one a crash interrupted.
+    dropTornTail(this.active);
+  }
+
+  /** Resolves once the items are on disk (fsync). */
+  append(items: readonly T[]): Promise<void> {
+    const run = this.appending.then(() => appendLinesDurably(this.active, items.map((r) => `${JSON.stringify(r)}\n`).join("")));
+    this.appending = run.catch(() => undefined);
+    return run;
+  }
+
+  pending(): boolean {
+    return existsSync(this.active) || existsSync(this.replaying);
+  }
+
+  /**
+   * Hands every spooled item to `write` (which must be idempotent), 500 at a time, and
+   * deletes them once it resolved. A failed write keeps them for the next attempt.
+   * Returns how many items were written.
+   */
+  async replay(write: (items: T[]) => Promise<void>): Promise<number> {
+    await this.appending;
+    if (!existsSync(this.replaying)) {
+      if (!existsSync(this.active)) return 0;
+      await rename(this.active, this.replaying);
+    }
+    // A torn last line was never acknowledged (its fsync did not complete): it is left out.
+    const { lines } = await readSpoolLines(this.replaying);
+    const items: T[] = [];
+    const unreadable: Array<{ text: string; number: number }> = [];
+    for (const line of lines) {
+      const item = this.options.parse(line.text);
+      if (item !== undefined) items.push(item);
+      else unreadable.push(line);
+    }
+    for (let i = 0; i < items.length; i += 500) await write(items.slice(i, i + 500));
+    if (unreadable.length > 0) {
+      await quarantineLines(this.quarantineFile, unreadable.map((l) => l.text));
+      this.options.onQuarantine?.({ from: this.replaying, quarantineFile: this.quarantineFile, lineNumbers: unreadable.map((l) => l.number) });
+    }
+    await rm(this.replaying);
+    return items.length;
+  }
 }

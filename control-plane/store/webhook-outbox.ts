@@ -1,5 +1,6 @@
 import type { Database, Queryable } from "./database.js";
 import { toNumber } from "./database.js";
+import { JsonLinesSpool, type QuarantinedLines } from "./spool-file.js";
 
 /** An event as raised: written with what raised it, one delivery per endpoint in `webhooks`. */
 export interface OutboxEvent {
@@ -55,6 +56,35 @@ export interface DeliveryFilter {
   readonly pageSize: number;
   /** The next page: deliveries with a lower id. */
   readonly beforeId?: number;
+}
+
+/** Whether a value read back from a spool line is an event as raised. */
+export function isOutboxEvent(e: unknown): e is OutboxEvent {
+  const v = e as Partial<OutboxEvent> | null;
+  return typeof v === "object" && v !== null && typeof v.id === "string" && typeof v.type === "string" && typeof v.tenant === "string"
+    && typeof v.data === "object" && v.data !== null && !Array.isArray(v.data) && Number.isFinite(v.atMs)
+    && Array.isArray(v.webhooks) && v.webhooks.every((w) => typeof w === "string");
+}
+
+/**
+ * Events raised without a transaction of their own (an Admit's alerts, expiring keys) while the
+ * database is unreachable: fsync'd to `webhook-spool.jsonl` in the spool directory before the
+ * caller goes on, written to the outbox (idempotently: the event id) when it is back.
+ */
+export function webhookEventSpool(options: { dir: string; onQuarantine?: (q: QuarantinedLines) => void }): JsonLinesSpool<OutboxEvent> {
+  return new JsonLinesSpool<OutboxEvent>({
+    dir: options.dir,
+    name: "webhook-spool",
+    onQuarantine: options.onQuarantine,
+    parse: (line) => {
+      try {
+        const value: unknown = JSON.parse(line);
+        return isOutboxEvent(value) ? value : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+  });
 }
 
 /** Writes events into the outbox within the caller's transaction (so they commit, or not, with it). */

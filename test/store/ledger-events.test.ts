@@ -8,7 +8,9 @@ import type { Database } from "../../control-plane/store/database.js";
 import { Ledger, type LedgerRow } from "../../control-plane/store/ledger.js";
 import { LedgerSpool } from "../../control-plane/store/ledger-spool.js";
 import type { OutboxEvent } from "../../control-plane/store/webhook-outbox.js";
-import { WebhookOutbox } from "../../control-plane/store/webhook-outbox.js";
+import { WebhookOutbox, webhookEventSpool } from "../../control-plane/store/webhook-outbox.js";
+import { WebhookEvents } from "../../control-plane/webhook-events.js";
+import { PolicySnapshot } from "../../control-plane/policy/policy-snapshot.js";
 import { backends, withDatabase } from "../support/databases.js";
 
 const logger = pino({ level: "silent" });
@@ -80,6 +82,28 @@ for (const backend of backends()) {
         assert.equal(await outbox.deleteFinishedBefore(at + 60_000), 1);
         assert.deepEqual(await pending(), ["evt_2>acme-hook", "evt_2>ops"]);
         await ledger.close();
+      }));
+
+    test("events raised outside a transaction (an Admit's alerts) are spooled while the database is away, and written once it is back", () =>
+      withDatabase(backend, async (base) => {
+        const dir = mkdtempSync(join(tmpdir(), "event-spool-"));
+        dirs.push(dir);
+        const { db, setDown } = switchable(base);
+        let committed = 0;
+        const spool = webhookEventSpool({ dir });
+        const events = new WebhookEvents({ db, policy: () => PolicySnapshot.empty(), logger, spool, onCommitted: () => committed++ });
+        const outbox = new WebhookOutbox(base);
+        setDown(true);
+        await events.write(undefined, [event("evt_a"), event("evt_b")]);
+        assert.equal(spool.pending(), true);
+        assert.equal(await events.replaySpool().catch(() => -1), -1, "the replay fails while the database is away, keeping them");
+        assert.equal(spool.pending(), true);
+        setDown(false);
+        assert.equal(await events.replaySpool(), 2);
+        assert.equal(spool.pending(), false);
+        assert.equal(committed, 1);
+        assert.deepEqual((await outbox.list({ pageSize: 10 })).map((d) => `${d.eventId}>${d.webhook}`).sort(), ["evt_a>acme-hook", "evt_a>ops", "evt_b>acme-hook", "evt_b>ops"]);
+        assert.equal(await events.replaySpool(), 0);
       }));
   });
 }
