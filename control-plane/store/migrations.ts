@@ -93,6 +93,7 @@ export const migrations: readonly string[] = [
     state text NOT NULL,
     attempts integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL,
+    claimed_until timestamptz,
     created_at timestamptz NOT NULL,
     completed_at timestamptz,
     UNIQUE (event_id, webhook)

@@ -109,17 +109,19 @@ export class WebhookOutbox {
   constructor(private readonly db: Database) {}
 
   /**
-   * Claims up to `limit` deliveries due at `nowMs`: each one's next attempt moves to
-   * nowMs + leaseMs and its attempt count up by one, in one transaction that skips rows
-   * another replica holds. Until the lease passes no other worker can claim them; a
-   * worker that dies mid-attempt leaves them to be claimed again then.
+   * Claims up to `limit` deliveries due at `nowMs` and not claimed by anyone: each one is
+   * held until nowMs + leaseMs and its attempt count goes up by one (the claim's token), in
+   * one statement that skips rows another replica is claiming. Until the claim is completed
+   * or its lease passes no other worker can take it; a worker that dies mid-attempt leaves
+   * it to be claimed again then.
    */
   async claim(nowMs: number, leaseMs: number, limit: number): Promise<ClaimedDelivery[]> {
     const { rows } = await this.db.query<Record<string, unknown>>(
       `WITH due AS (
-         SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $1
+         SELECT id FROM webhook_deliveries
+         WHERE state = 'pending' AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
          ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-       UPDATE webhook_deliveries d SET next_attempt_at = $2, attempts = d.attempts + 1
+       UPDATE webhook_deliveries d SET claimed_until = $2, attempts = d.attempts + 1
        FROM due, webhook_events e WHERE d.id = due.id AND e.id = d.event_id
        RETURNING d.id, d.webhook, d.attempts, e.id AS event_id, e.type, e.tenant, e.data, e.created_at`,
       [new Date(nowMs).toISOString(), new Date(nowMs + leaseMs).toISOString(), limit],
@@ -132,8 +134,8 @@ export class WebhookOutbox {
 
   /**
    * Records an attempt and what follows: delivered, failed, or pending again at
-   * `nextAttemptAtMs`. Only the holder of the claim (`attempt`) may: false when the
-   * delivery was claimed again or redelivered meanwhile (the attempt is still recorded).
+   * `nextAttemptAtMs`, and releases the claim. Only the holder of the claim (`attempt`) may:
+   * false when its lease passed and another worker claimed it (the attempt is still recorded).
    */
   async complete(delivery: Pick<ClaimedDelivery, "id" | "attempt">, attempt: AttemptRecord, next: { state: DeliveryState; nextAttemptAtMs?: number }): Promise<boolean> {
     return this.db.transaction(async (tx) => {
@@ -142,7 +144,8 @@ export class WebhookOutbox {
         [delivery.id, new Date(attempt.atMs).toISOString(), attempt.httpStatus, Math.min(attempt.latencyMs, 2_147_483_647), attempt.error.slice(0, 1000)],
       );
       const { rowCount } = await tx.query(
-        `UPDATE webhook_deliveries SET state = $3, next_attempt_at = coalesce($4, next_attempt_at), completed_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5::timestamptz END
+        `UPDATE webhook_deliveries SET state = $3, next_attempt_at = coalesce($4, next_attempt_at), claimed_until = NULL,
+           completed_at = CASE WHEN $3 = 'pending' THEN NULL ELSE $5::timestamptz END
          WHERE id = $1 AND attempts = $2 AND state = 'pending'`,
         [delivery.id, delivery.attempt, next.state, next.nextAttemptAtMs === undefined ? null : new Date(next.nextAttemptAtMs).toISOString(), new Date(attempt.atMs).toISOString()],
       );
@@ -152,15 +155,19 @@ export class WebhookOutbox {
 
   /** Gives up a claimed delivery without an attempt (its endpoint is gone or disabled). */
   async abandon(delivery: Pick<ClaimedDelivery, "id" | "attempt">, nowMs: number): Promise<void> {
-    await this.db.query("UPDATE webhook_deliveries SET state = 'failed', completed_at = $3 WHERE id = $1 AND attempts = $2 AND state = 'pending'", [
+    await this.db.query("UPDATE webhook_deliveries SET state = 'failed', completed_at = $3, claimed_until = NULL WHERE id = $1 AND attempts = $2 AND state = 'pending'", [
       delivery.id, delivery.attempt, new Date(nowMs).toISOString(),
     ]);
   }
 
-  /** Queues a delivery again, due now; its attempts so far stay. Undefined when there is no such delivery. */
+  /**
+   * Queues a delivery again, due now; its attempts so far stay. One being attempted right now
+   * is not attempted a second time alongside: the claim stands, and its attempt is the
+   * redelivery. Undefined when there is no such delivery.
+   */
   async redeliver(id: number, nowMs: number): Promise<DeliveryRecord | undefined> {
     const { rowCount } = await this.db.query(
-      "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $2, completed_at = NULL, attempts = attempts + 1 WHERE id = $1",
+      "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = $2, completed_at = NULL WHERE id = $1",
       [id, new Date(nowMs).toISOString()],
     );
     if (rowCount === 0) return undefined;

@@ -79,6 +79,11 @@ for (const backend of backends()) {
           assert.equal(await outbox.complete(d, { atMs: at + 2_000, httpStatus: 204, latencyMs: 3, error: "" }, { state: "delivered" }), true);
         }
         assert.equal(await outbox.claim(at + 3_000, 40_000, 10).then((c) => c.length), 0, "claimed deliveries are not claimed again before their lease ends");
+        // Redelivering one being attempted does not let a second worker attempt it alongside.
+        const inFlight = claimed.find((c) => c.eventId === "evt_2")!;
+        assert.ok(await outbox.redeliver(inFlight.id, at + 3_000));
+        assert.equal(await outbox.claim(at + 3_000, 40_000, 10).then((c) => c.length), 0, "still held by its claim");
+        assert.equal(await outbox.claim(at + 45_000, 40_000, 10).then((c) => c.map((d) => d.id)).then((ids) => ids.includes(inFlight.id)), true, "claimable again once the lease passed");
         assert.equal(await outbox.deleteFinishedBefore(at + 60_000), 1);
         assert.deepEqual(await pending(), ["evt_2>acme-hook", "evt_2>ops"]);
         await ledger.close();
