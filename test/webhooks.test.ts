@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { createServer as createNetServer } from "node:net";
 import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { toJson } from "@bufbuild/protobuf";
@@ -251,6 +252,43 @@ describe("webhooks: 410 Gone and the private-network guard", () => {
     } finally {
       await t.close();
       await receiver.stop();
+    }
+  });
+
+  it("an endpoint answering garbage or failing for longer than the retry age: failed attempts, then given up", async () => {
+    const t = await startTestControlPlane({ config: { webhooks: { retryMinMs: 50, retryMaxAgeMs: 400, timeoutMs: 2_000, allowPrivateNetworks: true } } });
+    const garbage = createNetServer((socket) => socket.end("this is not HTTP\r\n\r\n"));
+    await new Promise<void>((r) => garbage.listen(0, "127.0.0.1", r));
+    const secret = generateWebhookSecret();
+    const failing = await startWebhookReceiver(secret, { mode: "fail" });
+    try {
+      const garbageUrl = `http://127.0.0.1:${(garbage.address() as { port: number }).port}/hook`;
+      await t.policy.applyBundle({
+        bundle: bundle([
+          { id: "garbage", tenant: "acme", url: garbageUrl, secret, events: ["alert.threshold"] },
+          { id: "failing", tenant: "acme", url: failing.url, secret, events: ["alert.threshold"] },
+        ]),
+      }, admin);
+      await t.cp.events.raise(undefined, "alert.threshold", "acme", { n: 1 });
+      const states = async () => (await t.policy.listWebhookDeliveries({ tenant: "acme" }, admin)).deliveries;
+      await waitUntil(async () => (await states()).every((d) => d.state === WebhookDeliveryState.FAILED));
+      for (const d of await states()) {
+        assert.ok(d.attempts.length >= 2, `${d.webhook}: retried before it was given up (${d.attempts.length} attempts)`);
+        if (d.webhook === "garbage") assert.ok(d.attempts.every((a) => a.httpStatus === 0 && /HPE_|Parse Error/.test(a.error)), d.attempts.map((a) => `${a.httpStatus} ${a.error}`).join("; "));
+        else assert.ok(d.attempts.every((a) => a.httpStatus === 500 && a.error === "HTTP 500"));
+      }
+      assert.ok(failing.received.every((w) => w.verified));
+      const metrics = `http://127.0.0.1:${t.cp.httpPort}/metrics`;
+      assert.equal(await metricValue(metrics, "admission_webhook_deliveries_total", { outcome: "failed" }), 2);
+      assert.equal((await t.policy.getWebhook({ id: "failing" }, admin)).webhook!.disabled, false, "only 410 disables");
+      assert.equal(await grpcStatus(t.policy.getWebhook({ id: "nope" }, admin)), grpc.status.NOT_FOUND);
+      assert.equal(await grpcStatus(t.policy.listWebhookDeliveries({ pageSize: 501 }, admin)), grpc.status.INVALID_ARGUMENT);
+      assert.equal(await grpcStatus(t.policy.listWebhookDeliveries({ pageToken: "%%%" }, admin)), grpc.status.INVALID_ARGUMENT);
+      assert.equal(await grpcStatus(t.policy.listWebhooks({}, {})), grpc.status.UNAUTHENTICATED);
+    } finally {
+      await t.close();
+      await failing.stop();
+      garbage.close();
     }
   });
 
