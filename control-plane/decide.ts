@@ -487,7 +487,6 @@ export class DecisionEngine {
 
 type MeterWho = { readonly tenant: string; readonly user: string; readonly keyId: string };
 
-
 function requestCount(kind: LimitKind, req: AdmitRequest): number {
   switch (kind) {
     case LimitKind.INPUT_TOKENS:

@@ -54,7 +54,7 @@ describe("webhooks on PostgreSQL control-plane processes", { skip }, () => {
   async function replica(name: string): Promise<Replica> {
     const r = await startReplica({
       DATABASE_URL: db.url, REDIS_URL: "", REDIS_CLUSTER_NODES: "", ADMISSION_SPOOL_DIR: join(dir, name),
-      ADMISSION_WEBHOOK_ALLOW_PRIVATE_NETWORKS: "1", ADMISSION_WEBHOOK_RETRY_MIN_MS: "200", ADMISSION_WEBHOOK_TIMEOUT_MS: "5000",
+      ADMISSION_WEBHOOK_ALLOW_PRIVATE_NETWORKS: "1", ADMISSION_WEBHOOK_RETRY_MIN_MS: "200", ADMISSION_WEBHOOK_TIMEOUT_MS: "5000", LOG_LEVEL: "info",
     });
     started.push(r);
     return r;
@@ -65,6 +65,8 @@ describe("webhooks on PostgreSQL control-plane processes", { skip }, () => {
     const port = await freePort(); // nothing listens there yet: every attempt is refused
     const a = await replica("crash-a");
     await a.policy.applyBundle({ bundle: bundle(`http://127.0.0.1:${port}/hook`, secret) }, admin);
+    // Logs go out at least every second: the apply's lines (where a secret could leak) are out before the kill.
+    await new Promise((r) => setTimeout(r, 1_500));
     // 100 + 100 reserved (20 %): no alert at Admit; the Settle's 100 + 800 crosses 80 %.
     const d = await a.admission.admit({ credential: keySecret("u0"), task: "DRAFT", inputTokens: 100n, maxOutputTokens: 100n });
     assert.ok(d.allowed);
@@ -96,6 +98,8 @@ describe("webhooks on PostgreSQL control-plane processes", { skip }, () => {
     assert.deepEqual(alert!.body.data.meter, { kind: "TOKENS", window: "DAY", per: "USER", subject: "u0" });
     assert.equal(receiver.received.length, 1);
     await b.stop();
+    for (const r of [a, b]) assert.ok(!r.output().includes(secret.slice("whsec_".length)), "the webhook secret is in no log line");
+    assert.match(a.output(), /admin\.apply/, "the logs were captured (the apply's audit line)");
   });
 
   it("two replicas share the outbox and never send one delivery in parallel", async () => {
