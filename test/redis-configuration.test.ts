@@ -223,7 +223,9 @@ describe("Redis configuration: credentials, permissions, eviction (own redis-ser
   test("every script declares in KEYS every key it touches (MONITOR shows each command a script runs)", async () => {
     const redis = await server();
     const keyPrefix = `admkeys:${randomBytes(3).toString("hex")}`;
-    const monitor = await new Redis(redis.port).monitor();
+    // monitor() opens a connection of its own: the client it is called on never connects.
+    const base = new Redis(redis.port, { lazyConnect: true });
+    const monitor = await base.monitor();
     const seen: Array<{ args: string[]; source: string }> = [];
     monitor.on("monitor", (_time: string, args: string[], source: string) => seen.push({ args, source }));
     const store = await RedisCounterStore.connect({ url: redis.url, keyPrefix, dueRescanMs: 0 });
@@ -251,6 +253,7 @@ describe("Redis configuration: credentials, permissions, eviction (own redis-ser
       assert.deepEqual([...new Set(undeclared)], [], "keys touched but not declared");
     } finally {
       monitor.disconnect();
+      base.disconnect();
       await store.close();
       await other.close();
     }

@@ -41,8 +41,9 @@ describe("store faults", () => {
       traffic.start();
       await traffic.settled(50);
       await proxy.cut();
-      const fault = traffic.mark("fault");
-      await traffic.settled(fault.settled + 50);
+      traffic.mark("fault");
+      // Requests admitted before the cut may settle after it: count only those admitted during it.
+      await traffic.settledIn("fault", 50);
       const ready = await (await fetch(`http://127.0.0.1:${t.cp.httpPort}/readyz`)).json() as { ready: boolean; checks: Record<string, string> };
       assert.equal(ready.ready, true, "still serving decisions");
       assert.match(ready.checks.database!, /failing/);
@@ -219,6 +220,12 @@ class Traffic {
   mark(phase: string): { settled: number } {
     this.phase = phase;
     return { settled: this.acknowledged.size };
+  }
+
+  /** Waits for `count` acknowledged settles of requests admitted in `phase`. */
+  settledIn(phase: string, count: number): Promise<void> {
+    const inPhase = () => [...this.acknowledged.values()].filter((a) => a.phase === phase).length;
+    return eventually(async () => inPhase() >= count, 30_000, `${count} acknowledged settles admitted in ${phase}`);
   }
 
   settledCount(): number {
