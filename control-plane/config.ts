@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { FailurePolicy } from "../gen/admission/v1/policy_pb.js";
 import { describeKey, jwtAlgorithmsOf, type JwtSettings } from "./credentials.js";
 import { PemFileError, readCertificates, readKeyPair, readPublicKey, type KeyPair } from "./pem-files.js";
+import { tracingOf, type TracingConfig } from "./tracing.js";
 
 /** TLS on both ports: the server's certificate chain and key, and for mTLS the CAs client certificates must chain to. */
 export interface ServerTls extends KeyPair {
@@ -49,6 +50,8 @@ export interface ControlPlaneConfig {
   readonly httpHeadersTimeoutMs: number;
   /** The admin console's built files (served at /console/): `npm run build` writes them to dist/console. */
   readonly consoleDir: string;
+  /** OpenTelemetry export (the standard OTEL_* variables); undefined: tracing off. */
+  readonly tracing?: TracingConfig;
 }
 
 export class ConfigError extends Error {
@@ -143,6 +146,7 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConf
     httpRequestTimeoutMs: int(env, "ADMISSION_HTTP_REQUEST_TIMEOUT_MS", d.httpRequestTimeoutMs, 100, 3_600_000),
     httpHeadersTimeoutMs: int(env, "ADMISSION_HTTP_HEADERS_TIMEOUT_MS", d.httpHeadersTimeoutMs, 100, 3_600_000),
     consoleDir: d.consoleDir,
+    tracing: tracingOf(env, "control-plane", (message) => new ConfigError(message)),
   };
   if (config.leaseTtlMs > config.maxLeaseTtlMs) throw new ConfigError("ADMISSION_LEASE_TTL_MS must not exceed ADMISSION_MAX_LEASE_TTL_MS (a lease's whole lifetime)");
   if (config.httpHeadersTimeoutMs > config.httpRequestTimeoutMs) throw new ConfigError("ADMISSION_HTTP_HEADERS_TIMEOUT_MS must not exceed ADMISSION_HTTP_REQUEST_TIMEOUT_MS");

@@ -20,6 +20,7 @@ export interface Metrics {
   readonly rpcs: Counter<"method" | "code">;
   readonly inFlight: Gauge;
   readonly spoolQuarantined: Counter;
+  readonly droppedSpans: Counter<"reason">;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -72,6 +73,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     spoolQuarantined: new Counter({
       name: "admission_ledger_spool_quarantined_total",
       help: "Ledger spool lines that could not be read back, kept in ledger-spool.quarantine.jsonl (not in the ledger until an operator replays them)",
+      registers,
+    }),
+    droppedSpans: new Counter({
+      name: "admission_trace_spans_dropped_total",
+      help: "Trace spans dropped instead of exported, by reason: queue_full (the bounded export queue was full) or the export's error (collector unreachable, refused, timed out)",
+      labelNames: ["reason"],
       registers,
     }),
   };
