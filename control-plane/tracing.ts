@@ -140,10 +140,11 @@ export const tracingOff: Tracing = { tracer: undefined, flush: async () => undef
  * counted in `dropped` by reason — a collector that is down or slow never slows
  * or fails a request.
  */
-export function startTracing(config: TracingConfig | undefined, dropped: Counter<"reason">): Tracing {
+export function startTracing(config: TracingConfig | undefined, dropped: Counter<"reason">, options: { activeContext?: boolean } = {}): Tracing {
   if (!config) return tracingOff;
-  // Spans made in a call's async continuations find their parent (and log lines their ids).
-  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  // Spans made in a call's async continuations find their parent (and log lines their ids). It costs every
+  // promise of the process something (async hooks): the data plane, which passes its spans explicitly, goes without.
+  if (options.activeContext !== false) context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   const exporter = new OTLPTraceExporter({ url: config.tracesUrl, headers: { ...config.headers }, timeoutMillis: Math.min(config.exportTimeoutMs, 10_000) });
   const processor = new BatchSpanProcessor({
     exporter,

@@ -251,7 +251,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     logger.info({
       requestId: init.requestId, tenant: init.tenant, task: init.task, provider: settled.route?.provider, model, status: flight.status,
       outcome: Outcome[settled.outcome], ...usage, estimated: settled.estimated,
-      latencyMs: settled.latencyMs, unmetered: !init.reservationId || undefined,
+      latencyMs: settled.latencyMs, unmetered: !init.reservationId || undefined, ...rt?.logIds(),
     }, "request settled");
     if (!init.reservationId) {
       rt?.release();
@@ -299,7 +299,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const clientRequestId = typeof req.headers["x-request-id"] === "string" && requestIdPattern.test(req.headers["x-request-id"]) ? req.headers["x-request-id"] : undefined;
     let requestLog: Logger | undefined;
     // Made when something is logged with the request's ids: most requests log only their settle line.
-    const log = (): Logger => (requestLog ??= logger.child({ requestId, ...(clientRequestId ? { clientRequestId } : {}) }));
+    const log = (): Logger => (requestLog ??= logger.child({ requestId, ...(clientRequestId ? { clientRequestId } : {}), ...rt?.logIds() }));
     const base = { "x-request-id": requestId };
     const matched = matchRoute(new URL(req.url ?? "/", "http://proxy").pathname, config.taskRoutes);
     const route = matched && llmRoutes.get(matched.path);
@@ -516,7 +516,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       const trace = (rt = new RequestTrace(deps.tracer, req, path ?? ""));
       res.on("close", () => trace.release(res.statusCode));
     }
-    (rt ? rt.run(() => handle(req, res, rt)) : handle(req, res, undefined)).catch((err) => {
+    handle(req, res, rt).catch((err) => {
       logger.error({ err }, "proxy handler failed");
       sendError(res, 500, "internal error", { code: "internal_error" });
     });

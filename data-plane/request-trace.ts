@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
-import { context, SpanKind, SpanStatusCode, trace, type Context, type Span, type Tracer } from "@opentelemetry/api";
+import { SpanKind, SpanStatusCode, trace, type Context, type Span, type Tracer } from "@opentelemetry/api";
 import type { AdmitResponse, Route } from "../gen/admission/v1/admission_pb.js";
 import { AdmissionService, Outcome } from "../gen/admission/v1/admission_pb.js";
 import type { LlmRequest } from "../control-plane/llm-request.js";
@@ -48,9 +48,10 @@ export class RequestTrace {
     this.context = trace.setSpan(parent, this.span);
   }
 
-  /** Runs `fn` with the request's span active: what it logs carries the span's ids, what it starts inherits it. */
-  run<T>(fn: () => T): T {
-    return context.with(this.context, fn);
+  /** The ids a log line about this request carries. */
+  logIds(): { trace_id: string; span_id: string } {
+    const { traceId, spanId } = this.span.spanContext();
+    return { trace_id: traceId, span_id: spanId };
   }
 
   /** The proxy's own request id (x-request-id of the answer, and of the request's log lines). */

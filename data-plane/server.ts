@@ -52,7 +52,8 @@ function tlsMode(config: DataPlaneConfig): "off" | "tls" | "mtls" {
 export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDeps = {}): Promise<RunningDataPlane> {
   const logger = deps.logger ?? createLogger({ level: config.logLevel, service: "data-plane" });
   const metrics = deps.metrics ?? createDataPlaneMetrics();
-  const tracing = startTracing(config.tracing, metrics.droppedSpans);
+  // Spans are passed explicitly here (request-trace.ts): no process-wide context manager.
+  const tracing = startTracing(config.tracing, metrics.droppedSpans, { activeContext: false });
   let providers = deps.providers ?? config.providers;
   let mockProvider: RunningMockProvider | undefined;
   if (!providers) {
