@@ -422,3 +422,30 @@ describe("tracing with an unreachable or stalled collector", () => {
     });
   }
 });
+
+describe("tracing configuration from the standard variables", () => {
+  test("off without an endpoint or with OTEL_SDK_DISABLED; the traces endpoint wins over the base one", () => {
+    assert.equal(loadTracingConfig({}, "svc"), undefined);
+    assert.equal(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_SDK_DISABLED: "true" }, "svc"), undefined);
+    assert.equal(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318/" }, "svc")?.tracesUrl, "http://c:4318/v1/traces");
+    assert.equal(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "https://t:4443/x" }, "svc")?.tracesUrl, "https://t:4443/x");
+    const c = loadTracingConfig({
+      OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_EXPORTER_OTLP_HEADERS: "api-key=s%3Dcret, x=1", OTEL_RESOURCE_ATTRIBUTES: "deployment.environment=prod,service.name=from-attrs",
+      OTEL_TRACES_SAMPLER: "parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG: "0.25",
+    }, "svc")!;
+    assert.deepEqual(c.headers, { "api-key": "s=cret", x: "1" });
+    assert.equal(c.serviceName, "from-attrs");
+    assert.deepEqual(c.sampler, { name: "parentbased_traceidratio", ratio: 0.25 });
+    assert.equal(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318", OTEL_SERVICE_NAME: "named" }, "svc")?.serviceName, "named");
+  });
+
+  test("a malformed value stops start-up naming the variable", () => {
+    const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://c:4318" };
+    assert.throws(() => loadDataPlaneConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: "grpc://c:4317" }), /OTEL_EXPORTER_OTLP_ENDPOINT must be an http/);
+    assert.throws(() => loadDataPlaneConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "not a url" }), /OTEL_EXPORTER_OTLP_TRACES_ENDPOINT "not a url" is not a URL/);
+    assert.throws(() => loadDataPlaneConfig({ ...base, OTEL_TRACES_SAMPLER: "sometimes" }), /OTEL_TRACES_SAMPLER must be one of/);
+    assert.throws(() => loadDataPlaneConfig({ ...base, OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "2" }), /OTEL_TRACES_SAMPLER_ARG must be a number between 0 and 1/);
+    assert.throws(() => loadDataPlaneConfig({ ...base, OTEL_BSP_MAX_QUEUE_SIZE: "-1" }), /OTEL_BSP_MAX_QUEUE_SIZE must be an integer/);
+    assert.throws(() => loadDataPlaneConfig({ ...base, OTEL_EXPORTER_OTLP_HEADERS: "novalue" }), /OTEL_EXPORTER_OTLP_HEADERS: "novalue" is not key=value/);
+  });
+});
