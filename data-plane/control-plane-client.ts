@@ -98,8 +98,8 @@ export class ControlPlaneClient {
     return this.call("settle", { case: "settle", value: req }, this.settleTimeoutMs, trace) as Promise<SettleResponse>;
   }
 
-  renew(req: RenewRequest): Promise<RenewResponse> {
-    return this.call("renew", { case: "renew", value: req }, this.settleTimeoutMs) as Promise<RenewResponse>;
+  renew(req: RenewRequest, trace?: TraceCarrier): Promise<RenewResponse> {
+    return this.call("renew", { case: "renew", value: req }, this.settleTimeoutMs, trace) as Promise<RenewResponse>;
   }
 
   /** What the credential may use (tasks, routes, limits): GetEffectivePolicy, unary. */

@@ -379,7 +379,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     takeOff(req, res, flight);
     if (flight.done) return;
     if (decision.leaseExpiresAt) {
-      flight.renewer = new LeaseRenewer({ client: deps.controlPlane, reservationId: decision.reservationId, leaseExpiresAtMs: timestampMs(decision.leaseExpiresAt), logger, requestId });
+      flight.renewer = new LeaseRenewer({ client: deps.controlPlane, reservationId: decision.reservationId, leaseExpiresAtMs: timestampMs(decision.leaseExpiresAt), logger, requestId, trace: rt?.carrier() });
     }
   }
 

@@ -48,6 +48,11 @@ export class RequestTrace {
     this.context = trace.setSpan(parent, this.span);
   }
 
+  /** The request span's context, for calls made on its behalf outside a span of their own (Renew). */
+  carrier(): TraceCarrier {
+    return traceCarrier(this.span);
+  }
+
   /** The ids a log line about this request carries. */
   logIds(): { trace_id: string; span_id: string } {
     const { traceId, spanId } = this.span.spanContext();

@@ -99,6 +99,8 @@ class TracedProvider {
   server!: Server;
   port = 0;
   failNext = 0;
+  /** How long a stream waits before its last chunk. */
+  streamDelayMs = 0;
   traceparents: string[] = [];
 
   async start(): Promise<void> {
@@ -123,6 +125,7 @@ class TracedProvider {
     }
     res.writeHead(200, { "content-type": "text/event-stream" });
     res.write(`data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model: body.model, choices: [{ index: 0, delta: { content: completionText } }] })}\n\n`);
+    if (this.streamDelayMs) await new Promise((r) => setTimeout(r, this.streamDelayMs));
     res.write(`data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model: body.model, choices: [], usage })}\n\n`);
     res.end("data: [DONE]\n\n");
   }
@@ -162,7 +165,8 @@ describe("OpenTelemetry tracing across both planes", () => {
     await p1.start();
     await p2.start();
     const otelEnv = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "20" };
-    cp = await startTestControlPlane({ config: { tracing: loadTracingConfig(otelEnv, "control-plane") } });
+    // Leases of a second: a stream held longer is renewed while it runs.
+    cp = await startTestControlPlane({ config: { tracing: loadTracingConfig(otelEnv, "control-plane"), leaseTtlMs: 1_000 } });
     await cp.policy.applyBundle({
       bundle: scenario(
         { id: "tr", limits: [{ kind: "TOKENS", window: "MONTH", per: "TENANT", value: 10_000_000 }], keys: [{ id: "ktr" }] },
@@ -298,6 +302,25 @@ describe("OpenTelemetry tracing across both planes", () => {
     assert.equal(root.parentSpanId, clientSpanId);
     assert.equal(root.attributes["admission.stream"], true);
     checkServed(all, root, 1);
+  });
+
+  test("a stream that outlives its lease: each Renew is a child of the request's span", async () => {
+    p1.streamDelayMs = 800;
+    try {
+      const r = await send({ stream: true });
+      assert.equal(r.status, 200);
+      const { root, all } = await traceOf(r.requestId, 11);
+      const renew = all.filter((s) => s.service === "control-plane" && s.name === "admission.v1.AdmissionService/Renew");
+      assert.ok(renew.length >= 1, all.map((s) => s.name).join(", "));
+      for (const span of renew) {
+        assert.equal(span.parentSpanId, root.spanId);
+        assert.equal(span.attributes["admission.tenant"], "tr");
+        assert.equal(all.filter((s) => s.name === "counters.renew" && s.parentSpanId === span.spanId).length, 1);
+      }
+      checkServed(all, root, 1);
+    } finally {
+      p1.streamDelayMs = 0;
+    }
   });
 
   test("failover shows as one span per route attempt, the failed one marked", async () => {
