@@ -33,7 +33,7 @@ export class AdmissionHandlers {
     const decision = await this.deps.engine.admit(req, ctx);
     const span = this.deps.tracer && trace.getActiveSpan();
     if (span) {
-      span.setAttributes({ "admission.task": req.task, "gen_ai.request.model": req.model, "gen_ai.usage.input_tokens": Number(req.inputTokens) });
+      span.setAttributes({ "admission.task": req.task, "gen_ai.request.model": req.model, "admission.counted_input_tokens": Number(req.inputTokens) });
       setAdmitAttributes(span, decision);
     }
     if (decision.reason === DenyReason.INVALID_REQUEST) throw new RpcError(Code.INVALID_ARGUMENT, decision.message);
