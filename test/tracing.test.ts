@@ -13,6 +13,8 @@ import { loadDataPlaneConfig } from "../data-plane/config.js";
 import { startDataPlane, type RunningDataPlane } from "../data-plane/server.js";
 import { admin, adminToken, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { freePort } from "./support/free-port.js";
+import { unaryClient } from "./support/grpc-clients.js";
+import { Authorization } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
 import type { Registry } from "prom-client";
 import { scenario, secretOf } from "./support/scenario.js";
 
@@ -378,6 +380,25 @@ describe("OpenTelemetry tracing across both planes", () => {
     await cp.policy.getUsage({ tenant: "tr" }, { ...admin, traceparent: `00-${"6f".repeat(16)}-${"88".repeat(8)}-01` });
     await waitFor(() => receiver.trace("6f".repeat(16)).length > 0, "the GetUsage span");
     assert.equal(receiver.trace("6f".repeat(16))[0]!.name, "admission.v1.PolicyService/GetUsage");
+  });
+
+  test("an ext_authz Check is a child of the checked request's traceparent when Envoy sends no metadata", async () => {
+    const traceId = "9a".repeat(16);
+    const authz = unaryClient(Authorization, cp.address);
+    try {
+      await authz.check({
+        attributes: { request: { http: { method: "POST", path: "/v1/chat/completions", body: JSON.stringify({ model: "m-pro", max_tokens: 10, messages: [{ role: "user", content: promptText }] }), headers: {
+          authorization: `Bearer ${secretOf("ktr")}`, "x-llm-task": "DRAFT", "content-type": "application/json", traceparent: `00-${traceId}-${"9b".repeat(8)}-01`,
+        } } } },
+      });
+    } finally {
+      authz.close();
+    }
+    await waitFor(() => receiver.trace(traceId).some((s) => s.name === "counters.reserve"), "the Check's spans");
+    const check = one(receiver.trace(traceId), (s) => s.name === "envoy.service.auth.v3.Authorization/Check", "Check");
+    assert.equal(check.parentSpanId, "9b".repeat(8));
+    assert.equal(check.attributes["admission.decision"], "allowed");
+    assert.equal(check.attributes["admission.tenant"], "tr");
   });
 
   test("the export is OTLP protobuf and holds no credential, provider key, admin token, prompt or completion", async () => {
