@@ -26,6 +26,7 @@ import { PolicyManager } from "./policy/policy-manager.js";
 import { ReservationSigner } from "./reservation-id.js";
 import { Settlement } from "./settlement.js";
 import { TenantStatusReader } from "./tenant-status.js";
+import { startTracing, type Tracing } from "./tracing.js";
 import { AuditLog } from "./store/audit-log.js";
 import { ConfigRepository } from "./store/config-repository.js";
 import { openDatabase, type Database } from "./store/database.js";
@@ -58,6 +59,8 @@ export interface RunningControlPlane {
   readonly database: Database;
   readonly webhooks: WebhookWorker;
   readonly events: WebhookEvents;
+  /** OpenTelemetry export (off unless an OTLP endpoint is configured). */
+  readonly tracing: Tracing;
   /** Graceful: stop taking calls, drain, flush the ledger and audit log, close stores. */
   stop(): Promise<void>;
 }
@@ -77,6 +80,8 @@ export interface ControlPlaneDeps {
 export async function startControlPlane(config: ControlPlaneConfig, deps: ControlPlaneDeps = {}): Promise<RunningControlPlane> {
   const logger = deps.logger ?? createLogger({ level: config.logLevel, service: "control-plane" });
   const metrics = deps.metrics ?? createMetrics({ defaultMetrics: true });
+  const tracing = startTracing(config.tracing, metrics.droppedSpans);
+  const { tracer } = tracing;
   const counters = deps.counters ?? (await openCounterStore(config, logger, deps.clock ?? Date.now));
   // Replicas sharing Redis decide windows by Redis's clock, so local skew does not split them.
   const clock = deps.clock ?? (counters instanceof RedisCounterStore ? counters.now : Date.now);
@@ -129,11 +134,11 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   const alerts = new ThresholdAlerts({ metrics, audit, events, thresholds: config.alertThresholds });
   const rebuild = new CounterRebuild({ counters, ledger, policy: snapshot, metrics, logger, clock });
   const engine = new DecisionEngine({
-    policy: snapshot, credentials, counters, rebuild, signer, audit, events, alerts, metrics, logger, clock,
+    policy: snapshot, credentials, counters, rebuild, signer, audit, events, alerts, metrics, logger, clock, tracer,
     settings: { leaseTtlMs: config.leaseTtlMs, defaultMaxOutputTokens: config.defaultMaxOutputTokens, alertThresholds: config.alertThresholds },
   });
   const settlement = new Settlement({
-    policy: snapshot, credentials, counters, rebuild, signer, ledger, audit, alerts, events, metrics, logger, clock,
+    policy: snapshot, credentials, counters, rebuild, signer, ledger, audit, alerts, events, metrics, logger, clock, tracer,
     settings: { leaseTtlMs: config.leaseTtlMs, maxLeaseTtlMs: config.maxLeaseTtlMs, recordGraceMs: 30_000, sweepIntervalMs: 1_000 },
   });
   // Every tenant's counters in one read of the ledger, rather than one query per tenant on its first call.
@@ -153,19 +158,19 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
   maintenance.unref();
 
   const server = new grpc.Server({ "grpc.max_receive_message_length": 8 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
-  const admissionHandlers = new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken });
+  const admissionHandlers = new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken, tracer });
   const tenantStatus = new TenantStatusReader({ policy: snapshot, counters, rebuild, ledger, clock });
   const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, tenantStatus, engine, outbox, deliverNow: () => worker.kick(), adminToken: config.adminToken, clock });
   const limit = new InFlightLimit(config.maxInFlight, metrics.inFlight);
-  addAdmissionServices(server, { admission: admissionHandlers, policy: policyHandlers, metrics, logger, limit });
-  addExtAuthz(server, { engine, metrics, limit, logger });
+  addAdmissionServices(server, { admission: admissionHandlers, policy: policyHandlers, metrics, logger, limit, tracer });
+  addExtAuthz(server, { engine, metrics, limit, logger, tracer });
   const health = addHealthService(server, ["admission.v1.AdmissionService", "admission.v1.PolicyService", "envoy.service.auth.v3.Authorization"]);
   addReflection(server, [file_admission_v1_admission, file_admission_v1_policy_service, file_envoy_service_auth_v3_external_auth]);
   const grpcPort = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${config.grpcHost}:${config.grpcPort}`, serverCredentials(config), (err, port) => (err ? reject(err) : resolve(port)));
   });
 
-  const connect = connectRoutes({ admission: admissionHandlers, policy: policyHandlers, limit, logger });
+  const connect = connectRoutes({ admission: admissionHandlers, policy: policyHandlers, limit, logger, tracer });
   const consoleFiles = consoleAssets(config.consoleDir);
   const http = createHttpServer({
     registry: metrics.registry,
@@ -215,12 +220,13 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       await audit.close();
       await counters.close();
       await database.close();
+      await tracing.shutdown();
       logger.info("control plane stopped");
     })();
     return stopping;
   };
 
-  return { grpcPort, httpPort, adminToken: config.adminToken, demoApiKey, logger, metrics, policy, settlement, counters, ledger, audit, database, webhooks: worker, events, stop };
+  return { grpcPort, httpPort, adminToken: config.adminToken, demoApiKey, logger, metrics, policy, settlement, counters, ledger, audit, database, webhooks: worker, events, tracing, stop };
 }
 
 /** Redis (or Redis Cluster) when configured, otherwise counters in this process. */

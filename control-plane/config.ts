@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { FailurePolicy } from "../gen/admission/v1/policy_pb.js";
 import { describeKey, jwtAlgorithmsOf, type JwtSettings } from "./credentials.js";
 import { PemFileError, readCertificates, readKeyPair, readPublicKey, type KeyPair } from "./pem-files.js";
+import { tracingOf, type TracingConfig } from "./tracing.js";
 
 /** TLS on both ports: the server's certificate chain and key, and for mTLS the CAs client certificates must chain to. */
 export interface ServerTls extends KeyPair {
@@ -59,6 +60,8 @@ export interface ControlPlaneConfig {
     /** ADMISSION_WEBHOOK_ALLOW_PRIVATE_NETWORKS=1: endpoints may be on loopback, private or link-local addresses. */
     readonly allowPrivateNetworks: boolean;
   };
+  /** OpenTelemetry export (the standard OTEL_* variables); undefined: tracing off. */
+  readonly tracing?: TracingConfig;
 }
 
 export class ConfigError extends Error {
@@ -160,6 +163,7 @@ export function loadControlPlaneConfig(env: NodeJS.ProcessEnv): ControlPlaneConf
       timeoutMs: int(env, "ADMISSION_WEBHOOK_TIMEOUT_MS", d.webhooks.timeoutMs, 100, 120_000),
       allowPrivateNetworks: flag(env, "ADMISSION_WEBHOOK_ALLOW_PRIVATE_NETWORKS", d.webhooks.allowPrivateNetworks),
     },
+    tracing: tracingOf(env, "control-plane", (message) => new ConfigError(message)),
   };
   if (config.leaseTtlMs > config.maxLeaseTtlMs) throw new ConfigError("ADMISSION_LEASE_TTL_MS must not exceed ADMISSION_MAX_LEASE_TTL_MS (a lease's whole lifetime)");
   if (config.httpHeadersTimeoutMs > config.httpRequestTimeoutMs) throw new ConfigError("ADMISSION_HTTP_HEADERS_TIMEOUT_MS must not exceed ADMISSION_HTTP_REQUEST_TIMEOUT_MS");

@@ -1,6 +1,7 @@
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Tracer } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import { AdmissionService } from "../gen/admission/v1/admission_pb.js";
 import { PolicyService } from "../gen/admission/v1/policy_service_pb.js";
@@ -9,6 +10,7 @@ import type { CallContext } from "./grpc/call-context.js";
 import type { PolicyHandlers } from "./grpc/policy-handlers.js";
 import type { InFlightLimit } from "./in-flight-limit.js";
 import { RpcError } from "./rpc-error.js";
+import { rpcSpan } from "./tracing.js";
 
 type Handler = (req: unknown, ctx: CallContext) => Promise<unknown>;
 
@@ -18,14 +20,17 @@ type Handler = (req: unknown, ctx: CallContext) => Promise<unknown>;
  * shell script. The same transport-free handlers as gRPC; gRPC status codes
  * and Connect codes share their numbers. Session needs a bidi stream: gRPC only.
  */
-export function connectRoutes(deps: { admission: AdmissionHandlers; policy: PolicyHandlers; limit: InFlightLimit; logger: Logger }): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const wrap = (target: object, name: string): ((req: unknown, context: HandlerContext) => Promise<unknown>) => {
+export function connectRoutes(deps: { admission: AdmissionHandlers; policy: PolicyHandlers; limit: InFlightLimit; logger: Logger; tracer?: Tracer }): (req: IncomingMessage, res: ServerResponse) => boolean {
+  const { tracer } = deps;
+  const wrap = (target: object, service: string, method: string, name: string): ((req: unknown, context: HandlerContext) => Promise<unknown>) => {
     const fn = (target as Record<string, Handler>)[name]!.bind(target);
     return async (req, context) => {
       try {
         const timeoutMs = context.timeoutMs();
         const state = { deadlineMs: timeoutMs === undefined ? Infinity : Date.now() + timeoutMs, cancelled: context.signal.aborted };
-        return await deps.limit.run(state, () => fn(req, { header: (h) => context.requestHeader.get(h) ?? undefined }));
+        const ctx: CallContext = { header: (h) => context.requestHeader.get(h) ?? undefined };
+        const run = () => fn(req, ctx);
+        return await deps.limit.run(state, tracer ? () => rpcSpan(tracer, { service, method, system: "connect_rpc", header: ctx.header }, run) : run);
       } catch (err) {
         if (err instanceof RpcError) throw new ConnectError(err.message, err.code as number as Code);
         deps.logger.error({ err, method: name }, "unexpected error in handler");
@@ -39,9 +44,9 @@ export function connectRoutes(deps: { admission: AdmissionHandlers; policy: Poli
         throw new ConnectError("Session is a bidirectional stream: use gRPC", Code.Unimplemented);
       },
     };
-    for (const m of AdmissionService.methods) if (m.localName !== "session") admission[m.localName] = wrap(deps.admission, m.localName);
+    for (const m of AdmissionService.methods) if (m.localName !== "session") admission[m.localName] = wrap(deps.admission, AdmissionService.typeName, m.name, m.localName);
     const policy: Record<string, unknown> = {};
-    for (const m of PolicyService.methods) policy[m.localName] = wrap(deps.policy, m.localName);
+    for (const m of PolicyService.methods) policy[m.localName] = wrap(deps.policy, PolicyService.typeName, m.name, m.localName);
     router.service(AdmissionService, admission as never);
     router.service(PolicyService, policy as never);
   };

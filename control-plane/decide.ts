@@ -26,6 +26,8 @@ import type { Logger } from "pino";
 import type { OutboxEvent } from "./store/webhook-outbox.js";
 import { actorOf, meterLabel, ThresholdAlerts } from "./threshold-alerts.js";
 import type { WebhookEvents } from "./webhook-events.js";
+import { trace, type Tracer } from "@opentelemetry/api";
+import { childSpan } from "./tracing.js";
 
 export interface DecisionSettings {
   /** Lease time to live when the caller does not renew. */
@@ -52,6 +54,8 @@ export interface DecisionDeps {
   readonly settings: DecisionSettings;
   readonly clock?: () => number;
   readonly random?: (bytes: number) => Buffer;
+  /** The counter-store step in a child span of the decision's, when tracing is on. */
+  readonly tracer?: Tracer;
 }
 
 /** See DecisionEngine.planFor. */
@@ -148,6 +152,7 @@ export class DecisionEngine {
     const ctx = snapshot.tenantContext(principal.tenant);
     if (!ctx) return deny(DenyReason.UNAUTHENTICATED, `unknown tenant "${principal.tenant}"`, req.requestId);
     const who: MeterWho = principal;
+    if (effects && this.deps.tracer) trace.getActiveSpan()?.setAttribute("admission.mode", Mode[ctx.mode] ?? String(ctx.mode));
 
     const inactive = snapshot.inactiveReason(ctx, principal.user, nowMs);
     if (inactive) {
@@ -188,7 +193,11 @@ export class DecisionEngine {
     try {
       // A store without counters for this tenant (started empty, or lost them) has them rebuilt from the ledger first.
       result = effects
-        ? await this.deps.rebuild.afterWarming(who.tenant, () => this.deps.counters.reserve(reserve))
+        ? await childSpan(this.deps.tracer, "counters.reserve", async (span) => {
+          const reserved = await this.deps.rebuild.afterWarming(who.tenant, () => this.deps.counters.reserve(reserve));
+          span?.setAttribute("admission.counters.result", reserved.status);
+          return reserved;
+        }, { "admission.counters.meters": bound.ops.length })
         : await this.wouldReserve(who.tenant, bound.ops, amounts);
       if (result.status === "cold") throw new CounterStoreUnavailableError("tenant counters lost again while rebuilding");
     } catch (err) {

@@ -1,3 +1,4 @@
+import { trace } from "@opentelemetry/api";
 import pino, { type DestinationStream, type Logger } from "pino";
 
 /**
@@ -12,11 +13,14 @@ import pino, { type DestinationStream, type Logger } from "pino";
  * a SIGKILL can lose up to a second of lines, never usage (that is in the
  * ledger). A reader that stops reading costs at most 16 MiB of buffered lines;
  * past that, lines are dropped rather than memory exhausted.
+ *
+ * A line logged while a trace span is active carries its `trace_id` and `span_id`.
  */
 export function createLogger(options: { level: string; service: string; destination?: DestinationStream }): Logger {
   return pino({
     level: options.level,
     base: { service: options.service },
+    mixin: traceIds,
     redact: {
       paths: [
         "credential", "*.credential", "secret", "*.secret", "authorization", "*.authorization", "headers.authorization",
@@ -25,6 +29,14 @@ export function createLogger(options: { level: string; service: string; destinat
       censor: "[redacted]",
     },
   }, options.destination ?? stdout());
+}
+
+/** The active span's ids (none when tracing is off: no context manager, no span). A new object each time: pino merges the line into it. */
+function traceIds(): object {
+  const span = trace.getActiveSpan();
+  if (!span) return {};
+  const { traceId, spanId } = span.spanContext();
+  return { trace_id: traceId, span_id: spanId };
 }
 
 const flushEveryMs = 1_000;

@@ -24,6 +24,7 @@ export interface Metrics {
   readonly webhookAttempts: Counter<"webhook" | "result">;
   readonly webhookOldestPendingSeconds: Gauge;
   readonly webhookEventsUnrecorded: Counter<"type">;
+  readonly droppedSpans: Counter<"reason">;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -99,6 +100,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: "admission_webhook_events_unrecorded_total",
       help: "Events an Admit raised that could not be written to the outbox (the database was unreachable): logged, not delivered",
       labelNames: ["type"],
+      registers,
+    }),
+    droppedSpans: new Counter({
+      name: "admission_trace_spans_dropped_total",
+      help: "Trace spans dropped instead of exported, by reason: queue_full (the bounded export queue was full) or the export's error (collector unreachable, refused, timed out)",
+      labelNames: ["reason"],
       registers,
     }),
   };

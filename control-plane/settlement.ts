@@ -1,6 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { status as Code } from "@grpc/grpc-js";
 import type { Logger } from "pino";
+import { trace, type Tracer } from "@opentelemetry/api";
+import { childSpan } from "./tracing.js";
 import type { RenewRequest, RenewResponse, SettleRequest, SettleResponse } from "../gen/admission/v1/admission_pb.js";
 import { Outcome, RenewResponseSchema } from "../gen/admission/v1/admission_pb.js";
 import type { CounterStore, LeaseRecord, LeaseUsage, SettleLeaseResult } from "./counter-store.js";
@@ -48,6 +50,8 @@ export interface SettlementDeps {
   readonly logger: Logger;
   readonly settings: SettlementSettings;
   readonly clock?: () => number;
+  /** Counter-store steps and ledger writes in child spans of the call's, when tracing is on. */
+  readonly tracer?: Tracer;
 }
 
 /**
@@ -102,6 +106,7 @@ export class Settlement {
     if (invalid) throw new RpcError(Code.INVALID_ARGUMENT, invalid);
     const nowMs = this.clock();
     const usage = this.usageOf(req, claims, nowMs);
+    if (this.deps.tracer) this.traceClaims(claims);
 
     const result = await this.settleLease(claims, usage, nowMs);
     if (!result) {
@@ -160,7 +165,8 @@ export class Settlement {
       );
     }
     const expiresAtMs = Math.min(nowMs + ttlMs, endOfLifeMs);
-    const lease = await this.counterCall("renew", () => this.deps.counters.renew(claims.tenant, claims.leaseId, expiresAtMs));
+    if (this.deps.tracer) this.traceClaims(claims);
+    const lease = await childSpan(this.deps.tracer, "counters.renew", () => this.counterCall("renew", () => this.deps.counters.renew(claims.tenant, claims.leaseId, expiresAtMs)));
     if (!lease) throw new RpcError(Code.NOT_FOUND, "reservation is not open: it was settled, expired or is unknown");
     return create(RenewResponseSchema, { reservationId: req.reservationId, leaseExpiresAt: msTimestamp(lease.expiresAtMs) });
   }
@@ -301,8 +307,24 @@ export class Settlement {
     return events;
   }
 
+  /** Who the reservation is for, on the call's span. */
+  private traceClaims(claims: ReservationClaims): void {
+    trace.getActiveSpan()?.setAttributes({
+      "admission.tenant": claims.tenant, "admission.user": claims.user, "admission.key_id": claims.keyId, "admission.task": claims.task,
+      "admission.reserved_cost_micros": claims.costMicros,
+    });
+  }
+
   /** Appends the row; `generation`: the counter generation its usage went into, kept with it if it is spooled; `events`: webhook events committed with it. */
-  private async record(row: LedgerRow, options: { spool?: boolean; generation?: string; events?: readonly OutboxEvent[] } = {}): Promise<{ inserted: boolean; row: LedgerRow; xid?: string }> {
+  private record(row: LedgerRow, options: { spool?: boolean; generation?: string; events?: readonly OutboxEvent[] } = {}): Promise<{ inserted: boolean; row: LedgerRow; xid?: string }> {
+    return childSpan(this.deps.tracer, "ledger.append", async (span) => {
+      const recorded = await this.append(row, options);
+      span?.setAttribute("admission.ledger.inserted", recorded.inserted);
+      return recorded;
+    });
+  }
+
+  private async append(row: LedgerRow, options: { spool?: boolean; generation?: string; events?: readonly OutboxEvent[] }): Promise<{ inserted: boolean; row: LedgerRow; xid?: string }> {
     const started = performance.now();
     let inserted: boolean;
     let xid: string | undefined;
@@ -325,7 +347,11 @@ export class Settlement {
   private async settleLease(claims: ReservationClaims, usage: LeaseUsage, nowMs: number): Promise<Exclude<SettleLeaseResult, { status: "cold" }> | undefined> {
     const request = { tenant: claims.tenant, leaseId: claims.leaseId, usage, nowMs, graceMs: this.deps.settings.recordGraceMs };
     try {
-      const result = await this.deps.rebuild.afterWarming(claims.tenant, () => this.deps.counters.settle(request));
+      const result = await childSpan(this.deps.tracer, "counters.settle", async (span) => {
+        const settled = await this.deps.rebuild.afterWarming(claims.tenant, () => this.deps.counters.settle(request));
+        span?.setAttribute("admission.counters.result", settled.status);
+        return settled;
+      });
       return result.status === "cold" ? undefined : result;
     } catch (err) {
       if (err instanceof CounterStoreUnavailableError) return undefined;

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { ProviderApi } from "../control-plane/llm-request.js";
 import { PemFileError, readCertificates, readKeyPair } from "../control-plane/pem-files.js";
+import { tracingOf, type TracingConfig } from "../control-plane/tracing.js";
 import type { ControlPlaneTls } from "./control-plane-client.js";
 
 /**
@@ -72,6 +73,8 @@ export interface DataPlaneConfig {
   readonly metricsHost: string;
   readonly metricsPort: number;
   readonly logLevel: string;
+  /** OpenTelemetry export (the standard OTEL_* variables); undefined: tracing off. */
+  readonly tracing?: TracingConfig;
 }
 
 export class DataPlaneConfigError extends Error {
@@ -182,6 +185,7 @@ export function loadDataPlaneConfig(env: NodeJS.ProcessEnv): DataPlaneConfig {
     metricsHost: env.PROXY_METRICS_HOST || d.metricsHost,
     metricsPort: int(env, "PROXY_METRICS_PORT", d.metricsPort, 0, 65535),
     logLevel: env.LOG_LEVEL || d.logLevel,
+    tracing: tracingOf(env, "data-plane", (message) => new DataPlaneConfigError(message)),
   };
   if (config.reconnectMinMs > config.reconnectMaxMs) throw new DataPlaneConfigError("PROXY_RECONNECT_MIN_MS must not exceed PROXY_RECONNECT_MAX_MS");
   if (config.headersTimeoutMs > config.requestTimeoutMs) throw new DataPlaneConfigError("PROXY_HEADERS_TIMEOUT_MS must not exceed PROXY_REQUEST_TIMEOUT_MS");

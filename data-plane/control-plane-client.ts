@@ -9,6 +9,7 @@ import { grpcServiceDefinition } from "../control-plane/grpc/service-definition.
 import { Backoff } from "./backoff.js";
 import { asControlPlaneError, ControlPlaneError } from "./control-plane-error.js";
 import { SessionStream, StreamClosedError, type SessionCall } from "./session-stream.js";
+import type { TraceCarrier } from "../control-plane/tracing.js";
 
 export { ControlPlaneError } from "./control-plane-error.js";
 
@@ -88,16 +89,17 @@ export class ControlPlaneClient {
     if (!options.unary) this.openStream();
   }
 
-  admit(req: AdmitRequest): Promise<AdmitResponse> {
-    return this.call("admit", { case: "admit", value: req }, this.timeoutMs) as Promise<AdmitResponse>;
+  /** `trace`: the caller's span context, sent with the call (Session message fields, or unary metadata). */
+  admit(req: AdmitRequest, trace?: TraceCarrier): Promise<AdmitResponse> {
+    return this.call("admit", { case: "admit", value: req }, this.timeoutMs, trace) as Promise<AdmitResponse>;
   }
 
-  settle(req: SettleRequest): Promise<SettleResponse> {
-    return this.call("settle", { case: "settle", value: req }, this.settleTimeoutMs) as Promise<SettleResponse>;
+  settle(req: SettleRequest, trace?: TraceCarrier): Promise<SettleResponse> {
+    return this.call("settle", { case: "settle", value: req }, this.settleTimeoutMs, trace) as Promise<SettleResponse>;
   }
 
-  renew(req: RenewRequest): Promise<RenewResponse> {
-    return this.call("renew", { case: "renew", value: req }, this.settleTimeoutMs) as Promise<RenewResponse>;
+  renew(req: RenewRequest, trace?: TraceCarrier): Promise<RenewResponse> {
+    return this.call("renew", { case: "renew", value: req }, this.settleTimeoutMs, trace) as Promise<RenewResponse>;
   }
 
   /** What the credential may use (tasks, routes, limits): GetEffectivePolicy, unary. */
@@ -125,12 +127,12 @@ export class ControlPlaneClient {
     this.setUp(false);
   }
 
-  private async call(method: Method, call: SessionCall, timeoutMs: number): Promise<unknown> {
+  private async call(method: Method, call: SessionCall, timeoutMs: number, trace?: TraceCarrier): Promise<unknown> {
     if (this.closed) throw new ControlPlaneError(grpc.status.CANCELLED, "client closed");
     const stream = this.stream?.accepting ? this.stream : undefined;
     if (stream) {
       try {
-        const result = await stream.request(call, timeoutMs);
+        const result = await stream.request(call, timeoutMs, trace);
         if (result.case === "error") throw new ControlPlaneError(result.value.code, result.value.message);
         return result.value;
       } catch (err) {
@@ -138,12 +140,15 @@ export class ControlPlaneClient {
         if (!(err instanceof StreamClosedError) || this.closed) throw err;
       }
     }
-    return this.unary(method, call.value, timeoutMs);
+    return this.unary(method, call.value, timeoutMs, trace);
   }
 
-  private unary(method: string, req: unknown, timeoutMs: number): Promise<unknown> {
+  private unary(method: string, req: unknown, timeoutMs: number, trace?: TraceCarrier): Promise<unknown> {
+    const metadata = new grpc.Metadata();
+    if (trace?.traceparent) metadata.set("traceparent", trace.traceparent);
+    if (trace?.tracestate) metadata.set("tracestate", trace.tracestate);
     return new Promise((resolve, reject) => {
-      this.client[method]!.call(this.client, req, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: unknown) =>
+      this.client[method]!.call(this.client, req, metadata, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: unknown) =>
         err ? reject(asControlPlaneError(err)) : resolve(res),
       );
     });

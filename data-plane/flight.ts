@@ -2,7 +2,9 @@ import type { ClientRequest, IncomingMessage } from "node:http";
 import type { Route } from "../gen/admission/v1/admission_pb.js";
 import { Outcome } from "../gen/admission/v1/admission_pb.js";
 import type { LlmRequest } from "../control-plane/llm-request.js";
+import type { Span } from "@opentelemetry/api";
 import type { LeaseRenewer } from "./lease-renewer.js";
+import type { RequestTrace } from "./request-trace.js";
 import type { UsageRecord } from "./provider-usage.js";
 import { settledUsage, type UsageReader } from "./usage-reader.js";
 
@@ -31,6 +33,9 @@ export class Flight {
   proxyReq: ClientRequest | undefined;
   proxyRes: IncomingMessage | undefined;
   renewer: LeaseRenewer | undefined;
+  /** The request's trace (tracing on) and the span of the route attempt under way. */
+  trace: RequestTrace | undefined;
+  attemptSpan: Span | undefined;
   private finished = false;
 
   constructor(readonly init: {

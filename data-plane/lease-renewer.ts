@@ -4,6 +4,7 @@ import { status as Code } from "@grpc/grpc-js";
 import type { Logger } from "pino";
 import { RenewRequestSchema } from "../gen/admission/v1/admission_pb.js";
 import { asControlPlaneError } from "./control-plane-error.js";
+import type { TraceCarrier } from "../control-plane/tracing.js";
 import type { ControlPlaneClient } from "./control-plane-client.js";
 
 const minDelayMs = 250;
@@ -24,6 +25,8 @@ export class LeaseRenewer {
 
   constructor(private readonly options: {
     readonly client: Pick<ControlPlaneClient, "renew">;
+    /** The request's span context: each Renew's control-plane span is a child of it. */
+    readonly trace?: TraceCarrier;
     readonly reservationId: string;
     readonly leaseExpiresAtMs: number;
     readonly logger: Logger;
@@ -48,7 +51,7 @@ export class LeaseRenewer {
 
   private async renew(expiresAtMs: number): Promise<void> {
     try {
-      const renewed = await this.options.client.renew(create(RenewRequestSchema, { reservationId: this.options.reservationId }));
+      const renewed = await this.options.client.renew(create(RenewRequestSchema, { reservationId: this.options.reservationId }), this.options.trace);
       const renewedAtMs = renewed.leaseExpiresAt ? timestampMs(renewed.leaseExpiresAt) : expiresAtMs;
       if (renewedAtMs <= expiresAtMs) return this.reachedLifetime(renewedAtMs); // clamped: the lease can live no longer
       this.schedule(renewedAtMs);

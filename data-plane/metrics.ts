@@ -14,6 +14,7 @@ export interface DataPlaneMetrics {
   readonly spoolQuarantined: Counter;
   readonly controlPlaneUp: Gauge;
   readonly failOpen: Counter<"result">;
+  readonly droppedSpans: Counter<"reason">;
 }
 
 export function createDataPlaneMetrics(options: { defaultMetrics?: boolean } = {}): DataPlaneMetrics {
@@ -54,5 +55,11 @@ export function createDataPlaneMetrics(options: { defaultMetrics?: boolean } = {
     }),
     controlPlaneUp: new Gauge({ name: "proxy_control_plane_up", help: "1 while the Session link to the control plane is up", registers }),
     failOpen: new Counter({ name: "proxy_fail_open_total", help: "Requests served unadmitted under FAIL_OPEN, by result: held, recorded, lost", labelNames: ["result"], registers }),
+    droppedSpans: new Counter({
+      name: "proxy_trace_spans_dropped_total",
+      help: "Trace spans dropped instead of exported, by reason: queue_full (the bounded export queue was full) or the export's error (collector unreachable, refused, timed out)",
+      labelNames: ["reason"],
+      registers,
+    }),
   };
 }

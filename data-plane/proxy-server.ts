@@ -6,6 +6,7 @@ import { parse as parseUrl, type Url } from "node:url";
 import { create } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { status as Code } from "@grpc/grpc-js";
+import type { Tracer } from "@opentelemetry/api";
 import httpProxy from "http-proxy";
 import type { Logger } from "pino";
 import type { AdmitResponse } from "../gen/admission/v1/admission_pb.js";
@@ -26,6 +27,7 @@ import { servableRoutes } from "./provider-routes.js";
 import { decisionHeaders } from "./rate-limit-headers.js";
 import { joinChunks, readBody } from "./read-body.js";
 import { matchRoute } from "./routes.js";
+import { RequestTrace } from "./request-trace.js";
 import type { Settler } from "./settler.js";
 import { clientHeaders, upstreamHeaders } from "./upstream-headers.js";
 import type { UsageRecord } from "./provider-usage.js";
@@ -39,6 +41,8 @@ export interface ProxyDeps {
   readonly failOpen: FailOpen;
   readonly metrics: DataPlaneMetrics;
   readonly logger: Logger;
+  /** A trace per proxied request when tracing is on. */
+  readonly tracer?: Tracer;
 }
 
 const requestIdPattern = /^[\x21-\x7e]{1,128}$/;
@@ -114,6 +118,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     metrics.upstreamSeconds.observe({ provider: route.provider, status: String(status) }, (performance.now() - flight.upstreamStartedAt) / 1000);
     if (status >= 500 && flight.attempt + 1 < flight.init.routes.length && !res.headersSent) {
       proxyRes.resume();
+      endAttempt(flight, { status });
       logger.warn({ requestId: flight.init.requestId, status, provider: route.provider }, "provider failed before the first byte; trying the next route");
       metrics.failovers.inc({ provider: route.provider });
       flight.attempt++;
@@ -194,6 +199,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const body = rewriteBody(flight.init.request, { providerModel: route.providerModel || route.model, maxOutputTokens: flight.init.maxOutputTokens });
     // http-proxy copies the incoming headers: replace them with exactly what the provider may see.
     req.headers = upstreamHeaders(req.headers, upstream.provider, body.length, flight.init.requestId);
+    if (flight.trace) flight.attemptSpan = flight.trace.attempt(route, upstream.provider, flight.attempt, flight.init.maxOutputTokens, req.headers);
     if (flight.upstreamStartedAt === 0) {
       flight.upstreamStartedAt = performance.now();
       metrics.overheadSeconds.observe((flight.upstreamStartedAt - flight.init.startedAt) / 1000);
@@ -207,6 +213,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
       if (flight.done) return;
       logger.warn({ requestId: flight.init.requestId, provider: route.provider, err: err.code ?? err.message }, "provider unreachable");
       metrics.failovers.inc({ provider: route.provider });
+      endAttempt(flight, { error: err.code ?? err.name });
       guarded(flight, res, () => failOver(req, res, flight, `provider "${route.provider}" unreachable (${err.code ?? err.message})`));
     });
   }
@@ -221,26 +228,41 @@ export function createProxyServer(deps: ProxyDeps): Server {
     badGateway(res, flight, `no provider could serve the request: ${why}`);
   }
 
+  /** Ends the span of the attempt under way (one that failed over, or the one served). */
+  function endAttempt(flight: Flight, result: { status: number } | { error: string }): void {
+    if (!flight.attemptSpan) return;
+    flight.trace!.attemptEnded(flight.attemptSpan, result);
+    flight.attemptSpan = undefined;
+  }
+
   /** Exactly once per flight: a Settle for an admitted request, held usage for an unadmitted one. */
   function settle(flight: Flight, outcome: Outcome): void {
     const settled = flight.finish(outcome);
     if (!settled) return;
     const { init } = flight;
+    const rt = flight.trace;
+    if (rt) {
+      rt.usage(flight.attemptSpan, settled);
+      endAttempt(flight, flight.status !== undefined ? { status: flight.status } : { error: Outcome[outcome] ?? "error" });
+    }
     const { usage } = settled;
     const model = settled.route?.model ?? "";
     countSettledTokens(init.tenant, model, usage);
     logger.info({
       requestId: init.requestId, tenant: init.tenant, task: init.task, provider: settled.route?.provider, model, status: flight.status,
       outcome: Outcome[settled.outcome], ...usage, estimated: settled.estimated,
-      latencyMs: settled.latencyMs, unmetered: !init.reservationId || undefined,
+      latencyMs: settled.latencyMs, unmetered: !init.reservationId || undefined, ...rt?.logIds(),
     }, "request settled");
     if (!init.reservationId) {
+      rt?.release();
       deps.failOpen.record({
         requestId: init.requestId, credential: init.credential, task: init.task, model: init.request.model, provider: settled.route?.provider ?? "",
         servedModel: model, ...usage, outcome: settled.outcome, latencyMs: settled.latencyMs, estimated: settled.estimated,
       });
       return;
     }
+    const settleCall = rt?.settle();
+    rt?.release();
     void deps.settler.settle({
       $typeName: "admission.v1.SettleRequest",
       reservationId: init.reservationId,
@@ -255,7 +277,9 @@ export function createProxyServer(deps: ProxyDeps): Server {
       cacheReadTokens: BigInt(usage.cacheReadTokens),
       cacheWriteTokens: BigInt(usage.cacheWriteTokens),
       reasoningTokens: BigInt(usage.reasoningTokens),
-    }, { requestId: init.requestId, tenant: init.tenant });
+    }, { requestId: init.requestId, tenant: init.tenant, trace: settleCall?.trace }).then((result) => {
+      if (settleCall) rt!.settleEnded(settleCall, result);
+    });
   }
 
   /** proxy_tokens_total: input and output, and the parts of them a provider reported (only when there are some, to keep series few). */
@@ -267,14 +291,15 @@ export function createProxyServer(deps: ProxyDeps): Server {
     if (usage.reasoningTokens > 0) metrics.tokens.inc({ tenant, model, direction: "reasoning" }, usage.reasoningTokens);
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, rt: RequestTrace | undefined): Promise<void> {
     const startedAt = performance.now();
     // Our own id: the Admit idempotency key must not be a value the client can replay.
     const requestId = `dp-${randomUUID()}`;
+    rt?.identify(requestId);
     const clientRequestId = typeof req.headers["x-request-id"] === "string" && requestIdPattern.test(req.headers["x-request-id"]) ? req.headers["x-request-id"] : undefined;
     let requestLog: Logger | undefined;
     // Made when something is logged with the request's ids: most requests log only their settle line.
-    const log = (): Logger => (requestLog ??= logger.child({ requestId, ...(clientRequestId ? { clientRequestId } : {}) }));
+    const log = (): Logger => (requestLog ??= logger.child({ requestId, ...(clientRequestId ? { clientRequestId } : {}), ...rt?.logIds() }));
     const base = { "x-request-id": requestId };
     const matched = matchRoute(new URL(req.url ?? "/", "http://proxy").pathname, config.taskRoutes);
     const route = matched && llmRoutes.get(matched.path);
@@ -282,6 +307,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const api: ProviderApi = route?.api ?? (matched && /^\/messages(?:\/|$)/.test(matched.path) ? "anthropic" : "openai");
     const routeLabel = matched && (route || matched.path === "/models" || matched.path === countTokensPath) ? matched.path : "other";
     res.on("finish", () => metrics.requests.inc({ route: routeLabel, status: String(res.statusCode) }));
+    rt?.route(routeLabel === "other" ? routeLabel : `/v1${routeLabel}`);
     if (!matched) return sendError(res, 404, `unknown route ${(req.url ?? "").split("?")[0]!.slice(0, 200)}`, { headers: base, code: "unknown_route" });
     if (matched.path === "/models") {
       if (req.method !== "GET") return sendError(res, 405, "use GET /v1/models", { headers: { ...base, allow: "GET" }, code: "method_not_allowed" });
@@ -302,25 +328,29 @@ export function createProxyServer(deps: ProxyDeps): Server {
     if (raw === "too_large") return sendError(res, 413, `request body over ${config.maxBodyBytes} bytes`, { headers: base, code: "request_too_large", api });
     const request = parseLlmRequest(route, raw);
     if ("error" in request) return sendError(res, 400, request.error, { headers: base, code: "invalid_request", param: request.param, api });
+    rt?.request(request, task);
 
     const ask = { path: route.path, task, model: request.model };
     const admitStarted = performance.now();
+    const admitCall = rt?.admit();
     let decision: AdmitResponse;
     try {
       decision = await deps.controlPlane.admit(admitRequestFor(request, {
         requestId, credential, task, attributes: { route: route.path, ...(clientRequestId ? { client_request_id: clientRequestId } : {}) },
-      }));
+      }), admitCall?.trace);
     } catch (raw) {
       const err = asControlPlaneError(raw);
+      if (admitCall) rt!.callFailed(admitCall, err.code);
       metrics.admitSeconds.observe({ result: "error" }, (performance.now() - admitStarted) / 1000);
       if (!err.unreachable) {
         deps.failOpen.denied(credential);
         return refused(res, err, base, api);
       }
-      if (config.failurePolicy === "FAIL_OPEN") return unadmitted({ req, res, request, ask, credential, requestId, startedAt, log: log(), err });
+      if (config.failurePolicy === "FAIL_OPEN") return unadmitted({ req, res, request, ask, credential, requestId, startedAt, log: log(), err, rt });
       log().error({ code: Code[err.code], err: err.message }, "control plane unreachable; denied (FAIL_CLOSED)");
       return sendErrorResponse(res, unavailableResponse(base, api));
     }
+    if (admitCall) rt!.admitted(admitCall, decision);
     const admitMs = performance.now() - admitStarted;
     metrics.admitSeconds.observe({ result: decision.allowed ? "allowed" : "denied" }, admitMs / 1000);
     if (!decision.allowed) {
@@ -335,6 +365,10 @@ export function createProxyServer(deps: ProxyDeps): Server {
       requestId, credential, task, request, tenant: decision.tenant, reservationId: decision.reservationId, routes: "routes" in servable ? servable.routes : decision.routes,
       maxOutputTokens: Number(decision.maxOutputTokens), headers: decisionHeaders(decision, requestId), startedAt, admitMs,
     });
+    if (rt) {
+      flight.trace = rt;
+      rt.hold();
+    }
     if ("mismatch" in servable) {
       // Nothing admitted is left open: the reservation is released at once (no provider was called: nothing charged).
       log().info({ tenant: decision.tenant, task, route: route.path, reason: servable.mismatch }, "refused: no candidate speaks the route's API");
@@ -345,7 +379,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
     takeOff(req, res, flight);
     if (flight.done) return;
     if (decision.leaseExpiresAt) {
-      flight.renewer = new LeaseRenewer({ client: deps.controlPlane, reservationId: decision.reservationId, leaseExpiresAtMs: timestampMs(decision.leaseExpiresAt), logger, requestId });
+      flight.renewer = new LeaseRenewer({ client: deps.controlPlane, reservationId: decision.reservationId, leaseExpiresAtMs: timestampMs(decision.leaseExpiresAt), logger, requestId, trace: rt?.carrier() });
     }
   }
 
@@ -370,7 +404,7 @@ export function createProxyServer(deps: ProxyDeps): Server {
    * FAIL_OPEN: forward without a decision only a credential admitted here recently for this path, task and model, on that
    * admission's routes (those of the request's API); usage recorded when the link is back. Anything else gets the same 503 as FAIL_CLOSED.
    */
-  function unadmitted(a: { req: IncomingMessage; res: ServerResponse; request: LlmRequest; ask: AdmissionAsk; credential: string; requestId: string; startedAt: number; log: Logger; err: ControlPlaneError }): void {
+  function unadmitted(a: { req: IncomingMessage; res: ServerResponse; request: LlmRequest; ask: AdmissionAsk; credential: string; requestId: string; startedAt: number; log: Logger; err: ControlPlaneError; rt: RequestTrace | undefined }): void {
     const known = deps.failOpen.serve(a.credential, a.ask);
     const { api } = a.request.route;
     if (!known) {
@@ -382,10 +416,16 @@ export function createProxyServer(deps: ProxyDeps): Server {
     const { routes } = servable;
     a.log.warn({ tenant: known.tenant, task: a.ask.task, err: a.err.message }, "control plane unreachable; forwarded unmetered (FAIL_OPEN)");
     const view = create(AdmitResponseSchema, { allowed: true, unmetered: true, warnings: [unmeteredWarning] });
-    takeOff(a.req, a.res, new Flight({
+    const flight = new Flight({
       requestId: a.requestId, credential: a.credential, task: a.ask.task, request: a.request, tenant: known.tenant, reservationId: "", routes,
       maxOutputTokens: undefined, headers: decisionHeaders(view, a.requestId), startedAt: a.startedAt, admitMs: 0,
-    }));
+    });
+    if (a.rt) {
+      a.rt.unadmitted();
+      flight.trace = a.rt;
+      a.rt.hold();
+    }
+    takeOff(a.req, a.res, flight);
   }
 
   /** The control plane refused the call itself (malformed request, bad credential...). */
@@ -471,7 +511,12 @@ export function createProxyServer(deps: ProxyDeps): Server {
         checks: { controlPlane: ready ? "ok" : "not connected", settleSpool: spooled ? `${spooled} settles waiting for replay` : "empty", failOpen: deps.failOpen.size() ? `${deps.failOpen.size()} unadmitted requests waiting to be recorded` : "none" },
       });
     }
-    handle(req, res).catch((err) => {
+    let rt: RequestTrace | undefined;
+    if (deps.tracer) {
+      const trace = (rt = new RequestTrace(deps.tracer, req, path ?? ""));
+      res.on("close", () => trace.release(res.statusCode));
+    }
+    handle(req, res, rt).catch((err) => {
       logger.error({ err }, "proxy handler failed");
       sendError(res, 500, "internal error", { code: "internal_error" });
     });

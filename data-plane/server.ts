@@ -12,6 +12,7 @@ import { createProxyServer } from "./proxy-server.js";
 import type { ReplayReport } from "./settle-spool.js";
 import { SettleSpool } from "./settle-spool.js";
 import { Settler } from "./settler.js";
+import { startTracing, type Tracing } from "../control-plane/tracing.js";
 
 export interface RunningDataPlane {
   readonly port: number;
@@ -21,6 +22,8 @@ export interface RunningDataPlane {
   readonly controlPlane: ControlPlaneClient;
   readonly spool: SettleSpool;
   readonly failOpen: FailOpen;
+  /** OpenTelemetry export (off unless an OTLP endpoint is configured). */
+  readonly tracing: Tracing;
   /** The built-in mock provider (both its entries, "mock" and "mock-anthropic"), when no providers were configured. */
   readonly mockProvider?: RunningMockProvider;
   /** Sends spooled settles now (also done with backoff, and whenever the link comes back); resolves with how many were delivered. */
@@ -49,6 +52,8 @@ function tlsMode(config: DataPlaneConfig): "off" | "tls" | "mtls" {
 export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDeps = {}): Promise<RunningDataPlane> {
   const logger = deps.logger ?? createLogger({ level: config.logLevel, service: "data-plane" });
   const metrics = deps.metrics ?? createDataPlaneMetrics();
+  // Spans are passed explicitly here (request-trace.ts): no process-wide context manager.
+  const tracing = startTracing(config.tracing, metrics.droppedSpans, { activeContext: false });
   let providers = deps.providers ?? config.providers;
   let mockProvider: RunningMockProvider | undefined;
   if (!providers) {
@@ -86,7 +91,7 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
     : undefined;
   const failOpen = new FailOpen({ client: controlPlane, settler, logger, metrics, admitted });
   const server: Server = createProxyServer({
-    config, providers: new Map(providers.map((p) => [p.name, p])), controlPlane, settler, failOpen, metrics, logger,
+    config, providers: new Map(providers.map((p) => [p.name, p])), controlPlane, settler, failOpen, metrics, logger, tracer: tracing.tracer,
   });
   const metricsServer = createMetricsServer({ registry: metrics.registry, logger, requestTimeoutMs: config.requestTimeoutMs, headersTimeoutMs: config.headersTimeoutMs });
   let port: number;
@@ -101,13 +106,14 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
     failOpen.close();
     controlPlane.close();
     await mockProvider?.close();
+    await tracing.shutdown();
     throw err;
   }
   logger.info({ port, metricsHost: config.metricsHost, metricsPort, controlPlane: config.controlPlaneAddr, controlPlaneTls: tlsMode(config), providers: providers.map((p) => p.name), failurePolicy: config.failurePolicy }, "data plane ready");
 
   let closing: Promise<void> | undefined;
   return {
-    port, metricsPort, metrics, controlPlane, spool, failOpen, mockProvider,
+    port, metricsPort, metrics, controlPlane, spool, failOpen, tracing, mockProvider,
     replaySpool: async () => {
       const report: ReplayReport = await settler.replay();
       return report.delivered;
@@ -123,6 +129,7 @@ export async function startDataPlane(config: DataPlaneConfig, deps: DataPlaneDep
         failOpen.close();
         controlPlane.close();
         await mockProvider?.close();
+        await tracing.shutdown();
         logger.info("data plane stopped");
       })();
       return closing;

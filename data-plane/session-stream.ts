@@ -1,5 +1,6 @@
 import { status as Code, type ClientDuplexStream } from "@grpc/grpc-js";
 import type { SessionRequest, SessionResponse } from "../gen/admission/v1/admission_pb.js";
+import type { TraceCarrier } from "../control-plane/tracing.js";
 import { ControlPlaneError } from "./control-plane-error.js";
 
 /** One call on the stream: Admit, Settle or Renew. */
@@ -59,12 +60,15 @@ export class SessionStream {
     return this.pending.size;
   }
 
-  request(call: SessionCall, timeoutMs: number): Promise<SessionResult> {
+  /** `trace`: the caller's span context, carried by this message (a stream carries the calls of many traces). */
+  request(call: SessionCall, timeoutMs: number, trace?: TraceCarrier): Promise<SessionResult> {
     if (this.state !== "open") return Promise.reject(new StreamClosedError("not accepting calls"));
     const id = this.nextId++;
     return new Promise<SessionResult>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, deadlineMs: performance.now() + timeoutMs, timeoutMs });
-      this.call.write({ $typeName: "admission.v1.SessionRequest", id: BigInt(id), call } satisfies SessionRequest);
+      this.call.write({
+        $typeName: "admission.v1.SessionRequest", id: BigInt(id), call, traceparent: trace?.traceparent ?? "", tracestate: trace?.tracestate ?? "",
+      } satisfies SessionRequest);
     });
   }
 

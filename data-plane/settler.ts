@@ -8,6 +8,17 @@ import { asControlPlaneError } from "./control-plane-error.js";
 import type { ControlPlaneClient } from "./control-plane-client.js";
 import type { DataPlaneMetrics } from "./metrics.js";
 import type { ReplayReport, ReplayResult, SettleSpool } from "./settle-spool.js";
+import type { TraceCarrier } from "../control-plane/tracing.js";
+
+/** Where a settle ended up: acknowledged, spooled to disk for replay, or lost (refused for good, or the spool failed). */
+export type SettleResult = "delivered" | "spooled" | "lost";
+
+export interface SettleContext {
+  readonly requestId: string;
+  readonly tenant: string;
+  /** The span context of the request's Settle span, sent with the call (not spooled: a replay is a call of its own). */
+  readonly trace?: TraceCarrier;
+}
 
 export interface SettlerOptions {
   readonly client: Pick<ControlPlaneClient, "settle" | "onLinkChange">;
@@ -28,7 +39,7 @@ export interface SettlerOptions {
  * harmless duplicate on replay.
  */
 export class Settler {
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly inFlight = new Set<Promise<SettleResult>>();
   private readonly backoff: Backoff;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -47,7 +58,7 @@ export class Settler {
   }
 
   /** Never rejects: the settle is acknowledged, spooled, or (only when the control plane refuses it for good) logged as lost. */
-  settle(req: SettleRequest, context: { requestId: string; tenant: string }): Promise<void> {
+  settle(req: SettleRequest, context: SettleContext): Promise<SettleResult> {
     const run = this.deliver(req, context).finally(() => this.inFlight.delete(run));
     this.inFlight.add(run);
     return run;
@@ -75,16 +86,16 @@ export class Settler {
     await this.options.spool.idle();
   }
 
-  private async deliver(req: SettleRequest, context: { requestId: string; tenant: string }): Promise<void> {
-    const result = await this.send(req);
+  private async deliver(req: SettleRequest, { trace, ...context }: SettleContext): Promise<SettleResult> {
+    const result = await this.send(req, trace);
     if (result.outcome === "delivered") {
       this.options.metrics.settles.inc({ result: "delivered" });
-      return;
+      return "delivered";
     }
     if (result.outcome === "drop") {
       this.options.metrics.settles.inc({ result: "lost" });
       this.options.logger.error({ ...context, code: Code[result.code], err: result.message }, "settle refused by the control plane; usage not recorded");
-      return;
+      return "lost";
     }
     try {
       await this.options.spool.append(req);
@@ -92,9 +103,11 @@ export class Settler {
       this.options.metrics.spooledSettles.set(this.options.spool.size());
       this.options.logger.warn({ ...context, err: result.message }, "settle not delivered; spooled for replay");
       this.schedule(this.backoff.nextDelayMs());
+      return "spooled";
     } catch (err) {
       this.options.metrics.settles.inc({ result: "lost" });
       this.options.logger.error({ ...context, err: String(err) }, "settle neither delivered nor spooled; usage not recorded");
+      return "lost";
     }
   }
 
@@ -114,9 +127,9 @@ export class Settler {
    * request ran) must not lose the usage: the signed reservation id alone is
    * accepted, so the settle is sent again without it.
    */
-  private async send(req: SettleRequest): Promise<{ outcome: ReplayResult; code: Code; message: string }> {
+  private async send(req: SettleRequest, trace?: TraceCarrier): Promise<{ outcome: ReplayResult; code: Code; message: string }> {
     try {
-      await this.options.client.settle(req);
+      await this.options.client.settle(req, trace);
       return { outcome: "delivered", code: Code.OK, message: "" };
     } catch (raw) {
       const err = asControlPlaneError(raw);
@@ -124,7 +137,7 @@ export class Settler {
       if (req.credential && (err.code === Code.UNAUTHENTICATED || err.code === Code.PERMISSION_DENIED)) {
         const anonymous = clone(SettleRequestSchema, req);
         anonymous.credential = "";
-        return this.send(anonymous);
+        return this.send(anonymous, trace);
       }
       return { outcome: "drop", code: err.code, message: err.message };
     }

@@ -288,7 +288,7 @@ describe("control plane over gRPC", () => {
       stream.on("end", resolve);
       stream.on("error", reject);
     });
-    const req = (id: bigint, call: unknown) => stream.write({ $typeName: "admission.v1.SessionRequest", id, call });
+    const req = (id: bigint, call: unknown) => stream.write({ $typeName: "admission.v1.SessionRequest", id, call, traceparent: "", tracestate: "" });
     for (let i = 1n; i <= 20n; i++) {
       req(i, { case: "admit", value: { $typeName: "admission.v1.AdmitRequest", credential: secretOf("k-globex"), task: "DRAFT", requestId: "", model: "", inputTokens: 10n, maxOutputTokens: 10n, files: 0n, agentSteps: 0n, apiCalls: 0n, attributes: {} } });
     }

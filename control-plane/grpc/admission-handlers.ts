@@ -1,4 +1,5 @@
 import { status as Code } from "@grpc/grpc-js";
+import { trace, type Tracer } from "@opentelemetry/api";
 import type {
   AdmitRequest, AdmitResponse, GetEffectivePolicyRequest, GetEffectivePolicyResponse, RenewRequest, RenewResponse, SettleRequest, SettleResponse,
 } from "../../gen/admission/v1/admission_pb.js";
@@ -7,6 +8,7 @@ import type { CredentialVerifier, Principal } from "../credentials.js";
 import type { DecisionEngine } from "../decide.js";
 import type { PolicySnapshot } from "../policy/policy-snapshot.js";
 import { RpcError } from "../rpc-error.js";
+import { setAdmitAttributes, setSettleAttributes } from "../tracing.js";
 import type { Settlement } from "../settlement.js";
 import type { CallContext } from "./call-context.js";
 import { requireAdmin } from "./call-context.js";
@@ -18,6 +20,8 @@ export interface AdmissionHandlersDeps {
   readonly credentials: CredentialVerifier;
   readonly policy: () => PolicySnapshot;
   readonly adminToken: string;
+  /** Decisions' attributes on their spans when tracing is on. */
+  readonly tracer?: Tracer;
 }
 
 /** The AdmissionService, transport-free: gRPC, the Session stream and Connect all call these. */
@@ -27,12 +31,23 @@ export class AdmissionHandlers {
   /** Malformed input is an INVALID_ARGUMENT status; every other denial is a decision value. */
   async admit(req: AdmitRequest, ctx?: CallContext): Promise<AdmitResponse> {
     const decision = await this.deps.engine.admit(req, ctx);
+    const span = this.deps.tracer && trace.getActiveSpan();
+    if (span) {
+      span.setAttributes({ "admission.task": req.task, "gen_ai.request.model": req.model, "admission.counted_input_tokens": Number(req.inputTokens) });
+      setAdmitAttributes(span, decision);
+    }
     if (decision.reason === DenyReason.INVALID_REQUEST) throw new RpcError(Code.INVALID_ARGUMENT, decision.message);
     return decision;
   }
 
-  settle(req: SettleRequest): Promise<SettleResponse> {
-    return this.deps.settlement.settle(req);
+  async settle(req: SettleRequest): Promise<SettleResponse> {
+    const settled = await this.deps.settlement.settle(req);
+    const span = this.deps.tracer && trace.getActiveSpan();
+    if (span) {
+      span.setAttributes({ "gen_ai.response.model": req.model, "gen_ai.provider.name": req.provider });
+      setSettleAttributes(span, settled);
+    }
+    return settled;
   }
 
   renew(req: RenewRequest): Promise<RenewResponse> {

@@ -1,5 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import { trace, type Tracer } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { AdmitRequest, AdmitResponse } from "../../gen/admission/v1/admission_pb.js";
 import { AdmitResponseSchema, DenyReason } from "../../gen/admission/v1/admission_pb.js";
@@ -13,6 +14,7 @@ import { deadlineMs, type InFlightLimit } from "../in-flight-limit.js";
 import type { Metrics } from "../metrics.js";
 import { clientCredential, llmRouteOf, llmRoutes, parseJsonObject, readLlmBody, reservedOutputTokens, type LlmRoute, type ProviderApi } from "../llm-request.js";
 import { RpcError } from "../rpc-error.js";
+import { rpcSpan, setAdmitAttributes } from "../tracing.js";
 import { denialBody, rateLimitHeaders, upstreamDecisionHeaders } from "../rate-limit-headers.js";
 import { grpcServiceDefinition, MalformedRequest } from "./service-definition.js";
 
@@ -34,7 +36,7 @@ const maxBodyChars = 4 * 1024 * 1024;
  * settled by Envoy: its lease expires and is charged its estimate, unless the
  * upstream or a later filter settles `x-llm-reservation-id` with Settle.
  */
-export function checkHandler(engine: DecisionEngine): (req: CheckRequest, caller?: { readonly cancelled: boolean }) => Promise<CheckResponse> {
+export function checkHandler(engine: DecisionEngine, tracer?: Tracer): (req: CheckRequest, caller?: { readonly cancelled: boolean }) => Promise<CheckResponse> {
   return async (req, caller) => {
     const http = req.attributes?.request?.http;
     const headers = http?.headers ?? {};
@@ -66,6 +68,11 @@ export function checkHandler(engine: DecisionEngine): (req: CheckRequest, caller
       apiCalls: 0n,
       attributes: { gateway: "envoy", path: (http?.path ?? "").slice(0, 200) },
     } satisfies AdmitRequest, caller);
+    const span = tracer && trace.getActiveSpan();
+    if (span) {
+      span.setAttributes({ "admission.task": task.slice(0, 65), "gen_ai.request.model": model.slice(0, 129) });
+      setAdmitAttributes(span, decision);
+    }
     return decision.allowed ? allow(decision) : denied(decision, api);
   };
 }
@@ -75,8 +82,18 @@ export function checkHandler(engine: DecisionEngine): (req: CheckRequest, caller
  * limit (shed calls answer RESOURCE_EXHAUSTED: Envoy then applies its
  * failure_mode_allow); RPC counts in the control plane's metrics.
  */
-export function addExtAuthz(server: grpc.Server, deps: { engine: DecisionEngine; metrics: Metrics; limit: InFlightLimit; logger: Logger }): void {
-  const check = checkHandler(deps.engine);
+export function addExtAuthz(server: grpc.Server, deps: { engine: DecisionEngine; metrics: Metrics; limit: InFlightLimit; logger: Logger; tracer?: Tracer }): void {
+  const { tracer } = deps;
+  const decide = checkHandler(deps.engine, tracer);
+  // A child of Envoy's span: from the call's metadata, else the checked request's own headers.
+  const check = !tracer ? decide : (req: CheckRequest, call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>) => rpcSpan(tracer, {
+    service: Authorization.typeName,
+    method: "Check",
+    header: (name) => {
+      const value = call.metadata.get(name)[0];
+      return value !== undefined ? String(value) : req.attributes?.request?.http?.headers[name];
+    },
+  }, () => decide(req, call));
   const { metrics } = deps;
   server.addService(grpcServiceDefinition(Authorization, { tolerateMalformedRequests: true }), {
     check: (call: grpc.ServerUnaryCall<CheckRequest, CheckResponse>, callback: grpc.sendUnaryData<CheckResponse>) => {

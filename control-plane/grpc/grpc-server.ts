@@ -1,11 +1,13 @@
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import type { Tracer } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { SessionRequest, SessionResponse } from "../../gen/admission/v1/admission_pb.js";
 import { AdmissionService, SessionErrorSchema } from "../../gen/admission/v1/admission_pb.js";
 import { PolicyService } from "../../gen/admission/v1/policy_service_pb.js";
 import { deadlineMs, type InFlightLimit } from "../in-flight-limit.js";
 import type { Metrics } from "../metrics.js";
+import { rpcSpan } from "../tracing.js";
 import { RpcError } from "../rpc-error.js";
 import type { AdmissionHandlers } from "./admission-handlers.js";
 import type { CallContext } from "./call-context.js";
@@ -19,6 +21,8 @@ export interface GrpcServerDeps {
   readonly logger: Logger;
   /** The bound on calls in flight, shared with the other front ends. */
   readonly limit: InFlightLimit;
+  /** Each call (and each Session message) in a span when tracing is on. */
+  readonly tracer?: Tracer;
 }
 
 type Handler<Req, Res> = (req: Req, ctx: CallContext) => Promise<Res>;
@@ -29,7 +33,7 @@ type Handler<Req, Res> = (req: Req, ctx: CallContext) => Promise<Res>;
  * gRPC statuses in one place.
  */
 export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps): void {
-  const { logger, metrics, limit } = deps;
+  const { logger, metrics, limit, tracer } = deps;
 
   const fail = (method: string, err: unknown): grpc.ServiceError => {
     if (err instanceof RpcError) {
@@ -41,7 +45,7 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
     return Object.assign(new Error("internal error"), { code: grpc.status.INTERNAL, details: "internal error", metadata: new grpc.Metadata() });
   };
 
-  const unary = <Req, Res>(method: string, handler: Handler<Req, Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
+  const unary = <Req, Res>(service: string, method: string, handler: Handler<Req, Res>): grpc.handleUnaryCall<Req, Res> => (call, callback) => {
     const request: unknown = call.request;
     if (request instanceof MalformedRequest) return callback(fail(method, new RpcError(grpc.status.INVALID_ARGUMENT, request.message)));
     const ctx = callContext(call);
@@ -49,7 +53,7 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
     if (refused) return callback(fail(method, refused));
     let answered: Promise<Res>;
     try {
-      answered = handler(call.request, ctx);
+      answered = tracer ? rpcSpan(tracer, { service, method, header: ctx.header }, () => handler(call.request, ctx)) : handler(call.request, ctx);
     } catch (err) {
       answered = Promise.reject(err);
     }
@@ -98,20 +102,22 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
       const refused = limit.enter({ deadlineMs: deadlineMs(call.getDeadline()), cancelled: call.cancelled });
       if (refused) return failed(msg, refused);
       pending++;
-      let result: Promise<SessionResponse["result"]>;
-      switch (msg.call.case) {
-        case "admit":
-          result = a.admit(msg.call.value, ctx).then((value) => ({ case: "admit", value }));
-          break;
-        case "settle":
-          result = a.settle(msg.call.value).then((value) => ({ case: "settle", value }));
-          break;
-        case "renew":
-          result = a.renew(msg.call.value).then((value) => ({ case: "renew", value }));
-          break;
-        default:
-          result = Promise.reject(new RpcError(grpc.status.INVALID_ARGUMENT, "session request carries no call (admit, settle or renew)"));
-      }
+      const run = (): Promise<SessionResponse["result"]> => {
+        switch (msg.call.case) {
+          case "admit":
+            return a.admit(msg.call.value, ctx).then((value) => ({ case: "admit", value }));
+          case "settle":
+            return a.settle(msg.call.value).then((value) => ({ case: "settle", value }));
+          case "renew":
+            return a.renew(msg.call.value).then((value) => ({ case: "renew", value }));
+          default:
+            return Promise.reject(new RpcError(grpc.status.INVALID_ARGUMENT, "session request carries no call (admit, settle or renew)"));
+        }
+      };
+      // The trace context travels on each message: one stream carries the calls of many traces.
+      const result = tracer && msg.call.case
+        ? rpcSpan(tracer, { service: AdmissionService.typeName, method: methodNames[msg.call.case], header: messageTraceHeader(msg) }, run)
+        : run();
       result.then(
         (answered) => {
           limit.leave();
@@ -135,11 +141,11 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
   };
 
   server.addService(grpcServiceDefinition(AdmissionService, { tolerateMalformedRequests: true }), {
-    admit: unary("Admit", (req, ctx) => a.admit(req, ctx)),
-    settle: unary("Settle", (req, _ctx) => a.settle(req)),
-    renew: unary("Renew", (req, _ctx) => a.renew(req)),
+    admit: unary(AdmissionService.typeName, "Admit", (req, ctx) => a.admit(req, ctx)),
+    settle: unary(AdmissionService.typeName, "Settle", (req, _ctx) => a.settle(req)),
+    renew: unary(AdmissionService.typeName, "Renew", (req, _ctx) => a.renew(req)),
     session,
-    getEffectivePolicy: unary("GetEffectivePolicy", (req, ctx) => a.getEffectivePolicy(req, ctx)),
+    getEffectivePolicy: unary(AdmissionService.typeName, "GetEffectivePolicy", (req, ctx) => a.getEffectivePolicy(req, ctx)),
   } as grpc.UntypedServiceImplementation);
 
   const p = deps.policy;
@@ -147,9 +153,16 @@ export function addAdmissionServices(server: grpc.Server, deps: GrpcServerDeps):
   for (const method of PolicyService.methods) {
     const fn = (p as unknown as Record<string, Handler<unknown, unknown>>)[method.localName];
     if (typeof fn !== "function") throw new Error(`PolicyService.${method.name} has no handler`);
-    policyImpl[method.localName] = unary(method.name, (req, ctx) => fn.call(p, req, ctx));
+    policyImpl[method.localName] = unary(PolicyService.typeName, method.name, (req, ctx) => fn.call(p, req, ctx));
   }
   server.addService(grpcServiceDefinition(PolicyService, { tolerateMalformedRequests: true }), policyImpl);
+}
+
+const methodNames = { admit: "Admit", settle: "Settle", renew: "Renew" } as const;
+
+/** The trace context a Session message carries (not the stream's: it carries many traces). */
+function messageTraceHeader(msg: SessionRequest): (name: string) => string | undefined {
+  return (name) => (name === "traceparent" ? msg.traceparent : name === "tracestate" ? msg.tracestate : undefined) || undefined;
 }
 
 function callContext(call: { readonly metadata: grpc.Metadata; readonly cancelled: boolean }): CallContext {

@@ -41,7 +41,7 @@ const shapes: Record<Shape, { path: string; body: (stream: boolean) => Record<st
   },
 };
 
-function body(stream: boolean, shape: Shape = "chat"): string {
+export function body(stream: boolean, shape: Shape = "chat"): string {
   return JSON.stringify(shapes[shape].body(stream));
 }
 
@@ -58,7 +58,7 @@ const sliceMs = 1_000;
  * key (`headers`): each answer's latency (autocannon's own, in ms with its µs
  * fraction) and the requests that failed.
  */
-async function saturate(port: number, shape: Shape, payload: string, ms: number, headers: () => Record<string, string>): Promise<{ latenciesMs: number[]; failed: number; firstError?: string }> {
+export async function saturate(port: number, shape: Shape, payload: string, ms: number, headers: () => Record<string, string>): Promise<{ latenciesMs: number[]; failed: number; firstError?: string }> {
   const latenciesMs: number[] = [];
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const tracker = autocannon({
@@ -75,7 +75,7 @@ async function saturate(port: number, shape: Shape, payload: string, ms: number,
 }
 
 /** One POST; resolves with the time to the first body byte and to the end, in ms. */
-function post(agent: Agent, port: number, payload: string, headers: Record<string, string>): Promise<{ ttfb: number; total: number }> {
+export function post(agent: Agent, port: number, payload: string, headers: Record<string, string>): Promise<{ ttfb: number; total: number }> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const r = request({ host: "127.0.0.1", port, path: "/v1/chat/completions", method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...headers } }, (res) => {

@@ -22,6 +22,7 @@ import { startControlPlane } from "../../control-plane/app.js";
 import { defaultControlPlaneConfig } from "../../control-plane/config.js";
 import { grpcServiceDefinition } from "../../control-plane/grpc/service-definition.js";
 import { meterKey } from "../../control-plane/meters.js";
+import { loadTracingConfig } from "../../control-plane/tracing.js";
 import { windowSpan } from "../../control-plane/windows.js";
 import { defaultDataPlaneConfig } from "../../data-plane/config.js";
 import { startMockProvider } from "../../data-plane/mock-provider.js";
@@ -37,6 +38,8 @@ export interface ControlPlaneRole {
   readonly redisKeyPrefix?: string;
   /** PostgreSQL for the ledger, config and audit; without it PGlite in memory. */
   readonly databaseUrl?: string;
+  /** Tracing on, exporting to this OTLP endpoint (otherwise off). */
+  readonly otlpEndpoint?: string;
 }
 
 export interface Roles {
@@ -48,7 +51,9 @@ export interface Roles {
   echo: { options: { response: string; check: string }; info: { port: number } };
   "mock-upstream": { options: Record<string, never>; info: { port: number } };
   "bare-proxy": { options: { target: string }; info: { port: number } };
-  "data-plane": { options: { controlPlaneAddr: string; upstream: string }; info: { port: number } };
+  "data-plane": { options: { controlPlaneAddr: string; upstream: string; otlpEndpoint?: string }; info: { port: number } };
+  /** An OTLP/HTTP collector stand-in: reads each export whole and answers 200 (an empty ExportTraceServiceResponse). */
+  "otlp-receiver": { options: Record<string, never>; info: { port: number } };
   /** Loads a bundle of `sizes` and creates `meters` meters through the counter store; reports RSS. */
   memory: { options: { sizes: BenchSizes; meters: number; databaseUrl?: string }; info: MemoryFigures };
 }
@@ -115,6 +120,7 @@ async function controlPlane(o: ControlPlaneRole) {
     ...defaultControlPlaneConfig, grpcHost: "127.0.0.1", grpcPort: 0, httpPort: 0, adminToken: "bench-admin-token-0000",
     dataDir: o.databaseUrl ? dir : "memory://", databaseUrl: o.databaseUrl, spoolDir: join(dir, "spool"),
     redisUrl: o.redisUrl, redisKeyPrefix: o.redisKeyPrefix ?? defaultControlPlaneConfig.redisKeyPrefix, shutdownGraceMs: 2_000,
+    tracing: tracingTo(o.otlpEndpoint, "control-plane"),
   });
   const t0 = performance.now();
   await cp.policy.apply(benchBundle(o.sizes), { dryRun: false, actor: "bench" });
@@ -154,10 +160,24 @@ async function bareProxy(o: Roles["bare-proxy"]["options"]) {
 
 async function dataPlane(o: Roles["data-plane"]["options"]) {
   const spoolDir = mkdtempSync(join(tmpdir(), "adm-bench-dp-"));
-  const dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: o.controlPlaneAddr, spoolDir }, {
+  const dp = await startDataPlane({ ...defaultDataPlaneConfig, host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: o.controlPlaneAddr, spoolDir, tracing: tracingTo(o.otlpEndpoint, "data-plane") }, {
     providers: [{ name: "p1", baseUrl: o.upstream, apiKey: "" }, { name: "p2", baseUrl: o.upstream, apiKey: "" }, { name: "p-anthropic", baseUrl: o.upstream, api: "anthropic", apiKey: "" }],
   });
   return { info: { port: dp.port }, stop: async () => (await dp.close(), rmSync(spoolDir, { recursive: true, force: true })) };
+}
+
+/** The standard variables' defaults (5 s batches of up to 512, a queue of 2,048), exporting to `endpoint`. */
+function tracingTo(endpoint: string | undefined, service: string) {
+  return endpoint ? loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: endpoint }, service) : undefined;
+}
+
+async function otlpReceiver() {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => res.writeHead(200, { "content-type": "application/x-protobuf" }).end());
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { info: { port: (server.address() as { port: number }).port }, stop: async () => void server.close() };
 }
 
 /** Ten meters per key (requests, tokens and budget in their windows), so `meters` / 10 keys get them. */
@@ -208,7 +228,7 @@ const starters: { [R in keyof Roles]: (o: Roles[R]["options"]) => Promise<{ info
     const mock = await startMockProvider({ chunkDelayMs: 1 });
     return { info: { port: mock.port }, stop: () => mock.close() };
   },
-  "bare-proxy": bareProxy, "data-plane": dataPlane, memory,
+  "bare-proxy": bareProxy, "data-plane": dataPlane, "otlp-receiver": otlpReceiver, memory,
 };
 
 const role = process.argv.find((a) => a.startsWith("--role="))?.slice(7) as keyof Roles | undefined;

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --smoke] [-- --json[=FILE]] [-- --cpu-prof[=DIR]] [-- --only=decisions,data-plane,ledger,memory,webhooks]`
+ * `npm run bench [-- --smoke] [-- --json[=FILE]] [-- --cpu-prof[=DIR]] [-- --only=decisions,data-plane,ledger,memory,webhooks,tracing]`
  *
  * Not a test: measures decisions, the data plane, the ledger and memory against
  * baselines run in the same run on the same machine, and prints one table with
@@ -18,13 +18,14 @@ import { dataPlane } from "./data-plane.js";
 import { missingFigures, Report, type Bench } from "./report.js";
 import { ledger, memory } from "./storage.js";
 import { webhooks } from "./webhooks.js";
+import { tracing } from "./tracing.js";
 
 const flag = (name: string) => process.argv.find((a) => a === `--${name}` || a.startsWith(`--${name}=`))?.split("=")[1] ?? (process.argv.includes(`--${name}`) ? "" : undefined);
 const smoke = flag("smoke") !== undefined;
 const json = flag("json");
 const cpuProf = flag("cpu-prof");
 const only = flag("only")?.split(",");
-const scenarios = { decisions, "data-plane": dataPlane, ledger, memory, webhooks };
+const scenarios = { decisions, "data-plane": dataPlane, ledger, memory, webhooks, tracing };
 for (const name of only ?? []) if (!(name in scenarios)) throw new Error(`--only: unknown scenario ${name} (${Object.keys(scenarios).join(", ")})`);
 
 const bench: Bench = {

@@ -20,6 +20,8 @@ class FakeControlPlane {
   port = 0;
   sessions = 0;
   unaryAdmits: AdmitRequest[] = [];
+  /** The traceparent metadata of each unary Admit ("" when none). */
+  unaryTraceparents: string[] = [];
   held: Held[] = [];
   autoAnswer = true;
   private open = new Set<grpc.ServerDuplexStream<SessionRequest, SessionResponse>>();
@@ -29,6 +31,7 @@ class FakeControlPlane {
     this.server.addService(grpcServiceDefinition(AdmissionService), {
       admit: (call: grpc.ServerUnaryCall<AdmitRequest, unknown>, cb: grpc.sendUnaryData<unknown>) => {
         this.unaryAdmits.push(call.request);
+        this.unaryTraceparents.push(String(call.metadata.get("traceparent")[0] ?? ""));
         cb(null, create(AdmitResponseSchema, { allowed: true, requestId: call.request.requestId, message: "unary" }));
       },
       settle: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb(null, create(SettleResponseSchema, {})),
@@ -99,6 +102,19 @@ describe("data plane: the control-plane client (Session stream)", () => {
     assert.ok(answers.every((a) => a.message === "session"));
     assert.equal(fake.sessions, 1);
     assert.equal(fake.unaryAdmits.length, 0);
+  });
+
+  test("each call carries its own trace context: on its Session message, and in the metadata of its unary retry", async () => {
+    const { fake, client } = await setup();
+    fake.autoAnswer = false;
+    const a = { traceparent: `00-${"a1".repeat(16)}-${"b1".repeat(8)}-01`, tracestate: "k=v" };
+    const b = { traceparent: `00-${"a2".repeat(16)}-${"b2".repeat(8)}-01` };
+    const calls = [client.admit(admitReq("t1"), a), client.admit(admitReq("t2"), b), client.admit(admitReq("t3"))];
+    await waitFor(() => fake.held.length === 3, "the calls to arrive");
+    assert.deepEqual(fake.held.map((h) => [h.request.traceparent, h.request.tracestate]), [[a.traceparent, "k=v"], [b.traceparent, ""], ["", ""]]);
+    fake.endSessions();
+    await Promise.all(calls);
+    assert.deepEqual(fake.unaryTraceparents, [a.traceparent, b.traceparent, ""]);
   });
 
   test("an error answer on the stream is the call's error, not retried", async () => {
