@@ -259,6 +259,8 @@ export class DecisionEngine {
       unmetered: false,
       reservedCostMicros: BigInt(reservedCost),
       replayed: false,
+      degraded: false,
+      degradedFrom: "",
     };
   }
 
@@ -555,6 +557,8 @@ export function meterView(m: BoundMeter, used: number, nowMs: number): Meter {
     resetMs: BigInt(m.resetAtMs > 0 ? Math.max(0, m.resetAtMs - nowMs) : 0),
     mode: m.limit.mode,
     source: m.limit.source,
+    algorithm: 0,
+    burst: 0n,
   };
 }
 

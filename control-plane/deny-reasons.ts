@@ -24,6 +24,7 @@ const table: Record<DenyReason, ReasonMapping> = {
   [DenyReason.BUDGET_EXCEEDED]: { httpStatus: 402, grpcCode: GrpcStatus.RESOURCE_EXHAUSTED, code: "budget_exceeded" },
   [DenyReason.INVALID_REQUEST]: { httpStatus: 400, grpcCode: GrpcStatus.INVALID_ARGUMENT, code: "invalid_request" },
   [DenyReason.UNAVAILABLE]: { httpStatus: 503, grpcCode: GrpcStatus.UNAVAILABLE, code: "unavailable" },
+  [DenyReason.CREDITS_EXHAUSTED]: { httpStatus: 402, grpcCode: GrpcStatus.RESOURCE_EXHAUSTED, code: "credits_exhausted" },
 };
 
 export function reasonMapping(reason: DenyReason): ReasonMapping {

@@ -246,7 +246,7 @@ describe("control plane over gRPC", () => {
     assert.equal(await grpcCode(t.policy.createApiKey({ tenant: "nobody" }, admin)), grpc.status.NOT_FOUND);
     assert.equal(await grpcCode(t.policy.resetMeter({ tenant: "acme", kind: LimitKind.INPUT_TOKENS }, admin)), grpc.status.INVALID_ARGUMENT);
     const unknownEnum = scenario({ id: "acme" });
-    unknownEnum.tenants[0]!.limits = [{ $typeName: "admission.v1.Limit", kind: 77 as LimitKind, window: Window.DAY, value: 1n, task: "", per: 1, mode: 0 }];
+    unknownEnum.tenants[0]!.limits = [{ $typeName: "admission.v1.Limit", kind: 77 as LimitKind, window: Window.DAY, value: 1n, task: "", per: 1, mode: 0, algorithm: 0, burst: 0n }];
     assert.equal(await grpcCode(t.policy.applyBundle({ bundle: create(BundleSchema, { tenants: unknownEnum.tenants }) }, admin)), grpc.status.INVALID_ARGUMENT);
     assert.equal((await t.policy.exportBundle({}, admin)).version, before);
   });

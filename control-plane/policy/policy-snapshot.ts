@@ -253,6 +253,7 @@ const kindOrder: Record<LimitKind, number> = {
   [LimitKind.REQUESTS]: 6,
   [LimitKind.TOKENS]: 7,
   [LimitKind.BUDGET_MICROS]: 8,
+  [LimitKind.CREDITS_MICROS]: 9,
 };
 
 /** Stable order: caps first, then concurrency, rates and quotas from the shortest window. */

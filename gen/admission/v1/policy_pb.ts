@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file admission/v1/policy.proto.
  */
 export const file_admission_v1_policy: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZG1pc3Npb24vdjEvcG9saWN5LnByb3RvEgxhZG1pc3Npb24udjEipQIKBU1vZGVsEgwKBG5hbWUYASABKAkSEwoLbW9kZWxfY2xhc3MYAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSHQoVaW5wdXRfbWljcm9zX3Blcl9tdG9rGAQgASgDEh4KFm91dHB1dF9taWNyb3NfcGVyX210b2sYBSABKAMSFgoOcHJvdmlkZXJfbW9kZWwYBiABKAkSJwoaY2FjaGVfcmVhZF9taWNyb3NfcGVyX210b2sYByABKANIAIgBARIoChtjYWNoZV93cml0ZV9taWNyb3NfcGVyX210b2sYCCABKANIAYgBAUIdChtfY2FjaGVfcmVhZF9taWNyb3NfcGVyX210b2tCHgocX2NhY2hlX3dyaXRlX21pY3Jvc19wZXJfbXRvayI6CgRUYXNrEgwKBGNvZGUYASABKAkSDwoHZmVhdHVyZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCSIxCgpUYXNrQWNjZXNzEgwKBHRhc2sYASABKAkSFQoNbW9kZWxfY2xhc3NlcxgCIAMoCSKzAQoFTGltaXQSJQoEa2luZBgBIAEoDjIXLmFkbWlzc2lvbi52MS5MaW1pdEtpbmQSJAoGd2luZG93GAIgASgOMhQuYWRtaXNzaW9uLnYxLldpbmRvdxINCgV2YWx1ZRgDIAEoAxIMCgR0YXNrGAQgASgJEh4KA3BlchgFIAEoDjIRLmFkbWlzc2lvbi52MS5QZXISIAoEbW9kZRgGIAEoDjISLmFkbWlzc2lvbi52MS5Nb2RlIogBCgRQbGFuEgwKBGNvZGUYASABKAkSDAoEbmFtZRgCIAEoCRIQCghmZWF0dXJlcxgDIAMoCRItCgt0YXNrX2FjY2VzcxgEIAMoCzIYLmFkbWlzc2lvbi52MS5UYXNrQWNjZXNzEiMKBmxpbWl0cxgFIAMoCzITLmFkbWlzc2lvbi52MS5MaW1pdCJ/CghBdGlUb2tlbhIKCgJpZBgBIAEoCRIMCgRwbGFuGAIgASgJEikKBnN0YXR1cxgDIAEoDjIZLmFkbWlzc2lvbi52MS5Ub2tlblN0YXR1cxIuCgpleHBpcmVzX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLeAQoGVGVuYW50EgoKAmlkGAEgASgJEhEKCWF0aV90b2tlbhgCIAEoCRIrCgZzdGF0dXMYAyABKA4yGy5hZG1pc3Npb24udjEuQWNjb3VudFN0YXR1cxIgCgRtb2RlGAQgASgOMhIuYWRtaXNzaW9uLnYxLk1vZGUSMwoOZmFpbHVyZV9wb2xpY3kYBSABKA4yGy5hZG1pc3Npb24udjEuRmFpbHVyZVBvbGljeRIjCgZsaW1pdHMYBiADKAsyEy5hZG1pc3Npb24udjEuTGltaXQSDAoEbmFtZRgHIAEoCSJ0CgRVc2VyEgoKAmlkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIrCgZzdGF0dXMYAyABKA4yGy5hZG1pc3Npb24udjEuQWNjb3VudFN0YXR1cxIjCgZsaW1pdHMYBCADKAsyEy5hZG1pc3Npb24udjEuTGltaXQi7gEKBkFwaUtleRIKCgJpZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEdXNlchgDIAEoCRIOCgZzZWNyZXQYBCABKAkSFQoNc2VjcmV0X3NoYTI1NhgFIAEoCRINCgV0YXNrcxgGIAMoCRIuCgpleHBpcmVzX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAggASgIEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Rlc2NyaXB0aW9uGAogASgJIroCCgZCdW5kbGUSIwoGbW9kZWxzGAEgAygLMhMuYWRtaXNzaW9uLnYxLk1vZGVsEiEKBXRhc2tzGAIgAygLMhIuYWRtaXNzaW9uLnYxLlRhc2sSIQoFcGxhbnMYAyADKAsyEi5hZG1pc3Npb24udjEuUGxhbhIqCgphdGlfdG9rZW5zGAQgAygLMhYuYWRtaXNzaW9uLnYxLkF0aVRva2VuEiUKB3RlbmFudHMYBSADKAsyFC5hZG1pc3Npb24udjEuVGVuYW50EiEKBXVzZXJzGAYgAygLMhIuYWRtaXNzaW9uLnYxLlVzZXISJgoIYXBpX2tleXMYByADKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5EicKCHdlYmhvb2tzGAggAygLMhUuYWRtaXNzaW9uLnYxLldlYmhvb2si/wEKB1dlYmhvb2sSCgoCaWQYASABKAkSDgoGdGVuYW50GAIgASgJEgsKA3VybBgDIAEoCRIOCgZzZWNyZXQYBCABKAkSDgoGZXZlbnRzGAUgAygJEisKBmZvcm1hdBgGIAEoDjIbLmFkbWlzc2lvbi52MS5XZWJob29rRm9ybWF0EhAKCGRpc2FibGVkGAcgASgIEhMKC2Rlc2NyaXB0aW9uGAggASgJEhcKD3ByZXZpb3VzX3NlY3JldBgJIAEoCRI+ChpwcmV2aW91c19zZWNyZXRfZXhwaXJlc19hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqmAIKCUxpbWl0S2luZBIaChZMSU1JVF9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTTElNSVRfS0lORF9SRVFVRVNUUxABEhUKEUxJTUlUX0tJTkRfVE9LRU5TEAISHAoYTElNSVRfS0lORF9CVURHRVRfTUlDUk9TEAMSGgoWTElNSVRfS0lORF9DT05DVVJSRU5DWRAEEhsKF0xJTUlUX0tJTkRfSU5QVVRfVE9LRU5TEAUSHAoYTElNSVRfS0lORF9PVVRQVVRfVE9LRU5TEAYSGgoWTElNSVRfS0lORF9BR0VOVF9TVEVQUxAHEhQKEExJTUlUX0tJTkRfRklMRVMQCBIYChRMSU1JVF9LSU5EX0FQSV9DQUxMUxAJKo0BCgZXaW5kb3cSFgoSV0lORE9XX1VOU1BFQ0lGSUVEEAASEQoNV0lORE9XX1NFQ09ORBABEhEKDVdJTkRPV19NSU5VVEUQAhIPCgtXSU5ET1dfSE9VUhADEg4KCldJTkRPV19EQVkQBBIQCgxXSU5ET1dfTU9OVEgQBRISCg5XSU5ET1dfUkVRVUVTVBAGKkUKA1BlchITCg9QRVJfVU5TUEVDSUZJRUQQABIOCgpQRVJfVEVOQU5UEAESDAoIUEVSX1VTRVIQAhILCgdQRVJfS0VZEAMqTgoETW9kZRIUChBNT0RFX1VOU1BFQ0lGSUVEEAASEAoMTU9ERV9FTkZPUkNFEAESDQoJTU9ERV9TT0ZUEAISDwoLTU9ERV9TSEFET1cQAyptCg1GYWlsdXJlUG9saWN5Eh4KGkZBSUxVUkVfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHgoaRkFJTFVSRV9QT0xJQ1lfRkFJTF9DTE9TRUQQARIcChhGQUlMVVJFX1BPTElDWV9GQUlMX09QRU4QAipeCgtUb2tlblN0YXR1cxIcChhUT0tFTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNUT0tFTl9TVEFUVVNfQUNUSVZFEAESGAoUVE9LRU5fU1RBVFVTX1JFVk9LRUQQAipoCg1BY2NvdW50U3RhdHVzEh4KGkFDQ09VTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVQUNDT1VOVF9TVEFUVVNfQUNUSVZFEAESHAoYQUNDT1VOVF9TVEFUVVNfU1VTUEVOREVEEAIqcgoLTGltaXRTb3VyY2USHAoYTElNSVRfU09VUkNFX1VOU1BFQ0lGSUVEEAASFQoRTElNSVRfU09VUkNFX1BMQU4QARIXChNMSU1JVF9TT1VSQ0VfVEVOQU5UEAISFQoRTElNSVRfU09VUkNFX1VTRVIQAypmCg1XZWJob29rRm9ybWF0Eh4KGldFQkhPT0tfRk9STUFUX1VOU1BFQ0lGSUVEEAASGwoXV0VCSE9PS19GT1JNQVRfU1RBTkRBUkQQARIYChRXRUJIT09LX0ZPUk1BVF9TTEFDSxACYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChlhZG1pc3Npb24vdjEvcG9saWN5LnByb3RvEgxhZG1pc3Npb24udjEipQIKBU1vZGVsEgwKBG5hbWUYASABKAkSEwoLbW9kZWxfY2xhc3MYAiABKAkSEAoIcHJvdmlkZXIYAyABKAkSHQoVaW5wdXRfbWljcm9zX3Blcl9tdG9rGAQgASgDEh4KFm91dHB1dF9taWNyb3NfcGVyX210b2sYBSABKAMSFgoOcHJvdmlkZXJfbW9kZWwYBiABKAkSJwoaY2FjaGVfcmVhZF9taWNyb3NfcGVyX210b2sYByABKANIAIgBARIoChtjYWNoZV93cml0ZV9taWNyb3NfcGVyX210b2sYCCABKANIAYgBAUIdChtfY2FjaGVfcmVhZF9taWNyb3NfcGVyX210b2tCHgocX2NhY2hlX3dyaXRlX21pY3Jvc19wZXJfbXRvayI6CgRUYXNrEgwKBGNvZGUYASABKAkSDwoHZmVhdHVyZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCSJMCgpUYXNrQWNjZXNzEgwKBHRhc2sYASABKAkSFQoNbW9kZWxfY2xhc3NlcxgCIAMoCRIZChFkb3duZ3JhZGVfY2xhc3NlcxgDIAMoCSLzAQoFTGltaXQSJQoEa2luZBgBIAEoDjIXLmFkbWlzc2lvbi52MS5MaW1pdEtpbmQSJAoGd2luZG93GAIgASgOMhQuYWRtaXNzaW9uLnYxLldpbmRvdxINCgV2YWx1ZRgDIAEoAxIMCgR0YXNrGAQgASgJEh4KA3BlchgFIAEoDjIRLmFkbWlzc2lvbi52MS5QZXISIAoEbW9kZRgGIAEoDjISLmFkbWlzc2lvbi52MS5Nb2RlEi8KCWFsZ29yaXRobRgHIAEoDjIcLmFkbWlzc2lvbi52MS5MaW1pdEFsZ29yaXRobRINCgVidXJzdBgIIAEoAyKqAQoEUGxhbhIMCgRjb2RlGAEgASgJEgwKBG5hbWUYAiABKAkSEAoIZmVhdHVyZXMYAyADKAkSLQoLdGFza19hY2Nlc3MYBCADKAsyGC5hZG1pc3Npb24udjEuVGFza0FjY2VzcxIjCgZsaW1pdHMYBSADKAsyEy5hZG1pc3Npb24udjEuTGltaXQSFAoHcHJlcGFpZBgGIAEoCEgAiAEBQgoKCF9wcmVwYWlkIn8KCEF0aVRva2VuEgoKAmlkGAEgASgJEgwKBHBsYW4YAiABKAkSKQoGc3RhdHVzGAMgASgOMhkuYWRtaXNzaW9uLnYxLlRva2VuU3RhdHVzEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoACCgZUZW5hbnQSCgoCaWQYASABKAkSEQoJYXRpX3Rva2VuGAIgASgJEisKBnN0YXR1cxgDIAEoDjIbLmFkbWlzc2lvbi52MS5BY2NvdW50U3RhdHVzEiAKBG1vZGUYBCABKA4yEi5hZG1pc3Npb24udjEuTW9kZRIzCg5mYWlsdXJlX3BvbGljeRgFIAEoDjIbLmFkbWlzc2lvbi52MS5GYWlsdXJlUG9saWN5EiMKBmxpbWl0cxgGIAMoCzITLmFkbWlzc2lvbi52MS5MaW1pdBIMCgRuYW1lGAcgASgJEhQKB3ByZXBhaWQYCCABKAhIAIgBAUIKCghfcHJlcGFpZCJ0CgRVc2VyEgoKAmlkGAEgASgJEg4KBnRlbmFudBgCIAEoCRIrCgZzdGF0dXMYAyABKA4yGy5hZG1pc3Npb24udjEuQWNjb3VudFN0YXR1cxIjCgZsaW1pdHMYBCADKAsyEy5hZG1pc3Npb24udjEuTGltaXQi7gEKBkFwaUtleRIKCgJpZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSDAoEdXNlchgDIAEoCRIOCgZzZWNyZXQYBCABKAkSFQoNc2VjcmV0X3NoYTI1NhgFIAEoCRINCgV0YXNrcxgGIAMoCRIuCgpleHBpcmVzX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdyZXZva2VkGAggASgIEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Rlc2NyaXB0aW9uGAogASgJIroCCgZCdW5kbGUSIwoGbW9kZWxzGAEgAygLMhMuYWRtaXNzaW9uLnYxLk1vZGVsEiEKBXRhc2tzGAIgAygLMhIuYWRtaXNzaW9uLnYxLlRhc2sSIQoFcGxhbnMYAyADKAsyEi5hZG1pc3Npb24udjEuUGxhbhIqCgphdGlfdG9rZW5zGAQgAygLMhYuYWRtaXNzaW9uLnYxLkF0aVRva2VuEiUKB3RlbmFudHMYBSADKAsyFC5hZG1pc3Npb24udjEuVGVuYW50EiEKBXVzZXJzGAYgAygLMhIuYWRtaXNzaW9uLnYxLlVzZXISJgoIYXBpX2tleXMYByADKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5EicKCHdlYmhvb2tzGAggAygLMhUuYWRtaXNzaW9uLnYxLldlYmhvb2si/wEKB1dlYmhvb2sSCgoCaWQYASABKAkSDgoGdGVuYW50GAIgASgJEgsKA3VybBgDIAEoCRIOCgZzZWNyZXQYBCABKAkSDgoGZXZlbnRzGAUgAygJEisKBmZvcm1hdBgGIAEoDjIbLmFkbWlzc2lvbi52MS5XZWJob29rRm9ybWF0EhAKCGRpc2FibGVkGAcgASgIEhMKC2Rlc2NyaXB0aW9uGAggASgJEhcKD3ByZXZpb3VzX3NlY3JldBgJIAEoCRI+ChpwcmV2aW91c19zZWNyZXRfZXhwaXJlc19hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqtwIKCUxpbWl0S2luZBIaChZMSU1JVF9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTTElNSVRfS0lORF9SRVFVRVNUUxABEhUKEUxJTUlUX0tJTkRfVE9LRU5TEAISHAoYTElNSVRfS0lORF9CVURHRVRfTUlDUk9TEAMSGgoWTElNSVRfS0lORF9DT05DVVJSRU5DWRAEEhsKF0xJTUlUX0tJTkRfSU5QVVRfVE9LRU5TEAUSHAoYTElNSVRfS0lORF9PVVRQVVRfVE9LRU5TEAYSGgoWTElNSVRfS0lORF9BR0VOVF9TVEVQUxAHEhQKEExJTUlUX0tJTkRfRklMRVMQCBIYChRMSU1JVF9LSU5EX0FQSV9DQUxMUxAJEh0KGUxJTUlUX0tJTkRfQ1JFRElUU19NSUNST1MQCip1Cg5MaW1pdEFsZ29yaXRobRIfChtMSU1JVF9BTEdPUklUSE1fVU5TUEVDSUZJRUQQABIgChxMSU1JVF9BTEdPUklUSE1fRklYRURfV0lORE9XEAESIAocTElNSVRfQUxHT1JJVEhNX1RPS0VOX0JVQ0tFVBACKo0BCgZXaW5kb3cSFgoSV0lORE9XX1VOU1BFQ0lGSUVEEAASEQoNV0lORE9XX1NFQ09ORBABEhEKDVdJTkRPV19NSU5VVEUQAhIPCgtXSU5ET1dfSE9VUhADEg4KCldJTkRPV19EQVkQBBIQCgxXSU5ET1dfTU9OVEgQBRISCg5XSU5ET1dfUkVRVUVTVBAGKkUKA1BlchITCg9QRVJfVU5TUEVDSUZJRUQQABIOCgpQRVJfVEVOQU5UEAESDAoIUEVSX1VTRVIQAhILCgdQRVJfS0VZEAMqTgoETW9kZRIUChBNT0RFX1VOU1BFQ0lGSUVEEAASEAoMTU9ERV9FTkZPUkNFEAESDQoJTU9ERV9TT0ZUEAISDwoLTU9ERV9TSEFET1cQAyptCg1GYWlsdXJlUG9saWN5Eh4KGkZBSUxVUkVfUE9MSUNZX1VOU1BFQ0lGSUVEEAASHgoaRkFJTFVSRV9QT0xJQ1lfRkFJTF9DTE9TRUQQARIcChhGQUlMVVJFX1BPTElDWV9GQUlMX09QRU4QAipeCgtUb2tlblN0YXR1cxIcChhUT0tFTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIXChNUT0tFTl9TVEFUVVNfQUNUSVZFEAESGAoUVE9LRU5fU1RBVFVTX1JFVk9LRUQQAipoCg1BY2NvdW50U3RhdHVzEh4KGkFDQ09VTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGQoVQUNDT1VOVF9TVEFUVVNfQUNUSVZFEAESHAoYQUNDT1VOVF9TVEFUVVNfU1VTUEVOREVEEAIqcgoLTGltaXRTb3VyY2USHAoYTElNSVRfU09VUkNFX1VOU1BFQ0lGSUVEEAASFQoRTElNSVRfU09VUkNFX1BMQU4QARIXChNMSU1JVF9TT1VSQ0VfVEVOQU5UEAISFQoRTElNSVRfU09VUkNFX1VTRVIQAypmCg1XZWJob29rRm9ybWF0Eh4KGldFQkhPT0tfRk9STUFUX1VOU1BFQ0lGSUVEEAASGwoXV0VCSE9PS19GT1JNQVRfU1RBTkRBUkQQARIYChRXRUJIT09LX0ZPUk1BVF9TTEFDSxACYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * A model in the catalog.
@@ -146,6 +146,15 @@ export type TaskAccess = Message<"admission.v1.TaskAccess"> & {
    * @generated from field: repeated string model_classes = 2;
    */
   modelClasses: string[];
+
+  /**
+   * Model classes to admit on, in order, when the requested model's estimated cost
+   * does not fit a BUDGET_MICROS limit or the credit balance but one of these does.
+   * Each must have models and be one of model_classes.
+   *
+   * @generated from field: repeated string downgrade_classes = 3;
+   */
+  downgradeClasses: string[];
 };
 
 /**
@@ -205,6 +214,22 @@ export type Limit = Message<"admission.v1.Limit"> & {
    * @generated from field: admission.v1.Mode mode = 6;
    */
   mode: Mode;
+
+  /**
+   * FIXED_WINDOW (default) or TOKEN_BUCKET (REQUESTS and TOKENS over SECOND,
+   * MINUTE or HOUR only).
+   *
+   * @generated from field: admission.v1.LimitAlgorithm algorithm = 7;
+   */
+  algorithm: LimitAlgorithm;
+
+  /**
+   * TOKEN_BUCKET only: the bucket's size, what may be taken at once after a pause
+   * (0: the limit's value).
+   *
+   * @generated from field: int64 burst = 8;
+   */
+  burst: bigint;
 };
 
 /**
@@ -254,6 +279,14 @@ export type Plan = Message<"admission.v1.Plan"> & {
    * @generated from field: repeated admission.v1.Limit limits = 5;
    */
   limits: Limit[];
+
+  /**
+   * Tenants on this plan pay in advance: their spend is capped by their credit
+   * balance (see PolicyService.GrantCredits). A tenant's own value wins.
+   *
+   * @generated from field: optional bool prepaid = 6;
+   */
+  prepaid?: boolean | undefined;
 };
 
 /**
@@ -359,6 +392,13 @@ export type Tenant = Message<"admission.v1.Tenant"> & {
    * @generated from field: string name = 7;
    */
   name: string;
+
+  /**
+   * Overrides the plan's prepaid (unset: the plan's).
+   *
+   * @generated from field: optional bool prepaid = 8;
+   */
+  prepaid?: boolean | undefined;
 };
 
 /**
@@ -731,6 +771,15 @@ export enum LimitKind {
    * @generated from enum value: LIMIT_KIND_API_CALLS = 9;
    */
   API_CALLS = 9,
+
+  /**
+   * A prepaid tenant's credit balance in micro-USD (see Plan.prepaid). Never in a
+   * bundle: a meter of this kind reports what was granted as its limit and what
+   * was spent or is reserved as used.
+   *
+   * @generated from enum value: LIMIT_KIND_CREDITS_MICROS = 10;
+   */
+  CREDITS_MICROS = 10,
 }
 
 /**
@@ -738,6 +787,41 @@ export enum LimitKind {
  */
 export const LimitKindSchema: GenEnum<LimitKind> = /*@__PURE__*/
   enumDesc(file_admission_v1_policy, 0);
+
+/**
+ * How a REQUESTS or TOKENS limit counts over its window.
+ *
+ * @generated from enum admission.v1.LimitAlgorithm
+ */
+export enum LimitAlgorithm {
+  /**
+   * FIXED_WINDOW.
+   *
+   * @generated from enum value: LIMIT_ALGORITHM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * At most `value` per window, the window aligned in UTC (resets at its end).
+   *
+   * @generated from enum value: LIMIT_ALGORITHM_FIXED_WINDOW = 1;
+   */
+  FIXED_WINDOW = 1,
+
+  /**
+   * A bucket of `burst` that refills continuously at value / window (SECOND,
+   * MINUTE or HOUR only): no burst at a window boundary.
+   *
+   * @generated from enum value: LIMIT_ALGORITHM_TOKEN_BUCKET = 2;
+   */
+  TOKEN_BUCKET = 2,
+}
+
+/**
+ * Describes the enum admission.v1.LimitAlgorithm.
+ */
+export const LimitAlgorithmSchema: GenEnum<LimitAlgorithm> = /*@__PURE__*/
+  enumDesc(file_admission_v1_policy, 1);
 
 /**
  * The window a limit counts over. Calendar windows are aligned in UTC: a DAY
@@ -790,7 +874,7 @@ export enum Window {
  * Describes the enum admission.v1.Window.
  */
 export const WindowSchema: GenEnum<Window> = /*@__PURE__*/
-  enumDesc(file_admission_v1_policy, 1);
+  enumDesc(file_admission_v1_policy, 2);
 
 /**
  * The subject a limit's meter counts for.
@@ -831,7 +915,7 @@ export enum Per {
  * Describes the enum admission.v1.Per.
  */
 export const PerSchema: GenEnum<Per> = /*@__PURE__*/
-  enumDesc(file_admission_v1_policy, 2);
+  enumDesc(file_admission_v1_policy, 3);
 
 /**
  * How a limit is enforced. Set per tenant, overridable per limit.
@@ -872,7 +956,7 @@ export enum Mode {
  * Describes the enum admission.v1.Mode.
  */
 export const ModeSchema: GenEnum<Mode> = /*@__PURE__*/
-  enumDesc(file_admission_v1_policy, 3);
+  enumDesc(file_admission_v1_policy, 4);
 
 /**
  * What a decision does when the counter store is unreachable.
@@ -906,7 +990,7 @@ export enum FailurePolicy {
  * Describes the enum admission.v1.FailurePolicy.
  */
 export const FailurePolicySchema: GenEnum<FailurePolicy> = /*@__PURE__*/
-  enumDesc(file_admission_v1_policy, 4);
+  enumDesc(file_admission_v1_policy, 5);
 
 /**
  * Status of an ATI token.
@@ -936,7 +1020,7 @@ export enum TokenStatus {
  * Describes the enum admission.v1.TokenStatus.
  */
 export const TokenStatusSchema: GenEnum<TokenStatus> = /*@__PURE__*/
-  enumDesc(file_admission_v1_policy, 5);
+  enumDesc(file_admission_v1_policy, 6);
 
 /**
  * Status of a tenant or a user.
@@ -966,7 +1050,7 @@ export enum AccountStatus {
  * Describes the enum admission.v1.AccountStatus.
  */
 export const AccountStatusSchema: GenEnum<AccountStatus> = /*@__PURE__*/
-  enumDesc(file_admission_v1_policy, 6);
+  enumDesc(file_admission_v1_policy, 7);
 
 /**
  * Where an effective limit came from (most specific wins: user > tenant > plan).
@@ -999,7 +1083,7 @@ export enum LimitSource {
  * Describes the enum admission.v1.LimitSource.
  */
 export const LimitSourceSchema: GenEnum<LimitSource> = /*@__PURE__*/
-  enumDesc(file_admission_v1_policy, 7);
+  enumDesc(file_admission_v1_policy, 8);
 
 /**
  * How a webhook's body is shaped. Every format is signed the same way.
@@ -1031,5 +1115,5 @@ export enum WebhookFormat {
  * Describes the enum admission.v1.WebhookFormat.
  */
 export const WebhookFormatSchema: GenEnum<WebhookFormat> = /*@__PURE__*/
-  enumDesc(file_admission_v1_policy, 8);
+  enumDesc(file_admission_v1_policy, 9);
 

@@ -21,7 +21,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file admission/v1/policy_service.proto.
  */
 export const file_admission_v1_policy_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFhZG1pc3Npb24vdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SDGFkbWlzc2lvbi52MSJ4CgZDaGFuZ2USDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRIqCgZhY3Rpb24YAyABKA4yGi5hZG1pc3Npb24udjEuQ2hhbmdlQWN0aW9uEg4KBmZpZWxkcxgEIAMoCRIYChBnZW5lcmF0ZWRfc2VjcmV0GAUgASgJIksKEkFwcGx5QnVuZGxlUmVxdWVzdBIkCgZidW5kbGUYASABKAsyFC5hZG1pc3Npb24udjEuQnVuZGxlEg8KB2RyeV9ydW4YAiABKAgiXgoTQXBwbHlCdW5kbGVSZXNwb25zZRIlCgdjaGFuZ2VzGAEgAygLMhQuYWRtaXNzaW9uLnYxLkNoYW5nZRIPCgd2ZXJzaW9uGAIgASgDEg8KB2FwcGxpZWQYAyABKAgiFQoTRXhwb3J0QnVuZGxlUmVxdWVzdCJNChRFeHBvcnRCdW5kbGVSZXNwb25zZRIkCgZidW5kbGUYASABKAsyFC5hZG1pc3Npb24udjEuQnVuZGxlEg8KB3ZlcnNpb24YAiABKAMiHgoOR2V0UGxhblJlcXVlc3QSDAoEY29kZRgBIAEoCSIzCg9HZXRQbGFuUmVzcG9uc2USIAoEcGxhbhgBIAEoCzISLmFkbWlzc2lvbi52MS5QbGFuIhIKEExpc3RQbGFuc1JlcXVlc3QiNgoRTGlzdFBsYW5zUmVzcG9uc2USIQoFcGxhbnMYASADKAsyEi5hZG1pc3Npb24udjEuUGxhbiIhChFEZWxldGVQbGFuUmVxdWVzdBIMCgRjb2RlGAEgASgJIiUKEkRlbGV0ZVBsYW5SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDIiAKEkdldEF0aVRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSJAChNHZXRBdGlUb2tlblJlc3BvbnNlEikKCWF0aV90b2tlbhgBIAEoCzIWLmFkbWlzc2lvbi52MS5BdGlUb2tlbiIWChRMaXN0QXRpVG9rZW5zUmVxdWVzdCJDChVMaXN0QXRpVG9rZW5zUmVzcG9uc2USKgoKYXRpX3Rva2VucxgBIAMoCzIWLmFkbWlzc2lvbi52MS5BdGlUb2tlbiIjChVEZWxldGVBdGlUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiKQoWRGVsZXRlQXRpVG9rZW5SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDIh4KEEdldFRlbmFudFJlcXVlc3QSCgoCaWQYASABKAkiOQoRR2V0VGVuYW50UmVzcG9uc2USJAoGdGVuYW50GAEgASgLMhQuYWRtaXNzaW9uLnYxLlRlbmFudCIUChJMaXN0VGVuYW50c1JlcXVlc3QiPAoTTGlzdFRlbmFudHNSZXNwb25zZRIlCgd0ZW5hbnRzGAEgAygLMhQuYWRtaXNzaW9uLnYxLlRlbmFudCIyChNEZWxldGVUZW5hbnRSZXF1ZXN0EgoKAmlkGAEgASgJEg8KB2Nhc2NhZGUYAiABKAgiJwoURGVsZXRlVGVuYW50UmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIsCg5HZXRVc2VyUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSCgoCaWQYAiABKAkiMwoPR2V0VXNlclJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5hZG1pc3Npb24udjEuVXNlciIiChBMaXN0VXNlcnNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSI2ChFMaXN0VXNlcnNSZXNwb25zZRIhCgV1c2VycxgBIAMoCzISLmFkbWlzc2lvbi52MS5Vc2VyIi8KEURlbGV0ZVVzZXJSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIKCgJpZBgCIAEoCSIlChJEZWxldGVVc2VyUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIeChBHZXRBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIjoKEUdldEFwaUtleVJlc3BvbnNlEiUKB2FwaV9rZXkYASABKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5IiQKEkxpc3RBcGlLZXlzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiPQoTTGlzdEFwaUtleXNSZXNwb25zZRImCghhcGlfa2V5cxgBIAMoCzIULmFkbWlzc2lvbi52MS5BcGlLZXkiIQoTRGVsZXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSInChREZWxldGVBcGlLZXlSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDIpMBChNDcmVhdGVBcGlLZXlSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgR1c2VyGAIgASgJEgoKAmlkGAMgASgJEg0KBXRhc2tzGAQgAygJEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Rlc2NyaXB0aW9uGAYgASgJIk0KFENyZWF0ZUFwaUtleVJlc3BvbnNlEiUKB2FwaV9rZXkYASABKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5Eg4KBnNlY3JldBgCIAEoCSIhChNSZXZva2VBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIj0KFFJldm9rZUFwaUtleVJlc3BvbnNlEiUKB2FwaV9rZXkYASABKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5Is4BCg9HZXRVc2FnZVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgwKBHVzZXIYAiABKAkSDAoEdGFzaxgDIAEoCRINCgVtb2RlbBgEIAEoCRIpCgVzdGFydBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoDZW5kGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghncm91cF9ieRgHIAMoDjIaLmFkbWlzc2lvbi52MS5Vc2FnZUdyb3VwQnkisgEKC1VzYWdlVG90YWxzEhAKCHJlcXVlc3RzGAEgASgDEhQKDGlucHV0X3Rva2VucxgCIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAMgASgDEhMKC2Nvc3RfbWljcm9zGAQgASgDEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAUgASgDEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgGIAEoAxIYChByZWFzb25pbmdfdG9rZW5zGAcgASgDIpUBCghVc2FnZVJvdxIwCgVncm91cBgBIAMoCzIhLmFkbWlzc2lvbi52MS5Vc2FnZVJvdy5Hcm91cEVudHJ5EikKBnRvdGFscxgCIAEoCzIZLmFkbWlzc2lvbi52MS5Vc2FnZVRvdGFscxosCgpHcm91cEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3QEKEEdldFVzYWdlUmVzcG9uc2USEAoIcmVxdWVzdHMYASABKAMSFAoMaW5wdXRfdG9rZW5zGAIgASgDEhUKDW91dHB1dF90b2tlbnMYAyABKAMSEwoLY29zdF9taWNyb3MYBCABKAMSJAoEcm93cxgFIAMoCzIWLmFkbWlzc2lvbi52MS5Vc2FnZVJvdxIZChFjYWNoZV9yZWFkX3Rva2VucxgGIAEoAxIaChJjYWNoZV93cml0ZV90b2tlbnMYByABKAMSGAoQcmVhc29uaW5nX3Rva2VucxgIIAEoAyLxAQoKQXVkaXRFdmVudBIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRraW5kGAMgASgJEg0KBWFjdG9yGAQgASgJEg4KBnRlbmFudBgFIAEoCRIPCgdtZXNzYWdlGAYgASgJEjwKCmF0dHJpYnV0ZXMYByADKAsyKC5hZG1pc3Npb24udjEuQXVkaXRFdmVudC5BdHRyaWJ1dGVzRW50cnkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiwgEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEgwKBGtpbmQYAiABKAkSKQoFc2luY2UYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJEg0KBWFjdG9yGAYgASgJEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJcChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIoCgZldmVudHMYASADKAsyGC5hZG1pc3Npb24udjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkirwEKEVJlc2V0TWV0ZXJSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIlCgRraW5kGAIgASgOMhcuYWRtaXNzaW9uLnYxLkxpbWl0S2luZBIkCgZ3aW5kb3cYAyABKA4yFC5hZG1pc3Npb24udjEuV2luZG93Eh4KA3BlchgEIAEoDjIRLmFkbWlzc2lvbi52MS5QZXISDwoHc3ViamVjdBgFIAEoCRIMCgR0YXNrGAYgASgJIisKElJlc2V0TWV0ZXJSZXNwb25zZRIVCg1wcmV2aW91c191c2VkGAEgASgDIjoKF0xpc3RUZW5hbnRTdGF0dXNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIPCgduZWFyZXN0GAIgASgFIpgCCgxUZW5hbnRTdGF0dXMSDgoGdGVuYW50GAEgASgJEgwKBG5hbWUYAiABKAkSKwoGc3RhdHVzGAMgASgOMhsuYWRtaXNzaW9uLnYxLkFjY291bnRTdGF0dXMSDAoEcGxhbhgEIAEoCRIRCglhdGlfdG9rZW4YBSABKAkSIAoEbW9kZRgGIAEoDjISLmFkbWlzc2lvbi52MS5Nb2RlEigKBW1vbnRoGAcgASgLMhkuYWRtaXNzaW9uLnYxLlVzYWdlVG90YWxzEiQKB25lYXJlc3QYCCADKAsyEy5hZG1pc3Npb24udjEuTWV0ZXISGQoRb3Blbl9yZXNlcnZhdGlvbnMYCSABKAMSDwoHcHJvYmxlbRgKIAEoCSJHChhMaXN0VGVuYW50U3RhdHVzUmVzcG9uc2USKwoHdGVuYW50cxgBIAMoCzIaLmFkbWlzc2lvbi52MS5UZW5hbnRTdGF0dXMiyQEKFFNpbXVsYXRlQWRtaXRSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgR1c2VyGAIgASgJEg4KBmtleV9pZBgDIAEoCRIMCgR0YXNrGAQgASgJEg0KBW1vZGVsGAUgASgJEhQKDGlucHV0X3Rva2VucxgGIAEoAxIZChFtYXhfb3V0cHV0X3Rva2VucxgHIAEoAxINCgVmaWxlcxgIIAEoAxITCgthZ2VudF9zdGVwcxgJIAEoAxIRCglhcGlfY2FsbHMYCiABKAMiRgoVU2ltdWxhdGVBZG1pdFJlc3BvbnNlEi0KCGRlY2lzaW9uGAEgASgLMhsuYWRtaXNzaW9uLnYxLkFkbWl0UmVzcG9uc2UiFAoSTGlzdENhdGFsb2dSZXF1ZXN0Il0KE0xpc3RDYXRhbG9nUmVzcG9uc2USIwoGbW9kZWxzGAEgAygLMhMuYWRtaXNzaW9uLnYxLk1vZGVsEiEKBXRhc2tzGAIgAygLMhIuYWRtaXNzaW9uLnYxLlRhc2siHwoRR2V0V2ViaG9va1JlcXVlc3QSCgoCaWQYASABKAkiPAoSR2V0V2ViaG9va1Jlc3BvbnNlEiYKB3dlYmhvb2sYASABKAsyFS5hZG1pc3Npb24udjEuV2ViaG9vayIlChNMaXN0V2ViaG9va3NSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSI/ChRMaXN0V2ViaG9va3NSZXNwb25zZRInCgh3ZWJob29rcxgBIAMoCzIVLmFkbWlzc2lvbi52MS5XZWJob29rIiIKFERlbGV0ZVdlYmhvb2tSZXF1ZXN0EgoKAmlkGAEgASgJIigKFURlbGV0ZVdlYmhvb2tSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDInIKDldlYmhvb2tBdHRlbXB0EigKBHRpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2h0dHBfc3RhdHVzGAIgASgFEhIKCmxhdGVuY3lfbXMYAyABKAMSDQoFZXJyb3IYBCABKAkivwIKD1dlYmhvb2tEZWxpdmVyeRIKCgJpZBgBIAEoAxIQCghldmVudF9pZBgCIAEoCRISCgpldmVudF90eXBlGAMgASgJEg8KB3dlYmhvb2sYBCABKAkSDgoGdGVuYW50GAUgASgJEjEKBXN0YXRlGAYgASgOMiIuYWRtaXNzaW9uLnYxLldlYmhvb2tEZWxpdmVyeVN0YXRlEi4KCmNyZWF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKD25leHRfYXR0ZW1wdF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoIYXR0ZW1wdHMYCSADKAsyHC5hZG1pc3Npb24udjEuV2ViaG9va0F0dGVtcHQSEQoJZGF0YV9qc29uGAogASgJIpkBChxMaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXF1ZXN0Eg8KB3dlYmhvb2sYASABKAkSDgoGdGVuYW50GAIgASgJEjEKBXN0YXRlGAMgASgOMiIuYWRtaXNzaW9uLnYxLldlYmhvb2tEZWxpdmVyeVN0YXRlEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImsKHUxpc3RXZWJob29rRGVsaXZlcmllc1Jlc3BvbnNlEjEKCmRlbGl2ZXJpZXMYASADKAsyHS5hZG1pc3Npb24udjEuV2ViaG9va0RlbGl2ZXJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIlChdSZWRlbGl2ZXJXZWJob29rUmVxdWVzdBIKCgJpZBgBIAEoAyJLChhSZWRlbGl2ZXJXZWJob29rUmVzcG9uc2USLwoIZGVsaXZlcnkYASABKAsyHS5hZG1pc3Npb24udjEuV2ViaG9va0RlbGl2ZXJ5KpgBCgxDaGFuZ2VBY3Rpb24SHQoZQ0hBTkdFX0FDVElPTl9VTlNQRUNJRklFRBAAEhgKFENIQU5HRV9BQ1RJT05fQ1JFQVRFEAESGAoUQ0hBTkdFX0FDVElPTl9VUERBVEUQAhIbChdDSEFOR0VfQUNUSU9OX1VOQ0hBTkdFRBADEhgKFENIQU5HRV9BQ1RJT05fREVMRVRFEAQqwwEKDFVzYWdlR3JvdXBCeRIeChpVU0FHRV9HUk9VUF9CWV9VTlNQRUNJRklFRBAAEhcKE1VTQUdFX0dST1VQX0JZX1VTRVIQARIXChNVU0FHRV9HUk9VUF9CWV9UQVNLEAISGAoUVVNBR0VfR1JPVVBfQllfTU9ERUwQAxIWChJVU0FHRV9HUk9VUF9CWV9LRVkQBBIWChJVU0FHRV9HUk9VUF9CWV9EQVkQBRIXChNVU0FHRV9HUk9VUF9CWV9IT1VSEAYqqwEKFFdlYmhvb2tEZWxpdmVyeVN0YXRlEiYKIldFQkhPT0tfREVMSVZFUllfU1RBVEVfVU5TUEVDSUZJRUQQABIiCh5XRUJIT09LX0RFTElWRVJZX1NUQVRFX1BFTkRJTkcQARIkCiBXRUJIT09LX0RFTElWRVJZX1NUQVRFX0RFTElWRVJFRBACEiEKHVdFQkhPT0tfREVMSVZFUllfU1RBVEVfRkFJTEVEEAMylxQKDVBvbGljeVNlcnZpY2USUgoLQXBwbHlCdW5kbGUSIC5hZG1pc3Npb24udjEuQXBwbHlCdW5kbGVSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkFwcGx5QnVuZGxlUmVzcG9uc2USVQoMRXhwb3J0QnVuZGxlEiEuYWRtaXNzaW9uLnYxLkV4cG9ydEJ1bmRsZVJlcXVlc3QaIi5hZG1pc3Npb24udjEuRXhwb3J0QnVuZGxlUmVzcG9uc2USRgoHR2V0UGxhbhIcLmFkbWlzc2lvbi52MS5HZXRQbGFuUmVxdWVzdBodLmFkbWlzc2lvbi52MS5HZXRQbGFuUmVzcG9uc2USTAoJTGlzdFBsYW5zEh4uYWRtaXNzaW9uLnYxLkxpc3RQbGFuc1JlcXVlc3QaHy5hZG1pc3Npb24udjEuTGlzdFBsYW5zUmVzcG9uc2USTwoKRGVsZXRlUGxhbhIfLmFkbWlzc2lvbi52MS5EZWxldGVQbGFuUmVxdWVzdBogLmFkbWlzc2lvbi52MS5EZWxldGVQbGFuUmVzcG9uc2USUgoLR2V0QXRpVG9rZW4SIC5hZG1pc3Npb24udjEuR2V0QXRpVG9rZW5SZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkdldEF0aVRva2VuUmVzcG9uc2USWAoNTGlzdEF0aVRva2VucxIiLmFkbWlzc2lvbi52MS5MaXN0QXRpVG9rZW5zUmVxdWVzdBojLmFkbWlzc2lvbi52MS5MaXN0QXRpVG9rZW5zUmVzcG9uc2USWwoORGVsZXRlQXRpVG9rZW4SIy5hZG1pc3Npb24udjEuRGVsZXRlQXRpVG9rZW5SZXF1ZXN0GiQuYWRtaXNzaW9uLnYxLkRlbGV0ZUF0aVRva2VuUmVzcG9uc2USTAoJR2V0VGVuYW50Eh4uYWRtaXNzaW9uLnYxLkdldFRlbmFudFJlcXVlc3QaHy5hZG1pc3Npb24udjEuR2V0VGVuYW50UmVzcG9uc2USUgoLTGlzdFRlbmFudHMSIC5hZG1pc3Npb24udjEuTGlzdFRlbmFudHNSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RUZW5hbnRzUmVzcG9uc2USVQoMRGVsZXRlVGVuYW50EiEuYWRtaXNzaW9uLnYxLkRlbGV0ZVRlbmFudFJlcXVlc3QaIi5hZG1pc3Npb24udjEuRGVsZXRlVGVuYW50UmVzcG9uc2USRgoHR2V0VXNlchIcLmFkbWlzc2lvbi52MS5HZXRVc2VyUmVxdWVzdBodLmFkbWlzc2lvbi52MS5HZXRVc2VyUmVzcG9uc2USTAoJTGlzdFVzZXJzEh4uYWRtaXNzaW9uLnYxLkxpc3RVc2Vyc1JlcXVlc3QaHy5hZG1pc3Npb24udjEuTGlzdFVzZXJzUmVzcG9uc2USTwoKRGVsZXRlVXNlchIfLmFkbWlzc2lvbi52MS5EZWxldGVVc2VyUmVxdWVzdBogLmFkbWlzc2lvbi52MS5EZWxldGVVc2VyUmVzcG9uc2USTAoJR2V0QXBpS2V5Eh4uYWRtaXNzaW9uLnYxLkdldEFwaUtleVJlcXVlc3QaHy5hZG1pc3Npb24udjEuR2V0QXBpS2V5UmVzcG9uc2USUgoLTGlzdEFwaUtleXMSIC5hZG1pc3Npb24udjEuTGlzdEFwaUtleXNSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2USVQoMRGVsZXRlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLkRlbGV0ZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuRGVsZXRlQXBpS2V5UmVzcG9uc2USVQoMQ3JlYXRlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLkNyZWF0ZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USVQoMUmV2b2tlQXBpS2V5EiEuYWRtaXNzaW9uLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaIi5hZG1pc3Npb24udjEuUmV2b2tlQXBpS2V5UmVzcG9uc2USSQoIR2V0VXNhZ2USHS5hZG1pc3Npb24udjEuR2V0VXNhZ2VSZXF1ZXN0Gh4uYWRtaXNzaW9uLnYxLkdldFVzYWdlUmVzcG9uc2USXgoPTGlzdEF1ZGl0RXZlbnRzEiQuYWRtaXNzaW9uLnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJS5hZG1pc3Npb24udjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USTwoKUmVzZXRNZXRlchIfLmFkbWlzc2lvbi52MS5SZXNldE1ldGVyUmVxdWVzdBogLmFkbWlzc2lvbi52MS5SZXNldE1ldGVyUmVzcG9uc2USYQoQTGlzdFRlbmFudFN0YXR1cxIlLmFkbWlzc2lvbi52MS5MaXN0VGVuYW50U3RhdHVzUmVxdWVzdBomLmFkbWlzc2lvbi52MS5MaXN0VGVuYW50U3RhdHVzUmVzcG9uc2USWAoNU2ltdWxhdGVBZG1pdBIiLmFkbWlzc2lvbi52MS5TaW11bGF0ZUFkbWl0UmVxdWVzdBojLmFkbWlzc2lvbi52MS5TaW11bGF0ZUFkbWl0UmVzcG9uc2USUgoLTGlzdENhdGFsb2cSIC5hZG1pc3Npb24udjEuTGlzdENhdGFsb2dSZXF1ZXN0GiEuYWRtaXNzaW9uLnYxLkxpc3RDYXRhbG9nUmVzcG9uc2USTwoKR2V0V2ViaG9vaxIfLmFkbWlzc2lvbi52MS5HZXRXZWJob29rUmVxdWVzdBogLmFkbWlzc2lvbi52MS5HZXRXZWJob29rUmVzcG9uc2USVQoMTGlzdFdlYmhvb2tzEiEuYWRtaXNzaW9uLnYxLkxpc3RXZWJob29rc1JlcXVlc3QaIi5hZG1pc3Npb24udjEuTGlzdFdlYmhvb2tzUmVzcG9uc2USWAoNRGVsZXRlV2ViaG9vaxIiLmFkbWlzc2lvbi52MS5EZWxldGVXZWJob29rUmVxdWVzdBojLmFkbWlzc2lvbi52MS5EZWxldGVXZWJob29rUmVzcG9uc2UScAoVTGlzdFdlYmhvb2tEZWxpdmVyaWVzEiouYWRtaXNzaW9uLnYxLkxpc3RXZWJob29rRGVsaXZlcmllc1JlcXVlc3QaKy5hZG1pc3Npb24udjEuTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVzcG9uc2USYQoQUmVkZWxpdmVyV2ViaG9vaxIlLmFkbWlzc2lvbi52MS5SZWRlbGl2ZXJXZWJob29rUmVxdWVzdBomLmFkbWlzc2lvbi52MS5SZWRlbGl2ZXJXZWJob29rUmVzcG9uc2ViBnByb3RvMw", [file_admission_v1_admission, file_admission_v1_policy, file_google_protobuf_timestamp]);
+  fileDesc("CiFhZG1pc3Npb24vdjEvcG9saWN5X3NlcnZpY2UucHJvdG8SDGFkbWlzc2lvbi52MSJ4CgZDaGFuZ2USDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRIqCgZhY3Rpb24YAyABKA4yGi5hZG1pc3Npb24udjEuQ2hhbmdlQWN0aW9uEg4KBmZpZWxkcxgEIAMoCRIYChBnZW5lcmF0ZWRfc2VjcmV0GAUgASgJIksKEkFwcGx5QnVuZGxlUmVxdWVzdBIkCgZidW5kbGUYASABKAsyFC5hZG1pc3Npb24udjEuQnVuZGxlEg8KB2RyeV9ydW4YAiABKAgiXgoTQXBwbHlCdW5kbGVSZXNwb25zZRIlCgdjaGFuZ2VzGAEgAygLMhQuYWRtaXNzaW9uLnYxLkNoYW5nZRIPCgd2ZXJzaW9uGAIgASgDEg8KB2FwcGxpZWQYAyABKAgiFQoTRXhwb3J0QnVuZGxlUmVxdWVzdCJNChRFeHBvcnRCdW5kbGVSZXNwb25zZRIkCgZidW5kbGUYASABKAsyFC5hZG1pc3Npb24udjEuQnVuZGxlEg8KB3ZlcnNpb24YAiABKAMiHgoOR2V0UGxhblJlcXVlc3QSDAoEY29kZRgBIAEoCSIzCg9HZXRQbGFuUmVzcG9uc2USIAoEcGxhbhgBIAEoCzISLmFkbWlzc2lvbi52MS5QbGFuIhIKEExpc3RQbGFuc1JlcXVlc3QiNgoRTGlzdFBsYW5zUmVzcG9uc2USIQoFcGxhbnMYASADKAsyEi5hZG1pc3Npb24udjEuUGxhbiIhChFEZWxldGVQbGFuUmVxdWVzdBIMCgRjb2RlGAEgASgJIiUKEkRlbGV0ZVBsYW5SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDIiAKEkdldEF0aVRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSJAChNHZXRBdGlUb2tlblJlc3BvbnNlEikKCWF0aV90b2tlbhgBIAEoCzIWLmFkbWlzc2lvbi52MS5BdGlUb2tlbiIWChRMaXN0QXRpVG9rZW5zUmVxdWVzdCJDChVMaXN0QXRpVG9rZW5zUmVzcG9uc2USKgoKYXRpX3Rva2VucxgBIAMoCzIWLmFkbWlzc2lvbi52MS5BdGlUb2tlbiIjChVEZWxldGVBdGlUb2tlblJlcXVlc3QSCgoCaWQYASABKAkiKQoWRGVsZXRlQXRpVG9rZW5SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDIh4KEEdldFRlbmFudFJlcXVlc3QSCgoCaWQYASABKAkiOQoRR2V0VGVuYW50UmVzcG9uc2USJAoGdGVuYW50GAEgASgLMhQuYWRtaXNzaW9uLnYxLlRlbmFudCIUChJMaXN0VGVuYW50c1JlcXVlc3QiPAoTTGlzdFRlbmFudHNSZXNwb25zZRIlCgd0ZW5hbnRzGAEgAygLMhQuYWRtaXNzaW9uLnYxLlRlbmFudCIyChNEZWxldGVUZW5hbnRSZXF1ZXN0EgoKAmlkGAEgASgJEg8KB2Nhc2NhZGUYAiABKAgiJwoURGVsZXRlVGVuYW50UmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIsCg5HZXRVc2VyUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSCgoCaWQYAiABKAkiMwoPR2V0VXNlclJlc3BvbnNlEiAKBHVzZXIYASABKAsyEi5hZG1pc3Npb24udjEuVXNlciIiChBMaXN0VXNlcnNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCSI2ChFMaXN0VXNlcnNSZXNwb25zZRIhCgV1c2VycxgBIAMoCzISLmFkbWlzc2lvbi52MS5Vc2VyIi8KEURlbGV0ZVVzZXJSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIKCgJpZBgCIAEoCSIlChJEZWxldGVVc2VyUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyIeChBHZXRBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIjoKEUdldEFwaUtleVJlc3BvbnNlEiUKB2FwaV9rZXkYASABKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5IiQKEkxpc3RBcGlLZXlzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiPQoTTGlzdEFwaUtleXNSZXNwb25zZRImCghhcGlfa2V5cxgBIAMoCzIULmFkbWlzc2lvbi52MS5BcGlLZXkiIQoTRGVsZXRlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSInChREZWxldGVBcGlLZXlSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgDIpMBChNDcmVhdGVBcGlLZXlSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgR1c2VyGAIgASgJEgoKAmlkGAMgASgJEg0KBXRhc2tzGAQgAygJEi4KCmV4cGlyZXNfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Rlc2NyaXB0aW9uGAYgASgJIk0KFENyZWF0ZUFwaUtleVJlc3BvbnNlEiUKB2FwaV9rZXkYASABKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5Eg4KBnNlY3JldBgCIAEoCSIhChNSZXZva2VBcGlLZXlSZXF1ZXN0EgoKAmlkGAEgASgJIj0KFFJldm9rZUFwaUtleVJlc3BvbnNlEiUKB2FwaV9rZXkYASABKAsyFC5hZG1pc3Npb24udjEuQXBpS2V5Is4BCg9HZXRVc2FnZVJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgwKBHVzZXIYAiABKAkSDAoEdGFzaxgDIAEoCRINCgVtb2RlbBgEIAEoCRIpCgVzdGFydBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoDZW5kGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghncm91cF9ieRgHIAMoDjIaLmFkbWlzc2lvbi52MS5Vc2FnZUdyb3VwQnkisgEKC1VzYWdlVG90YWxzEhAKCHJlcXVlc3RzGAEgASgDEhQKDGlucHV0X3Rva2VucxgCIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAMgASgDEhMKC2Nvc3RfbWljcm9zGAQgASgDEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAUgASgDEhoKEmNhY2hlX3dyaXRlX3Rva2VucxgGIAEoAxIYChByZWFzb25pbmdfdG9rZW5zGAcgASgDIpUBCghVc2FnZVJvdxIwCgVncm91cBgBIAMoCzIhLmFkbWlzc2lvbi52MS5Vc2FnZVJvdy5Hcm91cEVudHJ5EikKBnRvdGFscxgCIAEoCzIZLmFkbWlzc2lvbi52MS5Vc2FnZVRvdGFscxosCgpHcm91cEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi3QEKEEdldFVzYWdlUmVzcG9uc2USEAoIcmVxdWVzdHMYASABKAMSFAoMaW5wdXRfdG9rZW5zGAIgASgDEhUKDW91dHB1dF90b2tlbnMYAyABKAMSEwoLY29zdF9taWNyb3MYBCABKAMSJAoEcm93cxgFIAMoCzIWLmFkbWlzc2lvbi52MS5Vc2FnZVJvdxIZChFjYWNoZV9yZWFkX3Rva2VucxgGIAEoAxIaChJjYWNoZV93cml0ZV90b2tlbnMYByABKAMSGAoQcmVhc29uaW5nX3Rva2VucxgIIAEoAyLxAQoKQXVkaXRFdmVudBIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRraW5kGAMgASgJEg0KBWFjdG9yGAQgASgJEg4KBnRlbmFudBgFIAEoCRIPCgdtZXNzYWdlGAYgASgJEjwKCmF0dHJpYnV0ZXMYByADKAsyKC5hZG1pc3Npb24udjEuQXVkaXRFdmVudC5BdHRyaWJ1dGVzRW50cnkaMQoPQXR0cmlidXRlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiwgEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEgwKBGtpbmQYAiABKAkSKQoFc2luY2UYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJEg0KBWFjdG9yGAYgASgJEikKBXVudGlsGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJcChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIoCgZldmVudHMYASADKAsyGC5hZG1pc3Npb24udjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkirwEKEVJlc2V0TWV0ZXJSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIlCgRraW5kGAIgASgOMhcuYWRtaXNzaW9uLnYxLkxpbWl0S2luZBIkCgZ3aW5kb3cYAyABKA4yFC5hZG1pc3Npb24udjEuV2luZG93Eh4KA3BlchgEIAEoDjIRLmFkbWlzc2lvbi52MS5QZXISDwoHc3ViamVjdBgFIAEoCRIMCgR0YXNrGAYgASgJIisKElJlc2V0TWV0ZXJSZXNwb25zZRIVCg1wcmV2aW91c191c2VkGAEgASgDIjoKF0xpc3RUZW5hbnRTdGF0dXNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIPCgduZWFyZXN0GAIgASgFIpgCCgxUZW5hbnRTdGF0dXMSDgoGdGVuYW50GAEgASgJEgwKBG5hbWUYAiABKAkSKwoGc3RhdHVzGAMgASgOMhsuYWRtaXNzaW9uLnYxLkFjY291bnRTdGF0dXMSDAoEcGxhbhgEIAEoCRIRCglhdGlfdG9rZW4YBSABKAkSIAoEbW9kZRgGIAEoDjISLmFkbWlzc2lvbi52MS5Nb2RlEigKBW1vbnRoGAcgASgLMhkuYWRtaXNzaW9uLnYxLlVzYWdlVG90YWxzEiQKB25lYXJlc3QYCCADKAsyEy5hZG1pc3Npb24udjEuTWV0ZXISGQoRb3Blbl9yZXNlcnZhdGlvbnMYCSABKAMSDwoHcHJvYmxlbRgKIAEoCSJHChhMaXN0VGVuYW50U3RhdHVzUmVzcG9uc2USKwoHdGVuYW50cxgBIAMoCzIaLmFkbWlzc2lvbi52MS5UZW5hbnRTdGF0dXMiyQEKFFNpbXVsYXRlQWRtaXRSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIMCgR1c2VyGAIgASgJEg4KBmtleV9pZBgDIAEoCRIMCgR0YXNrGAQgASgJEg0KBW1vZGVsGAUgASgJEhQKDGlucHV0X3Rva2VucxgGIAEoAxIZChFtYXhfb3V0cHV0X3Rva2VucxgHIAEoAxINCgVmaWxlcxgIIAEoAxITCgthZ2VudF9zdGVwcxgJIAEoAxIRCglhcGlfY2FsbHMYCiABKAMiRgoVU2ltdWxhdGVBZG1pdFJlc3BvbnNlEi0KCGRlY2lzaW9uGAEgASgLMhsuYWRtaXNzaW9uLnYxLkFkbWl0UmVzcG9uc2UiFAoSTGlzdENhdGFsb2dSZXF1ZXN0Il0KE0xpc3RDYXRhbG9nUmVzcG9uc2USIwoGbW9kZWxzGAEgAygLMhMuYWRtaXNzaW9uLnYxLk1vZGVsEiEKBXRhc2tzGAIgAygLMhIuYWRtaXNzaW9uLnYxLlRhc2siXAoTR3JhbnRDcmVkaXRzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSFQoNYW1vdW50X21pY3JvcxgCIAEoAxIQCghncmFudF9pZBgDIAEoCRIMCgRub3RlGAQgASgJIpMBCgtDcmVkaXRHcmFudBIQCghncmFudF9pZBgBIAEoCRIOCgZ0ZW5hbnQYAiABKAkSFQoNYW1vdW50X21pY3JvcxgDIAEoAxIMCgRub3RlGAQgASgJEg0KBWFjdG9yGAUgASgJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIosBChRHcmFudENyZWRpdHNSZXNwb25zZRIoCgVncmFudBgBIAEoCzIZLmFkbWlzc2lvbi52MS5DcmVkaXRHcmFudBIQCghyZXBsYXllZBgCIAEoCBI3CgdiYWxhbmNlGAMgASgLMiYuYWRtaXNzaW9uLnYxLkdldENyZWRpdEJhbGFuY2VSZXNwb25zZSIpChdHZXRDcmVkaXRCYWxhbmNlUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkimgEKGEdldENyZWRpdEJhbGFuY2VSZXNwb25zZRIOCgZ0ZW5hbnQYASABKAkSFgoOYmFsYW5jZV9taWNyb3MYAiABKAMSFwoPcmVzZXJ2ZWRfbWljcm9zGAMgASgDEhYKDmdyYW50ZWRfbWljcm9zGAQgASgDEhQKDHNwZW50X21pY3JvcxgFIAEoAxIPCgdwcmVwYWlkGAYgASgIIjgKF0xpc3RDcmVkaXRHcmFudHNSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRINCgVsaW1pdBgCIAEoBSJFChhMaXN0Q3JlZGl0R3JhbnRzUmVzcG9uc2USKQoGZ3JhbnRzGAEgAygLMhkuYWRtaXNzaW9uLnYxLkNyZWRpdEdyYW50Ih8KEUdldFdlYmhvb2tSZXF1ZXN0EgoKAmlkGAEgASgJIjwKEkdldFdlYmhvb2tSZXNwb25zZRImCgd3ZWJob29rGAEgASgLMhUuYWRtaXNzaW9uLnYxLldlYmhvb2siJQoTTGlzdFdlYmhvb2tzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkiPwoUTGlzdFdlYmhvb2tzUmVzcG9uc2USJwoId2ViaG9va3MYASADKAsyFS5hZG1pc3Npb24udjEuV2ViaG9vayIiChREZWxldGVXZWJob29rUmVxdWVzdBIKCgJpZBgBIAEoCSIoChVEZWxldGVXZWJob29rUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoAyJyCg5XZWJob29rQXR0ZW1wdBIoCgR0aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtodHRwX3N0YXR1cxgCIAEoBRISCgpsYXRlbmN5X21zGAMgASgDEg0KBWVycm9yGAQgASgJIr8CCg9XZWJob29rRGVsaXZlcnkSCgoCaWQYASABKAMSEAoIZXZlbnRfaWQYAiABKAkSEgoKZXZlbnRfdHlwZRgDIAEoCRIPCgd3ZWJob29rGAQgASgJEg4KBnRlbmFudBgFIAEoCRIxCgVzdGF0ZRgGIAEoDjIiLmFkbWlzc2lvbi52MS5XZWJob29rRGVsaXZlcnlTdGF0ZRIuCgpjcmVhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9uZXh0X2F0dGVtcHRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCGF0dGVtcHRzGAkgAygLMhwuYWRtaXNzaW9uLnYxLldlYmhvb2tBdHRlbXB0EhEKCWRhdGFfanNvbhgKIAEoCSKZAQocTGlzdFdlYmhvb2tEZWxpdmVyaWVzUmVxdWVzdBIPCgd3ZWJob29rGAEgASgJEg4KBnRlbmFudBgCIAEoCRIxCgVzdGF0ZRgDIAEoDjIiLmFkbWlzc2lvbi52MS5XZWJob29rRGVsaXZlcnlTdGF0ZRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCSJrCh1MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXNwb25zZRIxCgpkZWxpdmVyaWVzGAEgAygLMh0uYWRtaXNzaW9uLnYxLldlYmhvb2tEZWxpdmVyeRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJQoXUmVkZWxpdmVyV2ViaG9va1JlcXVlc3QSCgoCaWQYASABKAMiSwoYUmVkZWxpdmVyV2ViaG9va1Jlc3BvbnNlEi8KCGRlbGl2ZXJ5GAEgASgLMh0uYWRtaXNzaW9uLnYxLldlYmhvb2tEZWxpdmVyeSqYAQoMQ2hhbmdlQWN0aW9uEh0KGUNIQU5HRV9BQ1RJT05fVU5TUEVDSUZJRUQQABIYChRDSEFOR0VfQUNUSU9OX0NSRUFURRABEhgKFENIQU5HRV9BQ1RJT05fVVBEQVRFEAISGwoXQ0hBTkdFX0FDVElPTl9VTkNIQU5HRUQQAxIYChRDSEFOR0VfQUNUSU9OX0RFTEVURRAEKsMBCgxVc2FnZUdyb3VwQnkSHgoaVVNBR0VfR1JPVVBfQllfVU5TUEVDSUZJRUQQABIXChNVU0FHRV9HUk9VUF9CWV9VU0VSEAESFwoTVVNBR0VfR1JPVVBfQllfVEFTSxACEhgKFFVTQUdFX0dST1VQX0JZX01PREVMEAMSFgoSVVNBR0VfR1JPVVBfQllfS0VZEAQSFgoSVVNBR0VfR1JPVVBfQllfREFZEAUSFwoTVVNBR0VfR1JPVVBfQllfSE9VUhAGKqsBChRXZWJob29rRGVsaXZlcnlTdGF0ZRImCiJXRUJIT09LX0RFTElWRVJZX1NUQVRFX1VOU1BFQ0lGSUVEEAASIgoeV0VCSE9PS19ERUxJVkVSWV9TVEFURV9QRU5ESU5HEAESJAogV0VCSE9PS19ERUxJVkVSWV9TVEFURV9ERUxJVkVSRUQQAhIhCh1XRUJIT09LX0RFTElWRVJZX1NUQVRFX0ZBSUxFRBADMrQWCg1Qb2xpY3lTZXJ2aWNlElIKC0FwcGx5QnVuZGxlEiAuYWRtaXNzaW9uLnYxLkFwcGx5QnVuZGxlUmVxdWVzdBohLmFkbWlzc2lvbi52MS5BcHBseUJ1bmRsZVJlc3BvbnNlElUKDEV4cG9ydEJ1bmRsZRIhLmFkbWlzc2lvbi52MS5FeHBvcnRCdW5kbGVSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLkV4cG9ydEJ1bmRsZVJlc3BvbnNlEkYKB0dldFBsYW4SHC5hZG1pc3Npb24udjEuR2V0UGxhblJlcXVlc3QaHS5hZG1pc3Npb24udjEuR2V0UGxhblJlc3BvbnNlEkwKCUxpc3RQbGFucxIeLmFkbWlzc2lvbi52MS5MaXN0UGxhbnNSZXF1ZXN0Gh8uYWRtaXNzaW9uLnYxLkxpc3RQbGFuc1Jlc3BvbnNlEk8KCkRlbGV0ZVBsYW4SHy5hZG1pc3Npb24udjEuRGVsZXRlUGxhblJlcXVlc3QaIC5hZG1pc3Npb24udjEuRGVsZXRlUGxhblJlc3BvbnNlElIKC0dldEF0aVRva2VuEiAuYWRtaXNzaW9uLnYxLkdldEF0aVRva2VuUmVxdWVzdBohLmFkbWlzc2lvbi52MS5HZXRBdGlUb2tlblJlc3BvbnNlElgKDUxpc3RBdGlUb2tlbnMSIi5hZG1pc3Npb24udjEuTGlzdEF0aVRva2Vuc1JlcXVlc3QaIy5hZG1pc3Npb24udjEuTGlzdEF0aVRva2Vuc1Jlc3BvbnNlElsKDkRlbGV0ZUF0aVRva2VuEiMuYWRtaXNzaW9uLnYxLkRlbGV0ZUF0aVRva2VuUmVxdWVzdBokLmFkbWlzc2lvbi52MS5EZWxldGVBdGlUb2tlblJlc3BvbnNlEkwKCUdldFRlbmFudBIeLmFkbWlzc2lvbi52MS5HZXRUZW5hbnRSZXF1ZXN0Gh8uYWRtaXNzaW9uLnYxLkdldFRlbmFudFJlc3BvbnNlElIKC0xpc3RUZW5hbnRzEiAuYWRtaXNzaW9uLnYxLkxpc3RUZW5hbnRzUmVxdWVzdBohLmFkbWlzc2lvbi52MS5MaXN0VGVuYW50c1Jlc3BvbnNlElUKDERlbGV0ZVRlbmFudBIhLmFkbWlzc2lvbi52MS5EZWxldGVUZW5hbnRSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLkRlbGV0ZVRlbmFudFJlc3BvbnNlEkYKB0dldFVzZXISHC5hZG1pc3Npb24udjEuR2V0VXNlclJlcXVlc3QaHS5hZG1pc3Npb24udjEuR2V0VXNlclJlc3BvbnNlEkwKCUxpc3RVc2VycxIeLmFkbWlzc2lvbi52MS5MaXN0VXNlcnNSZXF1ZXN0Gh8uYWRtaXNzaW9uLnYxLkxpc3RVc2Vyc1Jlc3BvbnNlEk8KCkRlbGV0ZVVzZXISHy5hZG1pc3Npb24udjEuRGVsZXRlVXNlclJlcXVlc3QaIC5hZG1pc3Npb24udjEuRGVsZXRlVXNlclJlc3BvbnNlEkwKCUdldEFwaUtleRIeLmFkbWlzc2lvbi52MS5HZXRBcGlLZXlSZXF1ZXN0Gh8uYWRtaXNzaW9uLnYxLkdldEFwaUtleVJlc3BvbnNlElIKC0xpc3RBcGlLZXlzEiAuYWRtaXNzaW9uLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBohLmFkbWlzc2lvbi52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlElUKDERlbGV0ZUFwaUtleRIhLmFkbWlzc2lvbi52MS5EZWxldGVBcGlLZXlSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLkRlbGV0ZUFwaUtleVJlc3BvbnNlElUKDENyZWF0ZUFwaUtleRIhLmFkbWlzc2lvbi52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlElUKDFJldm9rZUFwaUtleRIhLmFkbWlzc2lvbi52MS5SZXZva2VBcGlLZXlSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLlJldm9rZUFwaUtleVJlc3BvbnNlEkkKCEdldFVzYWdlEh0uYWRtaXNzaW9uLnYxLkdldFVzYWdlUmVxdWVzdBoeLmFkbWlzc2lvbi52MS5HZXRVc2FnZVJlc3BvbnNlEl4KD0xpc3RBdWRpdEV2ZW50cxIkLmFkbWlzc2lvbi52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiUuYWRtaXNzaW9uLnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEk8KClJlc2V0TWV0ZXISHy5hZG1pc3Npb24udjEuUmVzZXRNZXRlclJlcXVlc3QaIC5hZG1pc3Npb24udjEuUmVzZXRNZXRlclJlc3BvbnNlEmEKEExpc3RUZW5hbnRTdGF0dXMSJS5hZG1pc3Npb24udjEuTGlzdFRlbmFudFN0YXR1c1JlcXVlc3QaJi5hZG1pc3Npb24udjEuTGlzdFRlbmFudFN0YXR1c1Jlc3BvbnNlElgKDVNpbXVsYXRlQWRtaXQSIi5hZG1pc3Npb24udjEuU2ltdWxhdGVBZG1pdFJlcXVlc3QaIy5hZG1pc3Npb24udjEuU2ltdWxhdGVBZG1pdFJlc3BvbnNlElIKC0xpc3RDYXRhbG9nEiAuYWRtaXNzaW9uLnYxLkxpc3RDYXRhbG9nUmVxdWVzdBohLmFkbWlzc2lvbi52MS5MaXN0Q2F0YWxvZ1Jlc3BvbnNlEk8KCkdldFdlYmhvb2sSHy5hZG1pc3Npb24udjEuR2V0V2ViaG9va1JlcXVlc3QaIC5hZG1pc3Npb24udjEuR2V0V2ViaG9va1Jlc3BvbnNlElUKDExpc3RXZWJob29rcxIhLmFkbWlzc2lvbi52MS5MaXN0V2ViaG9va3NSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLkxpc3RXZWJob29rc1Jlc3BvbnNlElgKDURlbGV0ZVdlYmhvb2sSIi5hZG1pc3Npb24udjEuRGVsZXRlV2ViaG9va1JlcXVlc3QaIy5hZG1pc3Npb24udjEuRGVsZXRlV2ViaG9va1Jlc3BvbnNlEnAKFUxpc3RXZWJob29rRGVsaXZlcmllcxIqLmFkbWlzc2lvbi52MS5MaXN0V2ViaG9va0RlbGl2ZXJpZXNSZXF1ZXN0GisuYWRtaXNzaW9uLnYxLkxpc3RXZWJob29rRGVsaXZlcmllc1Jlc3BvbnNlEmEKEFJlZGVsaXZlcldlYmhvb2sSJS5hZG1pc3Npb24udjEuUmVkZWxpdmVyV2ViaG9va1JlcXVlc3QaJi5hZG1pc3Npb24udjEuUmVkZWxpdmVyV2ViaG9va1Jlc3BvbnNlElUKDEdyYW50Q3JlZGl0cxIhLmFkbWlzc2lvbi52MS5HcmFudENyZWRpdHNSZXF1ZXN0GiIuYWRtaXNzaW9uLnYxLkdyYW50Q3JlZGl0c1Jlc3BvbnNlEmEKEEdldENyZWRpdEJhbGFuY2USJS5hZG1pc3Npb24udjEuR2V0Q3JlZGl0QmFsYW5jZVJlcXVlc3QaJi5hZG1pc3Npb24udjEuR2V0Q3JlZGl0QmFsYW5jZVJlc3BvbnNlEmEKEExpc3RDcmVkaXRHcmFudHMSJS5hZG1pc3Npb24udjEuTGlzdENyZWRpdEdyYW50c1JlcXVlc3QaJi5hZG1pc3Npb24udjEuTGlzdENyZWRpdEdyYW50c1Jlc3BvbnNlYgZwcm90bzM", [file_admission_v1_admission, file_admission_v1_policy, file_google_protobuf_timestamp]);
 
 /**
  * One entry of a diff.
@@ -1682,6 +1682,268 @@ export const ListCatalogResponseSchema: GenMessage<ListCatalogResponse> = /*@__P
   messageDesc(file_admission_v1_policy_service, 54);
 
 /**
+ * Add credits to a tenant (or take some back).
+ *
+ * @generated from message admission.v1.GrantCreditsRequest
+ */
+export type GrantCreditsRequest = Message<"admission.v1.GrantCreditsRequest"> & {
+  /**
+   * Tenant id.
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * Micro-USD to add; negative for a refund or correction, which may not take the
+   * balance below what is already spent. Not zero.
+   *
+   * @generated from field: int64 amount_micros = 2;
+   */
+  amountMicros: bigint;
+
+  /**
+   * Idempotency key (1-128 printable ASCII characters): a repeat with the same id
+   * returns the first grant and adds nothing.
+   *
+   * @generated from field: string grant_id = 3;
+   */
+  grantId: string;
+
+  /**
+   * Optional note (at most 256 characters), e.g. an invoice number.
+   *
+   * @generated from field: string note = 4;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message admission.v1.GrantCreditsRequest.
+ * Use `create(GrantCreditsRequestSchema)` to create a new message.
+ */
+export const GrantCreditsRequestSchema: GenMessage<GrantCreditsRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 55);
+
+/**
+ * A credit grant: an append-only row, never changed.
+ *
+ * @generated from message admission.v1.CreditGrant
+ */
+export type CreditGrant = Message<"admission.v1.CreditGrant"> & {
+  /**
+   * The grant's idempotency key.
+   *
+   * @generated from field: string grant_id = 1;
+   */
+  grantId: string;
+
+  /**
+   * Tenant id.
+   *
+   * @generated from field: string tenant = 2;
+   */
+  tenant: string;
+
+  /**
+   * Micro-USD added (negative: taken back).
+   *
+   * @generated from field: int64 amount_micros = 3;
+   */
+  amountMicros: bigint;
+
+  /**
+   * The note, if any.
+   *
+   * @generated from field: string note = 4;
+   */
+  note: string;
+
+  /**
+   * Who granted it (the admin request's actor).
+   *
+   * @generated from field: string actor = 5;
+   */
+  actor: string;
+
+  /**
+   * When.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 6;
+   */
+  createdAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message admission.v1.CreditGrant.
+ * Use `create(CreditGrantSchema)` to create a new message.
+ */
+export const CreditGrantSchema: GenMessage<CreditGrant> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 56);
+
+/**
+ * The grant and the balance after it.
+ *
+ * @generated from message admission.v1.GrantCreditsResponse
+ */
+export type GrantCreditsResponse = Message<"admission.v1.GrantCreditsResponse"> & {
+  /**
+   * The grant (the first one when this is a repeat).
+   *
+   * @generated from field: admission.v1.CreditGrant grant = 1;
+   */
+  grant?: CreditGrant | undefined;
+
+  /**
+   * True when grant_id had been granted before: nothing was added.
+   *
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
+
+  /**
+   * The balance now.
+   *
+   * @generated from field: admission.v1.GetCreditBalanceResponse balance = 3;
+   */
+  balance?: GetCreditBalanceResponse | undefined;
+};
+
+/**
+ * Describes the message admission.v1.GrantCreditsResponse.
+ * Use `create(GrantCreditsResponseSchema)` to create a new message.
+ */
+export const GrantCreditsResponseSchema: GenMessage<GrantCreditsResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 57);
+
+/**
+ * A tenant's credit balance.
+ *
+ * @generated from message admission.v1.GetCreditBalanceRequest
+ */
+export type GetCreditBalanceRequest = Message<"admission.v1.GetCreditBalanceRequest"> & {
+  /**
+   * Tenant id.
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+};
+
+/**
+ * Describes the message admission.v1.GetCreditBalanceRequest.
+ * Use `create(GetCreditBalanceRequestSchema)` to create a new message.
+ */
+export const GetCreditBalanceRequestSchema: GenMessage<GetCreditBalanceRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 58);
+
+/**
+ * Credits in micro-USD: balance = granted - spent - reserved.
+ *
+ * @generated from message admission.v1.GetCreditBalanceResponse
+ */
+export type GetCreditBalanceResponse = Message<"admission.v1.GetCreditBalanceResponse"> & {
+  /**
+   * Tenant id.
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * Available to new requests.
+   *
+   * @generated from field: int64 balance_micros = 2;
+   */
+  balanceMicros: bigint;
+
+  /**
+   * Held by open reservations (their estimated cost).
+   *
+   * @generated from field: int64 reserved_micros = 3;
+   */
+  reservedMicros: bigint;
+
+  /**
+   * Sum of every grant.
+   *
+   * @generated from field: int64 granted_micros = 4;
+   */
+  grantedMicros: bigint;
+
+  /**
+   * Settled cost of the tenant's requests.
+   *
+   * @generated from field: int64 spent_micros = 5;
+   */
+  spentMicros: bigint;
+
+  /**
+   * Whether the tenant is prepaid (its plan's or its own setting): only then does
+   * the balance cap its spend.
+   *
+   * @generated from field: bool prepaid = 6;
+   */
+  prepaid: boolean;
+};
+
+/**
+ * Describes the message admission.v1.GetCreditBalanceResponse.
+ * Use `create(GetCreditBalanceResponseSchema)` to create a new message.
+ */
+export const GetCreditBalanceResponseSchema: GenMessage<GetCreditBalanceResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 59);
+
+/**
+ * List a tenant's grants.
+ *
+ * @generated from message admission.v1.ListCreditGrantsRequest
+ */
+export type ListCreditGrantsRequest = Message<"admission.v1.ListCreditGrantsRequest"> & {
+  /**
+   * Tenant id.
+   *
+   * @generated from field: string tenant = 1;
+   */
+  tenant: string;
+
+  /**
+   * At most this many (default 100, at most 1000).
+   *
+   * @generated from field: int32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message admission.v1.ListCreditGrantsRequest.
+ * Use `create(ListCreditGrantsRequestSchema)` to create a new message.
+ */
+export const ListCreditGrantsRequestSchema: GenMessage<ListCreditGrantsRequest> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 60);
+
+/**
+ * Grants, newest first.
+ *
+ * @generated from message admission.v1.ListCreditGrantsResponse
+ */
+export type ListCreditGrantsResponse = Message<"admission.v1.ListCreditGrantsResponse"> & {
+  /**
+   * The grants.
+   *
+   * @generated from field: repeated admission.v1.CreditGrant grants = 1;
+   */
+  grants: CreditGrant[];
+};
+
+/**
+ * Describes the message admission.v1.ListCreditGrantsResponse.
+ * Use `create(ListCreditGrantsResponseSchema)` to create a new message.
+ */
+export const ListCreditGrantsResponseSchema: GenMessage<ListCreditGrantsResponse> = /*@__PURE__*/
+  messageDesc(file_admission_v1_policy_service, 61);
+
+/**
  * Get a webhook endpoint.
  *
  * @generated from message admission.v1.GetWebhookRequest
@@ -1700,7 +1962,7 @@ export type GetWebhookRequest = Message<"admission.v1.GetWebhookRequest"> & {
  * Use `create(GetWebhookRequestSchema)` to create a new message.
  */
 export const GetWebhookRequestSchema: GenMessage<GetWebhookRequest> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 55);
+  messageDesc(file_admission_v1_policy_service, 62);
 
 /**
  * A webhook endpoint.
@@ -1721,7 +1983,7 @@ export type GetWebhookResponse = Message<"admission.v1.GetWebhookResponse"> & {
  * Use `create(GetWebhookResponseSchema)` to create a new message.
  */
 export const GetWebhookResponseSchema: GenMessage<GetWebhookResponse> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 56);
+  messageDesc(file_admission_v1_policy_service, 63);
 
 /**
  * List webhook endpoints.
@@ -1742,7 +2004,7 @@ export type ListWebhooksRequest = Message<"admission.v1.ListWebhooksRequest"> & 
  * Use `create(ListWebhooksRequestSchema)` to create a new message.
  */
 export const ListWebhooksRequestSchema: GenMessage<ListWebhooksRequest> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 57);
+  messageDesc(file_admission_v1_policy_service, 64);
 
 /**
  * Webhook endpoints.
@@ -1763,7 +2025,7 @@ export type ListWebhooksResponse = Message<"admission.v1.ListWebhooksResponse"> 
  * Use `create(ListWebhooksResponseSchema)` to create a new message.
  */
 export const ListWebhooksResponseSchema: GenMessage<ListWebhooksResponse> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 58);
+  messageDesc(file_admission_v1_policy_service, 65);
 
 /**
  * Delete a webhook endpoint.
@@ -1784,7 +2046,7 @@ export type DeleteWebhookRequest = Message<"admission.v1.DeleteWebhookRequest"> 
  * Use `create(DeleteWebhookRequestSchema)` to create a new message.
  */
 export const DeleteWebhookRequestSchema: GenMessage<DeleteWebhookRequest> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 59);
+  messageDesc(file_admission_v1_policy_service, 66);
 
 /**
  * Deleted.
@@ -1805,7 +2067,7 @@ export type DeleteWebhookResponse = Message<"admission.v1.DeleteWebhookResponse"
  * Use `create(DeleteWebhookResponseSchema)` to create a new message.
  */
 export const DeleteWebhookResponseSchema: GenMessage<DeleteWebhookResponse> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 60);
+  messageDesc(file_admission_v1_policy_service, 67);
 
 /**
  * One attempt to deliver.
@@ -1847,7 +2109,7 @@ export type WebhookAttempt = Message<"admission.v1.WebhookAttempt"> & {
  * Use `create(WebhookAttemptSchema)` to create a new message.
  */
 export const WebhookAttemptSchema: GenMessage<WebhookAttempt> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 61);
+  messageDesc(file_admission_v1_policy_service, 68);
 
 /**
  * One event to one endpoint.
@@ -1931,7 +2193,7 @@ export type WebhookDelivery = Message<"admission.v1.WebhookDelivery"> & {
  * Use `create(WebhookDeliverySchema)` to create a new message.
  */
 export const WebhookDeliverySchema: GenMessage<WebhookDelivery> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 62);
+  messageDesc(file_admission_v1_policy_service, 69);
 
 /**
  * List deliveries.
@@ -1980,7 +2242,7 @@ export type ListWebhookDeliveriesRequest = Message<"admission.v1.ListWebhookDeli
  * Use `create(ListWebhookDeliveriesRequestSchema)` to create a new message.
  */
 export const ListWebhookDeliveriesRequestSchema: GenMessage<ListWebhookDeliveriesRequest> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 63);
+  messageDesc(file_admission_v1_policy_service, 70);
 
 /**
  * Deliveries, newest first.
@@ -2008,7 +2270,7 @@ export type ListWebhookDeliveriesResponse = Message<"admission.v1.ListWebhookDel
  * Use `create(ListWebhookDeliveriesResponseSchema)` to create a new message.
  */
 export const ListWebhookDeliveriesResponseSchema: GenMessage<ListWebhookDeliveriesResponse> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 64);
+  messageDesc(file_admission_v1_policy_service, 71);
 
 /**
  * Queue a delivery again.
@@ -2029,7 +2291,7 @@ export type RedeliverWebhookRequest = Message<"admission.v1.RedeliverWebhookRequ
  * Use `create(RedeliverWebhookRequestSchema)` to create a new message.
  */
 export const RedeliverWebhookRequestSchema: GenMessage<RedeliverWebhookRequest> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 65);
+  messageDesc(file_admission_v1_policy_service, 72);
 
 /**
  * Queued.
@@ -2050,7 +2312,7 @@ export type RedeliverWebhookResponse = Message<"admission.v1.RedeliverWebhookRes
  * Use `create(RedeliverWebhookResponseSchema)` to create a new message.
  */
 export const RedeliverWebhookResponseSchema: GenMessage<RedeliverWebhookResponse> = /*@__PURE__*/
-  messageDesc(file_admission_v1_policy_service, 66);
+  messageDesc(file_admission_v1_policy_service, 73);
 
 /**
  * What applying a bundle does to one entity.
@@ -2492,6 +2754,36 @@ export const PolicyService: GenService<{
     methodKind: "unary";
     input: typeof RedeliverWebhookRequestSchema;
     output: typeof RedeliverWebhookResponseSchema;
+  },
+  /**
+   * Add a credit grant to a tenant's balance; idempotent per grant_id.
+   *
+   * @generated from rpc admission.v1.PolicyService.GrantCredits
+   */
+  grantCredits: {
+    methodKind: "unary";
+    input: typeof GrantCreditsRequestSchema;
+    output: typeof GrantCreditsResponseSchema;
+  },
+  /**
+   * A tenant's credit balance: granted, spent, reserved, available.
+   *
+   * @generated from rpc admission.v1.PolicyService.GetCreditBalance
+   */
+  getCreditBalance: {
+    methodKind: "unary";
+    input: typeof GetCreditBalanceRequestSchema;
+    output: typeof GetCreditBalanceResponseSchema;
+  },
+  /**
+   * A tenant's credit grants, newest first.
+   *
+   * @generated from rpc admission.v1.PolicyService.ListCreditGrants
+   */
+  listCreditGrants: {
+    methodKind: "unary";
+    input: typeof ListCreditGrantsRequestSchema;
+    output: typeof ListCreditGrantsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_admission_v1_policy_service, 0);
