@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Browser, Locator, Page } from "playwright-core";
+import { create } from "@bufbuild/protobuf";
 import { BundleSchema, LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { parseProtoJson } from "../control-plane/policy/proto-json.js";
 import { UsageGroupBy } from "../gen/admission/v1/policy_service_pb.js";
@@ -177,6 +178,36 @@ describe("admin console in the browser", { skip }, () => {
     await shot("tenant-webhooks");
     await row.getByRole("button", { name: /^Attempt now/ }).click();
     await waitFor(async () => (await api().listWebhookDeliveries({ webhook: "acme-hook" }, admin)).deliveries[0]!.attempts.length === 2, "the second attempt");
+  });
+
+  test("the credits panel grants credits as the signed-in actor and shows the balance GetCreditBalance answers; a refund below what is spent shows the server's refusal", async () => {
+    // beta becomes prepaid (everything else about it kept): its one request's cost is spent against its grants.
+    const { tenant: beta } = await api().getTenant({ id: "beta" }, admin);
+    beta!.prepaid = true;
+    await api().applyBundle({ bundle: create(BundleSchema, { tenants: [beta!] }) }, admin);
+    await page.goto(`${url}#/tenants/beta`);
+    const panel = page.locator("#credits");
+    await panel.getByLabel("Amount (USD)").fill("2.50");
+    await panel.getByLabel("Note").fill("invoice 2026-12");
+    await panel.getByRole("button", { name: "Grant" }).click();
+    await panel.locator("tr[data-grant]").first().waitFor();
+    const balance = await api().getCreditBalance({ tenant: "beta" }, admin);
+    assert.equal(balance.grantedMicros, 2_500_000n);
+    assert.ok(balance.spentMicros > 0n, "beta's seeded request is spent against its credits");
+    await waitFor(async () => (await panel.locator('[data-field="balance"]').innerText()).trim() !== "", "the balance");
+    await money(panel.locator('[data-field="balance"]'), balance.balanceMicros);
+    await money(panel.locator('[data-field="spent"]'), balance.spentMicros);
+    const [grant] = (await api().listCreditGrants({ tenant: "beta" }, admin)).grants;
+    assert.equal(grant!.actor, "admin:jane");
+    assert.match(await panel.locator(`tr[data-grant="${grant!.grantId}"]`).innerText(), /\$2\.50[\s\S]*admin:jane[\s\S]*invoice 2026-12/);
+    await shot("tenant-credits");
+
+    await panel.getByLabel("Amount (USD)").fill("-2.50");
+    await panel.getByRole("button", { name: "Grant" }).click();
+    const refused = panel.locator('.error[role="alert"]');
+    await refused.waitFor();
+    assert.match(await refused.innerText(), /failed_precondition: .*spent/);
+    assert.equal((await api().getCreditBalance({ tenant: "beta" }, admin)).grantedMicros, 2_500_000n, "a refused refund changes nothing");
   });
 
   test("a limit change is dry-run first (the diff shown), then applied, and the meter's limit follows", async () => {

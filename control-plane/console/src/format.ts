@@ -19,6 +19,17 @@ export function usd(micros: bigint | number): string {
   return dollars.format(n / 1_000_000);
 }
 
+/**
+ * Dollars typed by a person ("25", "1,000.50", "-3.2") as micro-USD, exactly (no float
+ * rounding: the digits are moved, not multiplied); undefined when it is not an amount.
+ */
+export function parseUsd(text: string): bigint | undefined {
+  const m = /^\s*(-)?\$?\s*(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d{1,6}))?\s*$/.exec(text);
+  if (!m) return undefined;
+  const micros = BigInt(m[2]!.replace(/,/g, "")) * 1_000_000n + BigInt((m[3] ?? "").padEnd(6, "0"));
+  return m[1] ? -micros : micros;
+}
+
 /** micro-USD exactly, for a title: "$0.012345". */
 export function usdExact(micros: bigint | number): string {
   return exactDollars.format(Number(micros) / 1_000_000);
@@ -64,7 +75,7 @@ export function windowName(window: Window): string {
 
 /** How a meter's amounts read: money for budgets, counts otherwise. */
 export function meterAmount(kind: LimitKind, n: bigint | number): string {
-  return kind === LimitKind.BUDGET_MICROS ? usd(n) : count(n);
+  return kind === LimitKind.BUDGET_MICROS || kind === LimitKind.CREDITS_MICROS ? usd(n) : count(n);
 }
 
 /** "TOKENS / DAY", "CONCURRENCY", "REQUESTS / MINUTE · DRAFT". */

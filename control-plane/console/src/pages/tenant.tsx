@@ -2,6 +2,7 @@ import { useState } from "preact/hooks";
 import { AccountStatus, FailurePolicy, Mode } from "../../../../gen/admission/v1/policy_pb.js";
 import type { Api } from "../api.js";
 import { ErrorNote, LimitsTable, Money, Num, Section, useLoad } from "../components.js";
+import { CreditsPanel } from "./tenant-credits.js";
 import { KeysPanel } from "./tenant-keys.js";
 import { LimitsEditor } from "./tenant-editor.js";
 import { UsagePanel } from "./tenant-usage.js";
@@ -10,7 +11,7 @@ import { WebhooksPanel } from "./tenant-webhooks.js";
 /**
  * One tenant: what it is (status, plan, mode), its effective limits with their live
  * meters, an editor for its limits and mode (dry run, diff, apply), its usage over time,
- * its users and API keys, its webhooks and their deliveries. Each panel is its own component reading its own calls; a
+ * its users and API keys, its credits and grants, its webhooks and their deliveries. Each panel is its own component reading its own calls; a
  * panel for a new API slots into `panels` below.
  */
 export function TenantPage({ api, tenant, epoch }: { api: Api; tenant: string; epoch: number }) {
@@ -23,6 +24,7 @@ export function TenantPage({ api, tenant, epoch }: { api: Api; tenant: string; e
     <LimitsEditor api={api} tenant={tenant} deps={deps} onApplied={() => setChanges((c) => c + 1)} key="editor" />,
     <UsagePanel api={api} tenant={tenant} deps={deps} key="usage" />,
     <KeysPanel api={api} tenant={tenant} deps={deps} key="keys" />,
+    <CreditsPanel api={api} tenant={tenant} deps={deps} onGranted={() => setChanges((c) => c + 1)} key="credits" />,
     <WebhooksPanel api={api} tenant={tenant} deps={deps} key="webhooks" />,
   ];
   return (
