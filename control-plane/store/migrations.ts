@@ -115,7 +115,7 @@ export const migrations: readonly string[] = [
   // ledger_cost_rollups keeps each tenant's cost of the ledger months retention drops, so the
   // all-time spend a credit balance is rebuilt from survives retention.
   `
-  CREATE TABLE credit_grants (
+  CREATE TABLE IF NOT EXISTS credit_grants (
     id bigserial PRIMARY KEY,
     tenant text NOT NULL,
     grant_id text NOT NULL,
@@ -126,7 +126,7 @@ export const migrations: readonly string[] = [
     xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
     UNIQUE (tenant, grant_id)
   );
-  CREATE TABLE ledger_cost_rollups (
+  CREATE TABLE IF NOT EXISTS ledger_cost_rollups (
     tenant text NOT NULL,
     month timestamptz NOT NULL,
     cost_micros bigint NOT NULL,
