@@ -134,8 +134,7 @@ export class CreditBalances {
    */
   async grant(req: GrantRequest, actor: string): Promise<{ grant: CreditGrantRecord; replayed: boolean; balance: CreditBalance }> {
     if (!req.tenant) throw new RpcError(Code.INVALID_ARGUMENT, "tenant is required");
-    const ctx = this.deps.policy().tenantContext(req.tenant);
-    if (!ctx) throw new RpcError(Code.NOT_FOUND, `tenant "${req.tenant}" not found`);
+    if (!this.deps.policy().tenants.has(req.tenant)) throw new RpcError(Code.NOT_FOUND, `tenant "${req.tenant}" not found`);
     if (req.amountMicros === 0n) throw new RpcError(Code.INVALID_ARGUMENT, "amount_micros must not be zero");
     if (req.amountMicros > BigInt(maxGrantMicros) || req.amountMicros < -BigInt(maxGrantMicros)) {
       throw new RpcError(Code.INVALID_ARGUMENT, `amount_micros must be between -${maxGrantMicros} and ${maxGrantMicros}`);
@@ -176,14 +175,14 @@ export class CreditBalances {
       message: `granted ${amountMicros} micro-USD of credits (grant "${req.grantId}"${req.note ? `: ${req.note}` : ""}); granted now ${outcome.totals.grantedMicros}`,
       attributes: { grant_id: req.grantId, amount_micros: String(amountMicros) },
     });
-    if (ctx.credits) {
-      try {
-        await this.apply(req.tenant, amountMicros, outcome.xid);
-      } catch (err) {
-        if (!(err instanceof CounterStoreUnavailableError)) throw err;
-        this.applyLater(req.tenant, req.grantId, amountMicros, outcome.xid);
-        throw new RpcError(Code.UNAVAILABLE, `grant "${req.grantId}" is recorded, but the counter store is unavailable (${err.message}): it is applied to the balance once the store answers; repeat the call (same grant_id) to see the balance`);
-      }
+    // Applied whether or not this replica's policy has the tenant prepaid (another's may already:
+    // snapshots reach replicas a moment apart); a tenant that is not prepaid just never reads it.
+    try {
+      await this.apply(req.tenant, amountMicros, outcome.xid);
+    } catch (err) {
+      if (!(err instanceof CounterStoreUnavailableError)) throw err;
+      this.applyLater(req.tenant, req.grantId, amountMicros, outcome.xid);
+      throw new RpcError(Code.UNAVAILABLE, `grant "${req.grantId}" is recorded, but the counter store is unavailable (${err.message}): it is applied to the balance once the store answers; repeat the call (same grant_id) to see the balance`);
     }
     return { grant: outcome.grant, replayed: false, balance: await this.balance(req.tenant) };
   }
