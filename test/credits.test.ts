@@ -16,6 +16,8 @@ import { scratchDatabase } from "./support/databases.js";
 import { deleteKeysWithPrefix } from "./support/redis-keys.js";
 import { catalogJson, secretOf } from "./support/scenario.js";
 import { missingService } from "./support/services.js";
+import { LosableCounterStore } from "./support/losable-counter-store.js";
+import { CounterStoreUnavailableError } from "../control-plane/counter-store.js";
 
 /**
  * Prices (scenario.ts): m-pro 1 micro-USD per input token and 2 per output token, so an
@@ -239,6 +241,64 @@ describe("prepaid credits: grants, balance, Admit against it, Settle, restart (P
     assert.deepEqual(await balance(), { granted: 1600n, spent: 600n, reserved: 0n, balance: 1000n, prepaid: true });
     const d = await t.admission.admit(admitOf("acme", 100, 200));
     assert.deepEqual([creditMeter(d)?.limit, creditMeter(d)?.used, creditMeter(d)?.remaining], [1600n, 1100n, 500n]);
+    await t.admission.settle({ reservationId: d.reservationId, inputTokens: 0n, outputTokens: 0n, model: "m-pro" });
+  });
+});
+
+describe("a grant meeting counter-store faults is applied exactly once", () => {
+  const counters = new LosableCounterStore();
+  const charge = counters.charge;
+  let fault: "lose" | "down" | undefined;
+  let t: TestControlPlane;
+  const balanceOf = async () => {
+    const b = await t.policy.getCreditBalance({ tenant: "acme" }, admin);
+    return [b.grantedMicros, b.balanceMicros];
+  };
+
+  before(async () => {
+    // A grant's charge to the current generation meets the fault once.
+    counters.charge = async (tenant, charges, generation) => {
+      const now = fault;
+      fault = undefined;
+      if (now === "down") throw new CounterStoreUnavailableError("counter store down (test)");
+      if (now === "lose") counters.lose();
+      return charge(tenant, charges, generation);
+    };
+    t = await startTestControlPlane({ deps: { counters } });
+    await t.policy.applyBundle({ bundle: creditsBundle() }, admin);
+    await t.policy.grantCredits({ tenant: "acme", amountMicros: 1_000n, grantId: "g1" }, admin);
+  });
+
+  after(() => t?.close());
+
+  test("the counters lost between reading the generation and charging it: the rebuild counts the grant, the charge does not", async () => {
+    fault = "lose";
+    const g2 = await t.policy.grantCredits({ tenant: "acme", amountMicros: 500n, grantId: "g2" }, admin);
+    assert.equal(fault, undefined, "the fault was met");
+    assert.equal(g2.balance?.balanceMicros, 1_500n);
+    const d = await t.admission.admit(admitOf("acme", 1_498, 1)); // exactly 1,500
+    assert.equal(d.allowed, true, d.message);
+    assert.equal((await t.admission.admit(admitOf("acme", 0, 1, "m-base"))).reason, DenyReason.CREDITS_EXHAUSTED);
+    await t.admission.settle({ reservationId: d.reservationId, inputTokens: 0n, outputTokens: 0n, model: "m-pro" });
+    assert.deepEqual(await balanceOf(), [1_500n, 1_500n]);
+  });
+
+  test("the counter store down when the grant is applied: UNAVAILABLE, recorded, applied once the store answers; the repeat adds nothing", async () => {
+    fault = "down";
+    const e = await grpcCode(t.policy.grantCredits({ tenant: "acme", amountMicros: 250n, grantId: "g3" }, admin));
+    assert.equal(e.code, grpc.status.UNAVAILABLE);
+    assert.match(e.message, /grant "g3" is recorded, but the counter store is unavailable/);
+    // Retried in the background (1 s): wait for the balance, not a time.
+    for (let i = 0; (await balanceOf())[1] !== 1_750n; i++) {
+      if (i > 200) assert.fail(`never applied: ${await balanceOf()}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const again = await t.policy.grantCredits({ tenant: "acme", amountMicros: 250n, grantId: "g3" }, admin);
+    assert.equal(again.replayed, true);
+    assert.deepEqual(await balanceOf(), [1_750n, 1_750n]);
+    const d = await t.admission.admit(admitOf("acme", 1_748, 1)); // exactly 1,750
+    assert.equal(d.allowed, true, d.message);
+    assert.equal((await t.admission.admit(admitOf("acme", 0, 1, "m-base"))).reason, DenyReason.CREDITS_EXHAUSTED);
     await t.admission.settle({ reservationId: d.reservationId, inputTokens: 0n, outputTokens: 0n, model: "m-pro" });
   });
 });
