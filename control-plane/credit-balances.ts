@@ -108,10 +108,10 @@ export class CreditBalances {
     let load = this.loading.get(tenant);
     if (!load) {
       const atMs = this.clock();
-      load = this.deps.grants.totals(tenant)
-        .then((t) => {
-          this.remember(tenant, t.grantedMicros, atMs);
-          return t.grantedMicros;
+      load = this.deps.grants.granted(tenant)
+        .then((granted) => {
+          this.remember(tenant, granted, atMs);
+          return granted;
         })
         .catch((err) => {
           this.deps.logger.warn({ err: String(err), tenant }, "credit grants unreadable: granted shown as last known");
@@ -169,10 +169,10 @@ export class CreditBalances {
       return { grant: outcome.grant, replayed: true, balance: await this.balance(req.tenant) };
     }
     this.deps.events?.committed();
-    this.remember(req.tenant, outcome.totals.grantedMicros, atMs);
+    this.remember(req.tenant, outcome.grantedMicros, atMs);
     this.deps.audit.record({
       kind: "admin.grant_credits", actor, tenant: req.tenant,
-      message: `granted ${amountMicros} micro-USD of credits (grant "${req.grantId}"${req.note ? `: ${req.note}` : ""}); granted now ${outcome.totals.grantedMicros}`,
+      message: `granted ${amountMicros} micro-USD of credits (grant "${req.grantId}"${req.note ? `: ${req.note}` : ""}); granted now ${outcome.grantedMicros}`,
       attributes: { grant_id: req.grantId, amount_micros: String(amountMicros) },
     });
     // Applied whether or not this replica's policy has the tenant prepaid (another's may already:

@@ -489,8 +489,8 @@ export class DecisionEngine {
         const found = usedByLimit.get(limit);
         // A credit meter shows what was granted as its value and spent + reserved as used.
         const shown = found && creditsShown(found.meter, found.used, granted);
-        const l = shown ? shown.meter.limit : limit;
-        const u = found && shown && { used: shown.used, meter: found.meter };
+        const l = shown?.meter.limit ?? limit;
+        const u = shown && { used: shown.used, meter: found!.meter };
         return create(EffectiveLimitSchema, {
           kind: l.kind, window: l.window, per: l.per, task: l.task, value: BigInt(l.value), mode: l.mode, source: l.source,
           overrides: [...l.overrides], subject: u?.meter.subject ?? "",

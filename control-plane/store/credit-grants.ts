@@ -23,8 +23,8 @@ export interface NewCreditGrant {
 }
 
 export type GrantOutcome =
-  /** Written; `xid`: its transaction (see visibleIn), `totals` after it. */
-  | { readonly status: "granted"; readonly grant: CreditGrantRecord; readonly xid: string; readonly totals: CreditSum }
+  /** Written; `xid`: its transaction (see visibleIn), `grantedMicros`: the tenant's granted total with it. */
+  | { readonly status: "granted"; readonly grant: CreditGrantRecord; readonly xid: string; readonly grantedMicros: number }
   /** The tenant already has this grant id: nothing written. */
   | { readonly status: "replayed"; readonly grant: CreditGrantRecord }
   /** A negative grant would take what was granted below what is already spent: nothing written. */
@@ -64,7 +64,7 @@ export class CreditGrantStore {
       );
       const grant = grantOf(rows[0]!);
       if (events) await insertOutboxEvents(tx, events(grant));
-      return { status: "granted", grant, xid: String(rows[0]!.xid), totals: await creditTotals(tx, input.tenant) };
+      return { status: "granted", grant, xid: String(rows[0]!.xid), grantedMicros: await grantedTotal(tx, input.tenant) };
     });
   }
 
@@ -77,10 +77,20 @@ export class CreditGrantStore {
     return rows.map(grantOf);
   }
 
+  /** The sum of a tenant's grants (no ledger read: what the display cache refreshes). */
+  granted(tenant: string): Promise<number> {
+    return grantedTotal(this.db, tenant);
+  }
+
   /** A tenant's all-time spend and granted total, read in one snapshot. */
   totals(tenant: string): Promise<CreditSum> {
     return creditTotals(this.db, tenant);
   }
+}
+
+async function grantedTotal(db: Queryable, tenant: string): Promise<number> {
+  const { rows } = await db.query<{ granted: unknown }>("SELECT coalesce(sum(amount_micros), 0) AS granted FROM credit_grants WHERE tenant = $1", [tenant]);
+  return toNumber(rows[0]!.granted);
 }
 
 async function creditTotals(db: Queryable, tenant: string): Promise<CreditSum> {
