@@ -10,7 +10,10 @@ import type { AdmitResponse, Meter } from "../gen/admission/v1/admission_pb.js";
 import { DenyReason } from "../gen/admission/v1/admission_pb.js";
 import { BundleSchema, LimitKind, LimitSource } from "../gen/admission/v1/policy_pb.js";
 import { parseProtoJson } from "../control-plane/policy/proto-json.js";
+import pino from "pino";
 import { denialResponse } from "../data-plane/error-response.js";
+import { loadDataPlaneConfig } from "../data-plane/config.js";
+import { startDataPlane } from "../data-plane/server.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { scratchDatabase } from "./support/databases.js";
 import { deleteKeysWithPrefix } from "./support/redis-keys.js";
@@ -99,6 +102,22 @@ describe("prepaid credits: grants, balance, Admit against it, Settle, restart (P
     assert.equal(http.status, 402);
     assert.equal(JSON.parse(http.body).error.code, "credits_exhausted");
     assert.equal(http.headers["retry-after"], undefined);
+    // And the real data plane in front of a provider, which is never called.
+    const dp = await startDataPlane(
+      { ...loadDataPlaneConfig({}), host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: t.address, spoolDir: join(dataDir, "dp-spool") },
+      { logger: pino({ level: "silent" }), providers: [{ name: "p1", baseUrl: "http://127.0.0.1:9/v1", api: "openai", apiKey: "" }] },
+    );
+    try {
+      const res = await fetch(`http://127.0.0.1:${dp.port}/v1/chat/completions`, {
+        method: "POST", headers: { authorization: `Bearer ${secretOf("k-acme")}`, "x-llm-task": "DRAFT", "content-type": "application/json" },
+        body: JSON.stringify({ model: "m-pro", max_tokens: 200, messages: [{ role: "user", content: "draft claim 1" }] }),
+      });
+      assert.equal(res.status, 402);
+      const body = await res.json() as { error: { code: string; type: string; reason: string; limit_kind: string } };
+      assert.deepEqual([body.error.code, body.error.type, body.error.reason, body.error.limit_kind], ["credits_exhausted", "insufficient_quota", "CREDITS_EXHAUSTED", "CREDITS_MICROS"]);
+    } finally {
+      await dp.close();
+    }
     // A tenant that is not prepaid has no credit meter.
     const post = await t.admission.admit(admitOf("post", 100, 200));
     assert.equal(post.allowed, true);
