@@ -26,6 +26,8 @@ import { PolicyManager } from "./policy/policy-manager.js";
 import { ReservationSigner } from "./reservation-id.js";
 import { Settlement } from "./settlement.js";
 import { TenantStatusReader } from "./tenant-status.js";
+import { CreditBalances } from "./credit-balances.js";
+import { CreditGrantStore } from "./store/credit-grants.js";
 import { startTracing, type Tracing } from "./tracing.js";
 import { AuditLog } from "./store/audit-log.js";
 import { ConfigRepository } from "./store/config-repository.js";
@@ -133,12 +135,13 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
 
   const alerts = new ThresholdAlerts({ metrics, audit, events, thresholds: config.alertThresholds });
   const rebuild = new CounterRebuild({ counters, ledger, policy: snapshot, metrics, logger, clock });
+  const credits = new CreditBalances({ grants: new CreditGrantStore(database), counters, rebuild, policy: snapshot, audit, events, logger, clock });
   const engine = new DecisionEngine({
-    policy: snapshot, credentials, counters, rebuild, signer, audit, events, alerts, metrics, logger, clock, tracer,
+    policy: snapshot, credentials, counters, rebuild, signer, audit, events, alerts, metrics, logger, clock, tracer, credits,
     settings: { leaseTtlMs: config.leaseTtlMs, defaultMaxOutputTokens: config.defaultMaxOutputTokens, alertThresholds: config.alertThresholds },
   });
   const settlement = new Settlement({
-    policy: snapshot, credentials, counters, rebuild, signer, ledger, audit, alerts, events, metrics, logger, clock, tracer,
+    policy: snapshot, credentials, counters, rebuild, signer, ledger, audit, alerts, events, metrics, logger, clock, tracer, credits,
     settings: { leaseTtlMs: config.leaseTtlMs, maxLeaseTtlMs: config.maxLeaseTtlMs, recordGraceMs: 30_000, sweepIntervalMs: 1_000 },
   });
   // Every tenant's counters in one read of the ledger, rather than one query per tenant on its first call.
@@ -159,8 +162,8 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
 
   const server = new grpc.Server({ "grpc.max_receive_message_length": 8 * 1024 * 1024, "grpc.keepalive_permit_without_calls": 1 });
   const admissionHandlers = new AdmissionHandlers({ engine, settlement, credentials, policy: snapshot, adminToken: config.adminToken, tracer });
-  const tenantStatus = new TenantStatusReader({ policy: snapshot, counters, rebuild, ledger, clock });
-  const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, tenantStatus, engine, outbox, deliverNow: () => worker.kick(), adminToken: config.adminToken, clock });
+  const tenantStatus = new TenantStatusReader({ policy: snapshot, counters, rebuild, ledger, clock, credits });
+  const policyHandlers = new PolicyHandlers({ policy, ledger, audit, counters, tenantStatus, engine, outbox, credits, deliverNow: () => worker.kick(), adminToken: config.adminToken, clock });
   const limit = new InFlightLimit(config.maxInFlight, metrics.inFlight);
   addAdmissionServices(server, { admission: admissionHandlers, policy: policyHandlers, metrics, logger, limit, tracer });
   addExtAuthz(server, { engine, metrics, limit, logger, tracer });
@@ -214,6 +217,7 @@ export async function startControlPlane(config: ControlPlaneConfig, deps: Contro
       await new Promise<void>((resolve) => http.close(() => resolve()));
       clearInterval(maintenance);
       await settlement.stop();
+      credits.close();
       await worker.stop();
       await policy.stop();
       await ledger.close();

@@ -3,11 +3,11 @@ import type { Logger } from "pino";
 import { LimitKind } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore, LeaseUsage, MeterCharge } from "./counter-store.js";
 import { CounterStoreUnavailableError, settledAmount } from "./counter-store.js";
-import { bindMeters } from "./meters.js";
+import { bindMeters, creditsKey } from "./meters.js";
 import type { Metrics } from "./metrics.js";
 import type { PolicySnapshot } from "./policy/policy-snapshot.js";
 import type { ReservationClaims } from "./reservation-id.js";
-import type { Ledger, WindowSum } from "./store/ledger.js";
+import type { CreditSum, Ledger, WindowSum } from "./store/ledger.js";
 import { visibleIn } from "./store/ledger.js";
 import { timeWindows, windowSpan } from "./windows.js";
 
@@ -71,7 +71,7 @@ export class CounterRebuild {
     const cold = tenants.filter((t, i) => generations[i] === undefined && !this.running.has(t));
     if (cold.length === 0) return 0;
     const nowMs = this.deps.clock();
-    const { snapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(cold, this.windowStarts(nowMs)));
+    const { snapshot, sums, credits } = await this.ledgerCall(() => this.deps.ledger.rebuildSums(cold, this.windowStarts(nowMs), this.prepaid(cold)));
     const generation = newGeneration(snapshot);
     const byTenant = new Map<string, WindowSum[][]>();
     sums.forEach((window, i) => {
@@ -84,7 +84,7 @@ export class CounterRebuild {
     const none = sums.map(() => []);
     let rebuilt = 0;
     for (const tenant of cold) {
-      if (await this.deps.counters.rebuild(tenant, generation, this.chargesOf(tenant, byTenant.get(tenant) ?? none, nowMs))) rebuilt++;
+      if (await this.deps.counters.rebuild(tenant, generation, this.chargesOf(tenant, byTenant.get(tenant) ?? none, nowMs, credits.get(tenant)))) rebuilt++;
     }
     this.deps.metrics.counterRebuilds.inc({ trigger }, rebuilt);
     this.deps.logger.info({ tenants: tenants.length, rebuilt, trigger }, "counters rebuilt from the ledger");
@@ -153,8 +153,8 @@ export class CounterRebuild {
 
   private async rebuild(tenant: string): Promise<void> {
     const nowMs = this.deps.clock();
-    const { snapshot, sums } = await this.ledgerCall(() => this.deps.ledger.rebuildSums([tenant], this.windowStarts(nowMs)));
-    const charges = this.chargesOf(tenant, sums, nowMs);
+    const { snapshot, sums, credits } = await this.ledgerCall(() => this.deps.ledger.rebuildSums([tenant], this.windowStarts(nowMs), this.prepaid([tenant])));
+    const charges = this.chargesOf(tenant, sums, nowMs, credits.get(tenant));
     if (await this.deps.counters.rebuild(tenant, newGeneration(snapshot), charges)) {
       this.deps.metrics.counterRebuilds.inc({ trigger: "cold" });
       this.deps.logger.info({ tenant, charges: charges.length }, "tenant counters rebuilt from the ledger");
@@ -165,12 +165,24 @@ export class CounterRebuild {
     return timeWindows.map((w) => windowSpan(w, nowMs).startMs);
   }
 
-  /** The charges that set a tenant's meters of the current windows from its ledger sums (one list per window). */
-  private chargesOf(tenant: string, sums: readonly (readonly WindowSum[])[], nowMs: number): MeterCharge[] {
+  /** The prepaid ones among `tenants`: their credit meter is rebuilt too. */
+  private prepaid(tenants: readonly string[]): string[] {
+    const policy = this.deps.policy();
+    return tenants.filter((t) => policy.tenantContext(t)?.credits !== undefined);
+  }
+
+  /**
+   * The charges that set a tenant's meters of the current windows from its ledger sums (one
+   * list per window), and a prepaid tenant's credit meter from its all-time spend and grants.
+   */
+  private chargesOf(tenant: string, sums: readonly (readonly WindowSum[])[], nowMs: number, credit?: CreditSum): MeterCharge[] {
     const policy = this.deps.policy();
     const ctx = policy.tenantContext(tenant);
     const charges: MeterCharge[] = [];
     if (!ctx) return charges;
+    if (ctx.credits && credit && credit.spentMicros !== credit.grantedMicros) {
+      charges.push({ key: creditsKey(tenant), amount: credit.spentMicros - credit.grantedMicros, expiresAtMs: 0 });
+    }
     timeWindows.forEach((window, i) => {
       for (const sum of sums[i]!) {
         const limits = policy.effectiveLimits(ctx, sum.user, sum.task).filter((l) => l.window === window && l.kind !== LimitKind.CONCURRENCY);
@@ -198,6 +210,6 @@ function newGeneration(snapshot: string): string {
 }
 
 /** The database snapshot a generation was rebuilt from. */
-function snapshotOf(generation: string): string {
+export function snapshotOf(generation: string): string {
   return generation.slice(generation.indexOf("/") + 1);
 }

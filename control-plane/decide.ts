@@ -28,6 +28,7 @@ import { actorOf, meterLabel, ThresholdAlerts } from "./threshold-alerts.js";
 import type { WebhookEvents } from "./webhook-events.js";
 import { trace, type Tracer } from "@opentelemetry/api";
 import { childSpan } from "./tracing.js";
+import { creditsShown, type CreditBalances } from "./credit-balances.js";
 
 export interface DecisionSettings {
   /** Lease time to live when the caller does not renew. */
@@ -56,6 +57,8 @@ export interface DecisionDeps {
   readonly random?: (bytes: number) => Buffer;
   /** The counter-store step in a child span of the decision's, when tracing is on. */
   readonly tracer?: Tracer;
+  /** Prepaid tenants' granted totals, to show credit meters and alert on them (without: shown as granted 0). */
+  readonly credits?: Pick<CreditBalances, "grantedMicros">;
 }
 
 /** See DecisionEngine.planFor. */
@@ -207,21 +210,23 @@ export class DecisionEngine {
 
     if (result.status === "duplicate") {
       const used = await this.deps.counters.read(who.tenant, meters.map((m) => m.key)).catch(() => meters.map(() => 0));
+      const granted = ctx.credits ? await this.grantedMicros(who.tenant) : 0;
       return create(AdmitResponseSchema, {
         ...base,
         allowed: true,
         httpStatus: 200,
         reservationId: result.lease.reservationId,
         leaseExpiresAt: msTimestamp(result.lease.expiresAtMs),
-        meters: meters.map((m, i) => meterView(m, used[i]!, nowMs)),
+        meters: meters.map((m, i) => meterView(m, used[i]!, nowMs, granted)),
         replayed: true,
         message: "replay of an earlier admit with the same request_id",
       });
     }
+    const granted = ctx.credits ? await this.grantedMicros(who.tenant) : 0;
     if (result.status === "blocked") {
       const m = meters[result.index]!;
-      const denial = limitDenial(m, result.used[result.index]!, reservedAmount(m.unit, amounts), nowMs);
-      denial.meters = meters.map((bm, i) => meterView(bm, result.used[i]!, nowMs));
+      const denial = limitDenial(m, result.used[result.index]!, reservedAmount(m.unit, amounts), nowMs, granted);
+      denial.meters = meters.map((bm, i) => meterView(bm, result.used[i]!, nowMs, granted));
       Object.assign(denial, base, { maxOutputTokens: 0n, routes: [] });
       return this.denied(who, req, effects, denial);
     }
@@ -231,8 +236,10 @@ export class DecisionEngine {
     for (let i = 0; i < meters.length; i++) {
       const m = meters[i]!;
       const used = result.used[i]!;
-      views[i] = meterView(m, used, nowMs);
-      const alerts = this.checkThresholds(m, used, reservedAmount(m.unit, amounts), warnings, who, effects, nowMs);
+      views[i] = meterView(m, used, nowMs, granted);
+      const alerts = m.limit.kind === LimitKind.CREDITS_MICROS
+        ? this.checkThresholds(creditsShown(m, used, granted).meter, used + granted, reservedAmount(m.unit, amounts), warnings, who, effects, nowMs)
+        : this.checkThresholds(m, used, reservedAmount(m.unit, amounts), warnings, who, effects, nowMs);
       if (alerts) (raised ??= []).push(...alerts);
     }
     if (raised) await this.writeEvents(raised, who.tenant);
@@ -318,6 +325,11 @@ export class DecisionEngine {
       if (op.enforce && used[i]! + reservedAmount(op.unit, amounts) > op.limit) return { status: "blocked", index: i, used };
     }
     return { status: "reserved", used: used.map((u, i) => u + reservedAmount(ops[i]!.unit, amounts)) };
+  }
+
+  /** A prepaid tenant's granted total (cached: see CreditBalances), to show and alert on its credit meter. */
+  private grantedMicros(tenant: string): number | Promise<number> {
+    return this.deps.credits?.grantedMicros(tenant) ?? 0;
   }
 
   /** Per-request caps: input, files, steps and API calls deny; output tokens clamp. */
@@ -455,6 +467,7 @@ export class DecisionEngine {
       status.push("usage not shown: the counters could not be rebuilt from the ledger yet");
     });
     const used = await this.deps.counters.read(who.tenant, meters.map((m) => m.key));
+    const granted = ctx.credits ? await this.grantedMicros(who.tenant) : 0;
     const usedByLimit = new Map(meters.map((m, i) => [m.limit, { used: used[i]!, meter: m }]));
     const inactive = snapshot.inactiveReason(ctx, principal.user, nowMs);
     status.push(inactive ? inactive.message : "tenant, user and ATI token active");
@@ -472,8 +485,12 @@ export class DecisionEngine {
       mode: ctx.mode,
       failurePolicy: ctx.failurePolicy,
       status,
-      limits: limits.map((l) => {
-        const u = usedByLimit.get(l);
+      limits: limits.map((limit) => {
+        const found = usedByLimit.get(limit);
+        // A credit meter shows what was granted as its value and spent + reserved as used.
+        const shown = found && creditsShown(found.meter, found.used, granted);
+        const l = shown?.meter.limit ?? limit;
+        const u = shown && { used: shown.used, meter: found!.meter };
         return create(EffectiveLimitSchema, {
           kind: l.kind, window: l.window, per: l.per, task: l.task, value: BigInt(l.value), mode: l.mode, source: l.source,
           overrides: [...l.overrides], subject: u?.meter.subject ?? "",
@@ -525,8 +542,9 @@ function deny(reason: DenyReason, message: string, requestId: string, retryAfter
 }
 
 /** The denial for a meter that would exceed its limit. */
-function limitDenial(m: BoundMeter, used: number, amount: number, nowMs: number): AdmitResponse {
+function limitDenial(m: BoundMeter, used: number, amount: number, nowMs: number, grantedMicros: number): AdmitResponse {
   const { kind, window } = m.limit;
+  if (kind === LimitKind.CREDITS_MICROS) return creditsDenial(m, used, amount, nowMs, grantedMicros);
   let reason: DenyReason;
   if (kind === LimitKind.CONCURRENCY) reason = DenyReason.CONCURRENCY_LIMITED;
   else if (kind === LimitKind.BUDGET_MICROS) reason = DenyReason.BUDGET_EXCEEDED;
@@ -542,8 +560,21 @@ function limitDenial(m: BoundMeter, used: number, amount: number, nowMs: number)
   return denial;
 }
 
-/** A literal rather than create(MeterSchema, …): eight of these per decision, every field set. */
-export function meterView(m: BoundMeter, used: number, nowMs: number): Meter {
+/** A credit meter that cannot hold the request's estimated cost: no window resets it, only a grant (no retry-after). */
+function creditsDenial(m: BoundMeter, value: number, amount: number, nowMs: number, grantedMicros: number): AdmitResponse {
+  const balance = -value;
+  const message = `credits of tenant ${m.subject}: balance ${balance} micro-USD of ${grantedMicros} granted, this request's estimated cost is ${amount}`;
+  const denial = deny(DenyReason.CREDITS_EXHAUSTED, message, "", 0);
+  denial.deniedMeter = meterView(m, value, nowMs, grantedMicros);
+  return denial;
+}
+
+/**
+ * A literal rather than create(MeterSchema, …): eight of these per decision, every field set.
+ * `grantedMicros`: for a credit meter (see creditsShown), the tenant's granted total.
+ */
+export function meterView(m: BoundMeter, used: number, nowMs: number, grantedMicros = 0): Meter {
+  if (m.limit.kind === LimitKind.CREDITS_MICROS) ({ meter: m, used } = creditsShown(m, used, grantedMicros));
   return {
     $typeName: "admission.v1.Meter",
     kind: m.limit.kind,

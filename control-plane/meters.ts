@@ -19,7 +19,7 @@ export interface BoundMeter {
   readonly key: string;
   readonly unit: MeterUnit;
   readonly subject: string;
-  /** Window end (0 for concurrency). */
+  /** Window end (0 for concurrency and credits). */
   readonly resetAtMs: number;
   readonly expiresAtMs: number;
   /** Whether reaching the limit denies (ENFORCE and not lifted). */
@@ -31,7 +31,14 @@ const unitOf: Partial<Record<LimitKind, MeterUnit>> = {
   [LimitKind.TOKENS]: "tokens",
   [LimitKind.BUDGET_MICROS]: "cost",
   [LimitKind.CONCURRENCY]: "concurrency",
+  // A prepaid tenant's credits: spent + reserved - granted, a cost meter that never resets (see credit-balances.ts).
+  [LimitKind.CREDITS_MICROS]: "cost",
 };
+
+/** Kinds whose meter has no window: one key for good. */
+function isWindowless(kind: LimitKind): boolean {
+  return kind === LimitKind.CONCURRENCY || kind === LimitKind.CREDITS_MICROS;
+}
 
 /** Keys of a window stay a little past its end so late settles land in it. */
 const keySlackMs = 120_000;
@@ -64,9 +71,14 @@ function userSubject(user: string): string {
 }
 
 export function meterKey(kind: LimitKind, window: Window, task: string, per: Per, subject: string, windowStartMs: number): string {
-  return kind === LimitKind.CONCURRENCY
+  return isWindowless(kind)
     ? `${LimitKind[kind]}|${task || "*"}|${Per[per]}|${subject}`
     : `${LimitKind[kind]}|${Window[window]}|${task || "*"}|${Per[per]}|${subject}|${windowStartMs}`;
+}
+
+/** A prepaid tenant's credit meter: its one key, for good (see credit-balances.ts). */
+export function creditsKey(tenant: string): string {
+  return meterKey(LimitKind.CREDITS_MICROS, Window.UNSPECIFIED, "", Per.TENANT, tenant, 0);
 }
 
 /**
@@ -79,7 +91,7 @@ export function bindMeters(limits: readonly EffectiveLimit[], subject: MeterSubj
     const unit = unitOf[limit.kind];
     if (!unit || limit.value < 0) continue;
     const id = subjectId(limit.per, subject);
-    const span = limit.kind === LimitKind.CONCURRENCY ? undefined : windowSpan(limit.window, atMs);
+    const span = isWindowless(limit.kind) ? undefined : windowSpan(limit.window, atMs);
     bound.push({
       limit,
       limitBig: BigInt(limit.value),

@@ -23,6 +23,8 @@ import { bindMeters } from "./meters.js";
 import type { OutboxEvent } from "./store/webhook-outbox.js";
 import type { ThresholdAlerts } from "./threshold-alerts.js";
 import type { WebhookEvents } from "./webhook-events.js";
+import { creditsShown, type CreditBalances } from "./credit-balances.js";
+import { LimitKind } from "../gen/admission/v1/policy_pb.js";
 
 export interface SettlementSettings {
   readonly leaseTtlMs: number;
@@ -52,6 +54,8 @@ export interface SettlementDeps {
   readonly clock?: () => number;
   /** Counter-store steps and ledger writes in child spans of the call's, when tracing is on. */
   readonly tracer?: Tracer;
+  /** Prepaid tenants' granted totals, to alert on credit meters (see CreditBalances). */
+  readonly credits?: Pick<CreditBalances, "grantedMicros">;
 }
 
 /**
@@ -298,10 +302,13 @@ export class Settlement {
       this.deps.logger.warn({ err: String(err), tenant: claims.tenant }, "could not read meters for threshold alerts after a settle");
       return undefined;
     }
+    // A credit meter is alerted on as granted (limit) and spent + reserved (used).
+    const granted = ctx.credits && meters.some((m) => m.meter.limit.kind === LimitKind.CREDITS_MICROS) ? await (this.deps.credits?.grantedMicros(claims.tenant) ?? 0) : 0;
     let events: OutboxEvent[] | undefined;
-    meters.forEach(({ charged, meter }, i) => {
+    meters.forEach(({ charged, meter: bound }, i) => {
       const excess = settledAmount(charged.unit, usage) - charged.amount;
-      const raised = alerts.raise(meter, used[i]! - excess, used[i]!, who, nowMs);
+      const { meter, used: now } = creditsShown(bound, used[i]!, granted);
+      const raised = alerts.raise(meter, now - excess, now, who, nowMs);
       if (raised) (events ??= []).push(...raised);
     });
     return events;

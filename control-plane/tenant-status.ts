@@ -11,6 +11,7 @@ import type { PolicySnapshot, TenantContext } from "./policy/policy-snapshot.js"
 import type { Ledger, UsageTotals } from "./store/ledger.js";
 import { usageTotalsMessage } from "./usage-totals.js";
 import { windowSpan } from "./windows.js";
+import type { CreditBalances } from "./credit-balances.js";
 
 export interface TenantStatusDeps {
   readonly policy: () => PolicySnapshot;
@@ -18,6 +19,8 @@ export interface TenantStatusDeps {
   readonly rebuild: Pick<CounterRebuild, "ensureWarm">;
   readonly ledger: Pick<Ledger, "usageByTenant">;
   readonly clock?: () => number;
+  /** Prepaid tenants' granted totals, to show their credit meter (see CreditBalances). */
+  readonly credits?: Pick<CreditBalances, "grantedMicros">;
 }
 
 /** Tenants whose counters are read at once. */
@@ -70,7 +73,8 @@ export class TenantStatusReader {
     try {
       await this.deps.rebuild.ensureWarm(tenant);
       const [used, open] = await Promise.all([this.deps.counters.read(tenant, meters.map((m) => m.key)), this.deps.counters.openLeases(tenant)]);
-      const views = meters.map((m, i) => meterView(m, used[i]!, nowMs));
+      const granted = ctx.credits ? await (this.deps.credits?.grantedMicros(tenant) ?? 0) : 0;
+      const views = meters.map((m, i) => meterView(m, used[i]!, nowMs, granted));
       views.sort((a, b) => fill(b) - fill(a));
       status.nearest = views.slice(0, nearest);
       status.openReservations = BigInt(open);

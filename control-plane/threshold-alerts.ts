@@ -50,7 +50,9 @@ export class ThresholdAlerts {
 
 /** How warnings and alerts name a meter, e.g. "TOKENS/DAY/DRAFT alice". */
 export function meterLabel(m: BoundMeter): string {
-  return `${LimitKind[m.limit.kind]}/${Window[m.limit.window]}${m.limit.task ? `/${m.limit.task}` : ""} ${m.subject}`;
+  // Credits have no window to name.
+  const window = m.limit.kind === LimitKind.CREDITS_MICROS ? "" : `/${Window[m.limit.window]}`;
+  return `${LimitKind[m.limit.kind]}${window}${m.limit.task ? `/${m.limit.task}` : ""} ${m.subject}`;
 }
 
 export function actorOf(who: MeterSubject): string {

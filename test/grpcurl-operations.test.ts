@@ -66,7 +66,7 @@ describe("the README's grpcurl operations, through reflection only", () => {
   });
 
   test("every command runs as written and does what the README says", async () => {
-    assert.equal(commands.length, 10);
+    assert.equal(commands.length, 12);
     const vars = { ADMIN: adminToken, KEY: t.cp.demoApiKey! };
     const results: any[] = [];
     for (const line of commands) {
@@ -87,7 +87,7 @@ describe("the README's grpcurl operations, through reflection only", () => {
       else if (verb === "describe") results.push(await grpcurl.describeMessage(target!));
       else results.push(await grpcurl.call(verb!, JSON.parse(body ?? "{}"), headers));
     }
-    const [list, describe, apply, dryRun, raise, suspend, admit, explain, usage, revoke] = results;
+    const [list, describe, apply, dryRun, raise, suspend, admit, explain, usage, revoke, grant, balance] = results;
     assert.ok(list.includes("admission.v1.PolicyService") && list.includes("envoy.service.auth.v3.Authorization"));
     assert.ok(describe.includes("ati_tokens = 4") && describe.includes("api_keys = 7"));
     assert.equal(apply.applied, true);
@@ -108,6 +108,9 @@ describe("the README's grpcurl operations, through reflection only", () => {
     assert.equal(revoke.apiKey.revoked, true);
     const denied = await grpcurl.call("admission.v1.AdmissionService/Admit", { credential: vars.KEY, task: "LLM2_DRAFT" });
     assert.equal(denied.reason, "DENY_REASON_UNAUTHENTICATED", "the revoked key no longer admits");
+    assert.equal(grant.grant.amountMicros, "25000000");
+    assert.equal(grant.grant.actor, "admin:jane");
+    assert.equal(balance.grantedMicros, "25000000");
     const audit = await grpcurl.call("admission.v1.PolicyService/ListAuditEvents", { kind: "admin.apply" }, { authorization: `Bearer ${adminToken}` });
     assert.ok(audit.events.some((e: any) => e.actor === "admin:jane"), "the actor header reaches the audit log");
   });

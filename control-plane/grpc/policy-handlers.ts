@@ -24,6 +24,8 @@ import { adminSubject } from "./admin-subject.js";
 import type { DecisionEngine } from "../decide.js";
 import type { TenantStatusReader } from "../tenant-status.js";
 import { AdmitRequestSchema, DenyReason } from "../../gen/admission/v1/admission_pb.js";
+import type { CreditBalance, CreditBalances } from "../credit-balances.js";
+import type { CreditGrantRecord } from "../store/credit-grants.js";
 
 export interface PolicyHandlersDeps {
   readonly policy: PolicyManager;
@@ -35,6 +37,7 @@ export interface PolicyHandlersDeps {
   readonly outbox: Pick<WebhookOutbox, "list" | "redeliver">;
   /** Wakes this replica's delivery worker (a redelivery is due at once). */
   readonly deliverNow?: () => void;
+  readonly credits: Pick<CreditBalances, "grant" | "balance" | "list">;
   readonly adminToken: string;
   readonly clock?: () => number;
 }
@@ -229,6 +232,7 @@ export class PolicyHandlers {
   async resetMeter(req: pb.ResetMeterRequest, ctx: CallContext): Promise<pb.ResetMeterResponse> {
     const actor = this.admin(ctx);
     if (!this.snapshot.tenants.has(req.tenant)) throw new RpcError(Code.NOT_FOUND, `tenant "${req.tenant}" not found`);
+    if (req.kind === LimitKind.CREDITS_MICROS) throw new RpcError(Code.INVALID_ARGUMENT, "kind CREDITS_MICROS cannot be reset: credits change only by GrantCredits (a negative amount takes some back)");
     if (!isMeteredKind(req.kind)) throw new RpcError(Code.INVALID_ARGUMENT, "kind must be REQUESTS, TOKENS, BUDGET_MICROS or CONCURRENCY");
     if (req.kind !== LimitKind.CONCURRENCY && !isTimeWindow(req.window)) throw new RpcError(Code.INVALID_ARGUMENT, "window must be SECOND, MINUTE, HOUR, DAY or MONTH");
     if (req.task && !this.snapshot.tasks.has(req.task)) throw new RpcError(Code.NOT_FOUND, `unknown task "${req.task}"`);
@@ -312,6 +316,22 @@ export class PolicyHandlers {
     return create(pb.RedeliverWebhookResponseSchema, { delivery: deliveryMessage(delivery) });
   }
 
+  async grantCredits(req: pb.GrantCreditsRequest, ctx: CallContext): Promise<pb.GrantCreditsResponse> {
+    const actor = this.admin(ctx);
+    const { grant, replayed, balance } = await this.deps.credits.grant(req, actor);
+    return create(pb.GrantCreditsResponseSchema, { grant: grantMessage(grant), replayed, balance: balanceMessage(balance) });
+  }
+
+  async getCreditBalance(req: pb.GetCreditBalanceRequest, ctx: CallContext): Promise<pb.GetCreditBalanceResponse> {
+    this.admin(ctx);
+    return balanceMessage(await this.deps.credits.balance(req.tenant));
+  }
+
+  async listCreditGrants(req: pb.ListCreditGrantsRequest, ctx: CallContext): Promise<pb.ListCreditGrantsResponse> {
+    this.admin(ctx);
+    return create(pb.ListCreditGrantsResponseSchema, { grants: (await this.deps.credits.list(req.tenant, req.limit)).map(grantMessage) });
+  }
+
   async listCatalog(_req: pb.ListCatalogRequest, ctx: CallContext): Promise<pb.ListCatalogResponse> {
     this.admin(ctx);
     return create(pb.ListCatalogResponseSchema, { models: this.snapshot.bundle.models, tasks: this.snapshot.bundle.tasks });
@@ -336,6 +356,19 @@ function deliveryMessage(d: DeliveryRecord): pb.WebhookDelivery {
     createdAt: timestampFromMs(d.createdAtMs), nextAttemptAt: d.state === "pending" ? timestampFromMs(d.nextAttemptAtMs) : undefined,
     attempts: d.attempts.map((a) => create(pb.WebhookAttemptSchema, { time: timestampFromMs(a.atMs), httpStatus: a.httpStatus, latencyMs: BigInt(a.latencyMs), error: a.error })),
     dataJson: JSON.stringify(d.data),
+  });
+}
+
+function grantMessage(g: CreditGrantRecord): pb.CreditGrant {
+  return create(pb.CreditGrantSchema, {
+    grantId: g.grantId, tenant: g.tenant, amountMicros: BigInt(g.amountMicros), note: g.note, actor: g.actor, createdAt: timestampFromMs(g.createdAtMs),
+  });
+}
+
+function balanceMessage(b: CreditBalance): pb.GetCreditBalanceResponse {
+  return create(pb.GetCreditBalanceResponseSchema, {
+    tenant: b.tenant, balanceMicros: BigInt(b.balanceMicros), reservedMicros: BigInt(b.reservedMicros), grantedMicros: BigInt(b.grantedMicros),
+    spentMicros: BigInt(b.spentMicros), prepaid: b.prepaid,
   });
 }
 

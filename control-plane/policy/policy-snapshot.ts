@@ -44,6 +44,11 @@ export interface TenantContext {
   readonly mode: Mode;
   readonly failurePolicy: FailurePolicy;
   readonly tokenExpiresAtMs: number;
+  /**
+   * A prepaid tenant's (Tenant.prepaid, else its plan's) credit meter as a limit of its own:
+   * the balance is one cost meter holding spent + reserved - granted, blocking above 0.
+   */
+  readonly credits?: EffectiveLimit;
 }
 
 export type RouteResult = { ok: true; routes: Route[] } | { ok: false; message: string };
@@ -111,13 +116,15 @@ export class PolicySnapshot {
     for (const tenant of bundle.tenants) {
       const token = s.atiTokens.get(tenant.atiToken)!;
       const plan = s.plans.get(token.plan)!;
+      const mode = tenant.mode === Mode.UNSPECIFIED ? Mode.ENFORCE : tenant.mode;
       s.tenantContexts.set(tenant.id, {
         tenant,
         users: usersByTenant.get(tenant.id) ?? new Map(),
         token,
         plan,
         features: new Set(plan.features),
-        mode: tenant.mode === Mode.UNSPECIFIED ? Mode.ENFORCE : tenant.mode,
+        mode,
+        credits: creditLimit(tenant, plan, mode),
         failurePolicy: tenant.failurePolicy === FailurePolicy.UNSPECIFIED ? defaultFailurePolicy : tenant.failurePolicy,
         tokenExpiresAtMs: timestampMs(token.expiresAt),
       });
@@ -195,6 +202,7 @@ export class PolicySnapshot {
         overrides,
       });
     }
+    if (ctx.credits) result.push(ctx.credits);
     result.sort(compareLimits);
     if (this.limitCacheSize < 100_000) {
       byTask.set(task, result);
@@ -240,6 +248,16 @@ export class PolicySnapshot {
   tenantIds(): string[] {
     return [...this.tenants.keys()];
   }
+}
+
+/** The credit meter's limit of a prepaid tenant (the tenant's `prepaid` wins over its plan's); undefined when not prepaid. */
+function creditLimit(tenant: Tenant, plan: Plan, mode: Mode): EffectiveLimit | undefined {
+  const prepaid = tenant.prepaid ?? plan.prepaid ?? false;
+  if (!prepaid) return undefined;
+  return {
+    kind: LimitKind.CREDITS_MICROS, window: Window.UNSPECIFIED, per: Per.TENANT, task: "", value: 0, mode,
+    source: tenant.prepaid !== undefined ? LimitSource.TENANT : LimitSource.PLAN, overrides: [],
+  };
 }
 
 const kindOrder: Record<LimitKind, number> = {

@@ -88,6 +88,10 @@ export function validateBundle(bundle: Bundle): string[] {
         add(entity, f("kind"), "is required (REQUESTS, TOKENS, BUDGET_MICROS, CONCURRENCY, INPUT_TOKENS, OUTPUT_TOKENS, AGENT_STEPS, FILES, API_CALLS)");
         return;
       }
+      if (l.kind === LimitKind.CREDITS_MICROS) {
+        add(entity, f("kind"), "CREDITS_MICROS is not set in a bundle: it is derived from prepaid (set \"prepaid\": true on the plan or tenant, then GrantCredits)");
+        return;
+      }
       if (isPerRequestKind(l.kind)) {
         if (l.window !== Window.REQUEST && l.window !== Window.UNSPECIFIED) add(entity, f("window"), `${LimitKind[l.kind]} is a per-request cap: window must be REQUEST`);
       } else if (l.kind === LimitKind.CONCURRENCY) {

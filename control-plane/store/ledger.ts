@@ -82,11 +82,21 @@ export interface AppendResult {
   readonly xid?: string;
 }
 
+/** A prepaid tenant's all-time totals: what its credit meter is rebuilt from. */
+export interface CreditSum {
+  /** Settled (or expired: their estimate) cost of every ledger row, months dropped by retention included. */
+  readonly spentMicros: number;
+  /** Sum of the tenant's credit grants. */
+  readonly grantedMicros: number;
+}
+
 /** Per window start asked for, the sums by subject and task; all read in one snapshot. */
 export interface RebuildSums {
   /** The database snapshot the sums were read in (pg_snapshot text: "xmin:xmax:xip,…"). */
   readonly snapshot: string;
   readonly sums: WindowSum[][];
+  /** For each credit tenant asked for, its all-time spend and grants, in the same snapshot. */
+  readonly credits: ReadonlyMap<string, CreditSum>;
 }
 
 export interface LedgerOptions {
@@ -375,11 +385,13 @@ export class Ledger {
   /**
    * What counters are rebuilt from: for each of `sinceMs` (window starts), the sums by
    * tenant, subject and task of the rows of `tenants` reserved at or after it — one
-   * statement, so one snapshot, which is returned with them.
+   * statement, so one snapshot, which is returned with them. For each of `creditTenants`
+   * (prepaid ones) also the all-time spend and the sum of grants, in that same statement.
    */
-  async rebuildSums(tenants: readonly string[], sinceMs: readonly number[]): Promise<RebuildSums> {
+  async rebuildSums(tenants: readonly string[], sinceMs: readonly number[], creditTenants: readonly string[] = []): Promise<RebuildSums> {
     if (sinceMs.length === 0) throw new RangeError("rebuildSums needs at least one window start");
-    const params: unknown[] = [tenants, ...sinceMs.map((ms) => new Date(ms).toISOString())];
+    const params: unknown[] = [tenants, ...sinceMs.map((ms) => new Date(ms).toISOString()), creditTenants];
+    const creditParam = `$${params.length}`;
     const oldest = 2 + sinceMs.indexOf(Math.min(...sinceMs));
     const perWindow = sinceMs.map((_, i) => {
       const since = `FILTER (WHERE reserved_at >= $${i + 2})`;
@@ -387,7 +399,7 @@ export class Ledger {
     });
     // The outer join keeps one row (and so the snapshot) when the tenant has no rows at all.
     const { rows } = await this.options.db.query<Record<string, unknown>>(
-      `SELECT pg_current_snapshot()::text AS snapshot, s.*
+      `SELECT pg_current_snapshot()::text AS snapshot, (${creditSumsSql(creditParam)}) AS credits, s.*
        FROM (SELECT 1) AS one LEFT JOIN (
          SELECT tenant, user_id, key_id, task, ${perWindow.join(", ")}
          FROM usage_ledger WHERE tenant = ANY($1::text[]) AND reserved_at >= $${oldest}
@@ -403,7 +415,9 @@ export class Ledger {
           requests: toNumber(r[`r${i}`]), tokens: toNumber(r[`t${i}`]), costMicros: toNumber(r[`c${i}`]),
         })),
     );
-    return { snapshot: String(rows[0]!.snapshot), sums };
+    const credits = new Map((JSON.parse(String(rows[0]!.credits)) as Array<[string, string, string]>)
+      .map(([tenant, spent, granted]) => [tenant, { spentMicros: Number(spent), grantedMicros: Number(granted) }]));
+    return { snapshot: String(rows[0]!.snapshot), sums, credits };
   }
 
   /**
@@ -466,8 +480,17 @@ export class Ledger {
       const names = (await partitionsOf(tx)).filter((p) => p.endMs <= monthStartMs).map((p) => p.name);
       // Parent first, as an INSERT locks them.
       if (names.length > 0) await tx.query("LOCK TABLE ONLY usage_ledger IN ACCESS EXCLUSIVE MODE");
-      for (const name of names) await tx.query(`DROP TABLE ${name}`);
-      await tx.query("DELETE FROM usage_ledger_default WHERE reserved_at < $1", [new Date(monthStartMs).toISOString()]);
+      // Each tenant's cost of the rows dropped stays in the rollups, in this transaction:
+      // a prepaid tenant's all-time spend (its credit balance) is the same before and after.
+      for (const name of names) {
+        await tx.query(`INSERT INTO ledger_cost_rollups (tenant, month, cost_micros) ${monthlyCostSql(`SELECT tenant, reserved_at, cost_micros FROM ${name}`)}`);
+        await tx.query(`DROP TABLE ${name}`);
+      }
+      await tx.query(
+        `WITH gone AS (DELETE FROM usage_ledger_default WHERE reserved_at < $1 RETURNING tenant, reserved_at, cost_micros)
+         INSERT INTO ledger_cost_rollups (tenant, month, cost_micros) ${monthlyCostSql("SELECT * FROM gone")}`,
+        [new Date(monthStartMs).toISOString()],
+      );
       return names;
     });
     if (dropped.length > 0) this.options.logger.info({ partitions: dropped }, "ledger partitions dropped");
@@ -478,6 +501,25 @@ export class Ledger {
   async close(): Promise<void> {
     while (this.flushing) await this.flushing;
   }
+}
+
+/**
+ * Per tenant of the text[] parameter `param`: [tenant, all-time spend, sum of grants] as a
+ * JSON array (decimal strings: exact), for rebuildSums and credit balances.
+ */
+export function creditSumsSql(param: string): string {
+  return `SELECT coalesce(json_agg(json_build_array(c.t, c.spent::text, c.granted::text)), '[]'::json)::text FROM (
+    SELECT t,
+      (SELECT coalesce(sum(cost_micros), 0) FROM usage_ledger WHERE tenant = t)
+        + (SELECT coalesce(sum(cost_micros), 0) FROM ledger_cost_rollups WHERE tenant = t) AS spent,
+      (SELECT coalesce(sum(amount_micros), 0) FROM credit_grants WHERE tenant = t) AS granted
+    FROM unnest(${param}::text[]) AS t) AS c`;
+}
+
+/** The per tenant and month (UTC) cost of the rows `rows` selects (tenant, reserved_at, cost_micros), added to what the rollups hold. */
+function monthlyCostSql(rows: string): string {
+  return `SELECT tenant, date_trunc('month', reserved_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', sum(cost_micros) FROM (${rows}) AS r GROUP BY 1, 2
+    ON CONFLICT (tenant, month) DO UPDATE SET cost_micros = ledger_cost_rollups.cost_micros + EXCLUDED.cost_micros`;
 }
 
 /** The webhook events rows carry, by reservation id; undefined when none does (the plain INSERT, no transaction). */

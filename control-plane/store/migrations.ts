@@ -110,6 +110,29 @@ export const migrations: readonly string[] = [
   );
   CREATE INDEX IF NOT EXISTS webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
   `,
+  // Prepaid credits: grants are append-only rows (never updated); xid names the transaction that
+  // wrote each, so a grant is applied to the counters exactly once (see credit-balances.ts).
+  // ledger_cost_rollups keeps each tenant's cost of the ledger months retention drops, so the
+  // all-time spend a credit balance is rebuilt from survives retention.
+  `
+  CREATE TABLE IF NOT EXISTS credit_grants (
+    id bigserial PRIMARY KEY,
+    tenant text NOT NULL,
+    grant_id text NOT NULL,
+    amount_micros bigint NOT NULL CHECK (amount_micros <> 0),
+    note text NOT NULL,
+    actor text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    UNIQUE (tenant, grant_id)
+  );
+  CREATE TABLE IF NOT EXISTS ledger_cost_rollups (
+    tenant text NOT NULL,
+    month timestamptz NOT NULL,
+    cost_micros bigint NOT NULL,
+    PRIMARY KEY (tenant, month)
+  );
+  `,
 ];
 
 /** Any fixed number: the advisory lock every starting process takes before migrating. */

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { Ledger, visibleIn, type LedgerRow } from "../../control-plane/store/ledger.js";
 import { LedgerSpool } from "../../control-plane/store/ledger-spool.js";
 import { migrate, migrations } from "../../control-plane/store/migrations.js";
+import { CreditGrantStore } from "../../control-plane/store/credit-grants.js";
 import { backends, withDatabase } from "../support/databases.js";
 
 const logger = pino({ level: "silent" });
@@ -289,6 +290,32 @@ for (const backend of backends()) {
         assert.equal(await ledger.find("res-1"), undefined);
         assert.ok(await ledger.find("res-2"));
         assert.equal((await ledger.append(row(1, { reservedAtMs: Date.UTC(2026, 9, 31) }))).inserted, true, "a late row of a dropped month goes to the default partition");
+      }));
+
+    test("retention keeps each tenant's cost of the rows it drops: a prepaid tenant's all-time spend (rebuild sums, credit totals) is unchanged", () =>
+      withDatabase(backend, async (db) => {
+        const ledger = new Ledger({ db, logger });
+        const grants = new CreditGrantStore(db);
+        await ledger.ensurePartitions(Date.UTC(2026, 9, 15));
+        await Promise.all([
+          ledger.append(row(1, { reservedAtMs: Date.UTC(2026, 9, 2), costMicros: 700 })),
+          ledger.append(row(2, { reservedAtMs: Date.UTC(2026, 9, 30), costMicros: 11 })),
+          ledger.append(row(3, { reservedAtMs: Date.UTC(2026, 10, 3), costMicros: 5 })),
+          ledger.append(row(4, { reservedAtMs: Date.UTC(2026, 9, 3), costMicros: 9, tenant: "beta" })),
+          // A month without a partition: the row waits in the default partition, which retention empties too.
+          ledger.append(row(5, { reservedAtMs: Date.UTC(2025, 0, 3), costMicros: 1_000 })),
+        ]);
+        assert.equal((await grants.grant({ tenant: "acme", grantId: "g1", amountMicros: 5_000, note: "", actor: "admin", atMs: nov10 })).status, "granted");
+        const spent = { spentMicros: 1_716, grantedMicros: 5_000 };
+        assert.deepEqual((await ledger.rebuildSums(["acme"], [0], ["acme", "beta"])).credits, new Map([["acme", spent], ["beta", { spentMicros: 9, grantedMicros: 0 }]]));
+        assert.equal(await ledger.dropPartitionsBefore(Date.UTC(2026, 10, 1)), 1);
+        assert.equal(await count(db), 1);
+        assert.deepEqual((await ledger.rebuildSums(["acme"], [0], ["acme", "beta"])).credits, new Map([["acme", spent], ["beta", { spentMicros: 9, grantedMicros: 0 }]]));
+        assert.deepEqual(await grants.totals("acme"), spent);
+        const rollups = await db.query<{ tenant: string; month: Date | string; cost: number }>("SELECT tenant, month, cost_micros AS cost FROM ledger_cost_rollups ORDER BY 1, 2");
+        assert.deepEqual(rollups.rows.map((r) => [r.tenant, new Date(r.month).toISOString(), r.cost]), [
+          ["acme", "2025-01-01T00:00:00.000Z", 1_000], ["acme", "2026-10-01T00:00:00.000Z", 711], ["beta", "2026-10-01T00:00:00.000Z", 9],
+        ]);
       }));
 
     test("rows of a month without a partition wait in the default partition and move into theirs when it is created", () =>

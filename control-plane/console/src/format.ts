@@ -73,7 +73,7 @@ export function windowName(window: Window): string {
   return window === Window.UNSPECIFIED ? "" : (Window[window] ?? String(window));
 }
 
-/** How a meter's amounts read: money for budgets, counts otherwise. */
+/** How a meter's amounts read: money for budgets and credits, counts otherwise. */
 export function meterAmount(kind: LimitKind, n: bigint | number): string {
   return kind === LimitKind.BUDGET_MICROS || kind === LimitKind.CREDITS_MICROS ? usd(n) : count(n);
 }
