@@ -17,6 +17,7 @@ import { startDataPlane, type RunningDataPlane } from "../data-plane/server.js";
 import { UsageGroupBy } from "../gen/admission/v1/policy_service_pb.js";
 import { closeControlPlaneClients, Plugin } from "../deploy/kong/admission-plugin.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
+import { counterBackends } from "./support/counter-backends.js";
 import { KongRequest } from "./support/fake-kong.js";
 import { meterUsed } from "./support/meter-used.js";
 import { metricValue } from "./support/metric-value.js";
@@ -27,6 +28,7 @@ import { waitFor } from "./data-plane/support/stack.js";
  * Downgrade before denial, end to end: over real gRPC, through the data plane with
  * the openai SDK against the mock provider, through ext_authz and the Kong plugin.
  * Prices in micro-USD per token (in / out): PREMIUM 10 / 100, MID 4 / 40, ECONOMY 1 / 2.
+ * On every counter store: the downgrade is a second atomic reserve.
  */
 const budget = (value: number) => ({ kind: "BUDGET_MICROS", window: "DAY", per: "TENANT", value });
 const tenantIds = ["dg", "dg-soft", "dg-shadow", "dg-rate", "dg-dp", "dg-env", "dg-kong"] as const;
@@ -55,13 +57,14 @@ const bundleJson = (access: Record<string, unknown> = { task: "DRAFT", modelClas
 /** The model a reservation id's signed claims name (its payload's sixth claim). */
 const claimedModel = (reservationId: string): string => (JSON.parse(Buffer.from(reservationId.split(".")[1]!, "base64url").toString()) as string[])[5]!;
 
-describe("downgrade before denial", () => {
+for (const backend of counterBackends("admdg")) describe(`downgrade before denial (${backend.name} counters)`, { skip: backend.skip }, () => {
   let t: TestControlPlane;
   let mock: RunningMockProvider;
   let dp: RunningDataPlane;
   const spoolDir = mkdtempSync(join(tmpdir(), "adm-dg-"));
-  // Mid-day: every request of the test is in one DAY window.
-  const now = Date.UTC(2026, 5, 10, 12);
+  // Noon tomorrow: every request of the test is in one DAY window, and Redis keeps its keys (their expiry is in the future).
+  const dayMs = 86_400_000;
+  const now = (Math.floor(Date.now() / dayMs) + 1) * dayMs + dayMs / 2;
   const metrics = (labels: Record<string, string>) => metricValue(`http://127.0.0.1:${t.cp.httpPort}/metrics`, "admission_downgrades_total", labels);
   const admit = (tenant: string, model: string, inputTokens = 100n, maxOutputTokens = 100n) =>
     t.admission.admit({ credential: secretOf(`k-${tenant}`), task: "DRAFT", model, inputTokens, maxOutputTokens });
@@ -76,7 +79,7 @@ describe("downgrade before denial", () => {
   };
 
   before(async () => {
-    t = await startTestControlPlane({ deps: { clock: () => now } });
+    t = await startTestControlPlane({ config: backend.config(), deps: { clock: () => now } });
     await t.policy.applyBundle({ bundle: parseProtoJson(BundleSchema, bundleJson()) }, admin);
     mock = await startMockProvider();
     dp = await startDataPlane({ ...loadDataPlaneConfig({}), host: "127.0.0.1", port: 0, metricsPort: 0, controlPlaneAddr: t.address, spoolDir }, {
@@ -89,6 +92,7 @@ describe("downgrade before denial", () => {
     await dp.close();
     await mock.close();
     await t.close();
+    await backend.cleanUp();
     rmSync(spoolDir, { recursive: true, force: true });
   });
 
