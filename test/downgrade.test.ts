@@ -10,7 +10,9 @@ import pino from "pino";
 import { DenyReason, type AdmitResponse } from "../gen/admission/v1/admission_pb.js";
 import { BundleSchema, LimitKind, Window } from "../gen/admission/v1/policy_pb.js";
 import { CheckRequestSchema, CheckResponseSchema, type CheckResponse } from "../gen/envoy/service/auth/v3/external_auth_pb.js";
+import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider } from "@opentelemetry/sdk-trace";
 import { parseProtoJson } from "../control-plane/policy/proto-json.js";
+import { setAdmitAttributes } from "../control-plane/tracing.js";
 import { loadDataPlaneConfig } from "../data-plane/config.js";
 import { startMockProvider, type RunningMockProvider } from "../data-plane/mock-provider.js";
 import { startDataPlane, type RunningDataPlane } from "../data-plane/server.js";
@@ -278,5 +280,20 @@ for (const backend of counterBackends("admdg")) describe(`downgrade before denia
     assert.equal((await t.policy.exportBundle({}, admin)).version, version);
     const degraded = await admit("dg-env", "prem-a");
     assert.ok(degraded.allowed && degraded.degraded, "the old policy still downgrades");
+  });
+
+  test("a degraded decision's span says so (admission.degraded, admission.degraded_from)", async () => {
+    const d = (await t.policy.simulateAdmit({ keyId: "k-dg-env", task: "DRAFT", model: "prem-a", inputTokens: 100n, maxOutputTokens: 100n }, admin)).decision!;
+    const exporter = new InMemorySpanExporter();
+    const provider = new TracerProvider({ spanProcessors: [new SimpleSpanProcessor({ exporter })] });
+    for (const decision of [d, { ...d, degraded: false, degradedFrom: "" }]) {
+      const span = provider.getTracer("test").startSpan("Admit");
+      setAdmitAttributes(span, decision);
+      span.end();
+    }
+    const [degraded, plain] = exporter.getFinishedSpans().map((s) => s.attributes);
+    assert.deepEqual([degraded!["admission.degraded"], degraded!["admission.degraded_from"]], [true, "prem-a"]);
+    assert.equal(plain!["admission.degraded"], undefined);
+    await provider.shutdown();
   });
 });
