@@ -18,7 +18,7 @@ import type { BoundMeter } from "./meters.js";
 import { bindMeters, BoundMeterCache, costMicros } from "./meters.js";
 import type { Metrics } from "./metrics.js";
 import type { EffectiveLimit, PolicySnapshot, TenantContext } from "./policy/policy-snapshot.js";
-import type { ReservationSigner } from "./reservation-id.js";
+import type { ReservationClaims, ReservationSigner } from "./reservation-id.js";
 import type { AuditLog } from "./store/audit-log.js";
 import { FailurePolicy } from "../gen/admission/v1/policy_pb.js";
 import { RpcError } from "./rpc-error.js";
@@ -189,8 +189,11 @@ export class DecisionEngine {
     let amounts: ReservedAmounts = { tokens: inputTokens + maxOutputTokens, costMicros: reservedCost };
     const leaseId = effects ? this.random(16).toString("base64url") : "";
     const requestId = effects ? req.requestId || `req_${leaseId}` : req.requestId;
-    const claims = { tenant: who.tenant, leaseId, user: who.user, keyId: who.keyId, task: task.code, requestId, reservedAtMs: nowMs, inputTokens, maxOutputTokens };
-    let reservationId = effects ? this.deps.signer.sign({ ...claims, model: routes[0]!.model, provider: routes[0]!.provider, costMicros: reservedCost }) : "";
+    const claims: ReservationClaims = {
+      tenant: who.tenant, leaseId, user: who.user, keyId: who.keyId, task: task.code, model: routes[0]!.model,
+      provider: routes[0]!.provider, requestId, reservedAtMs: nowMs, inputTokens, maxOutputTokens, costMicros: reservedCost,
+    };
+    let reservationId = effects ? this.deps.signer.sign(claims) : "";
     const leaseExpiresAtMs = nowMs + this.deps.settings.leaseTtlMs;
     const leaseExpiresAt = effects ? msTimestamp(leaseExpiresAtMs) : undefined;
 
@@ -234,8 +237,11 @@ export class DecisionEngine {
 
     if (result.status === "duplicate") {
       const used = await this.deps.counters.read(who.tenant, meters.map((m) => m.key)).catch(() => meters.map(() => 0));
+      // The earlier admit may have been degraded: the replay routes to the model its reservation names.
+      const replayedOn = replayedDowngrade(plan, this.deps.signer.verify(result.lease.reservationId));
       return create(AdmitResponseSchema, {
         ...base,
+        ...(replayedOn ? { routes: replayedOn.routes, degraded: true, degradedFrom: plan.requested } : {}),
         allowed: true,
         httpStatus: 200,
         reservationId: result.lease.reservationId,
@@ -298,17 +304,15 @@ export class DecisionEngine {
   }
 
   /** One atomic reserve (or, simulating, what it would answer). */
-  private async reserveOnce(reserve: ReserveRequest, effects: boolean): Promise<Exclude<ReserveResult, { status: "cold" }>> {
+  private reserveOnce(reserve: ReserveRequest, effects: boolean): Promise<Exclude<ReserveResult, { status: "cold" }>> {
+    if (!effects) return this.wouldReserve(reserve.tenant, reserve.meters, reserve.amounts);
     // A store without counters for this tenant (started empty, or lost them) has them rebuilt from the ledger first.
-    const result = effects
-      ? await childSpan(this.deps.tracer, "counters.reserve", async (span) => {
-        const reserved = await this.deps.rebuild.afterWarming(reserve.tenant, () => this.deps.counters.reserve(reserve));
-        span?.setAttribute("admission.counters.result", reserved.status);
-        return reserved;
-      }, { "admission.counters.meters": reserve.meters.length })
-      : await this.wouldReserve(reserve.tenant, reserve.meters, reserve.amounts);
-    if (result.status === "cold") throw new CounterStoreUnavailableError("tenant counters lost again while rebuilding");
-    return result;
+    return childSpan(this.deps.tracer, "counters.reserve", async (span) => {
+      const reserved = await this.deps.rebuild.afterWarming(reserve.tenant, () => this.deps.counters.reserve(reserve));
+      span?.setAttribute("admission.counters.result", reserved.status);
+      if (reserved.status === "cold") throw new CounterStoreUnavailableError("tenant counters lost again while rebuilding");
+      return reserved;
+    }, { "admission.counters.meters": reserve.meters.length });
   }
 
   /** A downgrade made (ENFORCE) or that a SOFT or SHADOW budget would have made: a warning, a metric and an audit event. */
@@ -380,7 +384,7 @@ export class DecisionEngine {
   }
 
   /** What reserve would answer now, from the counters as they are: the same order and rule, nothing written (simulate). */
-  private async wouldReserve(tenant: string, ops: readonly MeterOp[], amounts: ReservedAmounts): Promise<ReserveResult> {
+  private async wouldReserve(tenant: string, ops: readonly MeterOp[], amounts: ReservedAmounts): Promise<Exclude<ReserveResult, { status: "cold" }>> {
     await this.deps.rebuild.ensureWarm(tenant);
     const used = await this.deps.counters.read(tenant, ops.map((op) => op.key));
     for (let i = 0; i < ops.length; i++) {
@@ -641,6 +645,12 @@ function downgradesOf(snapshot: PolicySnapshot, ctx: TenantContext, task: string
     downgrades.push({ modelClass, routes: routed.routes, models: routed.routes.map((r) => snapshot.models.get(r.model)!) });
   }
   return downgrades;
+}
+
+/** The downgrade whose first route the claims of an earlier reservation for this plan name, if they name one. */
+function replayedDowngrade(plan: AdmitPlan, claims: ReservationClaims | undefined): Downgrade | undefined {
+  if (!claims || plan.routes[0]?.model === claims.model) return undefined;
+  return plan.downgrades.find((d) => d.routes[0]!.model === claims.model);
 }
 
 /** A downgrade made (mode ENFORCE), or one a SOFT or SHADOW budget meter would have made. */

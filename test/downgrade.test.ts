@@ -115,6 +115,13 @@ for (const backend of counterBackends("admdg")) describe(`downgrade before denia
     assert.equal(claimedModel(mid.reservationId), "mid-a", "the signed reservation names the routed model");
     assert.ok(mid.warnings.some((w) => w.startsWith("downgraded from prem-a to mid-a (class MID): BUDGET_MICROS/DAY of dg: 11000 of 18000 used, this request needs 11000")), mid.warnings.join(" | "));
     assert.equal(await budgetUsed("dg"), 15_400n, "only the downgrade's estimate is reserved");
+    // A retry with the same request id replays the degraded reservation, on its routes.
+    const once = await t.admission.admit({ credential: secretOf("k-dg"), task: "DRAFT", model: "prem-a", inputTokens: 100n, maxOutputTokens: 100n, requestId: "dg-retry" });
+    const again = await t.admission.admit({ credential: secretOf("k-dg"), task: "DRAFT", model: "prem-a", inputTokens: 100n, maxOutputTokens: 100n, requestId: "dg-retry" });
+    assert.deepEqual([once.degraded, once.routes[0]!.model], [true, "econ-a"]);
+    assert.deepEqual([again.replayed, again.reservationId, again.degraded, again.degradedFrom, again.routes.map((r) => r.model)], [true, once.reservationId, true, "prem-a", ["econ-a"]]);
+    await t.admission.settle({ reservationId: once.reservationId, inputTokens: 0n, outputTokens: 0n });
+    assert.equal(await budgetUsed("dg"), 15_400n, "settled at nothing used");
 
     // MID no longer fits either: ECONOMY. A request naming no model is degraded from the plan's default class.
     const economy = await admit("dg", "");
@@ -143,10 +150,10 @@ for (const backend of counterBackends("admdg")) describe(`downgrade before denia
     assert.equal(direct.reason, DenyReason.BUDGET_EXCEEDED);
 
     assert.equal(await metrics({ mode: "enforce", kind: "BUDGET_MICROS", from: "PREMIUM", to: "MID" }), 1);
-    assert.equal(await metrics({ mode: "enforce", kind: "BUDGET_MICROS", from: "PREMIUM", to: "ECONOMY" }), 1 + economyAdmits);
+    assert.equal(await metrics({ mode: "enforce", kind: "BUDGET_MICROS", from: "PREMIUM", to: "ECONOMY" }), 2 + economyAdmits, "the retried one counted once");
     await t.cp.audit.flush();
     const events = (await t.policy.listAuditEvents({ tenant: "dg", kind: "decision.degraded" }, admin)).events;
-    assert.equal(events.length, 2 + economyAdmits);
+    assert.equal(events.length, 3 + economyAdmits);
     assert.ok(events.some((e) => e.attributes.from === "prem-a" && e.attributes.to === "mid-a" && e.attributes.kind === "BUDGET_MICROS" && e.attributes.window === "DAY"));
   });
 
