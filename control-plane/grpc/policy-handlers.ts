@@ -316,22 +316,6 @@ export class PolicyHandlers {
     this.admin(ctx);
     return create(pb.ListCatalogResponseSchema, { models: this.snapshot.bundle.models, tasks: this.snapshot.bundle.tasks });
   }
-
-  // Prepaid credits are in the contract but not built on this branch: the calls are refused, nothing changes.
-  async grantCredits(_req: pb.GrantCreditsRequest, ctx: CallContext): Promise<pb.GrantCreditsResponse> {
-    this.admin(ctx);
-    throw new RpcError(Code.UNIMPLEMENTED, "GrantCredits: prepaid credits are not available in this version");
-  }
-
-  async getCreditBalance(_req: pb.GetCreditBalanceRequest, ctx: CallContext): Promise<pb.GetCreditBalanceResponse> {
-    this.admin(ctx);
-    throw new RpcError(Code.UNIMPLEMENTED, "GetCreditBalance: prepaid credits are not available in this version");
-  }
-
-  async listCreditGrants(_req: pb.ListCreditGrantsRequest, ctx: CallContext): Promise<pb.ListCreditGrantsResponse> {
-    this.admin(ctx);
-    throw new RpcError(Code.UNIMPLEMENTED, "ListCreditGrants: prepaid credits are not available in this version");
-  }
 }
 
 const deliveryStates: Record<number, DeliveryState> = {
