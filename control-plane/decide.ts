@@ -8,7 +8,9 @@ import {
 import type { Model, Task } from "../gen/admission/v1/policy_pb.js";
 import { LimitKind, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore } from "./counter-store.js";
-import { CounterStoreMisconfiguredError, CounterStoreUnavailableError, reservedAmount, type MeterOp, type ReservedAmounts, type ReserveResult } from "./counter-store.js";
+import {
+  CounterStoreMisconfiguredError, CounterStoreUnavailableError, reservedAmount, type MeterOp, type ReservedAmounts, type ReserveRequest, type ReserveResult,
+} from "./counter-store.js";
 import type { CounterRebuild } from "./counter-rebuild.js";
 import type { CredentialVerifier, Principal } from "./credentials.js";
 import { reasonMapping, reasonName } from "./deny-reasons.js";
@@ -16,7 +18,7 @@ import type { BoundMeter } from "./meters.js";
 import { bindMeters, BoundMeterCache, costMicros } from "./meters.js";
 import type { Metrics } from "./metrics.js";
 import type { EffectiveLimit, PolicySnapshot, TenantContext } from "./policy/policy-snapshot.js";
-import type { ReservationSigner } from "./reservation-id.js";
+import type { ReservationClaims, ReservationSigner } from "./reservation-id.js";
 import type { AuditLog } from "./store/audit-log.js";
 import { FailurePolicy } from "../gen/admission/v1/policy_pb.js";
 import { RpcError } from "./rpc-error.js";
@@ -70,6 +72,19 @@ interface AdmitPlan {
   readonly limits: readonly EffectiveLimit[];
   /** The per-request caps among the limits (REQUEST window, not lifted). */
   readonly caps: readonly EffectiveLimit[];
+  /** What a downgrade is from: the model or class asked for, or the plan's default class. */
+  readonly requested: string;
+  /** The class of the routes. */
+  readonly modelClass: string;
+  /** The task access's downgrade classes, in order, without the class asked for. */
+  readonly downgrades: readonly Downgrade[];
+}
+
+/** A class a request is admitted on when its own model's estimate does not fit a budget. */
+interface Downgrade {
+  readonly modelClass: string;
+  readonly routes: Route[];
+  readonly models: readonly Model[];
 }
 
 /** Plans kept per snapshot at the most (a plan per principal, task and model asked for). */
@@ -171,38 +186,53 @@ export class DecisionEngine {
     const maxOutputTokens = caps.maxOutputTokens;
 
     const inputTokens = Number(req.inputTokens);
-    let reservedCost = 0;
-    for (const model of plan.models) {
-      reservedCost = Math.max(reservedCost, costMicros(inputTokens, maxOutputTokens, model.inputMicrosPerMtok, model.outputMicrosPerMtok));
-    }
+    let reservedCost = estimatedCostMicros(plan.models, inputTokens, maxOutputTokens);
     const bound = this.boundMeters.bind(limits, who, nowMs);
     const meters = bound.meters;
-    const amounts: ReservedAmounts = { tokens: inputTokens + maxOutputTokens, costMicros: reservedCost };
+    let amounts: ReservedAmounts = { tokens: inputTokens + maxOutputTokens, costMicros: reservedCost };
     const leaseId = effects ? this.random(16).toString("base64url") : "";
     const requestId = effects ? req.requestId || `req_${leaseId}` : req.requestId;
-    const reservationId = effects ? this.deps.signer.sign({
+    const claims: ReservationClaims = {
       tenant: who.tenant, leaseId, user: who.user, keyId: who.keyId, task: task.code, model: routes[0]!.model,
       provider: routes[0]!.provider, requestId, reservedAtMs: nowMs, inputTokens, maxOutputTokens, costMicros: reservedCost,
-    }) : "";
+    };
+    let reservationId = effects ? this.deps.signer.sign(claims) : "";
     const leaseExpiresAtMs = nowMs + this.deps.settings.leaseTtlMs;
     const leaseExpiresAt = effects ? msTimestamp(leaseExpiresAtMs) : undefined;
 
     const base = {
       tenant: who.tenant, user: who.user, keyId: who.keyId, requestId, maxOutputTokens: BigInt(maxOutputTokens), routes,
     };
-    const reserve = { tenant: who.tenant, leaseId, reservationId, requestId: req.requestId, meters: bound.ops, amounts, leaseExpiresAtMs, nowMs };
+    const reserve: ReserveRequest = { tenant: who.tenant, leaseId, reservationId, requestId: req.requestId, meters: bound.ops, amounts, leaseExpiresAtMs, nowMs };
     if (caller?.cancelled) throw new RpcError(GrpcStatus.CANCELLED, "the caller left before the call ran");
-    let result;
+    let result: Exclude<ReserveResult, { status: "cold" }>;
+    let degraded: DowngradeRecord | undefined;
+    let noDowngradeFits = false;
     try {
-      // A store without counters for this tenant (started empty, or lost them) has them rebuilt from the ledger first.
-      result = effects
-        ? await childSpan(this.deps.tracer, "counters.reserve", async (span) => {
-          const reserved = await this.deps.rebuild.afterWarming(who.tenant, () => this.deps.counters.reserve(reserve));
-          span?.setAttribute("admission.counters.result", reserved.status);
-          return reserved;
-        }, { "admission.counters.meters": bound.ops.length })
-        : await this.wouldReserve(who.tenant, bound.ops, amounts);
-      if (result.status === "cold") throw new CounterStoreUnavailableError("tenant counters lost again while rebuilding");
+      result = await this.reserveOnce(reserve, effects);
+      if (result.status === "blocked" && plan.downgrades.length > 0 && isBudgetKind(meters[result.index]!.limit.kind)) {
+        // Nothing was reserved: try each downgrade class in one more atomic step, the first that fits is admitted.
+        const blocked = result;
+        const m = meters[blocked.index]!;
+        const why = meterProblem(m, blocked.used[blocked.index]!, reservedCost);
+        for (const downgrade of plan.downgrades) {
+          const cost = estimatedCostMicros(downgrade.models, inputTokens, maxOutputTokens);
+          if (cost >= reservedCost) continue; // no cheaper: blocked on the same budget
+          const route = downgrade.routes[0]!;
+          const downgradeAmounts = { tokens: amounts.tokens, costMicros: cost };
+          const downgradeId = effects ? this.deps.signer.sign({ ...claims, model: route.model, provider: route.provider, costMicros: cost }) : "";
+          const next = await this.reserveOnce({ ...reserve, reservationId: downgradeId, amounts: downgradeAmounts }, effects);
+          if (next.status === "blocked" && isBudgetKind(meters[next.index]!.limit.kind)) continue;
+          result = next;
+          amounts = downgradeAmounts;
+          reservedCost = cost;
+          if (next.status !== "reserved") break; // blocked on another meter (that denial stands), or a replay
+          reservationId = downgradeId;
+          degraded = { mode: Mode.ENFORCE, downgrade, meter: m, warning: `downgraded from ${plan.requested} to ${route.model} (class ${downgrade.modelClass}): ${why}` };
+          break;
+        }
+        noDowngradeFits = result === blocked;
+      }
     } catch (err) {
       if (!(err instanceof CounterStoreUnavailableError)) throw err;
       return this.storeUnavailable(ctx, who, req, { ...base, reservationId, leaseExpiresAt }, err, effects);
@@ -211,8 +241,11 @@ export class DecisionEngine {
     if (result.status === "duplicate") {
       const used = await this.deps.counters.read(who.tenant, meters.map((m) => m.key)).catch(() => meters.map(() => 0));
       const granted = ctx.credits ? await this.grantedMicros(who.tenant) : 0;
+      // The earlier admit may have been degraded: the replay routes to the model its reservation names.
+      const replayedOn = replayedDowngrade(plan, this.deps.signer.verify(result.lease.reservationId));
       return create(AdmitResponseSchema, {
         ...base,
+        ...(replayedOn ? { routes: replayedOn.routes, degraded: true, degradedFrom: plan.requested } : {}),
         allowed: true,
         httpStatus: 200,
         reservationId: result.lease.reservationId,
@@ -226,6 +259,7 @@ export class DecisionEngine {
     if (result.status === "blocked") {
       const m = meters[result.index]!;
       const denial = limitDenial(m, result.used[result.index]!, reservedAmount(m.unit, amounts), nowMs, granted);
+      if (noDowngradeFits) denial.message += `; no downgrade class (${plan.downgrades.map((d) => d.modelClass).join(", ")}) fits either`;
       denial.meters = meters.map((bm, i) => meterView(bm, result.used[i]!, nowMs, granted));
       Object.assign(denial, base, { maxOutputTokens: 0n, routes: [] });
       return this.denied(who, req, effects, denial);
@@ -233,6 +267,7 @@ export class DecisionEngine {
 
     const views: Meter[] = new Array(meters.length);
     let raised: OutboxEvent[] | undefined;
+    let overBudget: BoundMeter | undefined;
     for (let i = 0; i < meters.length; i++) {
       const m = meters[i]!;
       const used = result.used[i]!;
@@ -241,8 +276,12 @@ export class DecisionEngine {
         ? this.checkThresholds(creditsShown(m, used, granted).meter, used + granted, reservedAmount(m.unit, amounts), warnings, who, effects, nowMs)
         : this.checkThresholds(m, used, reservedAmount(m.unit, amounts), warnings, who, effects, nowMs);
       if (alerts) (raised ??= []).push(...alerts);
+      if (!m.enforce && used > m.limit.value && isBudgetKind(m.limit.kind)) overBudget ??= m;
     }
     if (raised) await this.writeEvents(raised, who.tenant);
+    // SOFT and SHADOW budgets keep the model asked for: the downgrade that ENFORCE would have made is recorded.
+    if (!degraded && overBudget && plan.downgrades.length > 0) degraded = wouldDowngrade(plan, meters, result.used, { inputTokens, maxOutputTokens, reservedCost });
+    if (degraded) this.recordDowngrade(degraded, plan, who, req, requestId, warnings, effects);
     if (effects) this.deps.metrics.activeReservations.inc();
     // The answer to nearly every call: a literal with every field, as create() would build it.
     return {
@@ -254,7 +293,7 @@ export class DecisionEngine {
       retryAfterMs: 0n,
       reservationId,
       maxOutputTokens: base.maxOutputTokens,
-      routes: routes.slice(),
+      routes: degraded?.mode === Mode.ENFORCE ? degraded.downgrade.routes.slice() : routes.slice(),
       meters: views,
       warnings,
       deniedMeter: undefined,
@@ -266,9 +305,39 @@ export class DecisionEngine {
       unmetered: false,
       reservedCostMicros: BigInt(reservedCost),
       replayed: false,
-      degraded: false,
-      degradedFrom: "",
+      degraded: degraded?.mode === Mode.ENFORCE,
+      degradedFrom: degraded?.mode === Mode.ENFORCE ? plan.requested : "",
     };
+  }
+
+  /** One atomic reserve (or, simulating, what it would answer). */
+  private reserveOnce(reserve: ReserveRequest, effects: boolean): Promise<Exclude<ReserveResult, { status: "cold" }>> {
+    if (!effects) return this.wouldReserve(reserve.tenant, reserve.meters, reserve.amounts);
+    // A store without counters for this tenant (started empty, or lost them) has them rebuilt from the ledger first.
+    return childSpan(this.deps.tracer, "counters.reserve", async (span) => {
+      const reserved = await this.deps.rebuild.afterWarming(reserve.tenant, () => this.deps.counters.reserve(reserve));
+      span?.setAttribute("admission.counters.result", reserved.status);
+      if (reserved.status === "cold") throw new CounterStoreUnavailableError("tenant counters lost again while rebuilding");
+      return reserved;
+    }, { "admission.counters.meters": reserve.meters.length });
+  }
+
+  /** A downgrade made (ENFORCE) or that a SOFT or SHADOW budget would have made: a warning, a metric and an audit event. */
+  private recordDowngrade(d: DowngradeRecord, plan: AdmitPlan, who: MeterWho, req: AdmitRequest, requestId: string, warnings: string[], effects: boolean): void {
+    warnings.push(d.warning);
+    if (!effects) return;
+    const mode = d.mode === Mode.ENFORCE ? "enforce" : d.mode === Mode.SHADOW ? "shadow" : "soft";
+    const kind = LimitKind[d.meter.limit.kind];
+    this.deps.metrics.downgrades.inc({ mode, kind, from: plan.modelClass, to: d.downgrade.modelClass });
+    this.deps.audit.record({
+      kind: d.mode === Mode.ENFORCE ? "decision.degraded" : "decision.would_degrade",
+      actor: actorOf(who),
+      tenant: who.tenant,
+      message: d.warning,
+      attributes: {
+        task: req.task, from: plan.requested, to: d.downgrade.routes[0]!.model, kind, window: Window[d.meter.limit.window], request_id: requestId,
+      },
+    });
   }
 
   /**
@@ -300,12 +369,17 @@ export class DecisionEngine {
     const routed = snapshot.routes(ctx.plan, task.code, req.model);
     if (!routed.ok) return { denial: deny(DenyReason.MODEL_NOT_ALLOWED, routed.message, req.requestId) };
     const limits = snapshot.effectiveLimits(ctx, principal.user, task.code);
+    const access = ctx.plan.taskAccess.find((a) => a.task === task.code);
+    const modelClass = routed.routes[0]?.modelClass ?? "";
     const plan: AdmitPlan = {
       task,
       routes: routed.routes,
       models: routed.routes.map((r) => snapshot.models.get(r.model)!),
       limits,
       caps: limits.filter((l) => l.window === Window.REQUEST && l.value >= 0),
+      requested: req.model || (access?.modelClasses[0] ?? ""),
+      modelClass,
+      downgrades: downgradesOf(snapshot, ctx, task.code, modelClass, access?.downgradeClasses ?? []),
     };
     // Bounded like the snapshot's own caches: past the bound, plans are built per request.
     if (this.planCount < maxPlans) {
@@ -317,7 +391,7 @@ export class DecisionEngine {
   }
 
   /** What reserve would answer now, from the counters as they are: the same order and rule, nothing written (simulate). */
-  private async wouldReserve(tenant: string, ops: readonly MeterOp[], amounts: ReservedAmounts): Promise<ReserveResult> {
+  private async wouldReserve(tenant: string, ops: readonly MeterOp[], amounts: ReservedAmounts): Promise<Exclude<ReserveResult, { status: "cold" }>> {
     await this.deps.rebuild.ensureWarm(tenant);
     const used = await this.deps.counters.read(tenant, ops.map((op) => op.key));
     for (let i = 0; i < ops.length; i++) {
@@ -507,7 +581,7 @@ export class DecisionEngine {
           const r = snapshot.routes(ctx.plan, t.code, c);
           return r.ok ? r.routes : [];
         }) : [];
-        return create(TaskPolicySchema, { task: t.code, feature: t.feature, allowed, modelClasses: classes, routes });
+        return create(TaskPolicySchema, { task: t.code, feature: t.feature, allowed, modelClasses: classes, routes, downgradeClasses: access?.downgradeClasses ?? [] });
       }),
     });
   }
@@ -551,11 +625,7 @@ function limitDenial(m: BoundMeter, used: number, amount: number, nowMs: number,
   else reason = window === Window.DAY || window === Window.MONTH ? DenyReason.QUOTA_EXCEEDED : DenyReason.RATE_LIMITED;
   // Concurrency frees up when a request finishes: a short hint; windows reset at their end.
   const retryAfterMs = m.resetAtMs > 0 ? m.resetAtMs - nowMs : 1000;
-  const what = `${LimitKind[kind]}${isTimeWindow(window) ? `/${Window[window]}` : ""}${m.limit.task ? ` for task ${m.limit.task}` : ""} of ${m.subject}`;
-  const message = amount > m.limit.value
-    ? `${what}: this request needs ${amount}, more than the whole limit of ${m.limit.value}`
-    : `${what}: ${used} of ${m.limit.value} used, this request needs ${amount}`;
-  const denial = deny(reason, message, "", retryAfterMs);
+  const denial = deny(reason, meterProblem(m, used, amount), "", retryAfterMs);
   denial.deniedMeter = meterView(m, used, nowMs);
   return denial;
 }
@@ -568,6 +638,82 @@ function creditsDenial(m: BoundMeter, value: number, amount: number, nowMs: numb
   denial.deniedMeter = meterView(m, value, nowMs, grantedMicros);
   return denial;
 }
+
+/** Why a meter holding `used` does not take `amount` more, naming it. */
+function meterProblem(m: BoundMeter, used: number, amount: number): string {
+  const { kind, window } = m.limit;
+  // A credit meter holds spent + reserved - granted: its negation is the balance.
+  if (kind === LimitKind.CREDITS_MICROS) return `credits of tenant ${m.subject}: balance ${-used} micro-USD, this request's estimated cost is ${amount}`;
+  const what = `${LimitKind[kind]}${isTimeWindow(window) ? `/${Window[window]}` : ""}${m.limit.task ? ` for task ${m.limit.task}` : ""} of ${m.subject}`;
+  return amount > m.limit.value
+    ? `${what}: this request needs ${amount}, more than the whole limit of ${m.limit.value}`
+    : `${what}: ${used} of ${m.limit.value} used, this request needs ${amount}`;
+}
+
+/** Meters a downgrade answers: a budget, or a prepaid tenant's credit balance. */
+function isBudgetKind(kind: LimitKind): boolean {
+  return kind === LimitKind.BUDGET_MICROS || kind === LimitKind.CREDITS_MICROS;
+}
+
+/** What an Admit reserves for a request on these candidates: the estimate at the dearest. */
+function estimatedCostMicros(models: readonly Model[], inputTokens: number, maxOutputTokens: number): number {
+  let cost = 0;
+  for (const model of models) cost = Math.max(cost, costMicros(inputTokens, maxOutputTokens, model.inputMicrosPerMtok, model.outputMicrosPerMtok));
+  return cost;
+}
+
+/** A task access's downgrade classes with their routes, in order: without the class asked for, each once. */
+function downgradesOf(snapshot: PolicySnapshot, ctx: TenantContext, task: string, requestedClass: string, classes: readonly string[]): Downgrade[] {
+  const downgrades: Downgrade[] = [];
+  const seen = new Set([requestedClass]);
+  for (const modelClass of classes) {
+    if (seen.has(modelClass)) continue;
+    seen.add(modelClass);
+    const routed = snapshot.routes(ctx.plan, task, modelClass);
+    if (!routed.ok || routed.routes.length === 0) continue;
+    downgrades.push({ modelClass, routes: routed.routes, models: routed.routes.map((r) => snapshot.models.get(r.model)!) });
+  }
+  return downgrades;
+}
+
+/** The downgrade whose first route the claims of an earlier reservation for this plan name, if they name one. */
+function replayedDowngrade(plan: AdmitPlan, claims: ReservationClaims | undefined): Downgrade | undefined {
+  if (!claims || plan.routes[0]?.model === claims.model) return undefined;
+  return plan.downgrades.find((d) => d.routes[0]!.model === claims.model);
+}
+
+/** A downgrade made (mode ENFORCE), or one a SOFT or SHADOW budget meter would have made. */
+interface DowngradeRecord {
+  readonly mode: Mode;
+  readonly downgrade: Downgrade;
+  /** The budget meter the requested model did not fit. */
+  readonly meter: BoundMeter;
+  readonly warning: string;
+}
+
+/**
+ * After a reservation that took SOFT or SHADOW budget meters over their limit (`used`:
+ * every meter after it): the first downgrade class whose estimate would have kept
+ * every budget meter within its limit, which ENFORCE would have admitted on.
+ */
+function wouldDowngrade(plan: AdmitPlan, meters: readonly BoundMeter[], used: readonly number[], r: { inputTokens: number; maxOutputTokens: number; reservedCost: number }): DowngradeRecord | undefined {
+  const over = meters.findIndex((m, i) => !m.enforce && used[i]! > m.limit.value && isBudgetKind(m.limit.kind));
+  if (over < 0) return undefined;
+  for (const downgrade of plan.downgrades) {
+    const cost = estimatedCostMicros(downgrade.models, r.inputTokens, r.maxOutputTokens);
+    if (cost >= r.reservedCost) continue;
+    if (meters.some((m, i) => isBudgetKind(m.limit.kind) && used[i]! - r.reservedCost + cost > m.limit.value)) continue;
+    const meter = meters[over]!;
+    const why = meterProblem(meter, used[over]! - r.reservedCost, r.reservedCost);
+    const mode = meter.limit.mode;
+    return {
+      mode, downgrade, meter,
+      warning: `${Mode[mode]} budget: would have downgraded from ${plan.requested} to ${downgrade.routes[0]!.model} (class ${downgrade.modelClass}), kept ${plan.requested}: ${why}`,
+    };
+  }
+  return undefined;
+}
+
 
 /**
  * A literal rather than create(MeterSchema, …): eight of these per decision, every field set.

@@ -10,6 +10,7 @@ export interface Metrics {
   readonly expiries: Counter;
   readonly ledgerWriteSeconds: Histogram;
   readonly wouldDeny: Counter<"mode" | "kind">;
+  readonly downgrades: Counter<"mode" | "kind" | "from" | "to">;
   readonly alerts: Counter<"kind" | "threshold">;
   readonly storeErrors: Counter<"op">;
   readonly storeMisconfigured: Counter<"op">;
@@ -50,6 +51,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     wouldDeny: new Counter({ name: "admission_would_deny_total", help: "Requests over a SOFT or SHADOW limit that ENFORCE would have denied", labelNames: ["mode", "kind"], registers }),
+    downgrades: new Counter({
+      name: "admission_downgrades_total",
+      help: "Admits moved to a plan's downgrade class because the requested model's estimate did not fit a budget, by mode (enforce: admitted degraded; soft, shadow: would have been, the model kept), meter kind and model classes",
+      labelNames: ["mode", "kind", "from", "to"],
+      registers,
+    }),
     alerts: new Counter({ name: "admission_alerts_total", help: "Threshold alerts raised (once per meter and window)", labelNames: ["kind", "threshold"], registers }),
     storeErrors: new Counter({ name: "admission_counter_store_errors_total", help: "Counter store calls that failed", labelNames: ["op"], registers }),
     storeMisconfigured: new Counter({

@@ -17,7 +17,8 @@ export const rateLimitHeaderNames: readonly string[] = headerKinds.flatMap(([, k
 /**
  * `x-ratelimit-{limit,remaining,reset}-{requests,tokens,budget-micros,concurrency}`
  * from a decision's meters (the tightest meter of each kind), `retry-after` on
- * a denial, and soft warnings in `x-admission-warnings`. Used by every front end.
+ * a denial, soft warnings in `x-admission-warnings`, and on an Admit moved to a
+ * cheaper class `x-admission-degraded: <from> -> <to>`. Used by every front end.
  */
 export function rateLimitHeaders(d: AdmitResponse): Record<string, string> {
   const headers: Record<string, string> = {};
@@ -32,6 +33,7 @@ export function rateLimitHeaders(d: AdmitResponse): Record<string, string> {
   }
   if (!d.allowed && d.retryAfterMs > 0n) headers["retry-after"] = String(Math.max(1, Math.ceil(Number(d.retryAfterMs) / 1000)));
   if (d.warnings.length > 0) headers["x-admission-warnings"] = d.warnings.join("; ").replace(/[^\x20-\x7e]/g, "?").slice(0, 2000);
+  if (d.degraded && d.routes[0]) headers["x-admission-degraded"] = `${d.degradedFrom} -> ${d.routes[0].model}`;
   return headers;
 }
 

@@ -311,6 +311,7 @@ export function setAdmitAttributes(span: Span, d: AdmitResponse): void {
   });
   if (!d.allowed) span.setAttributes({ "admission.reason": DenyReason[d.reason] ?? String(d.reason), "http.response.status_code": d.httpStatus });
   if (d.replayed) span.setAttribute("admission.replayed", true);
+  if (d.degraded) span.setAttributes({ "admission.degraded": true, "admission.degraded_from": d.degradedFrom });
 }
 
 /** What a Settle recorded: the usage (GenAI names), its cost, outcome and whether it repeated an earlier one. */

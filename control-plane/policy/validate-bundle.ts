@@ -118,6 +118,14 @@ export function validateBundle(bundle: Bundle): string[] {
       if (!tasks.has(access.task)) add(e, `task_access[${i}].task`, `unknown task ${q(access.task)}`);
       if (access.modelClasses.length === 0) add(e, `task_access[${i}].model_classes`, "is empty");
       for (const c of access.modelClasses) if (!classes.has(c)) add(e, `task_access[${i}].model_classes`, `no model has class ${q(c)}`);
+      const downgrades = new Set<string>();
+      for (const c of access.downgradeClasses) {
+        const f = `task_access[${i}].downgrade_classes`;
+        if (!classes.has(c)) add(e, f, `no model has class ${q(c)}`);
+        else if (!access.modelClasses.includes(c)) add(e, f, `class ${q(c)} is not one of the model_classes task ${q(access.task)} may use on this plan`);
+        if (downgrades.has(c)) add(e, f, `lists class ${q(c)} twice`);
+        downgrades.add(c);
+      }
     });
     checkLimits(e, p.limits);
     plans.add(p.code);
