@@ -33,7 +33,7 @@ import { waitFor } from "./data-plane/support/stack.js";
  * On every counter store: the downgrade is a second atomic reserve.
  */
 const budget = (value: number) => ({ kind: "BUDGET_MICROS", window: "DAY", per: "TENANT", value });
-const tenantIds = ["dg", "dg-soft", "dg-shadow", "dg-rate", "dg-dp", "dg-env", "dg-kong"] as const;
+const tenantIds = ["dg", "dg-soft", "dg-shadow", "dg-rate", "dg-dp", "dg-env", "dg-kong", "dg-credits"] as const;
 const bundleJson = (access: Record<string, unknown> = { task: "DRAFT", modelClasses: ["PREMIUM", "MID", "ECONOMY"], downgradeClasses: ["MID", "ECONOMY"] }) => ({
   models: [
     { name: "prem-a", modelClass: "PREMIUM", provider: "mock", inputMicrosPerMtok: 10_000_000, outputMicrosPerMtok: 100_000_000 },
@@ -52,6 +52,7 @@ const bundleJson = (access: Record<string, unknown> = { task: "DRAFT", modelClas
     { id: "dg-dp", atiToken: "ati-dg", status: "ACTIVE", mode: "ENFORCE", limits: [budget(30_000)] },
     { id: "dg-env", atiToken: "ati-dg", status: "ACTIVE", mode: "ENFORCE", limits: [budget(30_000)] },
     { id: "dg-kong", atiToken: "ati-dg", status: "ACTIVE", mode: "ENFORCE", limits: [budget(30_000)] },
+    { id: "dg-credits", atiToken: "ati-dg", status: "ACTIVE", mode: "ENFORCE", prepaid: true },
   ],
   apiKeys: tenantIds.map((id) => ({ id: `k-${id}`, tenant: id, secret: secretOf(`k-${id}`) })),
 });
@@ -96,6 +97,24 @@ for (const backend of counterBackends("admdg")) describe(`downgrade before denia
     await t.close();
     await backend.cleanUp();
     rmSync(spoolDir, { recursive: true, force: true });
+  });
+
+  test("a prepaid tenant's credit balance downgrades like a budget: premium while it fits, then the first class that fits, then CREDITS_EXHAUSTED", async () => {
+    await t.policy.grantCredits({ tenant: "dg-credits", amountMicros: 12_000n, grantId: "dg-credits-1" }, admin);
+    const first = await admit("dg-credits", "prem-a");
+    assert.deepEqual([first.allowed, first.degraded, first.reservedCostMicros], [true, false, 11_000n], first.message);
+    // 1,000 left: MID (4,400) does not fit, ECONOMY (300) does.
+    const econ = await admit("dg-credits", "prem-a");
+    assert.ok(econ.allowed, econ.message);
+    assert.deepEqual([econ.degraded, econ.degradedFrom, econ.routes.map((r) => r.model), econ.reservedCostMicros], [true, "prem-a", ["econ-a"], 300n]);
+    assert.ok(econ.warnings.some((w) => w.startsWith("downgraded from prem-a to econ-a (class ECONOMY): credits of tenant dg-credits: balance 1000 micro-USD")), econ.warnings.join(" | "));
+    assert.equal((await t.policy.getCreditBalance({ tenant: "dg-credits" }, admin)).balanceMicros, 700n);
+    await admit("dg-credits", "econ-a");
+    await admit("dg-credits", "econ-a");
+    // 100 left: nothing fits.
+    const denied = await admit("dg-credits", "prem-a");
+    assert.deepEqual([denied.allowed, denied.reason, denied.httpStatus], [false, DenyReason.CREDITS_EXHAUSTED, 402]);
+    assert.match(denied.message, /no downgrade class \(MID, ECONOMY\) fits either/);
   });
 
   test("premium while it fits, then each downgrade class in order, then BUDGET_EXCEEDED; the settle charges the served model's price", async () => {
