@@ -46,9 +46,9 @@ import { backlogMicros, bucketGranularityMs, bucketKeySlackMs, isBucketKey } fro
  *   key       2 bytes length (big-endian), then the meter key (UTF-8, any bytes)
  * e.g. "t", 3, "900", 13, "1767225720000", 0, 41, "TOKENS|MINUTE|*|TENANT|acme|1767225600000".
  * Reserve gets them as one argument, with the limits as another (a big-endian float64 per
- * meter, +Infinity for a meter that does not enforce; a bucket's tolerance tau), and stores the records as they
- * came: the meters cross the wire once, one struct.unpack reads a record in Lua (settle,
- * expiry), and neither side encodes or decodes JSON for them. Numbers stay decimal
+ * meter, +Infinity for a meter that does not enforce; a bucket's tolerance tau), and stores
+ * the records as they came: the meters cross the wire once, one struct.unpack reads a
+ * record in Lua (settle, expiry), and neither side encodes or decodes JSON for them. Numbers stay decimal
  * strings where Lua only passes them on (to INCRBY, SET PXAT, ZADD): a Lua number given to
  * redis.call costs a round of %.17g formatting and parsing.
  *
@@ -311,14 +311,14 @@ return out
 /**
  * KEYS: due, lease, gen, hint, then the lease's meters in record order. ARGV: leaseId,
  * caller's nowMs, graceMs, encoded usage, the settled amount of a requests, tokens and cost
- * meter, the tenant's meter-key prefix. A bucket
- * meter's TAT moves by (settled - reserved) x its emission interval. Reply: status, publish, generation, then the lease's
+ * meter, the tenant's meter-key prefix. A bucket meter's TAT moves by (settled - reserved) x
+ * its emission interval. Reply: status, publish, generation, then the lease's
  * rid, exp and meters (settled) or the lease (already); 'meters', '', generation, the
  * lease's meter records and request id when its meter keys were not the ones declared
  * (call again with them); 'cold' or 'missing'.
  */
 const settle: TenantScript = {
-  uses: ["serverNow", "bucketNow", "moveBucket", "add", "eachMeter", "pushLease", "track"],
+  uses: ["serverNow", "moveBucket", "add", "eachMeter", "pushLease", "track"],
   body: `
 local got = call('MGET', KEYS[3], KEYS[4])
 local gen = got[1]
