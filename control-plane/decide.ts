@@ -512,7 +512,8 @@ export class DecisionEngine {
           algorithm: l.algorithm ?? LimitAlgorithm.UNSPECIFIED, burst: BigInt(l.burst ?? 0),
           overrides: [...l.overrides], subject: u?.meter.subject ?? "",
           used: BigInt(u?.used ?? 0),
-          remaining: BigInt(l.value < 0 ? -1 : l.window === Window.REQUEST ? l.value : Math.max(0, l.value - (u?.used ?? 0))),
+          // A bucket without a meter shown (a per-user one explained for the tenant) is full.
+          remaining: BigInt(l.value < 0 ? -1 : l.window === Window.REQUEST ? l.value : !u && l.algorithm === LimitAlgorithm.TOKEN_BUCKET && l.value > 0 ? l.burst || l.value : Math.max(0, l.value - (u?.used ?? 0))),
           resetMs: BigInt(u && u.meter.resetAtMs > 0 ? u.meter.resetAtMs - nowMs : 0),
         });
       }),
