@@ -72,7 +72,7 @@ export function bucketMeterKey(kind: LimitKind, window: Window, task: string, pe
 }
 
 /** A limit's bucket when it is a TOKEN_BUCKET (a value of 0 blocks as a window of 0 does: no bucket). */
-function bucketOf(limit: EffectiveLimit): MeterBucket | undefined {
+export function bucketOf(limit: EffectiveLimit): MeterBucket | undefined {
   if (limit.algorithm !== LimitAlgorithm.TOKEN_BUCKET || limit.value <= 0) return undefined;
   const span = windowSpan(limit.window, 0);
   return meterBucket(limit.value, limit.burst ?? 0, span.endMs - span.startMs);

@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import { Redis } from "ioredis";
 import { DenyReason, type AdmitResponse } from "../gen/admission/v1/admission_pb.js";
-import { BundleSchema, LimitAlgorithm, LimitKind } from "../gen/admission/v1/policy_pb.js";
+import { BundleSchema, LimitAlgorithm, LimitKind, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import { rateLimitHeaders } from "../control-plane/rate-limit-headers.js";
 import { admin, startTestControlPlane, type TestControlPlane } from "./support/control-plane.js";
 import { scratchDatabase } from "./support/databases.js";
@@ -34,6 +34,7 @@ describe("token buckets over gRPC (one control plane, its clock injected)", () =
         // Burst 0: the limit's value.
         { id: "bucket", limits: [bucket(10, 0)], keys: [{ id: "k-bucket" }] },
         { id: "tokens", limits: [{ ...bucket(1000, 1000), kind: "TOKENS", window: "SECOND" }], keys: [{ id: "k-tokens" }] },
+        { id: "reset", limits: [bucket(10, 0)], keys: [{ id: "k-reset" }] },
       ),
     }, admin);
   });
@@ -96,6 +97,14 @@ describe("token buckets over gRPC (one control plane, its clock injected)", () =
     assert.equal(meter(third).remaining, 0n, "the 20 reserved came back and were taken again");
     now += 1000;
     assert.equal(meter(await admit("k-tokens")).remaining, 980n, "full again a second later, less the 20 just taken");
+  });
+
+  test("ResetMeter refills a bucket and reports what it lacked", async () => {
+    assert.equal(await admitted("k-reset", 4), 4);
+    const reset = await t.policy.resetMeter({ tenant: "reset", kind: LimitKind.REQUESTS, window: Window.MINUTE, per: Per.TENANT }, admin);
+    assert.equal(reset.previousUsed, 4n);
+    const d = await admit("k-reset");
+    assert.equal(d.meters.find((m) => m.kind === LimitKind.REQUESTS && m.burst > 0n)!.remaining, 9n, "full again, one taken");
   });
 
   test("bad bucket limits are refused as a whole, naming the entity and field, and change nothing", async () => {
