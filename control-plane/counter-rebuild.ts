@@ -146,7 +146,9 @@ export class CounterRebuild {
     const ctx = snapshot.tenantContext(claims.tenant);
     if (!ctx) return [];
     const limits = snapshot.effectiveLimits(ctx, claims.user, claims.task).filter((l) => l.kind !== LimitKind.CONCURRENCY);
+    // A token bucket's settles move its TAT in the lease's generation only; a lost bucket starts full (see chargesOf).
     return bindMeters(limits, { tenant: claims.tenant, user: claims.user, keyId: claims.keyId }, claims.reservedAtMs)
+      .filter((m) => !m.bucket)
       .map((m) => ({ key: m.key, amount: settledAmount(m.unit, usage), expiresAtMs: m.expiresAtMs }))
       .filter((c) => c.amount !== 0);
   }
@@ -187,6 +189,8 @@ export class CounterRebuild {
       for (const sum of sums[i]!) {
         const limits = policy.effectiveLimits(ctx, sum.user, sum.task).filter((l) => l.window === window && l.kind !== LimitKind.CONCURRENCY);
         for (const m of bindMeters(limits, { tenant, user: sum.user, keyId: sum.keyId }, nowMs)) {
+          // A token bucket is not rebuilt from the ledger: a lost bucket starts full (a known limit, see the README).
+          if (m.bucket) continue;
           const amount = m.unit === "requests" ? sum.requests : m.unit === "tokens" ? sum.tokens : sum.costMicros;
           if (amount !== 0) charges.push({ key: m.key, amount, expiresAtMs: m.expiresAtMs });
         }

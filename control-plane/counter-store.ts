@@ -1,3 +1,5 @@
+import type { MeterBucket } from "./token-bucket.js";
+
 /**
  * The storage contract for meters and leases. The decision logic sits above it
  * and never knows whether counters live in memory or in Redis. Every method
@@ -41,7 +43,10 @@ export interface CounterStore {
   rebuild(tenant: string, generation: string, charges: readonly MeterCharge[]): Promise<boolean>;
   /** The tenant's generation; undefined while cold. */
   generation(tenant: string): Promise<string | undefined>;
-  /** Current values of meters (0 when absent). */
+  /**
+   * Current values of meters (0 when absent); a bucket meter's key (see isBucketKey) reads
+   * as its backlog in µs by the store's clock, as reserve reports it.
+   */
   read(tenant: string, keys: readonly string[]): Promise<number[]>;
   /** How many of the tenant's leases are open: reserved, neither settled nor expired (by the sweeper) yet. */
   openLeases(tenant: string): Promise<number>;
@@ -56,7 +61,10 @@ export interface CounterStore {
 export type MeterUnit = "requests" | "tokens" | "cost" | "concurrency";
 
 /**
- * A meter a reservation charges. Its amount follows from its unit and the
+ * A meter a reservation charges. A TOKEN_BUCKET meter (`bucket` set; see token-bucket.ts)
+ * holds its bucket's TAT and takes `reservedAmount` units within `bucket.toleranceMs`; the
+ * store takes `now` from its own clock (Redis: TIME; memory: the request's `nowMs`). Its
+ * value in `used` (and in read) is its backlog: whole µs until the bucket is full. Its amount follows from its unit and the
  * reservation's amounts (see reservedAmount), so one request's meters can be the
  * same objects request after request.
  */
@@ -68,8 +76,10 @@ export interface MeterOp {
   readonly limit: number;
   /** False for SOFT/SHADOW meters and lifted limits: counted, never blocking. */
   readonly enforce: boolean;
-  /** When the key may be dropped (window end + slack); 0: never (concurrency). */
+  /** When the key may be dropped (window end + slack); 0: never (concurrency) or computed by the store (bucket). */
   readonly expiresAtMs: number;
+  /** Set for a TOKEN_BUCKET meter: it is not windowed, and `limit` is not what blocks (the tolerance is). */
+  readonly bucket?: MeterBucket;
 }
 
 /** What one reservation reserves: its tokens and cost; a requests or concurrency meter counts 1. */
@@ -98,7 +108,7 @@ export interface ReserveRequest {
 }
 
 export type ReserveResult =
-  /** Reserved; `used` holds every meter's value after the reservation. */
+  /** Reserved; `used` holds every meter's value after the reservation (a bucket's: its backlog in µs). */
   | { readonly status: "reserved"; readonly used: number[] }
   /** Nothing reserved: meter `index` would exceed its limit; `used` before. */
   | { readonly status: "blocked"; readonly index: number; readonly used: number[] }
@@ -137,6 +147,8 @@ export interface LeaseMeter {
   readonly unit: MeterUnit;
   readonly amount: number;
   readonly expiresAtMs: number;
+  /** A TOKEN_BUCKET meter's emission interval (ms per unit); absent for every other meter. */
+  readonly emissionMs?: number;
 }
 
 export interface LeaseRecord {
@@ -206,7 +218,9 @@ export function reservedAmount(unit: MeterUnit, amounts: ReservedAmounts): numbe
 
 /** A lease's meters with the amount each holds. */
 export function leaseMeters(meters: readonly MeterOp[], amounts: ReservedAmounts): LeaseMeter[] {
-  return meters.map((m) => ({ key: m.key, unit: m.unit, amount: reservedAmount(m.unit, amounts), expiresAtMs: m.expiresAtMs }));
+  return meters.map((m) => ({
+    key: m.key, unit: m.unit, amount: reservedAmount(m.unit, amounts), expiresAtMs: m.expiresAtMs, ...(m.bucket ? { emissionMs: m.bucket.emissionMs } : {}),
+  }));
 }
 
 /** The amount a settled lease charges a meter of the given unit. */

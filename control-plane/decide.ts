@@ -6,7 +6,7 @@ import {
   AdmitResponseSchema, DenyReason, EffectiveLimitSchema, GetEffectivePolicyResponseSchema, MeterSchema, TaskPolicySchema,
 } from "../gen/admission/v1/admission_pb.js";
 import type { Model, Task } from "../gen/admission/v1/policy_pb.js";
-import { LimitKind, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
+import { LimitAlgorithm, LimitKind, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import type { CounterStore } from "./counter-store.js";
 import {
   CounterStoreMisconfiguredError, CounterStoreUnavailableError, reservedAmount, type MeterOp, type ReservedAmounts, type ReserveRequest, type ReserveResult,
@@ -31,6 +31,7 @@ import type { WebhookEvents } from "./webhook-events.js";
 import { trace, type Tracer } from "@opentelemetry/api";
 import { childSpan } from "./tracing.js";
 import { creditsShown, type CreditBalances } from "./credit-balances.js";
+import { backlogMicros, bucketGranularityMs, bucketRemaining, bucketResetMs, bucketRetryAfterMs, bucketStep } from "./token-bucket.js";
 
 export interface DecisionSettings {
   /** Lease time to live when the caller does not renew. */
@@ -394,11 +395,21 @@ export class DecisionEngine {
   private async wouldReserve(tenant: string, ops: readonly MeterOp[], amounts: ReservedAmounts): Promise<Exclude<ReserveResult, { status: "cold" }>> {
     await this.deps.rebuild.ensureWarm(tenant);
     const used = await this.deps.counters.read(tenant, ops.map((op) => op.key));
+    const after = new Array<number>(ops.length);
     for (let i = 0; i < ops.length; i++) {
       const op = ops[i]!;
-      if (op.enforce && used[i]! + reservedAmount(op.unit, amounts) > op.limit) return { status: "blocked", index: i, used };
+      const amount = reservedAmount(op.unit, amounts);
+      if (op.bucket) {
+        // A bucket read as its backlog: the step from "now" 0.
+        const step = bucketStep(used[i]! / 1000, 0, amount, op.bucket, op.enforce ? op.bucket.toleranceMs : Infinity);
+        if (!step.fits) return { status: "blocked", index: i, used };
+        after[i] = backlogMicros(step.tatMs, 0);
+      } else {
+        if (op.enforce && used[i]! + amount > op.limit) return { status: "blocked", index: i, used };
+        after[i] = used[i]! + amount;
+      }
     }
-    return { status: "reserved", used: used.map((u, i) => u + reservedAmount(ops[i]!.unit, amounts)) };
+    return { status: "reserved", used: after };
   }
 
   /** A prepaid tenant's granted total (cached: see CreditBalances), to show and alert on its credit meter. */
@@ -458,6 +469,7 @@ export class DecisionEngine {
    * raises it. SHADOW meters over their limit are counted as would-be denials.
    */
   private checkThresholds(m: BoundMeter, used: number, amount: number, warnings: string[], who: MeterWho, effects: boolean, nowMs: number): OutboxEvent[] | undefined {
+    if (m.bucket) return this.checkBucket(m, used, warnings, effects);
     const limit = m.limit.value;
     if (limit <= 0) return;
     const mode = m.limit.mode;
@@ -474,6 +486,18 @@ export class DecisionEngine {
     }
     if (!effects) return;
     return this.alerts.raise(m, before, used, who, nowMs);
+  }
+
+  /**
+   * A token bucket has no thresholds to alert on (it drains and refills all the time, and has
+   * no window to alert once in): only a SOFT or SHADOW bucket taken beyond its burst is said,
+   * as a would-be denial. `backlogUs`: after the reservation.
+   */
+  private checkBucket(m: BoundMeter, backlogUs: number, warnings: string[], effects: boolean): undefined {
+    const bucket = m.bucket!;
+    if (m.limit.mode === Mode.ENFORCE || backlogUs / 1000 <= bucket.toleranceMs + bucketGranularityMs) return;
+    if (effects) this.deps.metrics.wouldDeny.inc({ mode: m.limit.mode === Mode.SHADOW ? "shadow" : "soft", kind: LimitKind[m.limit.kind] });
+    if (m.limit.mode === Mode.SOFT) warnings.push(`soft limit exceeded: ${meterLabel(m)} token bucket of ${bucket.burst} overdrawn`);
   }
 
   /**
@@ -561,15 +585,27 @@ export class DecisionEngine {
       status,
       limits: limits.map((limit) => {
         const found = usedByLimit.get(limit);
+        const bucket = found?.meter.bucket;
+        if (found && bucket) {
+          const l = limit;
+          const view = meterView(found.meter, found.used, nowMs);
+          return create(EffectiveLimitSchema, {
+            kind: l.kind, window: l.window, per: l.per, task: l.task, value: BigInt(l.value), mode: l.mode, source: l.source,
+            overrides: [...l.overrides], subject: found.meter.subject, used: view.used, remaining: view.remaining, resetMs: view.resetMs,
+            algorithm: LimitAlgorithm.TOKEN_BUCKET, burst: view.burst,
+          });
+        }
         // A credit meter shows what was granted as its value and spent + reserved as used.
         const shown = found && creditsShown(found.meter, found.used, granted);
         const l = shown?.meter.limit ?? limit;
         const u = shown && { used: shown.used, meter: found!.meter };
         return create(EffectiveLimitSchema, {
           kind: l.kind, window: l.window, per: l.per, task: l.task, value: BigInt(l.value), mode: l.mode, source: l.source,
+          algorithm: l.algorithm ?? LimitAlgorithm.UNSPECIFIED, burst: BigInt(l.burst ?? 0),
           overrides: [...l.overrides], subject: u?.meter.subject ?? "",
           used: BigInt(u?.used ?? 0),
-          remaining: BigInt(l.value < 0 ? -1 : l.window === Window.REQUEST ? l.value : Math.max(0, l.value - (u?.used ?? 0))),
+          // A bucket without a meter shown (a per-user one explained for the tenant) is full.
+          remaining: BigInt(l.value < 0 ? -1 : l.window === Window.REQUEST ? l.value : !u && l.algorithm === LimitAlgorithm.TOKEN_BUCKET && l.value > 0 ? l.burst || l.value : Math.max(0, l.value - (u?.used ?? 0))),
           resetMs: BigInt(u && u.meter.resetAtMs > 0 ? u.meter.resetAtMs - nowMs : 0),
         });
       }),
@@ -617,6 +653,7 @@ function deny(reason: DenyReason, message: string, requestId: string, retryAfter
 
 /** The denial for a meter that would exceed its limit. */
 function limitDenial(m: BoundMeter, used: number, amount: number, nowMs: number, grantedMicros: number): AdmitResponse {
+  if (m.bucket) return bucketDenial(m, used, amount, nowMs);
   const { kind, window } = m.limit;
   if (kind === LimitKind.CREDITS_MICROS) return creditsDenial(m, used, amount, nowMs, grantedMicros);
   let reason: DenyReason;
@@ -714,12 +751,38 @@ function wouldDowngrade(plan: AdmitPlan, meters: readonly BoundMeter[], used: re
   return undefined;
 }
 
+/**
+ * The denial for a token bucket that lacks room: RATE_LIMITED, retry after exactly the time
+ * until the request fits (see token-bucket.ts). `backlogUs`: the bucket's before the request.
+ */
+function bucketDenial(m: BoundMeter, backlogUs: number, amount: number, nowMs: number): AdmitResponse {
+  const bucket = m.bucket!;
+  const what = `${LimitKind[m.limit.kind]}/${Window[m.limit.window]}${m.limit.task ? ` for task ${m.limit.task}` : ""} of ${m.subject}`;
+  const shape = `token bucket of ${bucket.burst} refilling ${m.limit.value} per ${Window[m.limit.window]}`;
+  const message = amount > bucket.burst
+    ? `${what}: this request needs ${amount}, more than the whole ${shape}`
+    : `${what}: ${bucketRemaining(bucket, backlogUs)} left in the ${shape}, this request needs ${amount}`;
+  const denial = deny(DenyReason.RATE_LIMITED, message, "", bucketRetryAfterMs(bucket, backlogUs, amount));
+  denial.deniedMeter = meterView(m, backlogUs, nowMs);
+  return denial;
+}
 
 /**
  * A literal rather than create(MeterSchema, …): eight of these per decision, every field set.
- * `grantedMicros`: for a credit meter (see creditsShown), the tenant's granted total.
+ * `used`: a count, or a token bucket's backlog in µs (shown as what the bucket lacks, the whole
+ * units in it and the time until it is full). `grantedMicros`: for a credit meter (see
+ * creditsShown), the tenant's granted total.
  */
 export function meterView(m: BoundMeter, used: number, nowMs: number, grantedMicros = 0): Meter {
+  if (m.bucket) {
+    const remaining = bucketRemaining(m.bucket, used);
+    return {
+      $typeName: "admission.v1.Meter",
+      kind: m.limit.kind, window: m.limit.window, per: m.limit.per, subject: m.subject, task: m.limit.task, limit: m.limitBig,
+      used: BigInt(m.bucket.burst - remaining), remaining: BigInt(remaining), resetMs: BigInt(bucketResetMs(used)),
+      mode: m.limit.mode, source: m.limit.source, algorithm: LimitAlgorithm.TOKEN_BUCKET, burst: BigInt(m.bucket.burst),
+    };
+  }
   if (m.limit.kind === LimitKind.CREDITS_MICROS) ({ meter: m, used } = creditsShown(m, used, grantedMicros));
   return {
     $typeName: "admission.v1.Meter",

@@ -1,7 +1,8 @@
 import type {
-  CounterStore, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, ReserveRequest, ReserveResult, SettleLeaseRequest, SettleLeaseResult,
+  CounterStore, LeaseRecord, LeaseState, LeaseUsage, MeterCharge, MeterOp, ReserveRequest, ReserveResult, SettleLeaseRequest, SettleLeaseResult,
 } from "./counter-store.js";
 import { leaseMeters, reservedAmount, settledAmount } from "./counter-store.js";
+import { backlogMicros, bucketKeyExpiresAtMs, bucketStep, isBucketKey } from "./token-bucket.js";
 
 interface MeterCell {
   value: number;
@@ -73,14 +74,27 @@ export class MemoryCounterStore implements CounterStore {
     for (let i = 0; i < meters.length; i++) {
       const op = meters[i]!;
       used[i] = valueOf(t.cells.get(op.key), nowMs);
-      if (op.enforce && used[i]! + reservedAmount(op.unit, amounts) > op.limit) {
-        for (let j = i + 1; j < meters.length; j++) used[j] = valueOf(t.cells.get(meters[j]!.key), nowMs);
-        return { status: "blocked", index: i, used };
+      if (op.bucket) {
+        // A bucket: used[i] holds its TAT until the write below (see token-bucket.ts).
+        const step = bucketStep(used[i]!, nowMs, reservedAmount(op.unit, amounts), op.bucket, op.enforce ? op.bucket.toleranceMs : Infinity);
+        if (step.fits) {
+          used[i] = step.tatMs;
+          continue;
+        }
+      } else if (!(op.enforce && used[i]! + reservedAmount(op.unit, amounts) > op.limit)) {
+        continue;
       }
+      for (let j = 0; j < meters.length; j++) used[j] = currentValue(t.cells, meters[j]!, nowMs);
+      return { status: "blocked", index: i, used };
     }
     for (let i = 0; i < meters.length; i++) {
       const op = meters[i]!;
-      used[i] = addTo(t.cells, op.key, reservedAmount(op.unit, amounts), op.expiresAtMs, nowMs);
+      if (op.bucket) {
+        t.cells.set(op.key, { value: used[i]!, expiresAtMs: bucketKeyExpiresAtMs(used[i]!, request.leaseExpiresAtMs) });
+        used[i] = backlogMicros(used[i]!, nowMs);
+      } else {
+        used[i] = addTo(t.cells, op.key, reservedAmount(op.unit, amounts), op.expiresAtMs, nowMs);
+      }
     }
     t.leases.set(request.leaseId, {
       tenant: request.tenant,
@@ -107,7 +121,9 @@ export class MemoryCounterStore implements CounterStore {
     for (const m of lease.meters) {
       const reserved = reservedAmount(m.unit, lease.amounts);
       const delta = m.unit === "concurrency" ? -reserved : settledAmount(m.unit, request.usage) - reserved;
-      if (delta !== 0) addTo(t!.cells, m.key, delta, m.expiresAtMs, request.nowMs);
+      if (delta === 0) continue;
+      if (m.bucket) moveBucket(t!.cells, m.key, delta * m.bucket.emissionMs, request.nowMs);
+      else addTo(t!.cells, m.key, delta, m.expiresAtMs, request.nowMs);
     }
     lease.state = "settled";
     lease.usage = request.usage;
@@ -173,7 +189,7 @@ export class MemoryCounterStore implements CounterStore {
   async read(tenant: string, keys: readonly string[]): Promise<number[]> {
     const nowMs = this.clock();
     const cells = this.tenants.get(tenant)?.cells;
-    return keys.map((key) => valueOf(cells?.get(key), nowMs));
+    return keys.map((key) => (isBucketKey(key) ? backlogMicros(valueOf(cells?.get(key), nowMs), nowMs) : valueOf(cells?.get(key), nowMs)));
   }
 
   async openLeases(tenant: string): Promise<number> {
@@ -184,7 +200,8 @@ export class MemoryCounterStore implements CounterStore {
 
   async reset(tenant: string, key: string): Promise<number> {
     const cells = this.tenants.get(tenant)?.cells;
-    const previous = valueOf(cells?.get(key), this.clock());
+    const nowMs = this.clock();
+    const previous = isBucketKey(key) ? backlogMicros(valueOf(cells?.get(key), nowMs), nowMs) : valueOf(cells?.get(key), nowMs);
     cells?.delete(key);
     return previous;
   }
@@ -220,6 +237,23 @@ function valueOf(cell: MeterCell | undefined, nowMs: number): number {
   if (!cell) return 0;
   if (cell.expiresAtMs > 0 && cell.expiresAtMs <= nowMs) return 0;
   return cell.value;
+}
+
+/** A meter's value as reserve reports it: a bucket's backlog (µs), any other's count. */
+function currentValue(cells: Map<string, MeterCell>, op: MeterOp, nowMs: number): number {
+  const value = valueOf(cells.get(op.key), nowMs);
+  return op.bucket ? backlogMicros(value, nowMs) : value;
+}
+
+/**
+ * Moves a bucket's TAT by `deltaMs` (a settle's refund or debt). An absent bucket is full and
+ * stays so: it expired once full after its lease could no longer settle (see bucketKeyExpiresAtMs).
+ */
+function moveBucket(cells: Map<string, MeterCell>, key: string, deltaMs: number, nowMs: number): void {
+  const cell = cells.get(key);
+  if (!cell || cell.expiresAtMs <= nowMs) return;
+  cell.value += deltaMs;
+  if (deltaMs > 0) cell.expiresAtMs = Math.max(cell.expiresAtMs, bucketKeyExpiresAtMs(cell.value, 0));
 }
 
 function addTo(cells: Map<string, MeterCell>, key: string, amount: number, expiresAtMs: number, nowMs: number): number {

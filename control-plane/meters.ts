@@ -1,7 +1,8 @@
 import type { Model } from "../gen/admission/v1/policy_pb.js";
-import { LimitKind, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
+import { LimitAlgorithm, LimitKind, Mode, Per, Window } from "../gen/admission/v1/policy_pb.js";
 import type { MeterOp, MeterUnit } from "./counter-store.js";
 import type { EffectiveLimit } from "./policy/policy-snapshot.js";
+import { bucketKeySuffix, meterBucket, type MeterBucket } from "./token-bucket.js";
 import { windowSpan } from "./windows.js";
 
 /** The subject a request is metered as. */
@@ -19,11 +20,13 @@ export interface BoundMeter {
   readonly key: string;
   readonly unit: MeterUnit;
   readonly subject: string;
-  /** Window end (0 for concurrency and credits). */
+  /** Window end (0 for concurrency, credits and token buckets). */
   readonly resetAtMs: number;
   readonly expiresAtMs: number;
   /** Whether reaching the limit denies (ENFORCE and not lifted). */
   readonly enforce: boolean;
+  /** Set for a TOKEN_BUCKET limit: the meter is a bucket, not a window (see token-bucket.ts). */
+  readonly bucket?: MeterBucket;
 }
 
 const unitOf: Partial<Record<LimitKind, MeterUnit>> = {
@@ -70,6 +73,18 @@ function userSubject(user: string): string {
   return user.startsWith("key:") || user.startsWith("user:") ? `user:${user}` : user;
 }
 
+/** The key of a token bucket's meter: one per limit and subject, no window start. */
+export function bucketMeterKey(kind: LimitKind, window: Window, task: string, per: Per, subject: string): string {
+  return `${LimitKind[kind]}|${Window[window]}|${task || "*"}|${Per[per]}|${subject}${bucketKeySuffix}`;
+}
+
+/** A limit's bucket when it is a TOKEN_BUCKET (a value of 0 blocks as a window of 0 does: no bucket). */
+export function bucketOf(limit: EffectiveLimit): MeterBucket | undefined {
+  if (limit.algorithm !== LimitAlgorithm.TOKEN_BUCKET || limit.value <= 0) return undefined;
+  const span = windowSpan(limit.window, 0);
+  return meterBucket(limit.value, limit.burst ?? 0, span.endMs - span.startMs);
+}
+
 export function meterKey(kind: LimitKind, window: Window, task: string, per: Per, subject: string, windowStartMs: number): string {
   return isWindowless(kind)
     ? `${LimitKind[kind]}|${task || "*"}|${Per[per]}|${subject}`
@@ -91,6 +106,14 @@ export function bindMeters(limits: readonly EffectiveLimit[], subject: MeterSubj
     const unit = unitOf[limit.kind];
     if (!unit || limit.value < 0) continue;
     const id = subjectId(limit.per, subject);
+    const bucket = bucketOf(limit);
+    if (bucket) {
+      bound.push({
+        limit, limitBig: BigInt(limit.value), unit, subject: id, key: bucketMeterKey(limit.kind, limit.window, limit.task, limit.per, id),
+        resetAtMs: 0, expiresAtMs: 0, enforce: limit.mode === Mode.ENFORCE, bucket,
+      });
+      continue;
+    }
     const span = isWindowless(limit.kind) ? undefined : windowSpan(limit.window, atMs);
     bound.push({
       limit,
@@ -144,6 +167,7 @@ export class BoundMeterCache {
     let validFromMs = -Infinity;
     let validUntilMs = Infinity;
     for (const m of meters) {
+      // Concurrency and token buckets have no window: they bound nothing.
       if (m.resetAtMs === 0) continue;
       validFromMs = Math.max(validFromMs, windowSpan(m.limit.window, atMs).startMs);
       validUntilMs = Math.min(validUntilMs, m.resetAtMs);
@@ -158,7 +182,7 @@ export class BoundMeterCache {
     }
     const bound: BoundMeters = {
       meters,
-      ops: meters.map((m) => ({ key: m.key, unit: m.unit, limit: m.limit.value, enforce: m.enforce, expiresAtMs: m.expiresAtMs })),
+      ops: meters.map((m) => ({ key: m.key, unit: m.unit, limit: m.limit.value, enforce: m.enforce, expiresAtMs: m.expiresAtMs, ...(m.bucket ? { bucket: m.bucket } : {}) })),
       validFromMs,
       validUntilMs,
     };

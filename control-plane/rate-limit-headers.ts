@@ -18,7 +18,11 @@ export const rateLimitHeaderNames: readonly string[] = headerKinds.flatMap(([, k
  * `x-ratelimit-{limit,remaining,reset}-{requests,tokens,budget-micros,concurrency}`
  * from a decision's meters (the tightest meter of each kind), `retry-after` on
  * a denial, soft warnings in `x-admission-warnings`, and on an Admit moved to a
- * cheaper class `x-admission-degraded: <from> -> <to>`. Used by every front end.
+ * cheaper class `x-admission-degraded: <from> -> <to>`.
+ * Used by every front end.
+ * For a token bucket the meter already says it as headers want it: limit is the refill per
+ * window, remaining the whole tokens in the bucket, reset the time until it is full, and a
+ * denial's retry-after the time until the request fits.
  */
 export function rateLimitHeaders(d: AdmitResponse): Record<string, string> {
   const headers: Record<string, string> = {};

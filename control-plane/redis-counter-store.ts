@@ -7,12 +7,16 @@ import type {
 } from "./counter-store.js";
 import { CounterStoreMisconfiguredError, CounterStoreUnavailableError, settledAmount } from "./counter-store.js";
 import { checkRedisConfiguration, refusalOf } from "./redis-configuration.js";
+import { backlogMicros, bucketGranularityMs, bucketKeySlackMs, isBucketKey } from "./token-bucket.js";
 
 /*
  * Key layout (prefix "adm", tenant "acme"). Every key of a tenant carries the hash tag
  * {acme}, so each tenant script touches one slot and runs unchanged on Redis Cluster (where
  * a batch of them, see RedisCounterStore.run, holds one tenant's operations):
- *   adm:{acme}:m:<meter key>     meter value (integer string), PEXPIREAT its window's end
+ *   adm:{acme}:m:<meter key>     meter value (integer string), PEXPIREAT its window's end; a
+ *                                token bucket's (key ending "|bucket") is its TAT (ms, a float
+ *                                string; see token-bucket.ts), PEXPIREAT once it is full and its
+ *                                lease can no longer settle (absent: full)
  *   adm:{acme}:lease:<lease id>  hash: state (open | settled | expired), exp, rid (the
  *                                reservation id), req (the Admit's request id), meters
  *                                (binary records, below) and, once settled, usage (a JSON
@@ -34,15 +38,17 @@ import { checkRedisConfiguration, refusalOf } from "./redis-configuration.js";
  *
  * Meter records. A lease's meters are one binary string written by this process (see
  * encodeMeters), one record per meter, read in Lua by struct.unpack('>c1Bc0Bc0Hc0'):
- *   unit      1 byte: r (requests), t (tokens), c (cost) or n (concurrency)
+ *   unit      1 byte: r (requests), t (tokens), c (cost) or n (concurrency); R and T for
+ *             a token bucket of requests or tokens
  *   amount    1 byte length, then the amount reserved in decimal
- *   expiry    1 byte length, then expiresAtMs of the meter's key in decimal (0: never)
+ *   expiry    1 byte length, then expiresAtMs of the meter's key in decimal (0: never); for
+ *             a bucket its emission interval T (ms per unit, a JavaScript number's text)
  *   key       2 bytes length (big-endian), then the meter key (UTF-8, any bytes)
  * e.g. "t", 3, "900", 13, "1767225720000", 0, 41, "TOKENS|MINUTE|*|TENANT|acme|1767225600000".
  * Reserve gets them as one argument, with the limits as another (a big-endian float64 per
- * meter, +Infinity for a meter that does not enforce), and stores the records as they
- * came: the meters cross the wire once, one struct.unpack reads a record in Lua (settle,
- * expiry), and neither side encodes or decodes JSON for them. Numbers stay decimal
+ * meter, +Infinity for a meter that does not enforce; a bucket's tolerance tau), and stores
+ * the records as they came: the meters cross the wire once, one struct.unpack reads a
+ * record in Lua (settle, expiry), and neither side encodes or decodes JSON for them. Numbers stay decimal
  * strings where Lua only passes them on (to INCRBY, SET PXAT, ZADD): a Lua number given to
  * redis.call costs a round of %.17g formatting and parsing.
  *
@@ -53,6 +59,11 @@ import { checkRedisConfiguration, refusalOf } from "./redis-configuration.js";
  * integer replies. Lua never turns a number into a string itself (tostring and .. use
  * %.14g and would round), and cjson is not used (its encoder rounds to 14 digits): meters
  * are exact far beyond 2^32.
+ *
+ * Token buckets take their time from TIME (µs) inside the script, so replicas agree on
+ * every refill; their TATs are floats, handed to SET and INCRBYFLOAT as Lua numbers (%.17g:
+ * exact doubles, 0.1 µs resolution at today's instants). A test may fix that time instead
+ * (RedisCounterStoreOptions.bucketClock): the scripts then take the instant it passes.
  *
  * Time: windows and lease expiries are absolute instants chosen by the caller (whose
  * clock is synchronised to the server's, see `now`). A meter key gets its expiry when it
@@ -133,6 +144,25 @@ local function server_now()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 `,
+  bucketNow: `
+-- The token buckets' now in ms (a float, µs resolution): TIME, or the instant a test fixed ('' in production).
+local function bucket_now(fixed)
+  if fixed and fixed ~= '' then return tonumber(fixed) end
+  local t = call('TIME')
+  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+`,
+  moveBucket: `
+-- Moves the TAT of the bucket at key \`mk\` by \`ms\` (a settle's refund or debt). An absent bucket
+-- is full and stays so (see bucketKeyExpiresAtMs); debt keeps the key until it is full again.
+local function move_bucket(mk, ms)
+  if ms == 0 or call('EXISTS', mk) == 0 then return end
+  local tat = tonumber(call('INCRBYFLOAT', mk, ms))
+  if ms < 0 then return end
+  local exp = math.ceil(tat) + ${bucketKeySlackMs}
+  if exp > server_now() + call('PTTL', mk) then call('PEXPIREAT', mk, exp) end
+end
+`,
   add: `
 -- Adds \`amount\` (a number) to the meter at key \`mk\`. Its expiry (\`exp\`, decimal; '0':
 -- never) is set when the key is created (the value is then the amount), as in memory:
@@ -205,7 +235,10 @@ function tenantLua(script: TenantScript): string {
 /**
  * KEYS: due, lease, seen lease, gen, hint, req, then the meters in record order. ARGV:
  * leaseId, requestId, requestIdExpiresAtMs, leaseExpiresAtMs, reservationId, meter records,
- * limits, the lease id the request id was seen with (whose key is the third, '' if none).
+ * limits, the lease id the request id was seen with (whose key is the third, '' if none),
+ * the buckets' fixed now ('' in production: TIME). A bucket meter (unit R or T) is one GCRA
+ * step (see token-bucket.ts) in the same check-then-write as the counts; its value in the
+ * reply is its backlog (µs until full).
  * One MGET reads the generation, the hint, the request id's lease and every meter. A lease
  * id that already exists is a duplicate too, so a retried call cannot reserve twice.
  * Reply: status, publish, then used values (reserved), index + used (blocked) or a lease
@@ -214,7 +247,7 @@ function tenantLua(script: TenantScript): string {
  * Values are integer replies (a Lua number becomes a 64-bit integer: exact, as it is below 2^53).
  */
 const reserve: TenantScript = {
-  uses: ["pushLease", "track"],
+  uses: ["pushLease", "track", "bucketNow"],
   body: `
 local id, req, records, limits = ARGV[1], ARGV[2], ARGV[6], ARGV[7]
 local got = call('MGET', unpack(KEYS, 4))
@@ -225,22 +258,42 @@ if seen and seen ~= id then
   if call('EXISTS', KEYS[3]) == 1 then return push_lease(KEYS[3], {'duplicate', ''}, seen) end
 end
 if call('EXISTS', KEYS[2]) == 1 then return push_lease(KEYS[2], {'duplicate', ''}, id) end
-local amounts, exps = {}, {}
+local units, amounts, exps = {}, {}, {}
 local count, pos = 0, 1
 while pos <= #records do
   count = count + 1
-  local unit, key
-  unit, amounts[count], exps[count], key, pos = struct.unpack('${recordLayout}', records, pos)
+  local key
+  units[count], amounts[count], exps[count], key, pos = struct.unpack('${recordLayout}', records, pos)
 end
 if count ~= #KEYS - 6 then return redis.error_reply('reserve: meter keys and records differ in number') end
-local used = {}
+local used, tats, now = {}, {}, nil
 for i = 1, count do used[i] = tonumber(got[3 + i] or '0') end
 for i = 1, count do
-  if used[i] + tonumber(amounts[i]) > struct.unpack('>d', limits, 8 * i - 7) then return {'blocked', '', i - 1, unpack(used)} end
+  local unit, blocked = units[i], false
+  if unit == 'R' or unit == 'T' then
+    -- A token bucket: used[i] is its TAT, exps[i] its emission interval.
+    now = now or bucket_now(ARGV[9])
+    tats[i] = math.max(used[i], now) + tonumber(amounts[i]) * tonumber(exps[i])
+    blocked = tats[i] - now > struct.unpack('>d', limits, 8 * i - 7) + ${bucketGranularityMs}
+  else
+    blocked = used[i] + tonumber(amounts[i]) > struct.unpack('>d', limits, 8 * i - 7)
+  end
+  if blocked then
+    for j = 1, count do
+      if units[j] == 'R' or units[j] == 'T' then
+        now = now or bucket_now(ARGV[9])
+        used[j] = used[j] > now and math.ceil((used[j] - now) * 1000) or 0
+      end
+    end
+    return {'blocked', '', i - 1, unpack(used)}
+  end
 end
 local out = {'reserved', ''}
 for i = 1, count do
-  if not got[3 + i] and exps[i] ~= '0' then
+  if tats[i] then
+    call('SET', KEYS[6 + i], tats[i], 'PXAT', math.ceil(math.max(tats[i], tonumber(ARGV[4]))) + ${bucketKeySlackMs})
+    out[2 + i] = math.ceil((tats[i] - now) * 1000)
+  elseif not got[3 + i] and exps[i] ~= '0' then
     -- A new window: created with its expiry in one write.
     call('SET', KEYS[6 + i], amounts[i], 'PXAT', exps[i])
     out[2 + i] = tonumber(amounts[i])
@@ -258,13 +311,14 @@ return out
 /**
  * KEYS: due, lease, gen, hint, then the lease's meters in record order. ARGV: leaseId,
  * caller's nowMs, graceMs, encoded usage, the settled amount of a requests, tokens and cost
- * meter, the tenant's meter-key prefix. Reply: status, publish, generation, then the lease's
+ * meter, the tenant's meter-key prefix. A bucket meter's TAT moves by (settled - reserved) x
+ * its emission interval. Reply: status, publish, generation, then the lease's
  * rid, exp and meters (settled) or the lease (already); 'meters', '', generation, the
  * lease's meter records and request id when its meter keys were not the ones declared
  * (call again with them); 'cold' or 'missing'.
  */
 const settle: TenantScript = {
-  uses: ["serverNow", "add", "eachMeter", "pushLease", "track"],
+  uses: ["serverNow", "moveBucket", "add", "eachMeter", "pushLease", "track"],
   body: `
 local got = call('MGET', KEYS[3], KEYS[4])
 local gen = got[1]
@@ -274,16 +328,23 @@ local h = call('HMGET', KEYS[2], 'state', 'rid', 'exp', 'meters', 'req')
 if not h[1] then return {'missing', '', gen} end
 if h[1] ~= 'open' then return push_lease(KEYS[2], {'already', '', gen}, id) end
 local settled = {r = tonumber(ARGV[5]), t = tonumber(ARGV[6]), c = tonumber(ARGV[7]), n = 0}
+settled.R, settled.T = settled.r, settled.t
 -- One pass over the records checks the declared keys and computes the deltas; none is
 -- applied unless every key was declared.
-local mp, i, ok, deltas, exps = ARGV[8], 4, true, {}, {}
+local mp, i, ok, deltas, exps, buckets = ARGV[8], 4, true, {}, {}, {}
 each_meter(h[4], function(unit, amount, exp, key)
   i = i + 1
   if KEYS[i] ~= mp .. key then ok = false end
-  deltas[i], exps[i] = settled[unit] - tonumber(amount), exp
+  deltas[i], exps[i], buckets[i] = settled[unit] - tonumber(amount), exp, unit == 'R' or unit == 'T'
 end)
 if not ok or i ~= #KEYS then return {'meters', '', gen, h[4], h[5]} end
-for j = 5, i do add(KEYS[j], deltas[j], exps[j]) end
+for j = 5, i do
+  if buckets[j] then
+    if deltas[j] ~= 0 then move_bucket(KEYS[j], deltas[j] * tonumber(exps[j])) end
+  else
+    add(KEYS[j], deltas[j], exps[j])
+  end
+end
 call('HSET', KEYS[2], 'state', 'settled', 'usage', ARGV[4])
 -- Due for the sweeper graceMs after the settle: by the earlier of both clocks, so a
 -- replica running ahead cannot push it out; one running behind only makes it earlier.
@@ -430,6 +491,27 @@ return 1
 `,
 };
 
+/**
+ * KEYS: meters. ARGV: the buckets' fixed now ('' in production), then one character per
+ * meter: 'b' for a token bucket, whose value is read as its backlog (µs until full).
+ * Reply: the values (0 when absent).
+ */
+const readMeters: TenantScript = {
+  uses: ["bucketNow"],
+  body: `
+local got, now = call('MGET', unpack(KEYS)), nil
+for i = 1, #KEYS do
+  local v = tonumber(got[i] or '0')
+  if string.sub(ARGV[2], i, i) == 'b' then
+    now = now or bucket_now(ARGV[1])
+    v = v > now and math.ceil((v - now) * 1000) or 0
+  end
+  got[i] = v
+end
+return got
+`,
+};
+
 /** KEYS: one key under the store's prefix. Checks that this user may run scripts on the store's keys (see checkRedisConfiguration). */
 const probe: TenantScript = {
   uses: [],
@@ -537,6 +619,7 @@ const tenantScripts = {
   openCount: new TenantLua(openCount),
   claim: new TenantLua(claim),
   charge: new TenantLua(charge),
+  readMeters: new TenantLua(readMeters),
   probe: new TenantLua(probe),
 };
 
@@ -574,6 +657,12 @@ export interface RedisCounterStoreOptions {
   readonly dueRescanMs?: number;
   /** This process's clock (injected in tests to simulate a skewed replica). */
   readonly localClock?: () => number;
+  /**
+   * Tests only: the instant (ms) the token-bucket step takes instead of Redis's TIME, so a
+   * test moves a bucket's time without sleeping. Unset in production. Keep it near the real
+   * time: bucket keys still expire by Redis's clock.
+   */
+  readonly bucketClock?: () => number;
 }
 
 export interface RedisConnectOptions {
@@ -587,6 +676,7 @@ export interface RedisConnectOptions {
   readonly readyTimeoutMs?: number;
   readonly dueRescanMs?: number;
   readonly localClock?: () => number;
+  readonly bucketClock?: () => number;
 }
 
 /**
@@ -672,6 +762,7 @@ export class RedisCounterStore implements CounterStore {
   private readonly requestIdTtlMs: number;
   private readonly dueRescanMs: number;
   private readonly localClock: () => number;
+  private readonly bucketClock: (() => number) | undefined;
   private readonly checkTimer: NodeJS.Timeout;
   private readonly unpublished = new Map<string, number>();
   /** By lease key. */
@@ -693,6 +784,7 @@ export class RedisCounterStore implements CounterStore {
     this.requestIdTtlMs = options.requestIdTtlMs ?? 600_000;
     this.dueRescanMs = options.dueRescanMs ?? 60_000;
     this.localClock = options.localClock ?? Date.now;
+    this.bucketClock = options.bucketClock;
     for (const [name, numberOfKeys, lua] of scripts) this.client.defineCommand(name, { numberOfKeys, lua });
     this.client.on("error", (err: Error) => this.connectionError(err));
     this.client.on("node error", (err: Error) => this.connectionError(err));
@@ -725,6 +817,7 @@ export class RedisCounterStore implements CounterStore {
       : new Redis(options.url ?? "redis://127.0.0.1:6379", failFastRedisOptions);
     const store = new RedisCounterStore({
       client, keyPrefix: options.keyPrefix, logger: options.logger, dueRescanMs: options.dueRescanMs, localClock: options.localClock,
+      bucketClock: options.bucketClock,
     });
     let problem = await new Promise<string | undefined>((resolve) => {
       if (client.status === "ready") return resolve(undefined);
@@ -798,6 +891,7 @@ export class RedisCounterStore implements CounterStore {
     const fixed = [`${prefix}gen`, `${prefix}due-hint`, `${prefix}req:${r.requestId}`, ...meterKeys];
     const args = [
       r.leaseId, r.requestId, String(instant(r.leaseExpiresAtMs) + this.requestIdTtlMs), String(r.leaseExpiresAtMs), r.reservationId, records, limits, "",
+      this.bucketNow(),
     ];
     for (let attempt = 0; ; attempt++) {
       const seen = args[7] as string;
@@ -942,7 +1036,12 @@ export class RedisCounterStore implements CounterStore {
   async read(tenant: string, keys: readonly string[]): Promise<number[]> {
     if (keys.length === 0) return [];
     const prefix = this.tenantPrefix(tenant);
-    const values = await this.call(() => this.client.mget(keys.map((k) => `${prefix}m:${k}`)));
+    const meterKeys = keys.map((k) => `${prefix}m:${k}`);
+    if (keys.some(isBucketKey)) {
+      const kinds = keys.map((k) => (isBucketKey(k) ? "b" : "-")).join("");
+      return this.call(() => this.eval<number[]>(tenantScripts.readMeters, meterKeys, [this.bucketNow(), kinds]));
+    }
+    const values = await this.call(() => this.client.mget(meterKeys));
     return values.map((v) => (v === null ? 0 : Number(v)));
   }
 
@@ -964,7 +1063,9 @@ export class RedisCounterStore implements CounterStore {
 
   async reset(tenant: string, key: string): Promise<number> {
     const previous = await this.call(() => this.client.getdel(`${this.tenantPrefix(tenant)}m:${key}`));
-    return previous === null ? 0 : Number(previous);
+    if (previous === null) return 0;
+    // A bucket held its TAT: what it lacked to be full, by this process's view of Redis's clock.
+    return isBucketKey(key) ? backlogMicros(Number(previous), this.bucketClock?.() ?? this.now()) : Number(previous);
   }
 
   /** Readiness: Redis answers, and the configuration check finds nothing wrong (credentials, permissions, eviction). */
@@ -977,6 +1078,11 @@ export class RedisCounterStore implements CounterStore {
   async close(): Promise<void> {
     clearInterval(this.checkTimer);
     await this.client.quit().catch(() => this.client.disconnect());
+  }
+
+  /** The buckets' fixed now for the scripts: '' (TIME) unless a test fixed it. */
+  private bucketNow(): string {
+    return this.bucketClock ? String(this.bucketClock()) : "";
   }
 
   /** Remembers a lease's keys (see LeaseKeys) for its settle and markRecorded. */
@@ -1209,6 +1315,9 @@ interface Queued {
 /** A meter record's unit byte (see "Meter records" at the top of this file). */
 const unitCodes: Readonly<Record<MeterUnit, number>> = { requests: 0x72 /* r */, tokens: 0x74 /* t */, cost: 0x63 /* c */, concurrency: 0x6e /* n */ };
 const unitsByCode: Readonly<Record<number, MeterUnit>> = Object.fromEntries(Object.entries(unitCodes).map(([unit, code]) => [code, unit as MeterUnit]));
+/** A token bucket's unit byte: R (requests) or T (tokens). */
+const bucketCodes: Readonly<Partial<Record<MeterUnit, number>>> = { requests: 0x52 /* R */, tokens: 0x54 /* T */ };
+const bucketUnitsByCode: Readonly<Record<number, MeterUnit>> = { 0x52: "requests", 0x54: "tokens" };
 const stateNames: Readonly<Record<string, LeaseState>> = { open: "open", settled: "settled", expired: "expired" };
 
 /** Reads a lease from a reply: id, then its fields state, rid, exp, meters, usage, req (see push_lease), at `at`. */
@@ -1267,7 +1376,7 @@ function encodeMeters(prefix: string, meters: readonly MeterOp[], amounts: Reser
   let at = 0;
   for (let i = 0; i < meters.length; i++) {
     const unit = meters[i]!.unit;
-    records[at++] = unitCodes[unit];
+    records[at++] = fixed.codes[i]!;
     at = writeShort(records, at, amountText[unit]);
     at += fixed.tails[i]!.copy(records, at);
   }
@@ -1276,6 +1385,8 @@ function encodeMeters(prefix: string, meters: readonly MeterOp[], amounts: Reser
 
 /** What encodeMeters keeps per meter list: see encodeFixed; and the meters' Redis keys under the last prefix they were used with. */
 interface FixedMeters {
+  /** Per meter its unit byte. */
+  readonly codes: readonly number[];
   readonly tails: readonly Buffer[];
   readonly limits: Buffer;
   prefix: string;
@@ -1289,8 +1400,12 @@ function encodeFixed(meters: readonly MeterOp[]): FixedMeters {
   const limits = Buffer.allocUnsafe(8 * meters.length);
   const tails = meters.map((m, i) => {
     if (Number.isNaN(m.limit)) throw new RangeError(`limit of meter ${m.key} is not a number`);
-    limits.writeDoubleBE(m.enforce ? m.limit : Infinity, 8 * i);
-    const expiry = String(instant(m.expiresAtMs));
+    if (m.bucket && bucketCodes[m.unit] === undefined) throw new RangeError(`meter ${m.key}: a token bucket counts requests or tokens, not ${m.unit}`);
+    if (m.bucket && !(m.bucket.emissionMs > 0 && Number.isFinite(m.bucket.emissionMs) && m.bucket.toleranceMs >= 0)) {
+      throw new RangeError(`meter ${m.key}: bucket emission ${m.bucket.emissionMs} ms or tolerance ${m.bucket.toleranceMs} ms out of range`);
+    }
+    limits.writeDoubleBE(!m.enforce ? Infinity : m.bucket ? m.bucket.toleranceMs : m.limit, 8 * i);
+    const expiry = m.bucket ? String(m.bucket.emissionMs) : String(instant(m.expiresAtMs));
     const key = Buffer.from(m.key, "utf8");
     if (key.length > 0xffff) throw new RangeError(`meter key of ${key.length} bytes is longer than 65535`);
     const tail = Buffer.allocUnsafe(1 + expiry.length + 2 + key.length);
@@ -1299,7 +1414,8 @@ function encodeFixed(meters: readonly MeterOp[]): FixedMeters {
     key.copy(tail, at + 2);
     return tail;
   });
-  return { tails, limits, prefix: "", keys: [] };
+  const codes = meters.map((m) => (m.bucket ? bucketCodes[m.unit]! : unitCodes[m.unit]));
+  return { codes, tails, limits, prefix: "", keys: [] };
 }
 
 /** Writes a 1-byte length and an ASCII string (a decimal) at `at`; returns where it ends. */
@@ -1311,16 +1427,15 @@ function writeShort(buffer: Buffer, at: number, ascii: string): number {
 function decodeMeters(records: Buffer): LeaseMeter[] {
   const meters: LeaseMeter[] = [];
   for (let at = 0; at < records.length; ) {
-    const unit = unitsByCode[records[at]!]!;
+    const bucketUnit = bucketUnitsByCode[records[at]!];
+    const unit = bucketUnit ?? unitsByCode[records[at]!]!;
     const amountEnd = at + 2 + records[at + 1]!;
     const expiryEnd = amountEnd + 1 + records[amountEnd]!;
     const keyEnd = expiryEnd + 2 + records.readUInt16BE(expiryEnd);
-    meters.push({
-      key: records.toString("utf8", expiryEnd + 2, keyEnd),
-      unit,
-      amount: Number(records.toString("latin1", at + 2, amountEnd)),
-      expiresAtMs: Number(records.toString("latin1", amountEnd + 1, expiryEnd)),
-    });
+    const expiry = Number(records.toString("latin1", amountEnd + 1, expiryEnd));
+    const common = { key: records.toString("utf8", expiryEnd + 2, keyEnd), unit, amount: Number(records.toString("latin1", at + 2, amountEnd)) };
+    // A bucket's record carries its emission interval where the others carry their key's expiry.
+    meters.push(bucketUnit ? { ...common, expiresAtMs: 0, emissionMs: expiry } : { ...common, expiresAtMs: expiry });
     at = keyEnd;
   }
   return meters;

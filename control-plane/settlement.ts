@@ -292,7 +292,8 @@ export class Settlement {
     const bound = new Map(bindMeters(snapshot.effectiveLimits(ctx, claims.user, claims.task), who, claims.reservedAtMs).map((m) => [m.key, m]));
     const meters = over.flatMap((m) => {
       const b = bound.get(m.key);
-      return b ? [{ charged: m, meter: b }] : [];
+      // A token bucket raises no threshold alerts (see DecisionEngine.checkBucket).
+      return b && !b.bucket ? [{ charged: m, meter: b }] : [];
     });
     if (meters.length === 0) return undefined;
     let used: number[];

@@ -107,7 +107,8 @@ function metersOf(snapshot: PolicySnapshot, ctx: TenantContext, keys: readonly M
   return [...byKey.values()];
 }
 
-/** How full a meter is: used / limit (a limit of 0 blocks: full). */
+/** How full a meter is: used / limit (a limit of 0 blocks: full); a token bucket's: what it lacks / its burst. */
 function fill(m: Meter): number {
+  if (m.burst > 0n) return Number(m.used) / Number(m.burst);
   return m.limit > 0n ? Number(m.used) / Number(m.limit) : 1;
 }

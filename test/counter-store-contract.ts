@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
 import type { CounterStore, LeaseRecord, LeaseUsage, ReserveRequest } from "../control-plane/counter-store.js";
 import { reservationOf, type MeterSpec } from "./support/meter-specs.js";
+import { bucketRetryAfterMs, meterBucket } from "../control-plane/token-bucket.js";
 
 /**
  * One behaviour suite for every CounterStore implementation (memory, Redis,
@@ -10,7 +11,11 @@ import { reservationOf, type MeterSpec } from "./support/meter-specs.js";
  * their server's clock agree; nothing sleeps: expiry is tested with leases
  * whose expiry is already past.
  */
-export function counterStoreContract(name: string, open: () => Promise<CounterStore>, options: { skip?: string | false } = {}): void {
+/**
+ * `open(clock)`: a store whose token buckets take their time from `clock` when it is given
+ * (memory: housekeeping and reads; reserves pass it as nowMs; Redis: instead of TIME).
+ */
+export function counterStoreContract(name: string, open: (clock?: () => number) => Promise<CounterStore>, options: { skip?: string | false } = {}): void {
   describe(`CounterStore contract: ${name}`, { skip: options.skip || false }, () => {
     const generation = "g1/100:100:";
     /** A new tenant whose counters are rebuilt (empty), as every decision path makes sure first. */
@@ -305,6 +310,135 @@ export function counterStoreContract(name: string, open: () => Promise<CounterSt
       const r = await reserve(store, t, [op("big", 1, 9_000_000_000_000)]);
       assert.equal(r.status, "reserved");
       assert.deepEqual(await store.read(t, ["big"]), [5_000_000_000_124]);
+    });
+
+    describe("token buckets", () => {
+      /** A store and a clock the test moves (no sleeping): the buckets' time on every backend. */
+      const withClock = (title: string, fn: (store: CounterStore, clock: { nowMs: number }) => Promise<void>) =>
+        test(title, async () => {
+          const clock = { nowMs: Date.now() };
+          const store = await open(() => clock.nowMs);
+          try {
+            await fn(store, clock);
+          } finally {
+            await store.close();
+          }
+        });
+      const bucket = (key: string, unit: "requests" | "tokens", amount: number, value: number, burst: number, windowMs: number, extra: Partial<MeterSpec> = {}): MeterSpec => ({
+        key: `${key}|bucket`, unit, amount, limit: value, enforce: true, expiresAtMs: 0, bucket: meterBucket(value, burst, windowMs), ...extra,
+      });
+      const at = (clock: { nowMs: number }) => ({ nowMs: clock.nowMs });
+
+      withClock("a bucket admits its burst at once, then one unit per emission interval", async (store, clock) => {
+        const t = await fresh(store);
+        // 60 a minute: one per second, 5 at once.
+        const rpm = bucket("rpm", "requests", 1, 60, 5, 60_000);
+        const used: number[] = [];
+        for (let i = 0; i < 5; i++) {
+          const r = await reserve(store, t, [rpm], at(clock));
+          assert.equal(r.status, "reserved");
+          used.push(r.status === "reserved" ? r.used[0]! : -1);
+        }
+        assert.deepEqual(used, [1e6, 2e6, 3e6, 4e6, 5e6], "a bucket reports its backlog: µs until full");
+        const blocked = await reserve(store, t, [rpm], at(clock));
+        assert.equal(blocked.status, "blocked");
+        assert.deepEqual(blocked.status === "blocked" && blocked.used, [5e6]);
+        clock.nowMs += 999;
+        assert.equal((await reserve(store, t, [rpm], at(clock))).status, "blocked", "not refilled 1 ms early");
+        clock.nowMs += 1;
+        assert.equal((await reserve(store, t, [rpm], at(clock))).status, "reserved", "one unit back after one emission interval");
+        assert.deepEqual(await store.read(t, [rpm.key]), [5e6]);
+        clock.nowMs += 60_000;
+        assert.deepEqual(await store.read(t, [rpm.key]), [0], "full after a pause");
+        const after = await Promise.all(Array.from({ length: 8 }, () => reserve(store, t, [rpm], at(clock))));
+        assert.equal(after.filter((r) => r.status === "reserved").length, 5, "a pause refills to the burst, no more");
+      });
+
+      withClock("retry-after is the exact time until the request fits", async (store, clock) => {
+        const t = await fresh(store);
+        // 3 a second: an emission interval of 333.33… ms, which floats do not hold exactly.
+        const rps = bucket("rps", "requests", 1, 3, 3, 1000);
+        for (let i = 0; i < 3; i++) assert.equal((await reserve(store, t, [rps], at(clock))).status, "reserved");
+        const blocked = await reserve(store, t, [rps], at(clock));
+        assert.equal(blocked.status, "blocked");
+        const retryMs = bucketRetryAfterMs(rps.bucket!, blocked.status === "blocked" ? blocked.used[0]! : 0, 1);
+        assert.equal(retryMs, 334);
+        clock.nowMs += retryMs - 1;
+        assert.equal((await reserve(store, t, [rps], at(clock))).status, "blocked", "1 ms before retry-after it does not fit");
+        clock.nowMs += 1;
+        assert.equal((await reserve(store, t, [rps], at(clock))).status, "reserved", "at retry-after it fits");
+
+        // Tokens: 1,000 a second (1 ms each), 500 at once; 300 taken, 300 more fit after 100 ms.
+        const tps = bucket("tps", "tokens", 300, 1000, 500, 1000);
+        assert.equal((await reserve(store, t, [tps], at(clock))).status, "reserved");
+        const waiting = await reserve(store, t, [tps], at(clock));
+        assert.equal(waiting.status, "blocked");
+        assert.equal(bucketRetryAfterMs(tps.bucket!, waiting.status === "blocked" ? waiting.used[0]! : 0, 300), 100);
+        clock.nowMs += 99;
+        assert.equal((await reserve(store, t, [tps], at(clock))).status, "blocked");
+        clock.nowMs += 1;
+        assert.equal((await reserve(store, t, [tps], at(clock))).status, "reserved");
+      });
+
+      withClock("a settle over the reservation is debt that delays the next admit; one under it refunds", async (store, clock) => {
+        const t = await fresh(store);
+        // 6,000 tokens a minute: 10 ms per token, 1,000 at once.
+        const tpm = (amount: number) => bucket("tpm", "tokens", amount, 6000, 1000, 60_000);
+        assert.equal((await reserve(store, t, [tpm(100)], { ...at(clock), leaseId: "D1" })).status, "reserved");
+        assert.deepEqual(await store.read(t, [tpm(0).key]), [1_000_000]);
+        const settled = await store.settle({ tenant: t, leaseId: "D1", usage: usage(150, 250), nowMs: clock.nowMs, graceMs: 30_000 });
+        assert.equal(settled.status, "settled");
+        assert.deepEqual(await store.read(t, [tpm(0).key]), [4_000_000], "300 tokens beyond the reservation: 3 s more to refill");
+        const blocked = await reserve(store, t, [tpm(700)], at(clock));
+        assert.equal(blocked.status, "blocked", "the debt leaves room for 600, not 700");
+        assert.equal(bucketRetryAfterMs(tpm(0).bucket!, blocked.status === "blocked" ? blocked.used[0]! : 0, 700), 1000);
+        assert.equal((await reserve(store, t, [tpm(600)], { ...at(clock), leaseId: "D2" })).status, "reserved");
+        assert.deepEqual(await store.read(t, [tpm(0).key]), [10_000_000], "empty");
+        await store.settle({ tenant: t, leaseId: "D2", usage: usage(100, 0), nowMs: clock.nowMs, graceMs: 30_000 });
+        assert.deepEqual(await store.read(t, [tpm(0).key]), [5_000_000], "500 tokens unused are refunded");
+        const again = await store.settle({ tenant: t, leaseId: "D2", usage: usage(0, 0), nowMs: clock.nowMs, graceMs: 30_000 });
+        assert.equal(again.status, "already");
+        assert.deepEqual(await store.read(t, [tpm(0).key]), [5_000_000], "a repeated settle moves nothing");
+        const lease = settled.status === "settled" ? settled.lease : undefined;
+        assert.deepEqual(lease?.meters.map((m) => [m.key, m.unit, m.amount, m.emissionMs]), [["tpm|bucket", "tokens", 100, 10]], "a lease names its bucket and its emission interval");
+      });
+
+      withClock("a bucket and fixed-window meters are reserved all together or not at all", async (store, clock) => {
+        const t = await fresh(store);
+        const rps = bucket("rps", "requests", 1, 1, 2, 1000);
+        const window = op("rpm", 1, 3, { unit: "requests" });
+        assert.equal((await reserve(store, t, [window, rps], at(clock))).status, "reserved");
+        assert.equal((await reserve(store, t, [window, rps], at(clock))).status, "reserved");
+        const bucketFull = await reserve(store, t, [window, rps], at(clock));
+        assert.equal(bucketFull.status, "blocked");
+        assert.equal(bucketFull.status === "blocked" && bucketFull.index, 1);
+        assert.deepEqual(bucketFull.status === "blocked" && bucketFull.used, [2, 2e6], "a denial reports every meter: counts and backlogs");
+        assert.deepEqual(await store.read(t, ["rpm", rps.key]), [2, 2e6], "the window's count did not move");
+        clock.nowMs += 1000;
+        assert.equal((await reserve(store, t, [window, rps], at(clock))).status, "reserved");
+        clock.nowMs += 1000;
+        const windowFull = await reserve(store, t, [window, rps], at(clock));
+        assert.equal(windowFull.status, "blocked");
+        assert.equal(windowFull.status === "blocked" && windowFull.index, 0);
+        assert.deepEqual(await store.read(t, ["rpm", rps.key]), [3, 1e6], "the bucket did not move");
+      });
+
+      withClock("a bucket that does not enforce is taken beyond its burst", async (store, clock) => {
+        const t = await fresh(store);
+        const soft = bucket("soft", "requests", 1, 60, 1, 60_000, { enforce: false });
+        for (let i = 0; i < 3; i++) assert.equal((await reserve(store, t, [soft], at(clock))).status, "reserved");
+        assert.deepEqual(await store.read(t, [soft.key]), [3e6]);
+      });
+
+      withClock("admits exactly the burst of 1,000 concurrent reservations", async (store, clock) => {
+        const t = await fresh(store);
+        const rph = bucket("rph", "requests", 1, 10, 137, 3_600_000);
+        const results = await Promise.all(Array.from({ length: 1000 }, () => reserve(store, t, [rph, op("tokens", 10, 1_000_000)], at(clock))));
+        const reserved = results.flatMap((r) => (r.status === "reserved" ? [r.used[0]!] : []));
+        assert.equal(reserved.length, 137);
+        assert.deepEqual(reserved.sort((a, b) => a - b), Array.from({ length: 137 }, (_, i) => (i + 1) * 360_000_000), "each took its own unit");
+        assert.deepEqual(await store.read(t, [rph.key, "tokens"]), [137 * 360_000_000, 1370]);
+      });
     });
   });
 }

@@ -1,4 +1,4 @@
 import { MemoryCounterStore } from "../control-plane/memory-counter-store.js";
 import { counterStoreContract } from "./counter-store-contract.js";
 
-counterStoreContract("memory", async () => new MemoryCounterStore({ housekeepingMs: 0 }));
+counterStoreContract("memory", async (clock) => new MemoryCounterStore({ housekeepingMs: 0, clock }));

@@ -26,7 +26,7 @@ describe("Redis Cluster (3 masters on loopback)", { skip }, () => {
   before(async () => (cluster = await startCluster()), { timeout: 90_000 });
   after(() => cluster?.stop());
 
-  counterStoreContract("redis-cluster", () => RedisCounterStore.connect({ clusterNodes: nodes(), keyPrefix: "admcluster" }));
+  counterStoreContract("redis-cluster", (bucketClock) => RedisCounterStore.connect({ clusterNodes: nodes(), keyPrefix: "admcluster", bucketClock }));
 
   describe("cluster specifics", () => {
     const op: MeterOp = { key: "conc", unit: "concurrency", limit: 1_000_000, enforce: true, expiresAtMs: 0 };

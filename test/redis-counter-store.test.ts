@@ -29,7 +29,7 @@ after(async () => {
   }
 });
 
-counterStoreContract("redis", () => RedisCounterStore.connect({ url, keyPrefix: prefix }), { skip });
+counterStoreContract("redis", (bucketClock) => RedisCounterStore.connect({ url, keyPrefix: prefix, bucketClock }), { skip });
 
 const hour = 3_600_000;
 const tokens = (key: string, amount: number, extra: Partial<MeterSpec> = {}): MeterSpec => ({

@@ -7,7 +7,8 @@ import type { Webhook } from "../../gen/admission/v1/policy_pb.js";
 import { ApiKeySchema, BundleSchema, LimitKind, Per, WebhookSchema, Window } from "../../gen/admission/v1/policy_pb.js";
 import type { DeliveryRecord, DeliveryState, WebhookOutbox } from "../store/webhook-outbox.js";
 import { generateApiKeySecret } from "../credentials.js";
-import { isMeteredKind, meterKey } from "../meters.js";
+import { bucketMeterKey, bucketOf, isMeteredKind, meterKey } from "../meters.js";
+import { bucketRemaining, type MeterBucket } from "../token-bucket.js";
 import type { CounterStore } from "../counter-store.js";
 import type { PolicyManager } from "../policy/policy-manager.js";
 import { idPattern } from "../policy/validate-bundle.js";
@@ -242,12 +243,29 @@ export class PolicyHandlers {
     if (!subject) throw new RpcError(Code.INVALID_ARGUMENT, "subject is required for PER_USER and PER_KEY");
     const window = req.kind === LimitKind.CONCURRENCY ? Window.UNSPECIFIED : req.window;
     const startMs = req.kind === LimitKind.CONCURRENCY ? 0 : windowSpan(window, this.clock()).startMs;
-    const previous = await this.deps.counters.reset(req.tenant, meterKey(req.kind, window, req.task, per, subject, startMs));
+    const bucket = this.bucketOf(req.tenant, req.kind, window, req.task, per, subject);
+    const held = await this.deps.counters.reset(req.tenant, bucket ? bucketMeterKey(req.kind, window, req.task, per, subject) : meterKey(req.kind, window, req.task, per, subject, startMs));
+    // A token bucket held its backlog: reported as the units it lacked (it is full now).
+    const previous = bucket ? bucket.burst - bucketRemaining(bucket, held) : held;
     this.deps.audit.record({
       kind: "admin.reset_meter", actor, tenant: req.tenant,
       message: `reset ${LimitKind[req.kind]}/${Window[window]} of ${Per[per]} ${subject}${req.task ? ` for task ${req.task}` : ""} (was ${previous})`,
     });
     return create(pb.ResetMeterResponseSchema, { previousUsed: BigInt(previous) });
+  }
+
+  /**
+   * The bucket of the tenant's TOKEN_BUCKET limit for this meter, if it is one: the tenant's
+   * effective limit, a user's own for PER_USER (a key's user is not known here: PER_KEY takes
+   * the tenant's).
+   */
+  private bucketOf(tenant: string, kind: LimitKind, window: Window, task: string, per: Per, subject: string): MeterBucket | undefined {
+    const snapshot = this.snapshot;
+    const ctx = snapshot.tenantContext(tenant);
+    if (!ctx || (kind !== LimitKind.REQUESTS && kind !== LimitKind.TOKENS)) return undefined;
+    const limit = snapshot.effectiveLimits(ctx, per === Per.USER ? subject : "", task || "*")
+      .find((l) => l.kind === kind && l.window === window && l.task === task && l.per === per);
+    return limit ? bucketOf(limit) : undefined;
   }
 
   async listTenantStatus(req: pb.ListTenantStatusRequest, ctx: CallContext): Promise<pb.ListTenantStatusResponse> {

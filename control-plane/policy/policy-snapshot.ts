@@ -1,6 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { RouteSchema, type Route } from "../../gen/admission/v1/admission_pb.js";
-import type { ApiKey, AtiToken, Bundle, Limit, Model, Plan, Task, Tenant, User, Webhook } from "../../gen/admission/v1/policy_pb.js";
+import type { ApiKey, AtiToken, Bundle, Limit, LimitAlgorithm, Model, Plan, Task, Tenant, User, Webhook } from "../../gen/admission/v1/policy_pb.js";
 import { AccountStatus, FailurePolicy, LimitKind, LimitSource, Mode, Per, TokenStatus, Window } from "../../gen/admission/v1/policy_pb.js";
 import { BundleValidationError, isPerRequestKind, normalizedPer, normalizedWindow, validateBundle } from "./validate-bundle.js";
 import { timestampMs } from "../timestamps.js";
@@ -20,6 +20,9 @@ export interface EffectiveLimit {
   readonly source: LimitSource;
   /** Less specific limits this one overrides, e.g. "PLAN=1000". */
   readonly overrides: readonly string[];
+  /** The winning limit's algorithm (absent or UNSPECIFIED: a fixed window) and burst (absent or 0: value). */
+  readonly algorithm?: LimitAlgorithm;
+  readonly burst?: number;
 }
 
 export interface CompiledApiKey {
@@ -200,6 +203,8 @@ export class PolicySnapshot {
         mode: limit.mode === Mode.UNSPECIFIED ? ctx.mode : limit.mode,
         source,
         overrides,
+        algorithm: limit.algorithm,
+        burst: Number(limit.burst),
       });
     }
     if (ctx.credits) result.push(ctx.credits);

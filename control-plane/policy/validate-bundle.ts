@@ -1,5 +1,5 @@
 import type { Bundle, Limit } from "../../gen/admission/v1/policy_pb.js";
-import { LimitKind, Per, WebhookFormat, Window } from "../../gen/admission/v1/policy_pb.js";
+import { LimitAlgorithm, LimitKind, Per, WebhookFormat, Window } from "../../gen/admission/v1/policy_pb.js";
 import { operatorOnlyEvents, webhookEventTypes } from "../webhook-events.js";
 import { webhookSecretProblem } from "../webhook-signing.js";
 import { isValidTimestamp } from "../timestamps.js";
@@ -24,6 +24,9 @@ const maxPriceMicrosPerMTok = 1_000_000_000_000n;
 const perRequestKinds = new Set([
   LimitKind.INPUT_TOKENS, LimitKind.OUTPUT_TOKENS, LimitKind.AGENT_STEPS, LimitKind.FILES, LimitKind.API_CALLS,
 ]);
+
+/** The windows a TOKEN_BUCKET refills over (DAY and MONTH stay calendar windows: a budget that refills continuously can never be spent). */
+const bucketWindows = new Set([Window.SECOND, Window.MINUTE, Window.HOUR]);
 
 export function isPerRequestKind(kind: LimitKind): boolean {
   return perRequestKinds.has(kind);
@@ -80,6 +83,24 @@ export function validateBundle(bundle: Bundle): string[] {
     features.add(t.feature);
   }
 
+  /** TOKEN_BUCKET only for REQUESTS and TOKENS over SECOND, MINUTE or HOUR; burst only there, and not negative (0: the value). */
+  const checkAlgorithm = (entity: string, f: (name: string) => string, l: Limit) => {
+    if (LimitAlgorithm[l.algorithm] === undefined) {
+      add(entity, f("algorithm"), `unknown value ${l.algorithm} (FIXED_WINDOW or TOKEN_BUCKET)`);
+      return;
+    }
+    if (l.burst < 0n || l.burst > BigInt(maxLimitValue)) add(entity, f("burst"), `${l.burst} is out of range (0 means the value, at most ${maxLimitValue})`);
+    if (l.algorithm !== LimitAlgorithm.TOKEN_BUCKET) {
+      if (l.burst > 0n) add(entity, f("burst"), "is for TOKEN_BUCKET limits only (a fixed window has no burst)");
+      return;
+    }
+    if (l.kind !== LimitKind.REQUESTS && l.kind !== LimitKind.TOKENS) {
+      add(entity, f("algorithm"), `TOKEN_BUCKET is for REQUESTS and TOKENS limits, not ${LimitKind[l.kind]}${l.kind === LimitKind.BUDGET_MICROS ? " (a budget stays a fixed calendar window)" : ""}`);
+    } else if (!bucketWindows.has(l.window)) {
+      add(entity, f("algorithm"), `TOKEN_BUCKET needs a window of SECOND, MINUTE or HOUR, not ${Window[l.window] ?? l.window}${l.window === Window.DAY || l.window === Window.MONTH ? " (DAY and MONTH stay fixed calendar windows)" : ""}`);
+    }
+  };
+
   const checkLimits = (entity: string, limits: Limit[]) => {
     const seen = new Set<string>();
     limits.forEach((l, i) => {
@@ -100,6 +121,7 @@ export function validateBundle(bundle: Bundle): string[] {
         add(entity, f("window"), `${LimitKind[l.kind]} needs a window: SECOND, MINUTE, HOUR, DAY or MONTH`);
       }
       if (l.value < -1n || l.value > BigInt(maxLimitValue)) add(entity, f("value"), `${l.value} is out of range (-1 lifts, 0 blocks, at most ${maxLimitValue})`);
+      checkAlgorithm(entity, f, l);
       if (l.task && !tasks.has(l.task)) add(entity, f("task"), `unknown task ${q(l.task)}`);
       if (Per[l.per] === undefined) add(entity, f("per"), `unknown value ${l.per}`);
       const key = `${l.kind}|${normalizedWindow(l)}|${l.task}|${normalizedPer(l)}`;

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --smoke] [-- --json[=FILE]] [-- --cpu-prof[=DIR]] [-- --only=decisions,data-plane,ledger,memory,webhooks,tracing]`
+ * `npm run bench [-- --smoke] [-- --json[=FILE]] [-- --cpu-prof[=DIR]] [-- --only=decisions,token-buckets,data-plane,ledger,memory,webhooks,tracing]`
  *
  * Not a test: measures decisions, the data plane, the ledger and memory against
  * baselines run in the same run on the same machine, and prints one table with
@@ -13,7 +13,7 @@
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, loadavg } from "node:os";
-import { decisions } from "./decisions.js";
+import { decisions, tokenBuckets } from "./decisions.js";
 import { dataPlane } from "./data-plane.js";
 import { missingFigures, Report, type Bench } from "./report.js";
 import { ledger, memory } from "./storage.js";
@@ -25,7 +25,7 @@ const smoke = flag("smoke") !== undefined;
 const json = flag("json");
 const cpuProf = flag("cpu-prof");
 const only = flag("only")?.split(",");
-const scenarios = { decisions, "data-plane": dataPlane, ledger, memory, webhooks, tracing };
+const scenarios = { decisions, "token-buckets": tokenBuckets, "data-plane": dataPlane, ledger, memory, webhooks, tracing };
 for (const name of only ?? []) if (!(name in scenarios)) throw new Error(`--only: unknown scenario ${name} (${Object.keys(scenarios).join(", ")})`);
 
 const bench: Bench = {
