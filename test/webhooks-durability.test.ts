@@ -73,12 +73,14 @@ describe("webhooks on PostgreSQL control-plane processes", { skip }, () => {
     assert.equal(d.warnings.length, 0);
     const settled = await a.admission.settle({ reservationId: d.reservationId, inputTokens: 100n, outputTokens: 800n });
     assert.equal(settled.duplicate, false);
-    a.process.kill("SIGKILL");
-    await new Promise((r) => a.process.once("exit", r));
-
+    // Killed once its first attempt (refused) is over: a kill during an attempt would leave the delivery claimed
+    // for the attempt's timeout and slack (35 s), which the restart would then only wait out.
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
     try {
+      await waitFor(async () => (await client.query("SELECT 1 FROM webhook_deliveries WHERE attempts >= 1 AND claimed_until IS NULL")).rowCount === 1);
+      a.process.kill("SIGKILL");
+      await new Promise((r) => a.process.once("exit", r));
       const { rows } = await client.query("SELECT e.type, d.state FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id");
       assert.deepEqual(rows, [{ type: "alert.threshold", state: "pending" }], "committed with the Settle's ledger row, before it was acknowledged");
     } finally {

@@ -13,7 +13,7 @@ import autocannon from "autocannon";
 import { scratchDatabase } from "../support/databases.js";
 import { secretOf } from "../support/scenario.js";
 import { benchAnthropicModel, keyId } from "./bundle.js";
-import { drain, inAlternatingSlices, latency, openLoop } from "./load.js";
+import { closedLoop, drain, inAlternatingSlices, latency, openLoop } from "./load.js";
 import { spawn, type Child } from "./processes.js";
 import { cpuMicrosPerOp, type Bench } from "./report.js";
 
@@ -60,6 +60,23 @@ const sliceMs = 1_000;
  */
 export async function saturate(port: number, shape: Shape, payload: string, ms: number, headers: () => Record<string, string>): Promise<{ latenciesMs: number[]; failed: number; firstError?: string }> {
   const latenciesMs: number[] = [];
+  if (ms < 1000) {
+    // autocannon ends a run on its one-second tick, however short it was asked to be: a run
+    // shorter than that (--smoke) is the same load as a closed loop of POSTs instead.
+    const agent = new Agent({ keepAlive: true, maxSockets: connections });
+    let failed = 0;
+    let firstError: string | undefined;
+    await closedLoop(connections, ms, async () => {
+      try {
+        latenciesMs.push((await post(agent, port, payload, { ...shapes[shape].headers, ...headers() }, shapes[shape].path)).total);
+      } catch (err) {
+        failed++;
+        firstError ??= String(err);
+      }
+    });
+    agent.destroy();
+    return { latenciesMs, failed, firstError };
+  }
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const tracker = autocannon({
       url: `http://127.0.0.1:${port}${shapes[shape].path}`, method: "POST", connections, duration: ms / 1000,
@@ -75,10 +92,10 @@ export async function saturate(port: number, shape: Shape, payload: string, ms: 
 }
 
 /** One POST; resolves with the time to the first body byte and to the end, in ms. */
-export function post(agent: Agent, port: number, payload: string, headers: Record<string, string>): Promise<{ ttfb: number; total: number }> {
+export function post(agent: Agent, port: number, payload: string, headers: Record<string, string>, path = "/v1/chat/completions"): Promise<{ ttfb: number; total: number }> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const r = request({ host: "127.0.0.1", port, path: "/v1/chat/completions", method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...headers } }, (res) => {
+    const r = request({ host: "127.0.0.1", port, path, method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(payload), ...headers } }, (res) => {
       let ttfb = 0;
       res.on("data", () => (ttfb ||= performance.now() - t0));
       res.on("end", () => (res.statusCode === 200 ? resolve({ ttfb, total: performance.now() - t0 }) : reject(new Error(`status ${res.statusCode}`))));
